@@ -1,0 +1,1 @@
+//! vioblk-sim: virtio-blk device model, class-driver model and workloads.

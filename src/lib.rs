@@ -1,0 +1,3 @@
+//! vioblk: a Storport miniport for virtio-blk PCI disks.
+#![no_std]
+#![deny(unsafe_code)]

@@ -1,0 +1,1 @@
+//! Checks a kernel-driver PE image.
