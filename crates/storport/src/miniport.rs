@@ -1,0 +1,471 @@
+//! The `Miniport` trait and the `extern "C"` trampolines Storport calls.
+//!
+//! A driver implements [`Miniport`] for its adapter type; [`driver_entry`] builds a complete
+//! `HW_INITIALIZATION_DATA` from the trait (as the kernel's `OperationsVTable<T>` builds blk-mq's
+//! vtable) and registers it with `StorPortInitialize`. Storport then calls the trampolines here,
+//! which find the adapter in the device extension, make the context token of the callback kind and
+//! call the trait method. Storport values (BOOLEAN, SP_RETURN_*, SCSI_ADAPTER_CONTROL_STATUS) appear
+//! only here.
+//!
+//! # The device extension
+//!
+//! Storport allocates `DeviceExtensionSize` zeroed bytes per adapter. This crate lays it out as
+//! [`Extension<M>`]: a small header the layer itself uses (the SRB extension size, whether
+//! Storport granted concurrent channels, dump mode), then the miniport's `M`. HwStorFindAdapter's
+//! trampoline writes `M::INITIAL` in place (no large value on the kernel stack) and then calls
+//! [`Miniport::find_adapter`] with `&mut M`; every later callback gets `&M`.
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::config::PortConfiguration;
+use crate::context;
+use crate::ffi;
+use crate::port::Port;
+use crate::srb::{Completed, Srb};
+
+/// What HwStorFindAdapter reports (SP_RETURN_*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FindAdapterStatus {
+    /// SP_RETURN_FOUND: the adapter is ours and configured.
+    Found,
+    /// SP_RETURN_NOT_FOUND: no adapter of ours here.
+    NotFound,
+    /// SP_RETURN_ERROR: the adapter is ours but failed to start.
+    Error,
+    /// SP_RETURN_BAD_CONFIG: the resources Storport gave are unusable.
+    BadConfig,
+}
+
+impl FindAdapterStatus {
+    fn to_sp_return(self) -> ffi::ULONG {
+        match self {
+            Self::Found => ffi::SP_RETURN_FOUND,
+            Self::NotFound => ffi::SP_RETURN_NOT_FOUND,
+            Self::Error => ffi::SP_RETURN_ERROR,
+            Self::BadConfig => ffi::SP_RETURN_BAD_CONFIG,
+        }
+    }
+}
+
+/// What HwStorBuildIo decided for a request.
+#[must_use]
+pub enum BuildIoOutcome {
+    /// Pass the request on to HwStorStartIo (BuildIo returns TRUE): the handle goes back to
+    /// Storport, which hands it to StartIo.
+    StartIo(Srb),
+    /// The request was completed in BuildIo (BuildIo returns FALSE).
+    Completed(Completed),
+}
+
+/// An adapter-control request (HwStorAdapterControl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterControl {
+    /// ScsiStopAdapter: stop the adapter (power down, PnP stop); DIRQL.
+    Stop,
+    /// ScsiRestartAdapter: re-initialise the adapter after a stop; DIRQL.
+    Restart,
+    /// Any other type the miniport listed in [`Miniport::ADAPTER_CONTROL_TYPES`].
+    Other(u32),
+}
+
+/// Whether an adapter-control request succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterControlStatus {
+    /// ScsiAdapterControlSuccess.
+    Success,
+    /// ScsiAdapterControlUnsuccessful.
+    Unsuccessful,
+}
+
+/// A Storport miniport: the callbacks of one adapter type.
+///
+/// The implementing type lives in the device extension (see the module documentation); it
+/// must be `Sync` because Storport runs callbacks on several CPUs at once. Shared mutable state
+/// goes in the lock cells of [`crate::sync`].
+pub trait Miniport: Sized + Sync + 'static {
+    /// The adapter's state before HwStorFindAdapter, written in place into the zeroed device
+    /// extension.
+    const INITIAL: Self;
+    /// Bytes of per-request DMA-able memory (`SrbExtensionSize`).
+    const SRB_EXTENSION_SIZE: u32;
+    /// Number of access ranges the adapter uses (`NumberOfAccessRanges`).
+    const ACCESS_RANGES: u32 = 6;
+    /// `HW_INITIALIZATION_DATA.FeatureSupport` (STOR_FEATURE_*).
+    const FEATURE_SUPPORT: u32 = 0;
+    /// `MapBuffers` (STOR_MAP_*): by default, system addresses for non-read/write buffers.
+    const MAP_BUFFERS: u8 = ffi::STOR_MAP_NON_READ_WRITE_BUFFERS;
+    /// The adapter-control types the miniport supports besides stop and restart (which are
+    /// mandatory and always reported).
+    const ADAPTER_CONTROL_TYPES: &'static [u32] = &[];
+
+    /// HwStorFindAdapter: claim and configure the adapter described by `config`.
+    fn find_adapter(
+        &mut self,
+        ctx: &context::FindAdapter,
+        port: Port,
+        config: &mut PortConfiguration<'_>,
+    ) -> FindAdapterStatus;
+
+    /// HwStorInitialize: bring the hardware to a state ready for requests.
+    fn initialize(&self, ctx: &context::Initialize) -> bool;
+
+    /// HwStorPassiveInitializeRoutine, when enabled with
+    /// [`enable_passive_initialization`] from [`Miniport::initialize`].
+    fn passive_initialize(&self, ctx: &context::PassiveInitialize) -> bool {
+        let _ = ctx;
+        true
+    }
+
+    /// HwStorBuildIo: per-request work that needs no shared state.
+    fn build_io(&self, ctx: &context::BuildIo, srb: Srb) -> BuildIoOutcome;
+
+    /// HwStorStartIo: start (or complete) the request.
+    fn start_io(&self, ctx: context::StartIo<'_>, srb: Srb);
+
+    /// HwStorInterrupt (line-based or single-message interrupts). Returns whether the
+    /// adapter interrupted.
+    fn interrupt(&self, ctx: &context::Interrupt) -> bool;
+
+    /// HwMSInterruptRoutine, registered by [`PortConfiguration::use_message_interrupts`].
+    fn message_interrupt(&self, ctx: &context::MessageInterrupt, message_id: u32) -> bool {
+        let _ = (ctx, message_id);
+        false
+    }
+
+    /// HwStorResetBus: reset the bus; every outstanding request must be completed.
+    fn reset_bus(&self, ctx: &context::ResetBus, path_id: u32) -> bool;
+
+    /// HwStorAdapterControl for stop, restart and the types in `ADAPTER_CONTROL_TYPES`.
+    fn adapter_control(
+        &self,
+        ctx: &context::AdapterControl,
+        control: AdapterControl,
+    ) -> AdapterControlStatus;
+}
+
+/// The header the layer keeps at the start of every device extension.
+#[repr(C)]
+pub(crate) struct ExtensionHeader {
+    /// `M::SRB_EXTENSION_SIZE`, for SRB extension views.
+    pub(crate) srb_extension_size: AtomicU32,
+    /// Whether Storport granted more than one concurrent channel (StartIo runs unserialised).
+    pub(crate) concurrent_channels: AtomicBool,
+    /// Whether the adapter runs in a crash-dump or hibernation stack.
+    pub(crate) dump_mode: AtomicBool,
+}
+
+/// The device extension: the layer's header, then the miniport.
+#[repr(C)]
+pub struct Extension<M> {
+    pub(crate) header: ExtensionHeader,
+    miniport: M,
+}
+
+impl<M: Miniport> Extension<M> {
+    const SIZE: u32 = {
+        assert!(core::mem::size_of::<Self>() <= u32::MAX as usize);
+        // Storport's device extension comes from nonpaged pool: 16-byte aligned on x64.
+        assert!(core::mem::align_of::<Self>() <= 16);
+        core::mem::size_of::<Self>() as u32
+    };
+}
+
+/// Reads the layer's header of the adapter `port` names.
+pub(crate) fn header(port: &Port) -> &ExtensionHeader {
+    // SAFETY: every device extension of a miniport registered through `driver_entry` starts with
+    // an `ExtensionHeader` (repr(C), first field), written by the FindAdapter trampoline before
+    // any `Port` for it exists; it lives as long as the adapter.
+    unsafe { &*port.extension().cast::<ExtensionHeader>() }
+}
+
+/// The miniport in the device extension.
+///
+/// # Safety
+///
+/// `extension` is the HwDeviceExtension of an adapter of `M` whose FindAdapter trampoline has run.
+unsafe fn miniport<'a, M: Miniport>(extension: *mut c_void) -> &'a M {
+    // SAFETY: by this function's `# Safety`, `extension` points at an initialised `Extension<M>`.
+    unsafe { &(*extension.cast::<Extension<M>>()).miniport }
+}
+
+/// The `HW_INITIALIZATION_DATA` that registers `M`: every callback, SRB_EX only, BTL8 addresses.
+pub const fn hw_initialization_data<M: Miniport>() -> ffi::HW_INITIALIZATION_DATA {
+    let mut data = ffi::HW_INITIALIZATION_DATA::zeroed();
+    data.HwInitializationDataSize = core::mem::size_of::<ffi::HW_INITIALIZATION_DATA>() as u32;
+    data.AdapterInterfaceType = ffi::PCIBus;
+    data.HwInitialize = Some(initialize_trampoline::<M>);
+    data.HwStartIo = Some(start_io_trampoline::<M>);
+    data.HwInterrupt = Some(interrupt_trampoline::<M>);
+    data.HwFindAdapter = Some(find_adapter_trampoline::<M>);
+    data.HwResetBus = Some(reset_bus_trampoline::<M>);
+    data.HwAdapterControl = Some(adapter_control_trampoline::<M>);
+    data.HwBuildIo = Some(build_io_trampoline::<M>);
+    data.DeviceExtensionSize = Extension::<M>::SIZE;
+    data.SpecificLuExtensionSize = 0;
+    data.SrbExtensionSize = M::SRB_EXTENSION_SIZE;
+    data.NumberOfAccessRanges = M::ACCESS_RANGES;
+    data.MapBuffers = M::MAP_BUFFERS;
+    data.NeedPhysicalAddresses = 1;
+    data.TaggedQueuing = 1;
+    data.AutoRequestSense = 1;
+    data.MultipleRequestPerLu = 1;
+    data.FeatureSupport = M::FEATURE_SUPPORT;
+    data.SrbTypeFlags = ffi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK;
+    data.AddressTypeFlags = ffi::ADDRESS_TYPE_FLAG_BTL8;
+    data
+}
+
+/// DriverEntry's work: registers `M` with Storport through `StorPortInitialize`.
+///
+/// `driver_object` and `registry_path` are DriverEntry's arguments, passed through untouched
+/// (both NULL when a crash-dump or hibernation stack loads the driver). Returns Storport's
+/// NTSTATUS.
+pub fn driver_entry<M: Miniport>(driver_object: *mut c_void, registry_path: *mut c_void) -> u32 {
+    let mut data = hw_initialization_data::<M>();
+    // SAFETY: `data` is a complete HW_INITIALIZATION_DATA whose callbacks are this module's
+    // trampolines for `M`; Storport copies it before returning. The two arguments are DriverEntry's
+    // own, which StorPortInitialize expects unchanged.
+    unsafe { ffi::StorPortInitialize(driver_object, registry_path, &mut data, core::ptr::null_mut()) }
+}
+
+/// Asks Storport to call [`Miniport::passive_initialize`] at PASSIVE_LEVEL after
+/// HwStorInitialize returns. Only valid from HwStorInitialize, which the token proves.
+pub fn enable_passive_initialization<M: Miniport>(_ctx: &context::Initialize, port: Port) -> bool {
+    let mut result: ffi::LONG = 0;
+    let routine: ffi::PHW_PASSIVE_INITIALIZE_ROUTINE = Some(passive_initialize_trampoline::<M>);
+    // SAFETY: EnablePassiveInitialization takes (routine, LONG* result) after the extension
+    // (layouts.md); `port` is this adapter and `result` outlives the call.
+    unsafe {
+        ffi::StorPortNotification(
+            ffi::EnablePassiveInitialization,
+            port.extension(),
+            routine,
+            &mut result as *mut ffi::LONG,
+        )
+    };
+    result != 0
+}
+
+/// Whether a BOOLEAN is TRUE.
+fn boolean(value: bool) -> ffi::BOOLEAN {
+    ffi::BOOLEAN::from(value)
+}
+
+/// The extension pointer Storport passed, or `None` if it passed NULL.
+fn extension(ptr: ffi::PVOID) -> Option<NonNull<c_void>> {
+    NonNull::new(ptr)
+}
+
+unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+    _hw_context: ffi::PVOID,
+    _bus_information: ffi::PVOID,
+    argument_string: ffi::PCHAR,
+    config_info: *mut ffi::PORT_CONFIGURATION_INFORMATION,
+    again: *mut ffi::BOOLEAN,
+) -> ffi::ULONG {
+    if !again.is_null() {
+        // SAFETY: Storport passes a valid BOOLEAN out-parameter (checked non-NULL).
+        unsafe { again.write(0) };
+    }
+    let (Some(ext), Some(config_info)) = (extension(device_extension), NonNull::new(config_info))
+    else {
+        return ffi::SP_RETURN_ERROR;
+    };
+    let raw = ext.as_ptr().cast::<Extension<M>>();
+    let header = ExtensionHeader {
+        srb_extension_size: AtomicU32::new(M::SRB_EXTENSION_SIZE),
+        concurrent_channels: AtomicBool::new(false),
+        dump_mode: AtomicBool::new(false),
+    };
+    // SAFETY: Storport allocated DeviceExtensionSize = size_of::<Extension<M>>() bytes for this
+    // adapter, suitably aligned (asserted in `Extension::SIZE`), and calls FindAdapter before any
+    // other callback of the adapter, so nothing else references the memory yet.
+    unsafe { core::ptr::addr_of_mut!((*raw).header).write(header) };
+    // SAFETY: as above; `M::INITIAL` is written in place, without a large stack temporary in
+    // optimised builds.
+    unsafe { core::ptr::addr_of_mut!((*raw).miniport).write(M::INITIAL) };
+    // SAFETY: the extension was just initialised and nothing else can run for this adapter
+    // until FindAdapter returns, so this is the only reference.
+    let miniport = unsafe { &mut (*raw).miniport };
+    // SAFETY: `ext` is this adapter's HwDeviceExtension.
+    let port = unsafe { Port::new(ext) };
+    // SAFETY: Storport passes a valid PORT_CONFIGURATION_INFORMATION for the duration of the call
+    // and a NUL-terminated (or NULL) argument string.
+    let mut config = unsafe { PortConfiguration::new(config_info, argument_string, port) };
+    header_dump_mode(&port, config.dump_mode().is_some());
+    // SAFETY: this is the HwStorFindAdapter trampoline.
+    let ctx = unsafe { context::FindAdapter::new() };
+    miniport
+        .find_adapter(&ctx, port, &mut config)
+        .to_sp_return()
+}
+
+fn header_dump_mode(port: &Port, dump: bool) {
+    header(port).dump_mode.store(dump, Ordering::Relaxed);
+}
+
+unsafe extern "C" fn initialize_trampoline<M: Miniport>(device_extension: ffi::PVOID) -> ffi::BOOLEAN {
+    // SAFETY: Storport calls HwStorInitialize only after FindAdapter succeeded for this extension.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: this is the HwStorInitialize trampoline.
+    let ctx = unsafe { context::Initialize::new() };
+    boolean(miniport.initialize(&ctx))
+}
+
+unsafe extern "C" fn passive_initialize_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+) -> ffi::BOOLEAN {
+    // SAFETY: registered by `enable_passive_initialization` from HwStorInitialize, after
+    // FindAdapter initialised the extension.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: this is the HwStorPassiveInitializeRoutine trampoline.
+    let ctx = unsafe { context::PassiveInitialize::new() };
+    boolean(miniport.passive_initialize(&ctx))
+}
+
+unsafe extern "C" fn build_io_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+    srb: ffi::PSCSI_REQUEST_BLOCK,
+) -> ffi::BOOLEAN {
+    let Some(ext) = extension(device_extension) else {
+        return 0;
+    };
+    // SAFETY: Storport calls HwStorBuildIo only after FindAdapter succeeded for this extension.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: `ext` is this adapter's HwDeviceExtension.
+    let port = unsafe { Port::new(ext) };
+    // SAFETY: Storport hands BuildIo an SRB it owns until StartIo or completion; with
+    // SrbTypeFlags = STORAGE_REQUEST_BLOCK it is an SRB_EX.
+    let Some(request) = (unsafe { Srb::from_raw(srb, port) }) else {
+        // Not an SRB_EX: Storport never sends one to a miniport registered for SRB_EX only.
+        return 1;
+    };
+    // SAFETY: this is the HwStorBuildIo trampoline.
+    let ctx = unsafe { context::BuildIo::new() };
+    match miniport.build_io(&ctx, request) {
+        BuildIoOutcome::StartIo(request) => {
+            // The SRB goes on to StartIo, which receives its own handle.
+            request.forget();
+            1
+        }
+        BuildIoOutcome::Completed(_) => 0,
+    }
+}
+
+unsafe extern "C" fn start_io_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+    srb: ffi::PSCSI_REQUEST_BLOCK,
+) -> ffi::BOOLEAN {
+    let Some(ext) = extension(device_extension) else {
+        return 1;
+    };
+    // SAFETY: Storport calls HwStorStartIo only after FindAdapter succeeded for this extension.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: `ext` is this adapter's HwDeviceExtension.
+    let port = unsafe { Port::new(ext) };
+    // SAFETY: Storport hands StartIo an SRB_EX the miniport owns until it completes it.
+    let Some(request) = (unsafe { Srb::from_raw(srb, port) }) else {
+        return 1;
+    };
+    if header(&port).concurrent_channels.load(Ordering::Relaxed) {
+        // SAFETY: this is the HwStorStartIo trampoline and Storport granted more than one
+        // concurrent channel, so it holds no StartIo lock.
+        let ctx = unsafe { context::StartIoConcurrent::new() };
+        miniport.start_io(context::StartIo::Concurrent(&ctx), request);
+    } else {
+        // SAFETY: this is the HwStorStartIo trampoline with at most one channel: Storport holds
+        // the StartIo lock.
+        let ctx = unsafe { context::StartIoSerialized::new() };
+        miniport.start_io(context::StartIo::Serialized(&ctx), request);
+    }
+    1
+}
+
+unsafe extern "C" fn interrupt_trampoline<M: Miniport>(device_extension: ffi::PVOID) -> ffi::BOOLEAN {
+    // SAFETY: Storport connects the interrupt only after FindAdapter succeeded.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: this is the HwStorInterrupt trampoline; Storport holds the interrupt lock.
+    let ctx = unsafe { context::Interrupt::new() };
+    boolean(miniport.interrupt(&ctx))
+}
+
+/// The HwMSInterruptRoutine trampoline, installed by `PortConfiguration::use_message_interrupts`.
+pub(crate) unsafe extern "C" fn message_interrupt_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+    message_id: ffi::ULONG,
+) -> ffi::BOOLEAN {
+    // SAFETY: Storport connects message interrupts only after FindAdapter succeeded.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: this is the HwMSInterruptRoutine trampoline; Storport holds the message's lock.
+    let ctx = unsafe { context::MessageInterrupt::new() };
+    boolean(miniport.message_interrupt(&ctx, message_id))
+}
+
+unsafe extern "C" fn reset_bus_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+    path_id: ffi::ULONG,
+) -> ffi::BOOLEAN {
+    // SAFETY: Storport resets only an adapter that was found.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: this is the HwStorResetBus trampoline (full duplex: StartIo lock held).
+    let ctx = unsafe { context::ResetBus::new() };
+    boolean(miniport.reset_bus(&ctx, path_id))
+}
+
+unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+    control_type: ffi::SCSI_ADAPTER_CONTROL_TYPE,
+    parameters: ffi::PVOID,
+) -> ffi::SCSI_ADAPTER_CONTROL_STATUS {
+    if control_type == ffi::ScsiQuerySupportedControlTypes {
+        // SAFETY: for ScsiQuerySupportedControlTypes Storport passes a
+        // SCSI_SUPPORTED_CONTROL_TYPE_LIST followed by MaxControlType BOOLEANs.
+        return unsafe { report_supported_control_types::<M>(parameters) };
+    }
+    // SAFETY: Storport sends other control types only after FindAdapter succeeded.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    let control = match control_type {
+        ffi::ScsiStopAdapter => AdapterControl::Stop,
+        ffi::ScsiRestartAdapter => AdapterControl::Restart,
+        other if M::ADAPTER_CONTROL_TYPES.contains(&other) => AdapterControl::Other(other),
+        _ => return ffi::ScsiAdapterControlUnsuccessful,
+    };
+    // SAFETY: this is the HwStorAdapterControl trampoline.
+    let ctx = unsafe { context::AdapterControl::new() };
+    match miniport.adapter_control(&ctx, control) {
+        AdapterControlStatus::Success => ffi::ScsiAdapterControlSuccess,
+        AdapterControlStatus::Unsuccessful => ffi::ScsiAdapterControlUnsuccessful,
+    }
+}
+
+/// Answers ScsiQuerySupportedControlTypes: stop, restart and `M::ADAPTER_CONTROL_TYPES`, never at
+/// or beyond MaxControlType.
+///
+/// # Safety
+///
+/// `parameters` is NULL or the SCSI_SUPPORTED_CONTROL_TYPE_LIST Storport passed, whose
+/// `SupportedTypeList` has `MaxControlType` entries.
+unsafe fn report_supported_control_types<M: Miniport>(
+    parameters: ffi::PVOID,
+) -> ffi::SCSI_ADAPTER_CONTROL_STATUS {
+    let list = parameters.cast::<ffi::SCSI_SUPPORTED_CONTROL_TYPE_LIST>();
+    if list.is_null() {
+        return ffi::ScsiAdapterControlUnsuccessful;
+    }
+    // SAFETY: `list` is the non-NULL list Storport passed (this function's `# Safety`).
+    let max = unsafe { (*list).MaxControlType };
+    // SAFETY: the BOOLEAN array starts at SupportedTypeList, inside the same allocation.
+    let entries = unsafe { core::ptr::addr_of_mut!((*list).SupportedTypeList) }.cast::<ffi::BOOLEAN>();
+    let supported = [ffi::ScsiStopAdapter, ffi::ScsiRestartAdapter];
+    for control_type in supported.iter().chain(M::ADAPTER_CONTROL_TYPES.iter()) {
+        if *control_type < max {
+            // SAFETY: `control_type < MaxControlType`, the array's length (this function's
+            // `# Safety`).
+            unsafe { entries.add(*control_type as usize).write(1) };
+        }
+    }
+    ffi::ScsiAdapterControlSuccess
+}

@@ -1,0 +1,398 @@
+//! Storage request blocks: the requests Storport hands the miniport.
+//!
+//! The miniport registers with `SrbTypeFlags = SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK`, so every
+//! request is an SRB_EX: a `STORAGE_REQUEST_BLOCK` header (layouts.md), a device address
+//! (`STOR_ADDR_BTL8`) at `AddressOffset`, and extended-data blocks at `SrbExDataOffset[i]` (the
+//! CDB with its sense buffer in `SRBEX_DATA_SCSI_CDB16/32/VAR`, PnP and power details). [`Srb`]
+//! is an owned handle: the miniport owns a request from HwStorStartIo until it completes it, and
+//! [`Srb::complete`] consumes the handle, so completing twice does not compile (kernel
+//! `Request::end_ok`). Every offset inside the SRB is validated against `SrbLength` before use.
+
+use core::ffi::c_void;
+use core::ptr::NonNull;
+
+use crate::dma::DmaRegion;
+use crate::ffi;
+use crate::miniport::header;
+use crate::port::Port;
+
+/// Proof that a request was completed (returned by [`Srb::complete`]).
+#[must_use]
+pub struct Completed {
+    _private: (),
+}
+
+/// A request the miniport owns until it completes it.
+///
+/// # Invariants
+///
+/// `raw` points at an SRB_EX (`Function == SRB_FUNCTION_STORAGE_REQUEST_BLOCK`, signature
+/// "SRBX") that Storport handed to this adapter and that has not been completed; `port` is that
+/// adapter.
+pub struct Srb {
+    raw: NonNull<ffi::STORAGE_REQUEST_BLOCK>,
+    port: Port,
+}
+
+// SAFETY: the miniport owns the request until completion; it may complete it on any CPU (a DPC,
+// another StartIo), which Storport allows.
+unsafe impl Send for Srb {}
+
+/// The device address of a request (STOR_ADDR_BTL8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    /// Path (bus) id.
+    pub path: u8,
+    /// Target id.
+    pub target: u8,
+    /// Logical unit number.
+    pub lun: u8,
+}
+
+/// PnP details of an SRB_FUNCTION_PNP request (SRBEX_DATA_PNP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PnpRequest {
+    /// STOR_PNP_ACTION.
+    pub action: u32,
+    /// SRB_PNP_FLAGS_* (adapter request or unit request).
+    pub flags: u32,
+}
+
+/// Power details of an SRB_FUNCTION_POWER request (SRBEX_DATA_POWER).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PowerRequest {
+    /// STOR_DEVICE_POWER_STATE.
+    pub device_state: u32,
+    /// STOR_POWER_ACTION.
+    pub action: u32,
+    /// SRB_POWER_FLAGS_*.
+    pub flags: u8,
+}
+
+/// One element of a request's scatter-gather list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Physical (bus) address.
+    pub address: u64,
+    /// Length in bytes.
+    pub length: u32,
+}
+
+/// The SCSI extended-data block of a request (CDB, status, sense buffer), located once.
+#[derive(Clone, Copy)]
+enum ScsiBlock {
+    Cdb16(NonNull<ffi::SRBEX_DATA_SCSI_CDB16>),
+    Cdb32(NonNull<ffi::SRBEX_DATA_SCSI_CDB32>),
+    None,
+}
+
+impl Srb {
+    /// Makes a handle for the request Storport passed to a callback.
+    ///
+    /// Returns `None` for a NULL pointer or an SRB that is not an SRB_EX (which Storport never
+    /// sends a miniport that registered for SRB_EX only).
+    ///
+    /// # Safety
+    ///
+    /// `srb` is NULL or the request Storport passed to HwStorBuildIo/HwStorStartIo of the adapter
+    /// `port`, not yet completed, and the caller is entitled to own it.
+    pub(crate) unsafe fn from_raw(srb: ffi::PSCSI_REQUEST_BLOCK, port: Port) -> Option<Srb> {
+        let raw = NonNull::new(srb.cast::<ffi::STORAGE_REQUEST_BLOCK>())?;
+        // SAFETY: a non-NULL request from Storport is at least the SRB header; Function (offset
+        // 2) and Signature (offset 8) are inside the common prefix of both SRB kinds.
+        let (function, signature, length) = unsafe {
+            let r = raw.as_ptr();
+            ((*r).Function, (*r).Signature, (*r).SrbLength)
+        };
+        if function != ffi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK
+            || signature != ffi::SRB_SIGNATURE
+            || (length as usize) < core::mem::size_of::<ffi::STORAGE_REQUEST_BLOCK>()
+        {
+            return None;
+        }
+        // INVARIANT: checked above; ownership by this function's `# Safety`.
+        Some(Srb { raw, port })
+    }
+
+    /// Gives up the handle without completing (the request went on to StartIo).
+    pub(crate) fn forget(self) {}
+
+    fn header(&self) -> &ffi::STORAGE_REQUEST_BLOCK {
+        // SAFETY: by the type invariant the header is valid and owned by us.
+        unsafe { self.raw.as_ref() }
+    }
+
+    fn header_mut(&mut self) -> &mut ffi::STORAGE_REQUEST_BLOCK {
+        // SAFETY: by the type invariant the header is valid and exclusively ours.
+        unsafe { self.raw.as_mut() }
+    }
+
+    /// A pointer to `size` bytes at `offset` inside the SRB, if they lie within `SrbLength`
+    /// and after the header, suitably aligned for `T`.
+    fn inner<T>(&self, offset: u32) -> Option<NonNull<T>> {
+        let header = core::mem::size_of::<ffi::STORAGE_REQUEST_BLOCK>();
+        let offset = offset as usize;
+        let end = offset.checked_add(core::mem::size_of::<T>())?;
+        if offset < header.saturating_sub(core::mem::size_of::<ffi::ULONG>())
+            || end > self.header().SrbLength as usize
+            || !offset.is_multiple_of(core::mem::align_of::<T>())
+        {
+            return None;
+        }
+        let ptr = self.raw.as_ptr().cast::<u8>().wrapping_add(offset).cast::<T>();
+        NonNull::new(ptr)
+    }
+
+    /// The extended-data block at index `i` and its type.
+    fn ex_data(&self, i: u32) -> Option<(ffi::SRBEXDATATYPE, u32)> {
+        if i >= self.header().NumSrbExData {
+            return None;
+        }
+        let slot = core::mem::offset_of!(ffi::STORAGE_REQUEST_BLOCK, SrbExDataOffset) as u32;
+        let offset_ptr = self.inner_any::<ffi::ULONG>(slot.checked_add(i.checked_mul(4)?)?)?;
+        // SAFETY: `inner_any` checked the ULONG lies inside the SRB.
+        let offset = unsafe { offset_ptr.read() };
+        let block = self.inner::<ffi::SRBEX_DATA>(offset)?;
+        // SAFETY: `inner` checked the block header lies inside the SRB.
+        let kind = unsafe { (*block.as_ptr()).Type };
+        Some((kind, offset))
+    }
+
+    /// Like `inner`, but for the offset table, which starts inside the header.
+    fn inner_any<T>(&self, offset: u32) -> Option<NonNull<T>> {
+        let offset = offset as usize;
+        let end = offset.checked_add(core::mem::size_of::<T>())?;
+        if end > self.header().SrbLength as usize || !offset.is_multiple_of(core::mem::align_of::<T>()) {
+            return None;
+        }
+        NonNull::new(self.raw.as_ptr().cast::<u8>().wrapping_add(offset).cast::<T>())
+    }
+
+    fn find_ex_data(&self, wanted: ffi::SRBEXDATATYPE) -> Option<u32> {
+        let count = self.header().NumSrbExData.min(16);
+        (0..count).find_map(|i| match self.ex_data(i) {
+            Some((kind, offset)) if kind == wanted => Some(offset),
+            _ => None,
+        })
+    }
+
+    fn scsi_block(&self) -> ScsiBlock {
+        let count = self.header().NumSrbExData.min(16);
+        for i in 0..count {
+            match self.ex_data(i) {
+                Some((ffi::SrbExDataTypeScsiCdb16, offset)) => {
+                    if let Some(p) = self.inner::<ffi::SRBEX_DATA_SCSI_CDB16>(offset) {
+                        return ScsiBlock::Cdb16(p);
+                    }
+                }
+                Some((ffi::SrbExDataTypeScsiCdb32, offset)) => {
+                    if let Some(p) = self.inner::<ffi::SRBEX_DATA_SCSI_CDB32>(offset) {
+                        return ScsiBlock::Cdb32(p);
+                    }
+                }
+                _ => {}
+            }
+        }
+        ScsiBlock::None
+    }
+
+    /// The SRB function (SRB_FUNCTION_*): EXECUTE_SCSI, FLUSH, RESET_*, PNP, POWER, ...
+    pub fn function(&self) -> u32 {
+        self.header().SrbFunction
+    }
+
+    /// SRB_FLAGS_*.
+    pub fn flags(&self) -> u32 {
+        self.header().SrbFlags
+    }
+
+    /// The request's timeout in seconds.
+    pub fn timeout(&self) -> u32 {
+        self.header().TimeOutValue
+    }
+
+    /// The device address (STOR_ADDR_BTL8), if present and well formed.
+    pub fn address(&self) -> Option<Address> {
+        let address = self.inner::<ffi::STOR_ADDR_BTL8>(self.header().AddressOffset)?;
+        // SAFETY: `inner` checked the address lies inside the SRB.
+        let a = unsafe { address.as_ptr().read() };
+        if a.Type != ffi::STOR_ADDRESS_TYPE_BTL8 {
+            return None;
+        }
+        Some(Address { path: a.Path, target: a.Target, lun: a.Lun })
+    }
+
+    /// The CDB (empty when the request carries none).
+    pub fn cdb(&self) -> &[u8] {
+        match self.scsi_block() {
+            ScsiBlock::Cdb16(p) => {
+                // SAFETY: `scsi_block` checked the block lies inside the SRB, which we own.
+                let block = unsafe { p.as_ref() };
+                let len = usize::from(block.CdbLength).min(block.Cdb.len());
+                block.Cdb.get(..len).unwrap_or(&[])
+            }
+            ScsiBlock::Cdb32(p) => {
+                // SAFETY: as above.
+                let block = unsafe { p.as_ref() };
+                let len = usize::from(block.CdbLength).min(block.Cdb.len());
+                block.Cdb.get(..len).unwrap_or(&[])
+            }
+            ScsiBlock::None => &[],
+        }
+    }
+
+    /// Sets the SCSI status byte (SCSISTAT_*).
+    pub fn set_scsi_status(&mut self, status: u8) {
+        match self.scsi_block() {
+            // SAFETY: `scsi_block` checked the block lies inside the SRB, which we own.
+            ScsiBlock::Cdb16(mut p) => unsafe { p.as_mut().ScsiStatus = status },
+            // SAFETY: as above.
+            ScsiBlock::Cdb32(mut p) => unsafe { p.as_mut().ScsiStatus = status },
+            ScsiBlock::None => {}
+        }
+    }
+
+    /// Copies sense data into the request's sense buffer (truncated to its size) and records
+    /// how much was copied. Returns the number of bytes copied: 0 when the request has no sense
+    /// buffer or SRB_FLAGS_DISABLE_AUTOSENSE is set.
+    pub fn write_sense(&mut self, sense: &[u8]) -> usize {
+        if self.flags() & ffi::SRB_FLAGS_DISABLE_AUTOSENSE != 0 {
+            return 0;
+        }
+        let (buffer, capacity, length_field): (*mut c_void, u8, *mut u8) = match self.scsi_block() {
+            // SAFETY: `scsi_block` checked the block lies inside the SRB, which we own.
+            ScsiBlock::Cdb16(p) => unsafe {
+                let b = p.as_ptr();
+                ((*b).SenseInfoBuffer, (*b).SenseInfoBufferLength, &raw mut (*b).SenseInfoBufferLength)
+            },
+            // SAFETY: as above.
+            ScsiBlock::Cdb32(p) => unsafe {
+                let b = p.as_ptr();
+                ((*b).SenseInfoBuffer, (*b).SenseInfoBufferLength, &raw mut (*b).SenseInfoBufferLength)
+            },
+            ScsiBlock::None => return 0,
+        };
+        if buffer.is_null() {
+            return 0;
+        }
+        let count = sense.len().min(usize::from(capacity));
+        // SAFETY: the class driver's sense buffer holds SenseInfoBufferLength bytes and is ours
+        // until completion; `count` does not exceed it.
+        unsafe { core::ptr::copy_nonoverlapping(sense.as_ptr(), buffer.cast::<u8>(), count) };
+        // SAFETY: `length_field` points into the block checked above. `count <= capacity <= 255`.
+        unsafe { length_field.write(count as u8) };
+        count
+    }
+
+    /// Bytes to transfer (or transferred, once set).
+    pub fn data_transfer_length(&self) -> u32 {
+        self.header().DataTransferLength
+    }
+
+    /// Records how many bytes moved (an underrun is reported with SRB_STATUS_DATA_OVERRUN).
+    pub fn set_data_transfer_length(&mut self, length: u32) {
+        self.header_mut().DataTransferLength = length;
+    }
+
+    /// The data buffer through its system virtual address.
+    ///
+    /// Only for requests whose buffer Storport maps (MapBuffers = STOR_MAP_NON_READ_WRITE_BUFFERS:
+    /// everything but READ and WRITE); `None` when the request has no buffer.
+    pub fn data_buffer(&mut self) -> Option<&mut [u8]> {
+        let header = self.header();
+        let buffer = header.DataBuffer.cast::<u8>();
+        let length = header.DataTransferLength as usize;
+        if buffer.is_null() || length == 0 {
+            return None;
+        }
+        // SAFETY: Storport maps the buffer of non-read/write requests into system space for
+        // DataTransferLength bytes, and it is ours until completion (the `&mut self` borrow keeps
+        // it unique).
+        Some(unsafe { core::slice::from_raw_parts_mut(buffer, length) })
+    }
+
+    /// The request's scatter-gather list (physical segments of its data buffer).
+    pub fn scatter_gather(&self) -> Option<impl ExactSizeIterator<Item = Segment> + '_> {
+        // SAFETY: StorPortGetScatterGatherList takes the adapter and one of its requests.
+        let list = unsafe {
+            ffi::StorPortGetScatterGatherList(self.port.extension(), self.raw.as_ptr().cast())
+        };
+        let list = NonNull::new(list)?;
+        // SAFETY: Storport's list is valid until the request completes.
+        let count = unsafe { (*list.as_ptr()).NumberOfElements } as usize;
+        // SAFETY: the element array follows the header with NumberOfElements entries.
+        let first = unsafe { (&raw mut (*list.as_ptr()).List).cast::<ffi::STOR_SCATTER_GATHER_ELEMENT>() };
+        Some((0..count).map(move |i| {
+            // SAFETY: `i < NumberOfElements`.
+            let element = unsafe { first.add(i).read() };
+            Segment { address: element.PhysicalAddress as u64, length: element.Length }
+        }))
+    }
+
+    /// The request's SRB extension (`SrbExtensionSize` bytes of DMA-able memory), fresh on
+    /// every dispatch.
+    pub fn extension(&self) -> Option<DmaRegion> {
+        let va = NonNull::new(self.header().MiniportContext.cast::<u8>())?;
+        let size = header(&self.port).srb_extension_size.load(core::sync::atomic::Ordering::Relaxed);
+        let mut length: ffi::ULONG = 0;
+        // SAFETY: StorPortGetPhysicalAddress translates an address of this request's extension.
+        let phys = unsafe {
+            ffi::StorPortGetPhysicalAddress(
+                self.port.extension(),
+                self.raw.as_ptr().cast(),
+                va.as_ptr().cast(),
+                &mut length,
+            )
+        };
+        if length < size {
+            return None;
+        }
+        // SAFETY: the SRB extension is SrbExtensionSize bytes of physically contiguous DMA-able
+        // memory (checked by the length Storport reported), valid until the request completes.
+        Some(unsafe { DmaRegion::new(va, phys as u64, size as usize) })
+    }
+
+    /// PnP details, for SRB_FUNCTION_PNP.
+    pub fn pnp(&self) -> Option<PnpRequest> {
+        let offset = self.find_ex_data(ffi::SrbExDataTypePnP)?;
+        let block = self.inner::<ffi::SRBEX_DATA_PNP>(offset)?;
+        // SAFETY: `inner` checked the block lies inside the SRB.
+        let b = unsafe { block.as_ptr().read() };
+        Some(PnpRequest { action: b.PnPAction, flags: b.SrbPnPFlags })
+    }
+
+    /// Power details, for SRB_FUNCTION_POWER.
+    pub fn power(&self) -> Option<PowerRequest> {
+        let offset = self.find_ex_data(ffi::SrbExDataTypePower)?;
+        let block = self.inner::<ffi::SRBEX_DATA_POWER>(offset)?;
+        // SAFETY: `inner` checked the block lies inside the SRB.
+        let b = unsafe { block.as_ptr().read() };
+        Some(PowerRequest { device_state: b.DevicePowerState, action: b.PowerAction, flags: b.SrbPowerFlags })
+    }
+
+    /// The adapter this request belongs to.
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    /// The raw pointer, for Storport calls that name a request.
+    pub(crate) fn as_raw(&self) -> ffi::PSCSI_REQUEST_BLOCK {
+        self.raw.as_ptr().cast()
+    }
+
+    /// Completes the request with `status` (SRB_STATUS_*, with modifiers such as
+    /// SRB_STATUS_AUTOSENSE_VALID) and gives it back to Storport.
+    ///
+    /// SRB_STATUS_PENDING is not a completion status: it is turned into SRB_STATUS_INTERNAL_ERROR
+    /// rather than handed to Storport.
+    pub fn complete(mut self, status: u8) -> Completed {
+        let status = if status == ffi::SRB_STATUS_PENDING { ffi::SRB_STATUS_INTERNAL_ERROR } else { status };
+        self.header_mut().SrbStatus = status;
+        // SAFETY: RequestComplete takes the adapter and a request it owns; the handle is consumed,
+        // so the request cannot be completed or touched again through it.
+        unsafe {
+            ffi::StorPortNotification(ffi::RequestComplete, self.port.extension(), self.raw.as_ptr())
+        };
+        Completed { _private: () }
+    }
+}
