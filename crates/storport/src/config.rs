@@ -236,6 +236,9 @@ impl<'a> PortConfiguration<'a> {
     /// Registers HwMSInterruptRoutine for `M` with the given synchronization mode.
     pub fn use_message_interrupts<M: Miniport>(&mut self, mode: MessageSynchronization) {
         self.raw.HwMSInterruptRoutine = Some(message_interrupt_trampoline::<M>);
+        crate::miniport::header(&self.port)
+            .per_message
+            .store(mode == MessageSynchronization::PerMessage, core::sync::atomic::Ordering::Relaxed);
         self.raw.InterruptSynchronizationMode = match mode {
             MessageSynchronization::All => ffi::InterruptSynchronizeAll,
             MessageSynchronization::PerMessage => ffi::InterruptSynchronizePerMessage,

@@ -3,13 +3,15 @@
 //! The driver links with `/NODEFAULTLIB` (no C runtime), yet the code rustc generates calls
 //! `memcpy`, `memmove`, `memset` and `memcmp` for copies, fills and comparisons, and LLVM emits a
 //! reference to `_fltused` in any module that touches floating point (MSVC's convention: the CRT
-//! defines it to say "floating-point support is linked"). This module supplies all of them:
+//! defines it to say "floating-point support is linked"); the unwind data of the prebuilt `core`
+//! names the CRT's `__CxxFrameHandler3`. This module supplies all of them:
 //!
 //! | C / MSVC                                   | here                                   |
 //! |--------------------------------------------|----------------------------------------|
 //! | `memcpy`, `memmove`, `memset`, `memcmp`    | imported from `ntoskrnl.exe` (raw-dylib) |
 //! | `int _fltused` (CRT)                       | `_fltused`, defined in assembly        |
 //! | `KeBugCheckEx` (wdm.h, `NtosKrnl.lib`)     | [`bug_check`], for the panic handler   |
+//! | `__CxxFrameHandler3` (CRT)                 | a stub that never handles, in assembly |
 //!
 //! The memory routines come from ntoskrnl.exe because that is where the WDK's own `memcpy` and
 //! friends resolve for every kernel driver (`RtlCopyMemory` and `RtlFillMemory` are macros over
@@ -58,6 +60,25 @@ core::arch::global_asm!(
     ".p2align 2",
     "_fltused:",
     ".long 0x9875",
+);
+
+// `__CxxFrameHandler3`: the MSVC language-specific exception handler ("personality routine").
+//
+// The prebuilt `core` of x86_64-pc-windows-msvc is compiled with `panic=unwind`, so the unwind
+// data (`.xdata`) of its functions that have cleanups names `__CxxFrameHandler3`, which the CRT
+// provides and a `/NODEFAULTLIB` kernel image lacks. vioblk never unwinds: `panic = "abort"` and
+// the panic handler bug-checks. The only way the kernel could call this handler is an SEH
+// exception raised below a Rust frame and caught above it; the answer that is right for code
+// that has no handlers and no cleanups to run is `ExceptionContinueSearch` (1) in both the
+// dispatch and the unwind pass, which is all this does. Leaf function: no stack, no unwind data
+// needed. Assembly, not a `#[no_mangle] extern fn`, so that the image does not export it.
+core::arch::global_asm!(
+    ".section .text,\"xr\"",
+    ".globl __CxxFrameHandler3",
+    ".p2align 4",
+    "__CxxFrameHandler3:",
+    "mov eax, 1",
+    "ret",
 );
 
 /// The bug check code the driver's panic handler passes to [`bug_check`]: `0xE0000B1C`.

@@ -9,14 +9,20 @@ pub mod kernel_rt;
 pub mod config;
 pub mod context;
 pub mod dma;
+pub mod dpc;
 pub mod ffi;
+pub mod lock;
 pub mod miniport;
+pub mod msi;
 pub mod perf;
 pub mod port;
 pub mod register;
 pub mod srb;
+pub mod sync;
 
 pub use config::PortConfiguration;
-pub use miniport::{AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, Miniport};
+pub use miniport::{
+    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext, Miniport,
+};
 pub use port::Port;
 pub use srb::Srb;

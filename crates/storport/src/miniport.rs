@@ -70,6 +70,14 @@ pub enum AdapterControl {
     Other(u32),
 }
 
+/// The token of HwMSInterruptRoutine, by the interrupt synchronization mode the miniport chose.
+pub enum MessageContext<'a> {
+    /// InterruptSynchronizeAll: Storport holds the one interrupt lock.
+    All(&'a mut context::MessageInterrupt),
+    /// InterruptSynchronizePerMessage: Storport holds only this message's lock.
+    PerMessage(&'a mut context::MessageInterruptPerMessage),
+}
+
 /// Whether an adapter-control request succeeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdapterControlStatus {
@@ -103,44 +111,47 @@ pub trait Miniport: Sized + Sync + 'static {
     /// HwStorFindAdapter: claim and configure the adapter described by `config`.
     fn find_adapter(
         &mut self,
-        ctx: &context::FindAdapter,
+        ctx: &mut context::FindAdapter,
         port: Port,
         config: &mut PortConfiguration<'_>,
     ) -> FindAdapterStatus;
 
     /// HwStorInitialize: bring the hardware to a state ready for requests.
-    fn initialize(&self, ctx: &context::Initialize) -> bool;
+    fn initialize(&self, ctx: &mut context::Initialize) -> bool;
 
     /// HwStorPassiveInitializeRoutine, when enabled with
     /// [`enable_passive_initialization`] from [`Miniport::initialize`].
-    fn passive_initialize(&self, ctx: &context::PassiveInitialize) -> bool {
+    ///
+    /// `'a` is the device extension's lifetime: objects Storport keeps the address of (a
+    /// [`crate::dpc::StorDpc`]) are registered here.
+    fn passive_initialize<'a>(&'a self, ctx: &mut context::PassiveInitialize<'a>) -> bool {
         let _ = ctx;
         true
     }
 
     /// HwStorBuildIo: per-request work that needs no shared state.
-    fn build_io(&self, ctx: &context::BuildIo, srb: Srb) -> BuildIoOutcome;
+    fn build_io(&self, ctx: &mut context::BuildIo, srb: Srb) -> BuildIoOutcome;
 
     /// HwStorStartIo: start (or complete) the request.
     fn start_io(&self, ctx: context::StartIo<'_>, srb: Srb);
 
     /// HwStorInterrupt (line-based or single-message interrupts). Returns whether the
     /// adapter interrupted.
-    fn interrupt(&self, ctx: &context::Interrupt) -> bool;
+    fn interrupt(&self, ctx: &mut context::Interrupt) -> bool;
 
     /// HwMSInterruptRoutine, registered by [`PortConfiguration::use_message_interrupts`].
-    fn message_interrupt(&self, ctx: &context::MessageInterrupt, message_id: u32) -> bool {
+    fn message_interrupt(&self, ctx: MessageContext<'_>, message_id: u32) -> bool {
         let _ = (ctx, message_id);
         false
     }
 
     /// HwStorResetBus: reset the bus; every outstanding request must be completed.
-    fn reset_bus(&self, ctx: &context::ResetBus, path_id: u32) -> bool;
+    fn reset_bus(&self, ctx: &mut context::ResetBus, path_id: u32) -> bool;
 
     /// HwStorAdapterControl for stop, restart and the types in `ADAPTER_CONTROL_TYPES`.
     fn adapter_control(
         &self,
-        ctx: &context::AdapterControl,
+        ctx: &mut context::AdapterControl,
         control: AdapterControl,
     ) -> AdapterControlStatus;
 }
@@ -154,6 +165,8 @@ pub(crate) struct ExtensionHeader {
     pub(crate) concurrent_channels: AtomicBool,
     /// Whether the adapter runs in a crash-dump or hibernation stack.
     pub(crate) dump_mode: AtomicBool,
+    /// Whether message interrupts use InterruptSynchronizePerMessage (one lock per message).
+    pub(crate) per_message: AtomicBool,
 }
 
 /// The device extension: the layer's header, then the miniport.
@@ -279,6 +292,7 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
         srb_extension_size: AtomicU32::new(M::SRB_EXTENSION_SIZE),
         concurrent_channels: AtomicBool::new(false),
         dump_mode: AtomicBool::new(false),
+        per_message: AtomicBool::new(false),
     };
     // SAFETY: Storport allocated DeviceExtensionSize = size_of::<Extension<M>>() bytes for this
     // adapter, suitably aligned (asserted in `Extension::SIZE`), and calls FindAdapter before any
@@ -297,9 +311,9 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     let mut config = unsafe { PortConfiguration::new(config_info, argument_string, port) };
     header_dump_mode(&port, config.dump_mode().is_some());
     // SAFETY: this is the HwStorFindAdapter trampoline.
-    let ctx = unsafe { context::FindAdapter::new() };
+    let mut ctx = unsafe { context::FindAdapter::new() };
     miniport
-        .find_adapter(&ctx, port, &mut config)
+        .find_adapter(&mut ctx, port, &mut config)
         .to_sp_return()
 }
 
@@ -311,8 +325,8 @@ unsafe extern "C" fn initialize_trampoline<M: Miniport>(device_extension: ffi::P
     // SAFETY: Storport calls HwStorInitialize only after FindAdapter succeeded for this extension.
     let miniport = unsafe { miniport::<M>(device_extension) };
     // SAFETY: this is the HwStorInitialize trampoline.
-    let ctx = unsafe { context::Initialize::new() };
-    boolean(miniport.initialize(&ctx))
+    let mut ctx = unsafe { context::Initialize::new() };
+    boolean(miniport.initialize(&mut ctx))
 }
 
 unsafe extern "C" fn passive_initialize_trampoline<M: Miniport>(
@@ -322,8 +336,8 @@ unsafe extern "C" fn passive_initialize_trampoline<M: Miniport>(
     // FindAdapter initialised the extension.
     let miniport = unsafe { miniport::<M>(device_extension) };
     // SAFETY: this is the HwStorPassiveInitializeRoutine trampoline.
-    let ctx = unsafe { context::PassiveInitialize::new() };
-    boolean(miniport.passive_initialize(&ctx))
+    let mut ctx = unsafe { context::PassiveInitialize::new() };
+    boolean(miniport.passive_initialize(&mut ctx))
 }
 
 unsafe extern "C" fn build_io_trampoline<M: Miniport>(
@@ -344,8 +358,8 @@ unsafe extern "C" fn build_io_trampoline<M: Miniport>(
         return 1;
     };
     // SAFETY: this is the HwStorBuildIo trampoline.
-    let ctx = unsafe { context::BuildIo::new() };
-    match miniport.build_io(&ctx, request) {
+    let mut ctx = unsafe { context::BuildIo::new() };
+    match miniport.build_io(&mut ctx, request) {
         BuildIoOutcome::StartIo(request) => {
             // The SRB goes on to StartIo, which receives its own handle.
             request.forget();
@@ -373,13 +387,13 @@ unsafe extern "C" fn start_io_trampoline<M: Miniport>(
     if header(&port).concurrent_channels.load(Ordering::Relaxed) {
         // SAFETY: this is the HwStorStartIo trampoline and Storport granted more than one
         // concurrent channel, so it holds no StartIo lock.
-        let ctx = unsafe { context::StartIoConcurrent::new() };
-        miniport.start_io(context::StartIo::Concurrent(&ctx), request);
+        let mut ctx = unsafe { context::StartIoConcurrent::new() };
+        miniport.start_io(context::StartIo::Concurrent(&mut ctx), request);
     } else {
         // SAFETY: this is the HwStorStartIo trampoline with at most one channel: Storport holds
         // the StartIo lock.
-        let ctx = unsafe { context::StartIoSerialized::new() };
-        miniport.start_io(context::StartIo::Serialized(&ctx), request);
+        let mut ctx = unsafe { context::StartIoSerialized::new() };
+        miniport.start_io(context::StartIo::Serialized(&mut ctx), request);
     }
     1
 }
@@ -388,8 +402,8 @@ unsafe extern "C" fn interrupt_trampoline<M: Miniport>(device_extension: ffi::PV
     // SAFETY: Storport connects the interrupt only after FindAdapter succeeded.
     let miniport = unsafe { miniport::<M>(device_extension) };
     // SAFETY: this is the HwStorInterrupt trampoline; Storport holds the interrupt lock.
-    let ctx = unsafe { context::Interrupt::new() };
-    boolean(miniport.interrupt(&ctx))
+    let mut ctx = unsafe { context::Interrupt::new() };
+    boolean(miniport.interrupt(&mut ctx))
 }
 
 /// The HwMSInterruptRoutine trampoline, installed by `PortConfiguration::use_message_interrupts`.
@@ -399,9 +413,22 @@ pub(crate) unsafe extern "C" fn message_interrupt_trampoline<M: Miniport>(
 ) -> ffi::BOOLEAN {
     // SAFETY: Storport connects message interrupts only after FindAdapter succeeded.
     let miniport = unsafe { miniport::<M>(device_extension) };
-    // SAFETY: this is the HwMSInterruptRoutine trampoline; Storport holds the message's lock.
-    let ctx = unsafe { context::MessageInterrupt::new() };
-    boolean(miniport.message_interrupt(&ctx, message_id))
+    let Some(ext) = extension(device_extension) else {
+        return 0;
+    };
+    // SAFETY: `ext` is this adapter's HwDeviceExtension.
+    let port = unsafe { Port::new(ext) };
+    if header(&port).per_message.load(Ordering::Relaxed) {
+        // SAFETY: this is the HwMSInterruptRoutine trampoline of a miniport that declared
+        // InterruptSynchronizePerMessage: Storport holds this message's lock.
+        let mut ctx = unsafe { context::MessageInterruptPerMessage::new(message_id) };
+        boolean(miniport.message_interrupt(MessageContext::PerMessage(&mut ctx), message_id))
+    } else {
+        // SAFETY: this is the HwMSInterruptRoutine trampoline with InterruptSynchronizeAll:
+        // Storport holds the one interrupt lock.
+        let mut ctx = unsafe { context::MessageInterrupt::new() };
+        boolean(miniport.message_interrupt(MessageContext::All(&mut ctx), message_id))
+    }
 }
 
 unsafe extern "C" fn reset_bus_trampoline<M: Miniport>(
@@ -411,8 +438,8 @@ unsafe extern "C" fn reset_bus_trampoline<M: Miniport>(
     // SAFETY: Storport resets only an adapter that was found.
     let miniport = unsafe { miniport::<M>(device_extension) };
     // SAFETY: this is the HwStorResetBus trampoline (full duplex: StartIo lock held).
-    let ctx = unsafe { context::ResetBus::new() };
-    boolean(miniport.reset_bus(&ctx, path_id))
+    let mut ctx = unsafe { context::ResetBus::new() };
+    boolean(miniport.reset_bus(&mut ctx, path_id))
 }
 
 unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
@@ -434,8 +461,8 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
         _ => return ffi::ScsiAdapterControlUnsuccessful,
     };
     // SAFETY: this is the HwStorAdapterControl trampoline.
-    let ctx = unsafe { context::AdapterControl::new() };
-    match miniport.adapter_control(&ctx, control) {
+    let mut ctx = unsafe { context::AdapterControl::new() };
+    match miniport.adapter_control(&mut ctx, control) {
         AdapterControlStatus::Success => ffi::ScsiAdapterControlSuccess,
         AdapterControlStatus::Unsuccessful => ffi::ScsiAdapterControlUnsuccessful,
     }

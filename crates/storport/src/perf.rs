@@ -21,12 +21,12 @@ use crate::srb::Srb;
 /// Callbacks that may set performance options (HwStorInitialize, passive initialization).
 pub trait MayConfigurePerformance: sealed::Sealed {}
 impl MayConfigurePerformance for context::Initialize {}
-impl MayConfigurePerformance for context::PassiveInitialize {}
+impl MayConfigurePerformance for context::PassiveInitialize<'_> {}
 
 mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::context::Initialize {}
-    impl Sealed for crate::context::PassiveInitialize {}
+    impl Sealed for crate::context::PassiveInitialize<'_> {}
 }
 
 /// What the miniport asks for.

@@ -1,0 +1,27 @@
+//! Seed 003 (half duplex): StartIo, Timer, ResetBus and StateChange run holding the StartIo and
+//! interrupt locks and may acquire none.
+use storport::context::{HalfDuplex, ResetBus, StartIoSerialized, StateChange, Timer};
+use storport::sync::{DpcShared, InterruptShared};
+
+fn start_io(
+    ctx: &mut StartIoSerialized<HalfDuplex>,
+    interrupt: &InterruptShared<u32>,
+    dpc: &DpcShared<u32>,
+) {
+    let _ = interrupt.synchronize(ctx, |_| ());
+    let _ = dpc.with(ctx, |_, _| ());
+}
+
+fn timer(ctx: &mut Timer<HalfDuplex>, interrupt: &InterruptShared<u32>) {
+    let _ = interrupt.with(ctx, |_, _| ());
+}
+
+fn reset_bus(ctx: &mut ResetBus<HalfDuplex>, interrupt: &InterruptShared<u32>) {
+    let _ = interrupt.synchronize(ctx, |_| ());
+}
+
+fn state_change(ctx: &mut StateChange<HalfDuplex>, interrupt: &InterruptShared<u32>) {
+    let _ = interrupt.with(ctx, |_, _| ());
+}
+
+fn main() {}
