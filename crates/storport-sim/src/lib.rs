@@ -1,4 +1,45 @@
 //! storport-sim: a user-mode Storport that runs a miniport's real code and checks Storport's rules.
-#![allow(missing_docs)]
+//!
+//! It defines the storport.sys exports (`StorPortInitialize`, `StorPortNotification`, ... and
+//! the host-only register accessors) so a miniport's unmodified FFI code links against it, runs
+//! each callback on a simulated CPU (a host thread with an IRQL and a set of held locks), and
+//! reports every broken rule of `reference/storport.md` sections 1 and 6 like a bug check.
+//!
+//! ```text
+//!   let port = Port::new(PortOptions::default());
+//!   port.load_driver(DriverEntry)?;                      // DriverEntry -> StorPortInitialize
+//!   let adapter = port.start_adapter(device, memory, AdapterOptions::default())?;
+//!   let c = adapter.execute(Request::data_in(&inquiry_cdb, 36));
+//!   assert!(port.violations().is_empty());
+//! ```
+//!
+//! Execution model: the submitting thread runs HwStorBuildIo and HwStorStartIo; one thread per
+//! interrupt line runs the ISR; one thread per simulated CPU runs DPCs; a timer thread runs
+//! HwStorTimer, busy retries and SRB timeouts. Completions are delivered after the miniport's
+//! callback returns, on the CPU that completed them. `RULES.md` lists the rules.
 
+pub mod abi;
+mod adapter;
+mod cpu;
 pub mod device;
+mod dpc;
+mod exports;
+mod interrupt;
+mod memory;
+mod port;
+mod registers;
+mod request;
+pub mod rules;
+mod timer;
+
+pub use adapter::{Adapter, AdapterOptions, InterruptMode, StartError};
+pub use exports::unattributed_calls;
+pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
+pub use request::{Completion, Request, RequestHandle, flags, function};
+pub use rules::{Rule, Violation};
+
+/// Keeps the export object files in every link (see `exports::keep`).
+#[doc(hidden)]
+pub fn keep_exports() -> usize {
+    exports::keep() ^ exports::keep_shim()
+}

@@ -317,7 +317,6 @@ impl<T> DpcShared<T> {
         }
     }
 
-    /// The DPC whose lock guards the value (to initialise and issue it).
     /// The data, during HwStorInitialize.
     ///
     /// Storport runs nothing else of the adapter while HwStorInitialize runs (StartIo, DPCs,
@@ -331,6 +330,7 @@ impl<T> DpcShared<T> {
         unsafe { &mut *self.data.get() }
     }
 
+    /// The DPC whose lock guards the value (to initialise and issue it).
     #[inline]
     pub fn dpc(&self) -> &StorDpc {
         &self.dpc
