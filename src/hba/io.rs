@@ -1,0 +1,514 @@
+//! The I/O path: BuildIo, StartIo, interrupts, DPCs and completion.
+
+use core::sync::atomic::Ordering;
+
+use storport::context::{self, StartIo};
+use storport::ffi;
+use storport::miniport::{BuildIoOutcome, MessageContext};
+use storport::perf;
+use storport::srb::Completed;
+use storport::Srb;
+
+use crate::scsi::{self, BlockError, Command, DiskInfo, Sense, SenseKey};
+use crate::virtio::Status;
+
+use super::queue::{Batch, Drained, InFlight, SubmitError};
+use super::request::{self, Extension, Op, Preparation, Prepared};
+use super::{Adapter, Mode};
+
+/// SCSISTAT_CHECK_CONDITION.
+const CHECK_CONDITION: u8 = 2;
+
+/// HwStorBuildIo: everything that needs no lock.
+pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: Srb) -> BuildIoOutcome {
+    let Some(disk) = adapter.disk.current() else {
+        return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+    };
+    // SRB_FUNCTION_* codes are below 0x100; anything else is no function of ours.
+    let function = u8::try_from(srb.function()).unwrap_or(u8::MAX);
+    if adapter.broken.load(Ordering::Relaxed) && function == ffi::SRB_FUNCTION_EXECUTE_SCSI {
+        // The device was stopped after misbehaving; until a reset brings it back, fail fast.
+        return BuildIoOutcome::Completed(check_condition(srb, &Sense::new(SenseKey::HardwareError, 0x44, 0x00)));
+    }
+    match function {
+        ffi::SRB_FUNCTION_EXECUTE_SCSI => {}
+        ffi::SRB_FUNCTION_FLUSH | ffi::SRB_FUNCTION_SHUTDOWN => {
+            let Some(extension) = extension_of(adapter, &srb) else {
+                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+            };
+            let Some(builder) = adapter.builder.as_ref() else {
+                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+            };
+            return prepared(srb, &extension, request::prepare_flush(builder, &extension));
+        }
+        // virtio-blk cannot abort one request; a reset of the LU or the bus is HwStorResetBus's
+        // work, which Storport calls itself when requests time out.
+        ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT
+        | ffi::SRB_FUNCTION_RESET_DEVICE
+        | ffi::SRB_FUNCTION_RESET_BUS
+        | ffi::SRB_FUNCTION_ABORT_COMMAND
+        | ffi::SRB_FUNCTION_PNP
+        | ffi::SRB_FUNCTION_POWER => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
+        _ => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_REQUEST)),
+    }
+    match srb.address() {
+        Some(address) if address.target != 0 || address.path != 0 => {
+            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+        }
+        Some(address) if address.lun != 0 => {
+            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_LUN));
+        }
+        Some(_) => {}
+        None => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_REQUEST)),
+    }
+
+    let mut cdb = [0u8; 32];
+    let cdb_len = srb.cdb().len().min(cdb.len());
+    if let (Some(dst), Some(src)) = (cdb.get_mut(..cdb_len), srb.cdb().get(..cdb_len)) {
+        dst.copy_from_slice(src);
+    }
+    let cdb = cdb.get(..cdb_len).unwrap_or(&[]);
+    if scsi::reports_unit_attention(cdb) && adapter.disk.take_unit_attention() {
+        return BuildIoOutcome::Completed(check_condition(srb, &Sense::CAPACITY_DATA_HAS_CHANGED));
+    }
+    let command = match scsi::decode(cdb, &disk) {
+        Ok(command) => command,
+        Err(sense) => return BuildIoOutcome::Completed(check_condition(srb, &sense)),
+    };
+    match command {
+        Command::Good => {
+            srb.set_data_transfer_length(0);
+            BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS))
+        }
+        Command::DataIn(data) => {
+            let mut disk = disk;
+            disk.serial = adapter.disk.serial();
+            let written = srb.data_buffer().map_or(0, |buffer| data.write(&disk, buffer));
+            BuildIoOutcome::Completed(respond(srb, written))
+        }
+        Command::RequestSense { allocation_length } => {
+            let pending = adapter.disk.take_unit_attention().then_some(Sense::CAPACITY_DATA_HAS_CHANGED);
+            let written = srb
+                .data_buffer()
+                .map_or(0, |buffer| scsi::request_sense(pending.as_ref(), allocation_length, buffer));
+            BuildIoOutcome::Completed(respond(srb, written))
+        }
+        Command::ModeSelect(select) => {
+            let change = match srb.data_buffer() {
+                Some(data) => {
+                    let len = usize::from(select.parameter_list_length).min(data.len());
+                    select.parse(data.get(..len).unwrap_or(&[]), &disk)
+                }
+                None => select.parse(&[], &disk),
+            };
+            match change {
+                Ok(Some(change)) => {
+                    if set_write_cache(adapter, change.write_cache_enabled) {
+                        BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS))
+                    } else {
+                        BuildIoOutcome::Completed(check_condition(srb, &Sense::INVALID_FIELD_IN_PARAMETER_LIST))
+                    }
+                }
+                Ok(None) => BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
+                Err(sense) => BuildIoOutcome::Completed(check_condition(srb, &sense)),
+            }
+        }
+        Command::Read(io) | Command::Write(io) => {
+            let write = matches!(command, Command::Write(_));
+            let (Some(extension), Some(builder)) = (extension_of(adapter, &srb), adapter.builder.as_ref()) else {
+                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+            };
+            let data_len = srb.data_transfer_length();
+            let preparation = match srb.scatter_gather() {
+                Some(segments) => request::prepare_io(
+                    builder,
+                    &extension,
+                    &disk,
+                    &io,
+                    write,
+                    data_len,
+                    segments.map(|s| (s.address, s.length)),
+                ),
+                None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
+            };
+            prepared(srb, &extension, preparation)
+        }
+        Command::Flush => {
+            let (Some(extension), Some(builder)) = (extension_of(adapter, &srb), adapter.builder.as_ref()) else {
+                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+            };
+            prepared(srb, &extension, request::prepare_flush(builder, &extension))
+        }
+        Command::Unmap { parameter_list_length } => {
+            let (Some(extension), Some(builder)) = (extension_of(adapter, &srb), adapter.builder.as_ref()) else {
+                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+            };
+            let preparation = {
+                let data = srb.data_buffer().unwrap_or(&mut []);
+                let len = usize::from(parameter_list_length).min(data.len());
+                match scsi::parse_unmap(data.get(..len).unwrap_or(&[]), &disk) {
+                    Ok(list) => request::prepare_ranges(builder, &extension, zeroes_carrier(&disk), list.segments()),
+                    Err(sense) => Preparation::Check(sense),
+                }
+            };
+            prepared(srb, &extension, preparation)
+        }
+        Command::WriteSame(same) => {
+            let (Some(extension), Some(builder)) = (extension_of(adapter, &srb), adapter.builder.as_ref()) else {
+                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+            };
+            let preparation = {
+                let need = usize::try_from(same.data_length(&disk)).unwrap_or(usize::MAX);
+                let data = srb.data_buffer().unwrap_or(&mut []);
+                if data.len() < need {
+                    Preparation::Check(Sense::INVALID_FIELD_IN_CDB)
+                } else {
+                    match same.plan(data.get(..need).unwrap_or(&[]), &disk) {
+                        Ok(scsi::WriteSamePlan::Discard(segment)) => {
+                            request::prepare_ranges(builder, &extension, None, core::iter::once(segment))
+                        }
+                        Ok(scsi::WriteSamePlan::WriteZeroes { segment, unmap }) => {
+                            request::prepare_ranges(builder, &extension, Some(unmap), core::iter::once(segment))
+                        }
+                        Err(sense) => Preparation::Check(sense),
+                    }
+                }
+            };
+            prepared(srb, &extension, preparation)
+        }
+    }
+}
+
+/// How UNMAP deallocates on this disk: WRITE_ZEROES with unmap (`Some(true)`) or DISCARD.
+fn zeroes_carrier(disk: &DiskInfo) -> Option<bool> {
+    match disk.deallocation() {
+        Some(scsi::Deallocation::WriteZeroes) => Some(true),
+        _ => None,
+    }
+}
+
+/// Records a prepared request for StartIo, or completes one that needs no device work.
+fn prepared(srb: Srb, extension: &Extension, preparation: Preparation) -> BuildIoOutcome {
+    match preparation {
+        Preparation::Ready(prepared) => {
+            extension.record(&prepared);
+            BuildIoOutcome::StartIo(srb)
+        }
+        Preparation::Good => BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
+        Preparation::Check(sense) => BuildIoOutcome::Completed(check_condition(srb, &sense)),
+    }
+}
+
+fn extension_of(_adapter: &Adapter, srb: &Srb) -> Option<Extension> {
+    Extension::new(srb.extension()?)
+}
+
+/// Switches the device's write cache (MODE SELECT, caching page WCE).
+fn set_write_cache(adapter: &Adapter, enabled: bool) -> bool {
+    let (Some(config), Some(transport)) = (adapter.config.as_ref(), adapter.transport.as_ref()) else {
+        return false;
+    };
+    let mode = if enabled { crate::virtio::WriteCache::WriteBack } else { crate::virtio::WriteCache::WriteThrough };
+    let done = config.set_write_cache(transport, mode);
+    if done {
+        adapter.disk.set_write_cache(enabled);
+    }
+    done
+}
+
+/// Completes a command the driver answered with `written` bytes of data.
+fn respond(mut srb: Srb, written: usize) -> Completed {
+    let requested = srb.data_transfer_length();
+    let written = u32::try_from(written).unwrap_or(u32::MAX).min(requested);
+    srb.set_data_transfer_length(written);
+    // An underrun is reported as DATA_OVERRUN with the length that moved (Storport's convention).
+    let status = if written < requested { ffi::SRB_STATUS_DATA_OVERRUN } else { ffi::SRB_STATUS_SUCCESS };
+    srb.complete(status)
+}
+
+/// Completes with CHECK CONDITION and the sense data (autosense).
+pub(super) fn check_condition(mut srb: Srb, sense: &Sense) -> Completed {
+    let mut bytes = [0u8; 18];
+    let len = sense.write(&mut bytes);
+    srb.set_scsi_status(CHECK_CONDITION);
+    srb.set_data_transfer_length(0);
+    let copied = srb.write_sense(bytes.get(..len).unwrap_or(&[]));
+    let status = if copied > 0 {
+        ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID
+    } else {
+        ffi::SRB_STATUS_ERROR
+    };
+    srb.complete(status)
+}
+
+/// HwStorStartIo: put the prepared request on a ring.
+pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
+    let Some(extension) = extension_of(adapter, &srb) else {
+        let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
+        return;
+    };
+    let Some(Prepared { built, op }) = extension.prepared() else {
+        let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
+        return;
+    };
+    if adapter.resetting.load(Ordering::Acquire) {
+        let _ = srb.complete(ffi::SRB_STATUS_BUSY);
+        return;
+    }
+    let request = InFlight { srb, area: extension.area, op, max_written: built.max_written };
+    let mut pending = Some(request);
+    let outcome = match adapter.mode() {
+        Mode::MultiQueue => {
+            let queue = pending.as_ref().map_or(0, |r| queue_for(adapter, &r.srb));
+            let Some(cell) = adapter.queues.get(queue) else {
+                return fail_submit(adapter, pending, None);
+            };
+            let epoch = adapter.epoch.load(Ordering::Acquire);
+            let mut submit = |q: &mut super::queue::Queue| {
+                q.sync_epoch(epoch);
+                pending.take().map(|r| q.submit(r, &built))
+            };
+            match ctx {
+                StartIo::Concurrent(token) => cell.with(token, |q, _| submit(q)),
+                StartIo::Serialized(token) => cell.with(token, |q, _| submit(q)),
+            }
+        }
+        Mode::SingleInterrupt | Mode::Dump => {
+            let epoch = adapter.epoch.load(Ordering::Acquire);
+            let submit = |q: &mut super::queue::Queue| {
+                q.sync_epoch(epoch);
+                pending.take().map(|r| q.submit(r, &built))
+            };
+            match ctx {
+                StartIo::Concurrent(token) => adapter.single.synchronize(token, submit),
+                StartIo::Serialized(token) => adapter.single.synchronize(token, submit),
+            }
+        }
+        Mode::Stopped => Ok(None),
+    };
+    match outcome {
+        // Rung after the lock is released (DESIGN.md: notification outside the lock).
+        Ok(Some(Ok(Some(notifier)))) => notifier.notify(),
+        Ok(Some(Ok(None))) => {}
+        Ok(Some(Err(SubmitError::Full(request)))) => busy(adapter, request),
+        Ok(Some(Err(SubmitError::Broken(request)))) => {
+            let _ = check_condition(request.srb, &Sense::new(SenseKey::HardwareError, 0x44, 0x00));
+        }
+        // The closure did not run (the queue's DPC is not bound yet, or Storport refused the
+        // lock): the request is still ours, in `pending`.
+        Ok(None) | Err(_) => fail_submit(adapter, pending, None),
+    }
+}
+
+fn fail_submit(adapter: &Adapter, pending: Option<InFlight>, _why: Option<()>) {
+    if let Some(request) = pending {
+        busy(adapter, request);
+    }
+}
+
+/// The ring is full: Storport holds the LU's requests until one completes, then retries this
+/// one (with a fresh SRB extension, through BuildIo again).
+fn busy(adapter: &Adapter, request: InFlight) {
+    if let (Some(port), Some(address)) = (adapter.port, request.srb.address()) {
+        port.device_busy(address, 1);
+    }
+    let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+}
+
+/// The queue Storport's message steering chose for `srb` (StartIo runs on the CPU whose MSI-X
+/// message is `message`; queue `q` is served by message `q + 1`).
+#[inline]
+fn queue_for(adapter: &Adapter, srb: &Srb) -> usize {
+    let active = usize::from(adapter.active_queues.load(Ordering::Relaxed)).max(1);
+    match perf::start_io_parameters(srb) {
+        Some((message, _)) if message >= 1 => (message as usize - 1) % active,
+        _ => 0,
+    }
+}
+
+/// HwStorInterrupt: line-based interrupts, and the dump stack's polling.
+pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool {
+    let mode = adapter.mode();
+    if mode != Mode::Dump {
+        let Some(transport) = adapter.transport.as_ref() else {
+            return false;
+        };
+        // Reading the ISR status acknowledges the (level-triggered) interrupt.
+        let isr = transport.read_isr();
+        if !isr.queue() && !isr.config_changed() {
+            return false;
+        }
+        if isr.config_changed() {
+            config_changed(adapter);
+        }
+        if !isr.queue() {
+            return true;
+        }
+    }
+    // Single queue behind the interrupt lock, which this routine holds: drain and complete here.
+    loop {
+        let mut batch = Batch::new();
+        let drained = adapter.single.get(ctx).drain(&mut batch);
+        let resubmit = finish_batch(adapter, &mut batch);
+        if let Some(request) = resubmit {
+            let notifier = adapter.single.get(ctx).resubmit_flush(request, adapter.builder.as_ref());
+            if let Some(notifier) = notifier {
+                notifier.notify();
+            }
+        }
+        match drained {
+            Drained::More => continue,
+            Drained::Idle => break,
+            Drained::Broken(_) => {
+                super::reset::device_broken(adapter);
+                break;
+            }
+        }
+    }
+    true
+}
+
+/// HwMSInterruptRoutine.
+pub(super) fn message_interrupt(adapter: &Adapter, ctx: MessageContext<'_>, message_id: u32) -> bool {
+    let MessageContext::PerMessage(token) = ctx else {
+        return false;
+    };
+    match adapter.mode() {
+        Mode::MultiQueue => {
+            if message_id == 0 {
+                config_changed(adapter);
+                return true;
+            }
+            let queue = message_id as usize - 1;
+            match adapter.queues.get(queue) {
+                Some(cell) => {
+                    cell.dpc().issue(token, queue, 0);
+                    true
+                }
+                None => false,
+            }
+        }
+        Mode::SingleInterrupt => {
+            // One message for configuration and the queue: the DPC tells them apart.
+            if let Some(transport) = adapter.transport.as_ref() {
+                if transport.read_isr().config_changed() {
+                    config_changed(adapter);
+                }
+            }
+            adapter.single_dpc.issue(token, 0, 0);
+            true
+        }
+        Mode::Dump | Mode::Stopped => false,
+    }
+}
+
+/// HwStorDpcRoutine of a queue (or of the single queue).
+pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize) {
+    loop {
+        let mut batch = Batch::new();
+        let epoch = adapter.epoch.load(Ordering::Acquire);
+        let drained = match adapter.mode() {
+            Mode::MultiQueue => {
+                let Some(cell) = adapter.queues.get(queue) else {
+                    return;
+                };
+                cell.with(ctx, |q, _| {
+                    q.sync_epoch(epoch);
+                    q.drain(&mut batch)
+                })
+            }
+            Mode::SingleInterrupt => adapter.single.synchronize(ctx, |q| {
+                q.sync_epoch(epoch);
+                q.drain(&mut batch)
+            }),
+            Mode::Dump | Mode::Stopped => return,
+        };
+        // Completion happens here, after the queue lock is released.
+        if let Some(request) = finish_batch(adapter, &mut batch) {
+            let notifier = match adapter.mode() {
+                Mode::MultiQueue => adapter
+                    .queues
+                    .get(queue)
+                    .and_then(|cell| cell.with(ctx, |q, _| q.resubmit_flush(request, adapter.builder.as_ref())).ok())
+                    .flatten(),
+                _ => adapter.single.synchronize(ctx, |q| q.resubmit_flush(request, adapter.builder.as_ref())).ok().flatten(),
+            };
+            if let Some(notifier) = notifier {
+                notifier.notify();
+            }
+        }
+        match drained {
+            Ok(Drained::More) => continue,
+            Ok(Drained::Idle) | Err(_) => return,
+            Ok(Drained::Broken(_)) => {
+                super::reset::device_broken(adapter);
+                super::reset::schedule_reset(adapter, ctx);
+                return;
+            }
+        }
+    }
+}
+
+/// Completes a batch. Returns a FUA write whose data is on the device and which now needs its
+/// FLUSH (at most one per batch is carried; the rest are flushed the same way in turn).
+fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
+    let mut carried = None;
+    for (request, used_len) in batch.drain() {
+        if let Some(request) = finish(adapter, request, used_len) {
+            match carried {
+                None => carried = Some(request),
+                // A second FUA write in one batch: flushing it with the first one's FLUSH would
+                // be just as durable, but keep it simple and exact: complete it after a flush
+                // request of its own is not possible here, so fail safe by flushing now.
+                Some(_) => {
+                    let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+                }
+            }
+        }
+    }
+    carried
+}
+
+/// Completes one request from its status byte. Returns it instead when it is a FUA write that
+/// still needs its FLUSH.
+fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFlight> {
+    let InFlight { srb, area, op, max_written } = request;
+    let status = area.status();
+    // The device may not claim to have written more than the request offered (2.7.8.1).
+    if used_len > max_written || matches!(status, Status::Invalid(_)) {
+        if let Some(port) = adapter.port {
+            port.log_error(Some(&srb), 0x0013_0000, u32::from(op as u8));
+        }
+        let _ = check_condition(srb, &Sense::new(SenseKey::HardwareError, 0x44, 0x00));
+        return None;
+    }
+    match status {
+        Status::Ok if op == Op::WriteFua => Some(InFlight { srb, area, op: Op::Flush, max_written: 1 }),
+        Status::Ok => {
+            let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
+            None
+        }
+        Status::IoError => {
+            let _ = check_condition(srb, &Sense::for_block_error(op.block_op(), BlockError::Io));
+            None
+        }
+        Status::Unsupported | Status::Invalid(_) => {
+            let _ = check_condition(srb, &Sense::for_block_error(op.block_op(), BlockError::Unsupported));
+            None
+        }
+    }
+}
+
+/// The configuration-change interrupt: re-read the capacity; if it changed, raise a UNIT
+/// ATTENTION for the next command and ask Storport to look at the disk again.
+pub(super) fn config_changed(adapter: &Adapter) {
+    let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) else {
+        return;
+    };
+    let Ok(config) = crate::virtio::BlkConfig::read(transport, adapter.features) else {
+        return;
+    };
+    if adapter.disk.resize(config.capacity) {
+        port.notify_bus_change(0);
+    }
+}

@@ -1,0 +1,221 @@
+//! The adapter: vioblk's implementation of [`storport::Miniport`].
+//!
+//! This is where the three layers meet (DESIGN.md): Storport's callbacks come in through the
+//! `Miniport` trait, SCSI commands are decoded by [`crate::scsi`], and block requests go to the
+//! device through [`crate::virtio`].
+//!
+//! | file | concept |
+//! |---|---|
+//! | `mod.rs` | the adapter state and the callbacks |
+//! | `setup.rs` | HwStorFindAdapter / HwStorInitialize / passive init: bring-up and memory plan |
+//! | `io.rs` | BuildIo, StartIo, interrupts, DPCs, completion |
+//! | `request.rs` | laying out one virtio-blk request in the SRB extension |
+//! | `queue.rs` | one queue: its ring and requests in flight |
+//! | `reset.rs` | bus reset, stop and restart, and failing a broken device |
+//! | `disk.rs` | the disk as SCSI sees it, and what changes at run time |
+//!
+//! # Locks
+//!
+//! With MSI-X and several queues, each queue is a [`DpcShared`] bound to that queue's STOR_DPC:
+//! StartIo takes the queue's DPC lock to put one request on the ring, the queue's MSI-X
+//! interrupt issues the DPC, and the DPC drains the ring under the same lock and completes
+//! after releasing it. No interrupt lock and no adapter-wide lock is taken per I/O. With one
+//! interrupt (INTx, one MSI message) or in a dump stack, the one queue is [`InterruptShared`]:
+//! StartIo submits through StorPortSynchronizeAccess and the ISR (or the dump stack's polling)
+//! completes.
+
+mod disk;
+mod io;
+mod queue;
+mod request;
+mod reset;
+mod setup;
+
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32};
+
+use storport::context;
+use storport::dma::DmaRegion;
+use storport::dpc::StorDpc;
+use storport::miniport::{AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext};
+use storport::sync::{DpcShared, InterruptShared};
+use storport::{Miniport, Port, PortConfiguration, Srb};
+
+use crate::virtio::{BlkConfig, QueueAddresses, RequestBuilder, Transport};
+
+pub use disk::{DiskState, PRODUCT, REVISION, VENDOR};
+pub use queue::SLOTS;
+pub use request::{MAX_SEGMENTS, SRB_EXTENSION_SIZE};
+
+/// Most request queues the driver uses (one MSI-X message each, plus one for configuration).
+pub const MAX_QUEUES: usize = 16;
+
+/// How requests complete, decided in HwStorInitialize from the interrupts Storport connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Not initialised.
+    Stopped = 0,
+    /// One MSI-X message per queue, DPC per queue, per-queue DPC locks.
+    MultiQueue = 1,
+    /// One queue behind the interrupt lock: INTx, or a single MSI message.
+    SingleInterrupt = 2,
+    /// A crash-dump or hibernation stack: one queue, polled, no DPCs.
+    Dump = 3,
+}
+
+impl Mode {
+    fn from_u8(value: u8) -> Mode {
+        match value {
+            1 => Mode::MultiQueue,
+            2 => Mode::SingleInterrupt,
+            3 => Mode::Dump,
+            _ => Mode::Stopped,
+        }
+    }
+}
+
+/// What only changes under the interrupt lock: the transport for anything that writes the
+/// device's common configuration (queue setup, reset, status).
+pub struct Control {
+    transport: Option<Transport>,
+}
+
+/// A virtio-blk adapter.
+pub struct Adapter {
+    port: Option<Port>,
+    /// The transport for register reads from any context (ISR status, device configuration);
+    /// changes go through `control`.
+    transport: Option<Transport>,
+    control: InterruptShared<Control>,
+    /// Features accepted at start.
+    features: u64,
+    /// The device configuration read at start.
+    config: Option<BlkConfig>,
+    disk: DiskState,
+    builder: Option<RequestBuilder>,
+    /// Rings laid out in the uncached extension: how many, and where.
+    planned_queues: u16,
+    rings: [Option<(QueueAddresses, DmaRegion)>; MAX_QUEUES],
+    /// The GET_ID request area and its 20-byte buffer, in the uncached extension.
+    identify: Option<DmaRegion>,
+    /// `Mode` as u8.
+    mode: AtomicU8,
+    /// Queues in use (MultiQueue).
+    active_queues: AtomicU16,
+    /// The device's interrupts are MSI-X messages (else INTx, or none in a dump stack).
+    message_interrupts: AtomicBool,
+    /// Bumped when the device was re-initialised with the rings zeroed (restart): each queue
+    /// forgets its ring state when it next sees a new epoch.
+    epoch: AtomicU32,
+    queues: [DpcShared<queue::Queue>; MAX_QUEUES],
+    single: InterruptShared<queue::Queue>,
+    /// Drains `single` when its interrupt is a message (DPC, then StorPortSynchronizeAccess).
+    single_dpc: StorDpc,
+    /// Runs a bus reset's work that needs the queues' DPC locks.
+    reset_dpc: StorDpc,
+    /// A reset is in progress: new requests are answered BUSY until it ends.
+    resetting: AtomicBool,
+    /// The device misbehaved and was stopped; requests fail until a reset brings it back.
+    broken: AtomicBool,
+}
+
+/// `arg1` of the reset DPC (queue DPCs get their queue index).
+const RESET_DPC: usize = usize::MAX;
+
+impl Adapter {
+    fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, core::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Miniport for Adapter {
+    const INITIAL: Self = Adapter {
+        port: None,
+        transport: None,
+        control: InterruptShared::new(Control { transport: None }),
+        features: 0,
+        config: None,
+        disk: DiskState::EMPTY,
+        builder: None,
+        planned_queues: 0,
+        rings: [None; MAX_QUEUES],
+        identify: None,
+        mode: AtomicU8::new(Mode::Stopped as u8),
+        active_queues: AtomicU16::new(0),
+        message_interrupts: AtomicBool::new(false),
+        epoch: AtomicU32::new(0),
+        queues: [const { DpcShared::new(queue::Queue::EMPTY) }; MAX_QUEUES],
+        single: InterruptShared::new(queue::Queue::EMPTY),
+        single_dpc: StorDpc::new(),
+        reset_dpc: StorDpc::new(),
+        resetting: AtomicBool::new(false),
+        broken: AtomicBool::new(false),
+    };
+
+    const SRB_EXTENSION_SIZE: u32 = SRB_EXTENSION_SIZE as u32;
+
+    fn find_adapter(
+        &mut self,
+        ctx: &mut context::FindAdapter,
+        port: Port,
+        config: &mut PortConfiguration<'_>,
+    ) -> FindAdapterStatus {
+        setup::find_adapter(self, ctx, port, config)
+    }
+
+    fn initialize(&self, ctx: &mut context::Initialize) -> bool {
+        setup::initialize(self, ctx)
+    }
+
+    fn passive_initialize<'a>(&'a self, ctx: &mut context::PassiveInitialize<'a>) -> bool {
+        setup::passive_initialize(self, ctx)
+    }
+
+    fn build_io(&self, ctx: &mut context::BuildIo, srb: Srb) -> BuildIoOutcome {
+        io::build_io(self, ctx, srb)
+    }
+
+    fn start_io(&self, ctx: context::StartIo<'_>, srb: Srb) {
+        io::start_io(self, ctx, srb)
+    }
+
+    fn interrupt(&self, ctx: &mut context::Interrupt) -> bool {
+        io::interrupt(self, ctx)
+    }
+
+    fn message_interrupt(&self, ctx: MessageContext<'_>, message_id: u32) -> bool {
+        io::message_interrupt(self, ctx, message_id)
+    }
+
+    fn reset_bus(&self, ctx: &mut context::ResetBus, path_id: u32) -> bool {
+        let _ = path_id;
+        reset::reset_bus(self, ctx)
+    }
+
+    fn adapter_control(
+        &self,
+        ctx: &mut context::AdapterControl,
+        control: AdapterControl,
+    ) -> AdapterControlStatus {
+        match control {
+            AdapterControl::Stop => reset::stop(self, ctx),
+            AdapterControl::Restart => reset::restart(self, ctx),
+            AdapterControl::Other(_) => AdapterControlStatus::Unsuccessful,
+        }
+    }
+}
+
+impl storport::dpc::DpcHandler for Adapter {
+    fn dpc(&self, ctx: &mut context::Dpc, dpc: &StorDpc, arg1: usize, arg2: usize) {
+        let _ = (dpc, arg2);
+        if arg1 == RESET_DPC {
+            reset::reset_dpc(self, ctx);
+        } else {
+            io::queue_dpc(self, ctx, arg1);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! One request queue of the adapter: its split ring and the requests in flight on it.
+//!
+//! A [`Queue`] is the state one lock guards (DESIGN.md "The I/O path"): the driver side of a
+//! virtqueue and the table that maps a ring id back to its request. The id the ring hands out
+//! is the slot index, so finding a completed request is one array access, never a list walk
+//! (viostor walks a list). Work done under the lock is only ring stores and slot moves: the
+//! request was built before (BuildIo), and completions are handed out in a [`Batch`] to be
+//! completed after the lock is released.
+
+use storport::Srb;
+
+use storport::ffi;
+
+use crate::virtio::{
+    BuiltRequest, QueueNotifier, RequestArea, RequestBuilder, RingError, SplitQueue, UsedElem,
+};
+
+use super::request::Op;
+
+/// Ring slots per queue: the largest queue size the driver uses. With indirect descriptors
+/// each request takes one slot, so this is also the most requests in flight per queue.
+pub const SLOTS: usize = 128;
+
+/// A request on the ring.
+pub struct InFlight {
+    /// The Storport request, owned until it is completed.
+    pub srb: Srb,
+    /// Its virtio-blk request (header, status byte, descriptor table) in the SRB extension.
+    pub area: RequestArea,
+    /// What the request does, for the sense data of a failure.
+    pub op: Op,
+    /// The most a correct used element's length can say.
+    pub max_written: u32,
+}
+
+/// What a drain found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// The ring is empty and interrupts are re-enabled.
+    Idle,
+    /// The batch is full: drain again after completing it.
+    More,
+    /// The device wrote nonsense into the ring; the queue is unusable until reset.
+    Broken(RingError),
+}
+
+/// Completed requests, moved out under the lock and completed after it is released.
+pub struct Batch {
+    entries: [Option<(InFlight, u32)>; Batch::CAPACITY],
+    len: usize,
+}
+
+impl Batch {
+    /// Requests per batch: bounds the stack a batch takes and the time the lock is held.
+    pub const CAPACITY: usize = 32;
+
+    /// An empty batch.
+    pub const fn new() -> Self {
+        Self { entries: [const { None }; Batch::CAPACITY], len: 0 }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len >= Self::CAPACITY
+    }
+
+    fn push(&mut self, request: InFlight, used_len: u32) {
+        if let Some(entry) = self.entries.get_mut(self.len) {
+            *entry = Some((request, used_len));
+            self.len = self.len.saturating_add(1);
+        }
+    }
+
+    /// Takes the requests out, in completion order, with the length the device reported.
+    pub fn drain(&mut self) -> impl Iterator<Item = (InFlight, u32)> + '_ {
+        let len = core::mem::replace(&mut self.len, 0);
+        self.entries.iter_mut().take(len).filter_map(Option::take)
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A request queue: the driver side of one virtqueue and its requests in flight.
+pub struct Queue {
+    ring: Option<SplitQueue>,
+    /// The adapter epoch this queue's ring state belongs to (see `Adapter::epoch`).
+    epoch: u32,
+    notifier: Option<QueueNotifier>,
+    indirect: bool,
+    slots: [Option<InFlight>; SLOTS],
+}
+
+/// Why a request could not be submitted.
+pub enum SubmitError {
+    /// The ring is full (or the queue is not set up): retry later.
+    Full(InFlight),
+    /// The queue is broken (the device misbehaved): fail the request.
+    Broken(InFlight),
+}
+
+impl Queue {
+    /// A queue with no ring yet.
+    pub const EMPTY: Self = Self {
+        ring: None,
+        epoch: 0,
+        notifier: None,
+        indirect: true,
+        slots: [const { None }; SLOTS],
+    };
+
+    /// Attaches the ring (HwStorFindAdapter).
+    pub fn attach(&mut self, ring: SplitQueue, indirect: bool) {
+        self.ring = Some(ring);
+        self.indirect = indirect;
+    }
+
+    /// Records where to notify the device (HwStorInitialize, after queue setup).
+    pub fn set_notifier(&mut self, notifier: QueueNotifier) {
+        self.notifier = Some(notifier);
+    }
+
+    /// Puts a built request on the ring and publishes it. Returns the notifier to ring after
+    /// the lock is released, when the device wants a notification.
+    #[inline]
+    pub fn submit(
+        &mut self,
+        request: InFlight,
+        built: &BuiltRequest,
+    ) -> Result<Option<QueueNotifier>, SubmitError> {
+        let Some(ring) = self.ring.as_mut() else {
+            return Err(SubmitError::Full(request));
+        };
+        if ring.is_broken() {
+            return Err(SubmitError::Broken(request));
+        }
+        let pushed = if self.indirect {
+            ring.push_indirect(built.table_address, built.table_len)
+        } else {
+            ring.push_chain(request.area.descriptors(built))
+        };
+        let Ok(id) = pushed else {
+            return Err(SubmitError::Full(request));
+        };
+        match self.slots.get_mut(usize::from(id)) {
+            Some(slot @ None) => *slot = Some(request),
+            // The ring handed out an id outside the slot table or one still in use: the ring's
+            // own bookkeeping forbids both, so this is unreachable; refuse rather than lose a
+            // request.
+            _ => return Err(SubmitError::Broken(request)),
+        }
+        ring.publish();
+        Ok(if ring.needs_notify() { self.notifier } else { None })
+    }
+
+    /// Moves completed requests into `batch` until the ring is empty (then re-enables the
+    /// interrupt, checking once more for the completion that raced it) or the batch is full.
+    #[inline]
+    pub fn drain(&mut self, batch: &mut Batch) -> Drained {
+        let Some(ring) = self.ring.as_mut() else {
+            return Drained::Idle;
+        };
+        loop {
+            while !batch.is_full() {
+                match ring.pop_used() {
+                    Some(Ok(UsedElem { id, len })) => {
+                        match self.slots.get_mut(usize::from(id)).and_then(Option::take) {
+                            Some(request) => batch.push(request, len),
+                            // The ring validated the id as in flight; a slot without a request
+                            // is an internal request (GET_ID at start) that was polled.
+                            None => {}
+                        }
+                    }
+                    Some(Err(error)) => return Drained::Broken(error),
+                    None => break,
+                }
+            }
+            if batch.is_full() {
+                return Drained::More;
+            }
+            // VIRTIO 1.2 2.7.10: re-enable, then look again, or a completion that arrived in
+            // between would wait for an interrupt that is not coming.
+            if !ring.enable_interrupts() {
+                return Drained::Idle;
+            }
+        }
+    }
+
+    /// Moves up to a batch of in-flight requests out (reset: the device no longer runs).
+    /// Returns whether any are left.
+    pub fn cancel(&mut self, batch: &mut Batch) -> bool {
+        for slot in self.slots.iter_mut() {
+            if batch.is_full() {
+                return true;
+            }
+            if let Some(request) = slot.take() {
+                batch.push(request, 0);
+            }
+        }
+        false
+    }
+
+    /// Forgets the ring's progress after a device reset: indices back to 0, memory zeroed.
+    pub fn reset_ring(&mut self) {
+        if let Some(ring) = self.ring.as_mut() {
+            ring.reset();
+        }
+    }
+
+    /// Forgets the ring state if the device was re-initialised over zeroed rings since this
+    /// queue last ran (adapter restart; nothing is in flight then).
+    #[inline]
+    pub fn sync_epoch(&mut self, epoch: u32) {
+        if self.epoch != epoch {
+            self.epoch = epoch;
+            self.reset_ring();
+        }
+    }
+
+    /// Puts a request of the driver's own on the ring (GET_ID at start) and always asks for a
+    /// notification. Its completion is found with [`Queue::poll_internal`].
+    pub fn submit_internal(&mut self, built: &BuiltRequest) -> Option<QueueNotifier> {
+        let ring = self.ring.as_mut()?;
+        ring.push_indirect(built.table_address, built.table_len).ok()?;
+        ring.publish();
+        let _ = ring.needs_notify();
+        self.notifier
+    }
+
+    /// Whether the driver's own request completed (one used element that names no slot).
+    pub fn poll_internal(&mut self) -> bool {
+        let Some(ring) = self.ring.as_mut() else {
+            return false;
+        };
+        match ring.pop_used() {
+            Some(Ok(used)) => self
+                .slots
+                .get(usize::from(used.id))
+                .is_some_and(Option::is_none),
+            _ => false,
+        }
+    }
+
+    /// Puts the FLUSH that completes a FUA write on the ring, in the same request area.
+    pub fn resubmit_flush(
+        &mut self,
+        request: InFlight,
+        builder: Option<&RequestBuilder>,
+    ) -> Option<QueueNotifier> {
+        let Some(built) = builder.and_then(|b| b.build_flush(&request.area).ok()) else {
+            // No FLUSH on this device: the write is as durable as it gets.
+            let _ = request.srb.complete(ffi::SRB_STATUS_SUCCESS);
+            return None;
+        };
+        let request = InFlight { max_written: built.max_written, ..request };
+        match self.submit(request, &built) {
+            Ok(notifier) => notifier,
+            // The data is written but not yet durable: have Storport send the write again.
+            Err(SubmitError::Full(request) | SubmitError::Broken(request)) => {
+                let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+                None
+            }
+        }
+    }
+

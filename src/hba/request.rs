@@ -1,0 +1,234 @@
+//! From a Storport request to a virtio-blk request: the work of HwStorBuildIo.
+//!
+//! BuildIo runs without a lock, on several CPUs at once, so everything that needs no shared
+//! state happens here (DESIGN.md "The I/O path"): the SCSI command is decoded, commands the
+//! driver answers itself (INQUIRY, READ CAPACITY, MODE SENSE, ...) are completed at once, and a
+//! block request is laid out in the SRB extension: the virtio-blk header, the status byte and
+//! the indirect descriptor table over the request's scatter-gather list. StartIo then only puts
+//! the table on a ring.
+//!
+//! # The SRB extension
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 0..32 | [`Prepared`]: what BuildIo built, for StartIo (never shown to the device) |
+//! | 32.. | the [`RequestArea`]: header, status, indirect table (or discard segments) |
+
+use core::sync::atomic::Ordering;
+
+use storport::dma::DmaRegion;
+
+use crate::scsi::{self, BlockError, BlockOp, DiskInfo, Sense};
+use crate::virtio::{
+    BuildError, BuiltRequest, RangeSegment, RequestArea, RequestBuilder, RequestType,
+    area_size,
+};
+
+/// Data segments one request may carry: Storport is told `NumberOfPhysicalBreaks` = this - 1.
+pub const MAX_SEGMENTS: u16 = 64;
+
+/// Bytes at the start of the SRB extension that hold [`Prepared`].
+const PREPARED_SIZE: usize = 32;
+
+/// The SRB extension size: the prepared record and a request area for `MAX_SEGMENTS`.
+pub const SRB_EXTENSION_SIZE: usize = PREPARED_SIZE + area_size(MAX_SEGMENTS);
+
+/// What a block request does (for the sense data of a failure, and FUA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    /// VIRTIO_BLK_T_IN.
+    Read = 1,
+    /// VIRTIO_BLK_T_OUT.
+    Write = 2,
+    /// VIRTIO_BLK_T_OUT that must be durable: a FLUSH follows before completion.
+    WriteFua = 3,
+    /// VIRTIO_BLK_T_FLUSH.
+    Flush = 4,
+    /// VIRTIO_BLK_T_DISCARD.
+    Discard = 5,
+    /// VIRTIO_BLK_T_WRITE_ZEROES.
+    WriteZeroes = 6,
+}
+
+impl Op {
+    fn from_byte(byte: u8) -> Option<Op> {
+        Some(match byte {
+            1 => Op::Read,
+            2 => Op::Write,
+            3 => Op::WriteFua,
+            4 => Op::Flush,
+            5 => Op::Discard,
+            6 => Op::WriteZeroes,
+            _ => return None,
+        })
+    }
+
+    /// The SCSI layer's name for the operation, for sense data.
+    pub fn block_op(self) -> BlockOp {
+        match self {
+            Op::Read => BlockOp::Read,
+            Op::Write | Op::WriteFua => BlockOp::Write,
+            Op::Flush => BlockOp::Flush,
+            Op::Discard => BlockOp::Discard,
+            Op::WriteZeroes => BlockOp::WriteZeroes,
+        }
+    }
+}
+
+/// A block request BuildIo prepared in the SRB extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    /// The request as the builder laid it out.
+    pub built: BuiltRequest,
+    /// What it does.
+    pub op: Op,
+}
+
+/// The SRB extension of one request, split into its two parts.
+pub struct Extension {
+    record: DmaRegion,
+    /// The virtio-blk request area.
+    pub area: RequestArea,
+}
+
+impl Extension {
+    /// Splits an SRB extension; `None` if Storport gave less than [`SRB_EXTENSION_SIZE`] bytes or
+    /// misaligned memory.
+    pub fn new(region: DmaRegion) -> Option<Extension> {
+        let record = region.subregion(0, PREPARED_SIZE)?;
+        let area_len = region.len().checked_sub(PREPARED_SIZE)?;
+        let area = RequestArea::new(region.subregion(PREPARED_SIZE, area_len)?)?;
+        record.u64s()?;
+        Some(Extension { record, area })
+    }
+
+    /// Records what BuildIo prepared, for StartIo.
+    pub fn record(&self, prepared: &Prepared) {
+        let Some(words) = self.record.u64s() else {
+            return;
+        };
+        let b = &prepared.built;
+        let packed = u64::from(b.table_len)
+            | u64::from(b.descriptors) << 32
+            | u64::from(prepared.op as u8) << 48;
+        let values = [b.table_address, packed, u64::from(b.max_written)];
+        for (word, value) in words.iter().zip(values) {
+            word.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads back what BuildIo prepared (StartIo, on the same request).
+    pub fn prepared(&self) -> Option<Prepared> {
+        let words = self.record.u64s()?;
+        let table_address = words.first()?.load(Ordering::Relaxed);
+        let packed = words.get(1)?.load(Ordering::Relaxed);
+        let max_written = u32::try_from(words.get(2)?.load(Ordering::Relaxed)).ok()?;
+        let op = Op::from_byte(u8::try_from(packed >> 48 & 0xFF).ok()?)?;
+        Some(Prepared {
+            built: BuiltRequest {
+                table_address,
+                table_len: u32::try_from(packed & 0xFFFF_FFFF).ok()?,
+                descriptors: u16::try_from(packed >> 32 & 0xFFFF).ok()?,
+                max_written,
+            },
+            op,
+        })
+    }
+}
+
+/// The outcome of preparing a block request.
+pub enum Preparation {
+    /// Laid out; StartIo puts it on a ring.
+    Ready(Prepared),
+    /// The request fails with this sense data (CHECK CONDITION).
+    Check(Sense),
+    /// Nothing to do: complete with GOOD (e.g. a flush the device does not need).
+    Good,
+}
+
+/// Lays out a read or write of `io` over the request's data segments.
+pub fn prepare_io(
+    builder: &RequestBuilder,
+    extension: &Extension,
+    disk: &DiskInfo,
+    io: &scsi::Io,
+    write: bool,
+    data_len: u32,
+    segments: impl Iterator<Item = (u64, u32)>,
+) -> Preparation {
+    let (Some(range), Some(bytes)) = (io.sectors(disk), io.bytes(disk)) else {
+        return Preparation::Check(Sense::LBA_OUT_OF_RANGE);
+    };
+    // The class driver's buffer must hold the transfer the CDB names; a shorter buffer is a
+    // malformed request, not something to read past.
+    if u64::from(data_len) < bytes {
+        return Preparation::Check(Sense::invalid_cdb_field(7, None));
+    }
+    let mut remaining = bytes;
+    let bounded = segments.map_while(move |(address, length)| {
+        if remaining == 0 {
+            return None;
+        }
+        let take = u64::from(length).min(remaining);
+        remaining = remaining.saturating_sub(take);
+        Some((address, u32::try_from(take).unwrap_or(length)))
+    });
+    let (kind, op) = match (write, io.fua) {
+        (false, _) => (RequestType::In, Op::Read),
+        (true, false) => (RequestType::Out, Op::Write),
+        (true, true) => (RequestType::Out, Op::WriteFua),
+    };
+    match builder.build_data(&extension.area, kind, range.sector, bounded) {
+        Ok(built) => Preparation::Ready(Prepared { built, op }),
+        Err(error) => Preparation::Check(build_error_sense(error, op)),
+    }
+}
+
+/// Lays out a FLUSH, or answers GOOD at once when the device has no write cache to flush.
+pub fn prepare_flush(builder: &RequestBuilder, extension: &Extension) -> Preparation {
+    if !builder.limits().flush {
+        return Preparation::Good;
+    }
+    match builder.build_flush(&extension.area) {
+        Ok(built) => Preparation::Ready(Prepared { built, op: Op::Flush }),
+        Err(error) => Preparation::Check(build_error_sense(error, Op::Flush)),
+    }
+}
+
+/// Lays out a DISCARD or WRITE_ZEROES of `segments`.
+pub fn prepare_ranges(
+    builder: &RequestBuilder,
+    extension: &Extension,
+    zeroes: Option<bool>,
+    segments: impl Iterator<Item = scsi::Segment>,
+) -> Preparation {
+    let (kind, op, unmap) = match zeroes {
+        None => (RequestType::Discard, Op::Discard, false),
+        Some(unmap) => (RequestType::WriteZeroes, Op::WriteZeroes, unmap),
+    };
+    let ranges = segments.map(|s| RangeSegment { sector: s.sector, num_sectors: s.sectors, unmap });
+    match builder.build_ranges(&extension.area, kind, ranges) {
+        Ok(built) => Preparation::Ready(Prepared { built, op }),
+        // An UNMAP with only empty descriptors deallocates nothing: done.
+        Err(BuildError::NoData) => Preparation::Good,
+        Err(error) => Preparation::Check(build_error_sense(error, op)),
+    }
+}
+
+/// The sense data for a request the builder refused.
+fn build_error_sense(error: BuildError, op: Op) -> Sense {
+    match error {
+        // Limits Storport was told (NumberOfPhysicalBreaks, MaximumTransferLength) or the SCSI
+        // layer enforced: a request beyond them is malformed.
+        BuildError::TooManySegments | BuildError::TooLong | BuildError::RangeTooLarge => {
+            Sense::invalid_cdb_field(0, None)
+        }
+        BuildError::NotSectorMultiple | BuildError::EmptySegment | BuildError::NoData => {
+            Sense::invalid_cdb_field(0, None)
+        }
+        BuildError::Unsupported | BuildError::WrongType => {
+            Sense::for_block_error(op.block_op(), BlockError::Unsupported)
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Bringing the adapter up: HwStorFindAdapter, HwStorInitialize and passive initialization.
+//!
+//! - **FindAdapter** (PASSIVE, nothing else runs): identify the PCI function, walk its virtio
+//!   capabilities, map the register structures, reset the device and negotiate features, read
+//!   the disk's configuration, and lay out every queue's ring in one uncached extension (the only
+//!   place Storport gives DMA memory outside requests). Tell Storport the transfer limits.
+//! - **Initialize** (DIRQL, interrupt lock held): count the MSI-X messages Storport connected and
+//!   choose the mode (one queue per message, or one queue behind the interrupt), give the
+//!   device the ring addresses and vectors, DRIVER_OK, and read the serial number by polling.
+//! - **Passive initialization**: bind each queue's STOR_DPC and ask for concurrent channels,
+//!   DPC redirection and message ranges, so StartIo runs in parallel on every CPU.
+
+use core::sync::atomic::Ordering;
+
+use storport::config::MessageSynchronization;
+use storport::context;
+use storport::miniport::{FindAdapterStatus, enable_passive_initialization};
+use storport::perf::{self, PerfRequest};
+use storport::{Port, PortConfiguration};
+
+use crate::scsi::Serial;
+use crate::virtio::{
+    self, BlkConfig, QueueSize, RequestArea, RequestBuilder, RequestLimits, RequestType,
+    SplitQueue, Transport, VirtioPciLayout, area_size, feature,
+};
+
+use super::queue::{Queue, SLOTS};
+use super::request::MAX_SEGMENTS;
+use super::{Adapter, MAX_QUEUES, Mode};
+
+/// PCI vendor id of virtio devices.
+const VIRTIO_VENDOR: u16 = 0x1AF4;
+/// virtio-blk: modern (1042) and transitional (1001) device ids.
+const VIRTIO_BLK_DEVICES: [u16; 2] = [0x1042, 0x1001];
+/// Ring entries per queue in a dump stack, where memory is scarce.
+const DUMP_QUEUE_SIZE: u16 = 16;
+/// The most the driver moves in one request.
+const MAX_TRANSFER: u32 = 1 << 20;
+/// Page size the scatter-gather limits are expressed in.
+const PAGE_SIZE: u32 = 4096;
+/// Bytes GET_ID returns (VIRTIO 1.2 5.2.6).
+const ID_BYTES: usize = 20;
+/// Polls of the used ring (10 us apart) while waiting for GET_ID at start.
+const ID_POLLS: u32 = 10_000;
+
+/// The features the driver can use (VIRTIO 1.2 5.2.3 and 6): everything it implements.
+pub(super) const WANTED_FEATURES: u64 = feature::VERSION_1
+    | feature::INDIRECT_DESC
+    | feature::EVENT_IDX
+    | feature::BLK_SUPPORTED;
+
+pub(super) fn find_adapter(
+    adapter: &mut Adapter,
+    _ctx: &mut context::FindAdapter,
+    port: Port,
+    config: &mut PortConfiguration<'_>,
+) -> FindAdapterStatus {
+    adapter.port = Some(port);
+    adapter.control.bind(port);
+    adapter.single.bind(port);
+    let dump = config.dump_mode().is_some();
+
+    // The PCI function: ours only if it is a virtio-blk device.
+    let mut pci = [0u8; 256];
+    if config.read_pci_config(&mut pci) < 64 {
+        return FindAdapterStatus::NotFound;
+    }
+    let vendor = u16::from_le_bytes([pci[0], pci[1]]);
+    let device = u16::from_le_bytes([pci[2], pci[3]]);
+    if vendor != VIRTIO_VENDOR || !VIRTIO_BLK_DEVICES.contains(&device) {
+        return FindAdapterStatus::NotFound;
+    }
+    let Ok(layout) = VirtioPciLayout::parse(&pci) else {
+        return FindAdapterStatus::BadConfig;
+    };
+
+    // Map each structure through the access range that holds its BAR.
+    let mut windows: [Option<(u64, storport::register::RegisterWindow)>; 6] = [None; 6];
+    let mut map = |bar: u8, offset: u32, length: u32| {
+        let address = bar_address(&pci, bar)?;
+        let slot = windows.get_mut(usize::from(bar))?;
+        if slot.is_none() {
+            let range = config.access_ranges().find(|r| r.in_memory && r.start == address)?;
+            *slot = Some((address, config.map_registers(range)?));
+        }
+        let (_, window) = (*slot)?;
+        window.subwindow(usize::try_from(offset).ok()?, usize::try_from(length).ok()?)
+    };
+    let Ok(mut transport) = Transport::new(&layout, &mut map) else {
+        return FindAdapterStatus::BadConfig;
+    };
+
+    let mut stall = |us: u32| port.stall(us);
+    if transport.begin_init(&mut stall).is_err() {
+        return FindAdapterStatus::Error;
+    }
+    let wanted = if dump { WANTED_FEATURES & !feature::MQ } else { WANTED_FEATURES };
+    let Ok(accepted) = transport.negotiate(wanted) else {
+        return FindAdapterStatus::Error;
+    };
+    let Ok(blk) = BlkConfig::read(&transport, accepted) else {
+        transport.fail();
+        return FindAdapterStatus::Error;
+    };
+
+    // How many rings, of what size.
+    let device_queues = if dump { 1 } else { blk.num_queues.clamp(1, MAX_QUEUES as u16) };
+    let msix_messages = layout.msix_table_size.unwrap_or(0);
+    let queues = if dump || msix_messages < 2 { 1 } else { device_queues.min(msix_messages - 1) };
+    let wanted_size = if dump { DUMP_QUEUE_SIZE } else { SLOTS as u16 };
+    let Some(size) = transport.queue_max_size(0).ok().and_then(|max| QueueSize::choose(max, wanted_size))
+    else {
+        transport.fail();
+        return FindAdapterStatus::Error;
+    };
+
+    // Memory: every ring, then the GET_ID area; each ring 64-aligned in bus addresses.
+    let ring_bytes = align_up(SplitQueue::memory_size(size), 64);
+    let identify_bytes = area_size(1) + ID_BYTES;
+    let Some(total) = ring_bytes
+        .checked_mul(usize::from(queues))
+        .and_then(|b| b.checked_add(identify_bytes))
+        .and_then(|b| b.checked_add(64))
+        .and_then(|b| u32::try_from(b).ok())
+    else {
+        return FindAdapterStatus::Error;
+    };
+    let Some(memory) = config.uncached_extension(total) else {
+        transport.fail();
+        return FindAdapterStatus::Error;
+    };
+    // Storport does not promise alignment (not even 1 KiB in a dump stack): align here.
+    let skew = align_up(memory.physical_address() as usize, 64) - memory.physical_address() as usize;
+    let event_idx = accepted & feature::EVENT_IDX != 0;
+    let indirect = accepted & feature::INDIRECT_DESC != 0;
+    for q in 0..usize::from(queues) {
+        let Some(region) = memory.subregion(skew + q * ring_bytes, ring_bytes) else {
+            return FindAdapterStatus::Error;
+        };
+        let Ok(ring) = SplitQueue::new(region, size, event_idx) else {
+            return FindAdapterStatus::Error;
+        };
+        if let Some(slot) = adapter.rings.get_mut(q) {
+            *slot = Some((ring.addresses(), region));
+        }
+        if let Some(cell) = adapter.queues.get_mut(q) {
+            cell.get_mut().attach(ring, indirect);
+        }
+        if q == 0 {
+            // The single-interrupt mode uses the same ring memory; only one of the two queue
+            // objects is ever used, as decided in HwStorInitialize.
+            let Ok(ring) = SplitQueue::new(region, size, event_idx) else {
+                return FindAdapterStatus::Error;
+            };
+            adapter.single.get_mut().attach(ring, indirect);
+        }
+    }
+    adapter.identify = memory.subregion(skew + usize::from(queues) * ring_bytes, identify_bytes);
+    adapter.planned_queues = queues;
+
+    // Limits: what one request may carry, and so what Storport may send.
+    let limits = RequestLimits::new(&blk, size, area_size(MAX_SEGMENTS));
+    let per_page = match limits.max_segment_size {
+        0 => 1,
+        max if max >= PAGE_SIZE => 1,
+        max => PAGE_SIZE.div_ceil(max),
+    };
+    let elements = (u32::from(limits.max_data_segments) / per_page).max(2);
+    let max_transfer = ((elements - 1) * PAGE_SIZE).min(MAX_TRANSFER);
+    config.set_transfer_limits(max_transfer, elements - 1);
+    config.set_bus_master_adapter(0x3, 1);
+    let depth = u32::from(queues) * u32::from(size.get());
+    config.set_queue_depth(depth, depth);
+    if !dump {
+        config.use_message_interrupts::<Adapter>(MessageSynchronization::PerMessage);
+    }
+
+    adapter.builder = Some(RequestBuilder::new(limits));
+    adapter.disk.set(super::disk::describe(&blk, max_transfer, Serial::NONE));
+    adapter.features = accepted;
+    adapter.config = Some(blk);
+    adapter.control.get_mut().transport = Some(transport.clone());
+    adapter.transport = Some(transport);
+    adapter.set_mode(if dump { Mode::Dump } else { Mode::Stopped });
+    FindAdapterStatus::Found
+}
+
+pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bool {
+    let Some(port) = adapter.port else {
+        return false;
+    };
+    // Storport connected `messages` MSI-X messages: one for configuration and one per queue is
+    // the fast path; fewer means one queue behind the interrupt lock.
+    let messages = (0..=MAX_QUEUES as u32)
+        .take_while(|&m| port.message_info(m).is_some())
+        .count();
+    let dump = adapter.mode() == Mode::Dump;
+    let (mode, active) = if dump {
+        (Mode::Dump, 1)
+    } else if messages >= 2 {
+        let queues = u16::try_from(messages - 1).unwrap_or(u16::MAX);
+        (Mode::MultiQueue, adapter.planned_queues.min(queues).max(1))
+    } else {
+        (Mode::SingleInterrupt, 1)
+    };
+    adapter.message_interrupts.store(!dump && messages >= 1, Ordering::Release);
+    adapter.active_queues.store(active, Ordering::Release);
+    adapter.set_mode(mode);
+
+    let notifiers = {
+        let control = adapter.control.get(ctx);
+        let Some(transport) = control.transport.as_mut() else {
+            return false;
+        };
+        match program(adapter, transport) {
+            Some(notifiers) => notifiers,
+            None => {
+                transport.fail();
+                return false;
+            }
+        }
+    };
+    if mode == Mode::MultiQueue {
+        for (cell, notifier) in adapter.queues.iter().zip(notifiers) {
+            if let Some(notifier) = notifier {
+                cell.get_in_initialize(ctx).set_notifier(notifier);
+            }
+        }
+    } else if let Some(Some(notifier)) = notifiers.first() {
+        adapter.single.get(ctx).set_notifier(*notifier);
+    }
+
+    // The serial number (VPD page 0x80) comes from GET_ID; the disk works without one.
+    let serial = match mode {
+        Mode::MultiQueue => adapter
+            .queues
+            .first()
+            .and_then(|cell| identify(adapter, port, cell.get_in_initialize(ctx))),
+        _ => identify(adapter, port, adapter.single.get(ctx)),
+    };
+    if let Some(serial) = serial {
+        adapter.disk.set_serial(serial);
+    }
+
+    // DPCs (queue completion, reset) can only be initialised, and perf options are best set, at
+    // PASSIVE_LEVEL. A dump stack has neither.
+    dump || enable_passive_initialization::<Adapter>(ctx, port)
+}
+
+/// Gives the device the rings and MSI-X vectors of the current mode, then DRIVER_OK
+/// (VIRTIO 1.2 3.1.1 steps 7-8). Returns each queue's notifier.
+fn program(
+    adapter: &Adapter,
+    transport: &mut Transport,
+) -> Option<[Option<virtio::QueueNotifier>; MAX_QUEUES]> {
+    let mode = adapter.mode();
+    let active = adapter.active_queues.load(Ordering::Acquire);
+    let message_mode = adapter.message_interrupts.load(Ordering::Acquire);
+    let config_vector = message_mode.then_some(0);
+    transport.set_config_vector(config_vector).ok()?;
+    let mut notifiers: [Option<virtio::QueueNotifier>; MAX_QUEUES] = [None; MAX_QUEUES];
+    for q in 0..active {
+        let (addresses, _) = adapter.rings.get(usize::from(q)).copied().flatten()?;
+        let vector = match mode {
+            Mode::MultiQueue => Some(q.checked_add(1)?),
+            Mode::SingleInterrupt if message_mode => Some(0),
+            _ => None,
+        };
+        let notifier = transport.setup_queue(q, &addresses, vector).ok()?;
+        if let Some(slot) = notifiers.get_mut(usize::from(q)) {
+            *slot = Some(notifier);
+        }
+    }
+    transport.driver_ok();
+    Some(notifiers)
+}
+
+/// Re-initialises the device after a reset with the features, rings and vectors it had
+/// (the driver side of every ring must already be back at its initial state).
+pub(super) fn reprogram(adapter: &Adapter, transport: &mut Transport, port: Port) -> bool {
+    let mut stall = |us: u32| port.stall(us);
+    if transport.begin_init(&mut stall).is_err() {
+        return false;
+    }
+    match transport.negotiate(adapter.features) {
+        Ok(accepted) if accepted == adapter.features => program(adapter, transport).is_some(),
+        _ => {
+            transport.fail();
+            false
+        }
+    }
+}
+
+pub(super) fn passive_initialize<'a>(
+    adapter: &'a Adapter,
+    ctx: &mut context::PassiveInitialize<'a>,
+) -> bool {
+    let Some(port) = adapter.port else {
+        return false;
+    };
+    let active = adapter.active_queues.load(Ordering::Acquire);
+    match adapter.mode() {
+        Mode::MultiQueue => {
+            for cell in adapter.queues.iter().take(usize::from(active)) {
+                cell.dpc().initialize(ctx, port, adapter);
+            }
+        }
+        Mode::SingleInterrupt => {
+            adapter.single_dpc.initialize(ctx, port, adapter);
+        }
+        Mode::Dump | Mode::Stopped => return true,
+    }
+    adapter.reset_dpc.initialize(ctx, port, adapter);
+    if adapter.mode() == Mode::MultiQueue && active > 1 {
+        let request = PerfRequest {
+            dpc_redirection: true,
+            concurrent_channels: u32::from(active),
+            message_range: Some((1, u32::from(active))),
+            completion_during_start_io: false,
+        };
+        // Without these, Storport serialises StartIo; the driver still works, just slower.
+        let _ = perf::initialize(ctx, port, request);
+    }
+    true
+}
+
+/// Reads the device's serial number with GET_ID, polling queue 0 (HwStorInitialize, before any
+/// request: the id is not in the slot table, so a late completion is simply dropped).
+fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> {
+    let region = adapter.identify?;
+    let area = RequestArea::new(region.subregion(0, area_size(1))?)?;
+    let buffer = region.subregion(area_size(1), ID_BYTES)?;
+    let builder = adapter.builder.as_ref()?;
+    let built = builder
+        .build_data(&area, RequestType::GetId, 0, [(buffer.physical_address(), ID_BYTES as u32)])
+        .ok()?;
+    let notifier = queue.submit_internal(&built)?;
+    notifier.notify();
+    for _ in 0..ID_POLLS {
+        if queue.poll_internal() {
+            if area.status() != virtio::Status::Ok {
+                return None;
+            }
+            let mut id = [0u8; ID_BYTES];
+            for (dst, src) in id.iter_mut().zip(buffer.bytes()) {
+                *dst = src.load(Ordering::Relaxed);
+            }
+            return Some(Serial::from_id(&id));
+        }
+        port.stall(10);
+    }
+    None
+}
+
+/// The bus address a BAR decodes, from the configuration space (64-bit BARs included).
+fn bar_address(pci: &[u8; 256], bar: u8) -> Option<u64> {
+    let offset = 0x10usize.checked_add(usize::from(bar).checked_mul(4)?)?;
+    let low = u32::from_le_bytes(pci.get(offset..offset + 4)?.try_into().ok()?);
+    if low & 1 != 0 {
+        return None; // I/O space: virtio structures are in memory BARs.
+    }
+    let is_64 = (low >> 1) & 3 == 2;
+    let high = if is_64 {
+        u32::from_le_bytes(pci.get(offset + 4..offset + 8)?.try_into().ok()?)
+    } else {
+        0
+    };
+    Some(u64::from(high) << 32 | u64::from(low & !0xF))
+}
+
+const fn align_up(value: usize, align: usize) -> usize {
+    (value + align - 1) & !(align - 1)
+}
