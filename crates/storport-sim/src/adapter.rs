@@ -1,0 +1,978 @@
+//! One adapter: PnP start (HwStorFindAdapter, HwStorInitialize, passive initialization), its
+//! locks, its threads (interrupts, per-CPU DPCs, timer), stop, restart and bus reset.
+
+use std::alloc::Layout;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{CString, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::abi::{
+    self, AccessRange, DevExtBoolFn, HwInitializationData, MsiFn, PortConfigurationInformation,
+    irql,
+};
+use crate::cpu::{self, Callback, LockRef, RawSpinLock};
+use crate::device::{GuestMemory, PciDevice};
+use crate::dpc::{CpuQueue, DpcObject};
+use crate::interrupt::IrqLines;
+use crate::memory::{FifoPool, GuestAllocator};
+use crate::port::PortShared;
+use crate::registers::Window;
+use crate::request::{Record, RequestTable};
+use crate::rules::{Rule, Violation};
+use crate::timer::TimerShared;
+
+/// How the adapter's interrupts are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InterruptMode {
+    /// MSI-X: one message per vector the device offers (HwMSInterruptRoutine when registered).
+    #[default]
+    MsiX,
+    /// A level-triggered INTx line (HwStorInterrupt).
+    Intx,
+}
+
+/// Options of one PnP start.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterOptions {
+    /// MSI-X or INTx.
+    pub interrupts: InterruptMode,
+    /// Crash-dump mode (DUMP_MODE_CRASH 1, HIBER 2, MARK_MEMORY 3, RESUME 4): DriverEntry runs
+    /// again with NULL arguments, one CPU, no interrupts (the port polls HwStorInterrupt).
+    pub dump_mode: Option<u8>,
+    /// FindAdapter's ArgumentString (dump mode passes "dump=1" when this is None).
+    pub argument_string: Option<String>,
+    /// ConfigInfo->SystemIoBusNumber.
+    pub bus_number: u32,
+    /// ConfigInfo->SlotNumber.
+    pub slot_number: u32,
+    /// Offer at most this many MSI-X messages.
+    pub max_messages: Option<u16>,
+}
+
+/// Why a PnP start failed.
+#[derive(Clone, Debug)]
+pub enum StartError {
+    /// No driver loaded (or the dump-mode DriverEntry failed).
+    NotLoaded(Option<crate::port::LoadError>),
+    /// HwStorFindAdapter returned this (not SP_RETURN_FOUND).
+    FindAdapter(u32),
+    /// HwStorInitialize returned FALSE.
+    Initialize,
+    /// The passive-initialization routine returned FALSE.
+    PassiveInitialize,
+    /// The guest memory region is too small.
+    OutOfGuestMemory,
+}
+
+/// Values the miniport chose in HwStorFindAdapter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Negotiated {
+    pub half_duplex: bool,
+    pub msi: Option<MsiFn>,
+    pub per_message: bool,
+    pub srb_ext_size: u32,
+    pub max_transfer: u32,
+    pub max_breaks: u32,
+}
+
+/// Adapter lifecycle phase.
+pub(crate) mod phase {
+    pub const FIND_ADAPTER: u8 = 0;
+    pub const INITIALIZE: u8 = 1;
+    pub const PASSIVE_INIT: u8 = 2;
+    pub const RUNNING: u8 = 3;
+    pub const STOPPED: u8 = 4;
+}
+
+/// Gate bits: while any is set, new requests wait in the pending queue.
+pub(crate) mod gate {
+    pub const STOPPED: u32 = 1;
+    pub const PAUSED: u32 = 2;
+    pub const BUSY: u32 = 4;
+    pub const RESET: u32 = 8;
+    pub const DEVICE_BUSY: u32 = 16;
+}
+
+pub(crate) struct AdapterInner {
+    pub serial: u64,
+    pub self_weak: Weak<AdapterInner>,
+    pub port: Arc<PortShared>,
+    pub hw: HwInitializationData,
+    pub device: Arc<dyn PciDevice>,
+    pub alloc: GuestAllocator,
+    devext: usize,
+    devext_layout: Layout,
+    pub dump: Option<u8>,
+    cpus: u32,
+    /// Interrupt lines: MSI-X messages offered, or 1.
+    pub lines: u32,
+    /// MSI-X messages the device offers (0 with INTx).
+    pub messages: u32,
+    pub neg: OnceLock<Negotiated>,
+    pub phase: AtomicU8,
+    pub channels: AtomicU32,
+    pub perf_flags: AtomicU32,
+    pub first_msg: AtomicU32,
+    pub last_msg: AtomicU32,
+    pub startio_lock: RawSpinLock,
+    pub int_locks: Box<[RawSpinLock]>,
+    pub windows: RwLock<Vec<Window>>,
+    pub access_ranges: Vec<AccessRange>,
+    /// (host, len, SrbExtensionSize at the time of the call).
+    pub uncached: Mutex<Option<(usize, usize, u32)>>,
+    pub passive_init: Mutex<Option<DevExtBoolFn>>,
+    pub dpcs: Mutex<Vec<Arc<DpcObject>>>,
+    pub cpu_queues: Box<[CpuQueue]>,
+    pub requests: RequestTable,
+    pub gate: AtomicU32,
+    pub active: AtomicUsize,
+    pub pending: Mutex<VecDeque<Box<Record>>>,
+    pub busy_remaining: AtomicU32,
+    pub device_busy: Mutex<HashMap<(u8, u8, u8), u32>>,
+    pub timer: TimerShared,
+    pub irq: Arc<IrqLines>,
+    pub pool: Mutex<HashMap<usize, Layout>>,
+    pub srb_pool: FifoPool,
+    pub supported_controls: Mutex<Vec<bool>>,
+    pub log: Mutex<Vec<String>>,
+    pub shutdown: AtomicBool,
+    pub interrupts_enabled: AtomicBool,
+    pub reset_epoch: AtomicU64,
+    pub next_request: AtomicU64,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+// SAFETY: the raw addresses inside (device extension, guest blocks) are plain addresses of
+// memory the adapter owns; all shared state is behind atomics or locks.
+unsafe impl Send for AdapterInner {}
+// SAFETY: as for Send.
+unsafe impl Sync for AdapterInner {}
+
+static ADAPTERS: LazyLock<RwLock<HashMap<usize, Weak<AdapterInner>>>> =
+    LazyLock::new(Default::default);
+static BY_SERIAL: LazyLock<RwLock<HashMap<u64, Weak<AdapterInner>>>> =
+    LazyLock::new(Default::default);
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Runs `f` on the adapter whose device extension is `devext`: the current callback's adapter
+/// when it matches (no global lock), else the global registry.
+pub(crate) fn with_adapter<R>(
+    devext: *mut c_void,
+    f: impl FnOnce(&AdapterInner) -> R,
+) -> Option<R> {
+    if let Some(p) = cpu::frame_adapter(devext as usize) {
+        // SAFETY: a frame's adapter is kept alive by whoever invoked the callback (it holds an
+        // `Arc` or a reference for the whole call).
+        return Some(f(unsafe { &*p }));
+    }
+    let a = ADAPTERS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&(devext as usize))
+        .and_then(Weak::upgrade)?;
+    Some(f(&a))
+}
+
+pub(crate) fn lookup_serial(serial: u64) -> Option<Arc<AdapterInner>> {
+    BY_SERIAL
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&serial)
+        .and_then(Weak::upgrade)
+}
+
+impl AdapterInner {
+    pub fn arc(&self) -> Arc<AdapterInner> {
+        self.self_weak
+            .upgrade()
+            .expect("adapter alive while its code runs")
+    }
+
+    pub fn devext_addr(&self) -> usize {
+        self.devext
+    }
+
+    pub fn devext_ptr(&self) -> *mut c_void {
+        self.devext as *mut c_void
+    }
+
+    pub fn cpus(&self) -> u32 {
+        self.cpus
+    }
+
+    pub fn dump_mode(&self) -> bool {
+        self.dump.is_some()
+    }
+
+    pub fn half_duplex(&self) -> bool {
+        self.neg.get().is_some_and(|n| n.half_duplex)
+    }
+
+    pub fn per_message(&self) -> bool {
+        self.neg.get().is_some_and(|n| n.per_message)
+    }
+
+    pub fn msi_routine(&self) -> Option<MsiFn> {
+        self.neg.get().and_then(|n| n.msi)
+    }
+
+    pub fn concurrent_channels(&self) -> u32 {
+        self.channels.load(Ordering::Relaxed)
+    }
+
+    pub fn report(&self, rule: Rule, params: [u64; 3], message: String) {
+        self.port.report(rule, params, Some(self.serial), message);
+    }
+
+    pub fn log(&self, line: String) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    fn int_lock(&self, m: u32) -> &RawSpinLock {
+        if self.per_message() {
+            &self.int_locks[m as usize % self.int_locks.len()]
+        } else {
+            &self.int_locks[0]
+        }
+    }
+
+    pub fn lock_raw(&self, l: LockRef) {
+        match l {
+            LockRef::StartIo => self.startio_lock.lock(),
+            LockRef::Interrupt => {
+                if self.per_message() {
+                    self.int_locks.iter().for_each(RawSpinLock::lock);
+                } else {
+                    self.int_locks[0].lock();
+                }
+            }
+            LockRef::Message(m) => self.int_lock(m).lock(),
+            LockRef::Dpc(p) => {
+                // SAFETY: `p` names a DPC object of this adapter (validated when the miniport's
+                // STOR_DPC was resolved); the adapter keeps every DPC object alive.
+                unsafe { &*(p as *const DpcObject) }.lock.lock()
+            }
+        }
+    }
+
+    pub fn unlock_raw(&self, l: LockRef) {
+        match l {
+            LockRef::StartIo => self.startio_lock.unlock(),
+            LockRef::Interrupt => {
+                if self.per_message() {
+                    self.int_locks.iter().rev().for_each(RawSpinLock::unlock);
+                } else {
+                    self.int_locks[0].unlock();
+                }
+            }
+            LockRef::Message(m) => self.int_lock(m).unlock(),
+            LockRef::Dpc(p) => {
+                // SAFETY: as in `lock_raw`.
+                unsafe { &*(p as *const DpcObject) }.lock.unlock()
+            }
+        }
+    }
+
+    /// The locks and IRQL Storport holds around a callback that runs "with the interrupt lock".
+    pub fn interrupt_context(&self) -> (u8, &'static [LockRef]) {
+        if self.dump_mode() {
+            (irql::HIGH, &[LockRef::Interrupt])
+        } else {
+            (irql::DIRQL, &[LockRef::Interrupt])
+        }
+    }
+
+    /// The locks Storport holds around HwStorTimer, HwStorResetBus and HwStorStateChange.
+    pub fn startio_context(&self) -> (u8, &'static [LockRef]) {
+        if self.half_duplex() {
+            (irql::DIRQL, &[LockRef::StartIo, LockRef::Interrupt])
+        } else {
+            (irql::DISPATCH, &[LockRef::StartIo])
+        }
+    }
+
+    fn spawn(&self, name: String, f: impl FnOnce() + Send + 'static) {
+        let h = std::thread::Builder::new()
+            .name(name)
+            .spawn(f)
+            .expect("spawn a simulated CPU thread");
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(h);
+    }
+
+    /// Calls HwAdapterControl with the port's locks for `control`.
+    pub fn adapter_control(&self, control: u32, param: *mut c_void) -> Option<u32> {
+        let f = self.hw.HwAdapterControl?;
+        let (lvl, locks): (u8, &[LockRef]) = match control {
+            abi::SCSI_STOP_ADAPTER | abi::SCSI_RESTART_ADAPTER => self.interrupt_context(),
+            _ => (
+                if self.dump_mode() {
+                    irql::HIGH
+                } else {
+                    irql::PASSIVE
+                },
+                &[],
+            ),
+        };
+        let devext = self.devext_ptr();
+        // SAFETY: `f` is the miniport's HwAdapterControl, called with its device extension and
+        // a parameter buffer of the shape `control` requires.
+        Some(cpu::invoke(
+            self,
+            Callback::AdapterControl,
+            lvl,
+            locks,
+            || unsafe { f(devext, control, param) },
+        ))
+    }
+
+    /// ScsiQuerySupportedControlTypes: records which types the miniport supports.
+    fn query_controls(&self) {
+        if self.hw.HwAdapterControl.is_none() {
+            return;
+        }
+        let max = abi::SCSI_ADAPTER_CONTROL_MAX as usize;
+        // SCSI_SUPPORTED_CONTROL_TYPE_LIST { ULONG MaxControlType; BOOLEAN SupportedTypeList[]; }
+        // followed by guard bytes.
+        let mut buf = vec![0u8; 4 + max + 16];
+        buf[..4].copy_from_slice(&(max as u32).to_le_bytes());
+        buf[4 + max..].fill(0xA5);
+        self.adapter_control(
+            abi::SCSI_QUERY_SUPPORTED_CONTROL_TYPES,
+            buf.as_mut_ptr().cast(),
+        );
+        if buf[4 + max..].iter().any(|&b| b != 0xA5) {
+            self.report(
+                Rule::AdapterControl,
+                [0; 3],
+                "HwAdapterControl wrote past SupportedTypeList[MaxControlType]".into(),
+            );
+        }
+        let list: Vec<bool> = buf[4..4 + max].iter().map(|&b| b != 0).collect();
+        if !list[abi::SCSI_STOP_ADAPTER as usize] || !list[abi::SCSI_RESTART_ADAPTER as usize] {
+            self.report(
+                Rule::AdapterControl,
+                [0; 3],
+                "ScsiStopAdapter and ScsiRestartAdapter must be supported".into(),
+            );
+        }
+        *self
+            .supported_controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = list;
+    }
+
+    fn supports(&self, control: u32) -> bool {
+        self.supported_controls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(control as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// Builds the PORT_CONFIGURATION_INFORMATION and calls HwStorFindAdapter.
+    fn find_adapter(&self, opts: &AdapterOptions, restart: bool) -> Result<(), StartError> {
+        let find = self
+            .hw
+            .HwFindAdapter
+            .ok_or(StartError::FindAdapter(abi::SP_RETURN_NOT_FOUND))?;
+        let mut ranges = vec![
+            AccessRange::default();
+            (self.hw.NumberOfAccessRanges as usize).max(self.access_ranges.len())
+        ];
+        ranges[..self.access_ranges.len()].copy_from_slice(&self.access_ranges);
+        let mut cfg = Box::new(base_config(
+            &self.hw,
+            opts,
+            self.dump,
+            self.messages,
+            &mut ranges,
+        ));
+        let arg = opts
+            .argument_string
+            .clone()
+            .or_else(|| self.dump.map(|_| "dump=1".to_string()))
+            .map(|s| CString::new(s).unwrap_or_default());
+        let argp = arg
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |c| c.as_ptr() as *mut u8);
+        let mut bus_info = vec![0u8; 256];
+        self.device.config_read(0, &mut bus_info);
+        let mut again = 0u8;
+        self.phase.store(phase::FIND_ADAPTER, Ordering::SeqCst);
+        let lvl = if self.dump_mode() {
+            irql::HIGH
+        } else if restart {
+            irql::DISPATCH
+        } else {
+            irql::PASSIVE
+        };
+        let devext = self.devext_ptr();
+        let cfgp: *mut PortConfigurationInformation = &mut *cfg;
+        let ret = cpu::invoke(self, Callback::FindAdapter, lvl, &[], || {
+            // SAFETY: `find` is the miniport's HwFindAdapter; every pointer argument is live for
+            // the call (configuration, access ranges, bus data, argument string, Again).
+            unsafe {
+                find(
+                    devext,
+                    std::ptr::null_mut(),
+                    bus_info.as_mut_ptr().cast(),
+                    argp,
+                    cfgp,
+                    &mut again,
+                )
+            }
+        });
+        if ret > abi::SP_RETURN_BAD_CONFIG {
+            self.report(
+                Rule::FindAdapterReturn,
+                [ret as u64, 0, 0],
+                format!("HwStorFindAdapter returned {ret}, not an SP_RETURN_* value"),
+            );
+        }
+        if ret != abi::SP_RETURN_FOUND {
+            return Err(StartError::FindAdapter(ret));
+        }
+        if cfg.MaximumTransferLength == abi::SP_UNINITIALIZED_VALUE
+            || cfg.NumberOfPhysicalBreaks == abi::SP_UNINITIALIZED_VALUE
+        {
+            self.report(
+                Rule::FindAdapterLimits,
+                [
+                    cfg.MaximumTransferLength as u64,
+                    cfg.NumberOfPhysicalBreaks as u64,
+                    0,
+                ],
+                "HwStorFindAdapter left MaximumTransferLength or NumberOfPhysicalBreaks unset"
+                    .into(),
+            );
+        }
+        if let Some((_, _, ext_at_call)) = *self.uncached.lock().unwrap_or_else(|e| e.into_inner())
+            && ext_at_call != cfg.SrbExtensionSize
+        {
+            self.report(
+                Rule::UncachedExtension,
+                [ext_at_call as u64, cfg.SrbExtensionSize as u64, 0],
+                "SrbExtensionSize changed after StorPortGetUncachedExtension".into(),
+            );
+        }
+        let half = cfg.SynchronizationModel == abi::STOR_SYNCHRONIZE_HALF_DUPLEX;
+        if half && !self.dump_mode() {
+            self.report(
+                Rule::HalfDuplex,
+                [0; 3],
+                "SynchronizationModel left at StorSynchronizeHalfDuplex".into(),
+            );
+        }
+        let mut msi = cfg.HwMSInterruptRoutine;
+        if self.dump_mode() && msi.is_some() {
+            self.report(
+                Rule::DumpMode,
+                [0; 3],
+                "HwMSInterruptRoutine set in dump mode (ignored)".into(),
+            );
+            msi = None;
+        }
+        if self.messages == 0 {
+            msi = None;
+        }
+        let neg = Negotiated {
+            half_duplex: half,
+            msi,
+            per_message: msi.is_some()
+                && cfg.InterruptSynchronizationMode == abi::INTERRUPT_SYNCHRONIZE_PER_MESSAGE,
+            srb_ext_size: cfg.SrbExtensionSize,
+            max_transfer: cfg.MaximumTransferLength,
+            max_breaks: cfg.NumberOfPhysicalBreaks,
+        };
+        let _ = self.neg.set(neg);
+        drop(ranges);
+        Ok(())
+    }
+
+    fn initialize(&self) -> Result<(), StartError> {
+        let init = self.hw.HwInitialize.ok_or(StartError::Initialize)?;
+        self.phase.store(phase::INITIALIZE, Ordering::SeqCst);
+        let devext = self.devext_ptr();
+        let (lvl, locks) = self.interrupt_context();
+        // SAFETY: `init` is the miniport's HwInitialize, called with its device extension.
+        let ok = cpu::invoke(self, Callback::Initialize, lvl, locks, || unsafe {
+            init(devext)
+        });
+        if ok == 0 {
+            return Err(StartError::Initialize);
+        }
+        let passive = self
+            .passive_init
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = passive {
+            self.phase.store(phase::PASSIVE_INIT, Ordering::SeqCst);
+            // SAFETY: `p` is the routine the miniport passed to EnablePassiveInitialization.
+            let ok = cpu::invoke(
+                self,
+                Callback::PassiveInitialize,
+                irql::PASSIVE,
+                &[],
+                || unsafe { p(devext) },
+            );
+            if ok == 0 {
+                return Err(StartError::PassiveInitialize);
+            }
+        }
+        self.phase.store(phase::RUNNING, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Closes `bits` of the gate and waits until no request is between BuildIo and StartIo.
+    pub fn quiesce(&self, bits: u32) {
+        self.gate.fetch_or(bits, Ordering::SeqCst);
+        while self.active.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Opens `bits` of the gate and sends what waited.
+    pub fn open(&self, bits: u32) {
+        self.gate.fetch_and(!bits, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// HwStorResetBus with the port's locks, then the 0xF0/1 watch on what is outstanding.
+    pub fn reset_bus(&self, path: u32) -> bool {
+        let Some(f) = self.hw.HwResetBus else {
+            return false;
+        };
+        self.quiesce(gate::RESET);
+        let epoch = self.reset_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let devext = self.devext_ptr();
+        let (lvl, locks) = self.startio_context();
+        // SAFETY: `f` is the miniport's HwResetBus.
+        let ok = cpu::invoke(self, Callback::ResetBus, lvl, locks, || unsafe {
+            f(devext, path)
+        });
+        self.requests.mark_reset(epoch);
+        self.timer
+            .reset_check(Instant::now() + self.port.options.reset_grace, epoch);
+        self.open(gate::RESET);
+        ok != 0
+    }
+
+    fn shutdown_threads(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.irq.wake_all();
+        for q in self.cpu_queues.iter() {
+            q.wake();
+        }
+        self.timer.wake();
+        let hs = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().id();
+        for h in hs {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for AdapterInner {
+    fn drop(&mut self) {
+        ADAPTERS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.devext);
+        BY_SERIAL
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.serial);
+        // SAFETY: allocated in `start` with this layout and not freed elsewhere.
+        unsafe { std::alloc::dealloc(self.devext as *mut u8, self.devext_layout) };
+        for (p, l) in self.pool.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            // SAFETY: allocated by ExtFunctionAllocatePool with this layout and never freed.
+            unsafe { std::alloc::dealloc(p as *mut u8, l) };
+        }
+    }
+}
+
+fn base_config(
+    hw: &HwInitializationData,
+    opts: &AdapterOptions,
+    dump: Option<u8>,
+    messages: u32,
+    ranges: &mut [AccessRange],
+) -> PortConfigurationInformation {
+    PortConfigurationInformation {
+        Length: abi::CONFIG_INFO_LENGTH,
+        SystemIoBusNumber: opts.bus_number,
+        AdapterInterfaceType: abi::PCI_BUS,
+        BusInterruptLevel: if messages == 0 { 11 } else { 0 },
+        BusInterruptVector: if messages == 0 { 11 } else { 0 },
+        InterruptMode: if messages == 0 { 0 } else { 1 },
+        MaximumTransferLength: abi::SP_UNINITIALIZED_VALUE,
+        NumberOfPhysicalBreaks: abi::SP_UNINITIALIZED_VALUE,
+        DmaChannel: abi::SP_UNINITIALIZED_VALUE,
+        DmaPort: abi::SP_UNINITIALIZED_VALUE,
+        DmaWidth: 0,
+        DmaSpeed: 0,
+        AlignmentMask: 0,
+        NumberOfAccessRanges: ranges.len() as u32,
+        AccessRanges: ranges.as_mut_ptr(),
+        MiniportDumpData: std::ptr::null_mut(),
+        NumberOfBuses: 1,
+        InitiatorBusId: [0xFF; 8],
+        ScatterGather: 1,
+        Master: 1,
+        CachesData: 0,
+        AdapterScansDown: 0,
+        AtdiskPrimaryClaimed: 0,
+        AtdiskSecondaryClaimed: 0,
+        Dma32BitAddresses: 1,
+        DemandMode: 0,
+        MapBuffers: hw.MapBuffers,
+        NeedPhysicalAddresses: hw.NeedPhysicalAddresses,
+        TaggedQueuing: hw.TaggedQueuing,
+        AutoRequestSense: hw.AutoRequestSense,
+        MultipleRequestPerLu: hw.MultipleRequestPerLu,
+        ReceiveEvent: hw.ReceiveEvent,
+        RealModeInitialized: 0,
+        BufferAccessScsiPortControlled: 0,
+        MaximumNumberOfTargets: 8,
+        SrbType: abi::SRB_TYPE_STORAGE_REQUEST_BLOCK,
+        AddressType: 0,
+        SlotNumber: opts.slot_number,
+        BusInterruptLevel2: 0,
+        BusInterruptVector2: 0,
+        InterruptMode2: 0,
+        DmaChannel2: 0,
+        DmaPort2: 0,
+        DmaWidth2: 0,
+        DmaSpeed2: 0,
+        DeviceExtensionSize: hw.DeviceExtensionSize,
+        SpecificLuExtensionSize: hw.SpecificLuExtensionSize,
+        SrbExtensionSize: hw.SrbExtensionSize,
+        Dma64BitAddresses: 0x80,
+        ResetTargetSupported: 0,
+        MaximumNumberOfLogicalUnits: 8,
+        WmiDataProvider: 0,
+        SynchronizationModel: abi::STOR_SYNCHRONIZE_HALF_DUPLEX,
+        HwMSInterruptRoutine: None,
+        InterruptSynchronizationMode: abi::INTERRUPT_SYNCHRONIZE_NONE,
+        DumpRegion: abi::MemoryRegion {
+            VirtualBase: std::ptr::null_mut(),
+            PhysicalBase: 0,
+            Length: 0,
+        },
+        RequestedDumpBufferSize: 0,
+        VirtualDevice: 0,
+        DumpMode: dump.unwrap_or(0),
+        DmaAddressWidth: 0,
+        ExtendedFlags1: 0,
+        MaxNumberOfIO: 1000,
+        MaxIOsPerLun: 1000,
+        InitialLunQueueDepth: 32,
+        BusResetHoldTime: 0,
+        FeatureSupport: 0,
+    }
+}
+
+/// A started adapter: submit requests to it, stop, restart or reset it. Dropping it stops its
+/// threads (the miniport is not called).
+pub struct Adapter {
+    pub(crate) inner: Arc<AdapterInner>,
+}
+
+pub(crate) fn start(
+    port: &Arc<PortShared>,
+    device: Arc<dyn PciDevice>,
+    memory: GuestMemory,
+    opts: AdapterOptions,
+) -> Result<Adapter, StartError> {
+    let reg = if opts.dump_mode.is_some() {
+        let entry = (*port.driver_entry.lock().unwrap_or_else(|e| e.into_inner()))
+            .ok_or(StartError::NotLoaded(None))?;
+        crate::port::load(port, entry, true).map_err(|e| StartError::NotLoaded(Some(e)))?
+    } else {
+        (*port.registration.lock().unwrap_or_else(|e| e.into_inner()))
+            .ok_or(StartError::NotLoaded(None))?
+    };
+    let hw = reg.hw_init;
+    let dump = opts.dump_mode;
+    let cpus = if dump.is_some() {
+        1
+    } else {
+        port.options.cpus.max(1)
+    };
+    let offered = device.msix_message_count() as u32;
+    let messages = match opts.interrupts {
+        InterruptMode::MsiX if dump.is_none() => {
+            offered.min(opts.max_messages.map_or(u32::MAX, u32::from))
+        }
+        _ => 0,
+    };
+    let lines = messages.max(1);
+    let layout = Layout::from_size_align((hw.DeviceExtensionSize as usize).max(16), 16)
+        .expect("device extension layout");
+    // SAFETY: the layout has a non-zero size.
+    let devext = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
+    assert!(devext != 0, "device extension allocation failed");
+    let access_ranges: Vec<AccessRange> = device
+        .bars()
+        .iter()
+        .map(|b| AccessRange {
+            RangeStart: b.address as i64,
+            RangeLength: b.size as u32,
+            RangeInMemory: 1,
+        })
+        .collect();
+    let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
+    let inner = Arc::new_cyclic(|weak| AdapterInner {
+        serial,
+        self_weak: weak.clone(),
+        port: port.clone(),
+        hw,
+        device: device.clone(),
+        alloc: GuestAllocator::new(memory),
+        devext,
+        devext_layout: layout,
+        dump,
+        cpus,
+        lines,
+        messages,
+        neg: OnceLock::new(),
+        phase: AtomicU8::new(phase::FIND_ADAPTER),
+        channels: AtomicU32::new(1),
+        perf_flags: AtomicU32::new(0),
+        first_msg: AtomicU32::new(0),
+        last_msg: AtomicU32::new(0),
+        startio_lock: RawSpinLock::default(),
+        int_locks: (0..lines).map(|_| RawSpinLock::default()).collect(),
+        windows: RwLock::new(Vec::new()),
+        access_ranges,
+        uncached: Mutex::new(None),
+        passive_init: Mutex::new(None),
+        dpcs: Mutex::new(Vec::new()),
+        cpu_queues: (0..cpus).map(|_| CpuQueue::default()).collect(),
+        requests: RequestTable::new(),
+        gate: AtomicU32::new(gate::STOPPED),
+        active: AtomicUsize::new(0),
+        pending: Mutex::new(VecDeque::new()),
+        busy_remaining: AtomicU32::new(0),
+        device_busy: Mutex::new(HashMap::new()),
+        timer: TimerShared::default(),
+        irq: Arc::new(IrqLines::new(lines, weak.clone())),
+        pool: Mutex::new(HashMap::new()),
+        srb_pool: FifoPool::new(crate::request::SRB_BLOCK_BYTES, 1024),
+        supported_controls: Mutex::new(Vec::new()),
+        log: Mutex::new(Vec::new()),
+        shutdown: AtomicBool::new(false),
+        interrupts_enabled: AtomicBool::new(false),
+        reset_epoch: AtomicU64::new(0),
+        next_request: AtomicU64::new(1),
+        threads: Mutex::new(Vec::new()),
+    });
+    ADAPTERS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(devext, Arc::downgrade(&inner));
+    BY_SERIAL
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(serial, Arc::downgrade(&inner));
+    let adapter = Adapter { inner };
+    let a = &adapter.inner;
+    a.find_adapter(&opts, false)?;
+    a.query_controls();
+    // Threads: per-CPU DPCs, the timer, one per interrupt line.
+    if dump.is_none() {
+        for c in 0..cpus {
+            let me = a.clone();
+            a.spawn(format!("sim-dpc{c}"), move || crate::dpc::run_cpu(me, c));
+        }
+        for l in 0..lines {
+            let me = a.clone();
+            a.spawn(format!("sim-irq{l}"), move || {
+                crate::interrupt::run_line(me, l)
+            });
+        }
+        let me = a.clone();
+        a.spawn("sim-timer".into(), move || crate::timer::run(me));
+        a.interrupts_enabled.store(true, Ordering::SeqCst);
+    }
+    if dump.is_none() && lines > 1 {
+        enable_msix(device.as_ref(), lines as usize);
+    }
+    device.connect_interrupts(a.irq.clone());
+    a.initialize()?;
+    a.open(gate::STOPPED);
+    Ok(adapter)
+}
+
+impl Adapter {
+    /// This adapter's serial number (as in [`Violation::adapter`]).
+    pub fn serial(&self) -> u64 {
+        self.inner.serial
+    }
+
+    /// The miniport's device extension.
+    pub fn device_extension(&self) -> *mut c_void {
+        self.inner.devext_ptr()
+    }
+
+    /// Violations reported for this adapter.
+    pub fn violations(&self) -> Vec<Violation> {
+        let all = self
+            .inner
+            .port
+            .reporter
+            .violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter(|v| v.adapter == Some(self.inner.serial))
+            .cloned()
+            .collect()
+    }
+
+    /// StorPortDebugPrint / StorPortLogError / notification lines recorded for this adapter.
+    pub fn log(&self) -> Vec<String> {
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The concurrent channels and perf flags the miniport enabled.
+    pub fn perf(&self) -> (u32, u32) {
+        (
+            self.inner.concurrent_channels(),
+            self.inner.perf_flags.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether the miniport chose full duplex and per-message interrupt synchronization.
+    pub fn synchronization(&self) -> (bool, bool) {
+        (!self.inner.half_duplex(), self.inner.per_message())
+    }
+
+    /// Requests sent to the miniport and not completed yet.
+    pub fn outstanding(&self) -> usize {
+        self.inner.requests.outstanding()
+    }
+
+    /// Waits until no request is outstanding, at most `timeout`.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while self.inner.requests.outstanding() != 0
+            || !self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            if Instant::now() > end {
+                return false;
+            }
+            if self.inner.dump_mode() {
+                crate::request::poll_once(&self.inner);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
+    /// PnP stop: waits for outstanding requests, then HwAdapterControl(ScsiStopAdapter) at DIRQL
+    /// with the interrupt lock held. Returns the SCSI_ADAPTER_CONTROL_STATUS.
+    pub fn stop(&self) -> Option<u32> {
+        let a = &self.inner;
+        a.quiesce(gate::STOPPED);
+        self.drain(Duration::from_secs(30));
+        let r = a.adapter_control(abi::SCSI_STOP_ADAPTER, std::ptr::null_mut());
+        a.interrupts_enabled.store(false, Ordering::SeqCst);
+        a.timer.cancel_hw_timer();
+        a.phase.store(phase::STOPPED, Ordering::SeqCst);
+        r
+    }
+
+    /// Restart after [`stop`](Self::stop): HwAdapterControl(ScsiRestartAdapter) at DIRQL with the
+    /// interrupt lock held when supported, else HwStorFindAdapter (DISPATCH) and HwStorInitialize.
+    pub fn restart(&self) -> Result<(), StartError> {
+        let a = &self.inner;
+        a.interrupts_enabled
+            .store(a.dump.is_none(), Ordering::SeqCst);
+        if a.supports(abi::SCSI_RESTART_ADAPTER) {
+            let r = a.adapter_control(abi::SCSI_RESTART_ADAPTER, std::ptr::null_mut());
+            if r != Some(0) {
+                return Err(StartError::Initialize);
+            }
+            a.phase.store(phase::RUNNING, Ordering::SeqCst);
+        } else {
+            a.find_adapter(&AdapterOptions::default(), true)?;
+            a.initialize()?;
+        }
+        a.open(gate::STOPPED);
+        Ok(())
+    }
+
+    /// HwStorResetBus(PathId 0) as Storport calls it on a timeout; outstanding requests must be
+    /// completed within `reset_grace` (else 0xF0/1).
+    pub fn reset_bus(&self) -> bool {
+        self.inner.reset_bus(0)
+    }
+
+    /// Raises interrupt line `message` as the device would (tests of ISR paths).
+    pub fn raise_interrupt(&self, message: u16) {
+        crate::device::InterruptSink::raise(&*self.inner.irq, message);
+    }
+}
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        self.inner.interrupts_enabled.store(false, Ordering::SeqCst);
+        self.inner.shutdown_threads();
+    }
+}
+
+/// What the PnP manager does before starting an adapter with MSI-X: enables the function's
+/// MSI-X capability (PCI 3.0 6.8.2.3, Message Control bit 15) and unmasks the first `messages`
+/// table entries (Vector Control bit 0). Device-agnostic: it only follows the standard
+/// capability list.
+fn enable_msix(device: &dyn crate::device::PciDevice, messages: usize) {
+    let mut byte = [0u8; 1];
+    device.config_read(0x34, &mut byte);
+    let mut at = usize::from(byte[0] & !3);
+    for _ in 0..48 {
+        if at < 0x40 || at > 0xFC {
+            return;
+        }
+        let mut header = [0u8; 2];
+        device.config_read(at as u16, &mut header);
+        if header[0] == 0x11 {
+            let mut control = [0u8; 2];
+            device.config_read(at as u16 + 2, &mut control);
+            let value = u16::from_le_bytes(control) | 0x8000;
+            device.config_write(at as u16 + 2, &value.to_le_bytes());
+            let mut table = [0u8; 4];
+            device.config_read(at as u16 + 4, &mut table);
+            let table = u32::from_le_bytes(table);
+            let bar = (table & 7) as u8;
+            let offset = u64::from(table & !7);
+            for v in 0..messages as u64 {
+                device.bar_write(bar, offset + 16 * v + 12, &0u32.to_le_bytes());
+            }
+            return;
+        }
+        at = usize::from(header[1] & !3);
+    }
+}

@@ -1,0 +1,999 @@
+//! Requests as disk.sys sends them: the port builds an SRB_EX (with its STOR_ADDR_BTL8 and
+//! SRBEX_DATA_SCSI_CDB16/32 blocks), a data buffer and a fresh SRB extension in guest memory and a
+//! scatter-gather list, calls HwStorBuildIo and HwStorStartIo with Storport's locks, and turns
+//! StorPortNotification(RequestComplete) into a [`Completion`].
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::abi::{self, cdb_off, irql};
+use crate::adapter::{Adapter, AdapterInner};
+use crate::cpu::{self, Callback, LockRef};
+use crate::memory::Block;
+use crate::port::SgMode;
+use crate::rules::Rule;
+
+/// SRB_FUNCTION_* values (SrbFunction of an SRB_EX).
+pub mod function {
+    /// SRB_FUNCTION_EXECUTE_SCSI.
+    pub const EXECUTE_SCSI: u32 = 0;
+    /// SRB_FUNCTION_IO_CONTROL.
+    pub const IO_CONTROL: u32 = 2;
+    /// SRB_FUNCTION_SHUTDOWN.
+    pub const SHUTDOWN: u32 = 7;
+    /// SRB_FUNCTION_FLUSH.
+    pub const FLUSH: u32 = 8;
+    /// SRB_FUNCTION_ABORT_COMMAND.
+    pub const ABORT_COMMAND: u32 = 0x10;
+    /// SRB_FUNCTION_RESET_BUS.
+    pub const RESET_BUS: u32 = 0x12;
+    /// SRB_FUNCTION_RESET_DEVICE.
+    pub const RESET_DEVICE: u32 = 0x13;
+    /// SRB_FUNCTION_RESET_LOGICAL_UNIT.
+    pub const RESET_LOGICAL_UNIT: u32 = 0x20;
+    /// SRB_FUNCTION_POWER.
+    pub const POWER: u32 = 0x24;
+    /// SRB_FUNCTION_PNP.
+    pub const PNP: u32 = 0x25;
+}
+
+/// SRB_FLAGS_* values.
+pub mod flags {
+    /// SRB_FLAGS_DISABLE_AUTOSENSE.
+    pub const DISABLE_AUTOSENSE: u32 = 0x20;
+    /// SRB_FLAGS_DATA_IN.
+    pub const DATA_IN: u32 = 0x40;
+    /// SRB_FLAGS_DATA_OUT.
+    pub const DATA_OUT: u32 = 0x80;
+}
+
+/// One request as the class driver would build it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// SRB_FUNCTION_* ([`function`]).
+    pub function: u32,
+    /// CDB bytes (EXECUTE_SCSI): up to 16 go in SRBEX_DATA_SCSI_CDB16, up to 32 in CDB32.
+    pub cdb: Vec<u8>,
+    /// STOR_ADDR_BTL8 Path.
+    pub path: u8,
+    /// STOR_ADDR_BTL8 Target.
+    pub target: u8,
+    /// STOR_ADDR_BTL8 Lun.
+    pub lun: u8,
+    /// SRB_FLAGS_* ([`flags`]); DATA_IN/DATA_OUT decide the transfer direction.
+    pub flags: u32,
+    /// DataTransferLength.
+    pub transfer_length: u32,
+    /// Bytes written to the data buffer before the request is sent (DATA_OUT).
+    pub data_out: Vec<u8>,
+    /// TimeOutValue in seconds (scaled by `PortOptions::timeout_scale`).
+    pub timeout_secs: u32,
+    /// SenseInfoBufferLength (0: no sense buffer).
+    pub sense_len: u8,
+    /// Offset of the data buffer in its first page (0: page aligned).
+    pub buffer_offset: u32,
+    /// Extra SRBEX_DATA blocks (raw bytes, each starting with Type and Length), e.g. PnP/power.
+    pub ex_data: Vec<Vec<u8>>,
+}
+
+impl Request {
+    /// An EXECUTE_SCSI request without data.
+    pub fn scsi(cdb: &[u8]) -> Self {
+        Request {
+            function: function::EXECUTE_SCSI,
+            cdb: cdb.to_vec(),
+            path: 0,
+            target: 0,
+            lun: 0,
+            flags: 0,
+            transfer_length: 0,
+            data_out: Vec::new(),
+            timeout_secs: 10,
+            sense_len: 32,
+            buffer_offset: 0,
+            ex_data: Vec::new(),
+        }
+    }
+
+    /// An EXECUTE_SCSI request reading `len` bytes.
+    pub fn data_in(cdb: &[u8], len: u32) -> Self {
+        Request {
+            flags: flags::DATA_IN,
+            transfer_length: len,
+            ..Self::scsi(cdb)
+        }
+    }
+
+    /// An EXECUTE_SCSI request writing `data`.
+    pub fn data_out(cdb: &[u8], data: Vec<u8>) -> Self {
+        Request {
+            flags: flags::DATA_OUT,
+            transfer_length: data.len() as u32,
+            data_out: data,
+            ..Self::scsi(cdb)
+        }
+    }
+
+    /// A request of another SRB function (FLUSH, SHUTDOWN, RESET_*, PNP, POWER...), no CDB.
+    pub fn function(f: u32) -> Self {
+        Request {
+            function: f,
+            cdb: Vec::new(),
+            sense_len: 0,
+            ..Self::scsi(&[])
+        }
+    }
+
+    /// Sets the address.
+    pub fn at(mut self, path: u8, target: u8, lun: u8) -> Self {
+        (self.path, self.target, self.lun) = (path, target, lun);
+        self
+    }
+
+    /// Sets TimeOutValue.
+    pub fn timeout(mut self, secs: u32) -> Self {
+        self.timeout_secs = secs;
+        self
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, Default)]
+pub struct Completion {
+    /// SrbStatus as completed (with the AUTOSENSE_VALID / QUEUE_FROZEN bits).
+    pub srb_status: u8,
+    /// ScsiStatus from the CDB block.
+    pub scsi_status: u8,
+    /// Sense bytes (when SRB_STATUS_AUTOSENSE_VALID), SenseInfoBufferLength of them.
+    pub sense: Vec<u8>,
+    /// Data-in bytes (DataTransferLength of them).
+    pub data: Vec<u8>,
+    /// DataTransferLength as completed.
+    pub data_transfer_length: u32,
+    /// How many times the miniport answered SRB_STATUS_BUSY first.
+    pub busy_retries: u32,
+    /// The port refused the request without sending it (too long, too fragmented, no memory,
+    /// or timed out in dump mode).
+    pub port_rejected: bool,
+    /// Time from submit to completion.
+    pub latency: Duration,
+}
+
+impl Completion {
+    /// SrbStatus without the modifier bits (`SRB_STATUS(s)`).
+    pub fn status(&self) -> u8 {
+        self.srb_status & !(abi::SRB_STATUS_AUTOSENSE_VALID | abi::SRB_STATUS_QUEUE_FROZEN)
+    }
+
+    /// SRB_STATUS_SUCCESS.
+    pub fn is_success(&self) -> bool {
+        self.status() == abi::SRB_STATUS_SUCCESS
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    done: Mutex<Option<Completion>>,
+    cv: Condvar,
+}
+
+/// A submitted request.
+pub struct RequestHandle {
+    slot: Arc<Slot>,
+    adapter: Option<Arc<AdapterInner>>,
+}
+
+impl RequestHandle {
+    /// Waits for the completion.
+    pub fn wait(self) -> Completion {
+        loop {
+            if let Some(c) = self.wait_timeout(Duration::from_millis(50)) {
+                return c;
+            }
+        }
+    }
+
+    /// Waits at most `d`.
+    pub fn wait_timeout(&self, d: Duration) -> Option<Completion> {
+        if let Some(a) = &self.adapter {
+            // Dump mode: the waiting thread is the CPU that polls the ISR.
+            let end = Instant::now() + d;
+            loop {
+                if let Some(c) = self.try_take() {
+                    return Some(c);
+                }
+                if Instant::now() >= end {
+                    return None;
+                }
+                poll_once(a);
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        let g = self.slot.done.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = self
+            .slot
+            .cv
+            .wait_timeout_while(g, d, |c| c.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        g.take()
+    }
+
+    /// The completion, if it arrived.
+    pub fn try_take(&self) -> Option<Completion> {
+        self.slot
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+enum Waiter {
+    Slot(Arc<Slot>),
+    Callback(Box<dyn FnOnce(Completion) + Send>),
+}
+
+/// Size of a pooled SRB block (header, address, CDB block, a few extra blocks).
+pub(crate) const SRB_BLOCK_BYTES: usize = 512;
+
+/// The port's record of one request.
+pub(crate) struct Record {
+    pub id: u64,
+    srb: *mut u64,
+    srb_words: usize,
+    ext: Option<Block>,
+    sense_host: usize,
+    data: Option<Block>,
+    data_host: usize,
+    data_len: u32,
+    sg: *mut u64,
+    sg_words: usize,
+    sg_pages: bool,
+    cdb_off: Option<usize>,
+    sense_len: u8,
+    data_in: bool,
+    timeout: Duration,
+    pub cpu: u32,
+    deadline: Instant,
+    reset_epoch: u64,
+    reported: bool,
+    timed_out: bool,
+    busy_retries: u32,
+    target: (u8, u8, u8),
+    submitted: Instant,
+    waiter: Option<Waiter>,
+}
+
+// SAFETY: the raw pointers are owned buffers of this record (SRB block, SG list) or guest
+// addresses; the record moves between simulated CPUs as a request does.
+unsafe impl Send for Record {}
+
+impl Record {
+    fn srb_addr(&self) -> usize {
+        self.srb as usize
+    }
+}
+
+/// # Safety
+/// `base + off .. + size_of::<T>()` must be writable memory the caller owns or may write.
+unsafe fn wr<T>(base: usize, off: usize, v: T) {
+    // SAFETY: by this function's contract.
+    unsafe { std::ptr::write_unaligned((base + off) as *mut T, v) }
+}
+
+/// # Safety
+/// `base + off .. + size_of::<T>()` must be readable memory.
+unsafe fn rd<T>(base: usize, off: usize) -> T {
+    // SAFETY: by this function's contract.
+    unsafe { std::ptr::read_unaligned((base + off) as *const T) }
+}
+
+fn alloc_words(words: usize) -> *mut u64 {
+    Box::into_raw(vec![0u64; words].into_boxed_slice()).cast()
+}
+
+/// # Safety
+/// `p` came from `alloc_words(words)` (or the SRB pool with that size) and is not used again.
+unsafe fn free_words(p: *mut u64, words: usize) -> Box<[u64]> {
+    // SAFETY: by this function's contract.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, words)) }
+}
+
+const SHARDS: usize = 64;
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<usize, Box<Record>>,
+    recent: VecDeque<usize>,
+}
+
+/// Outstanding requests by SRB address, sharded so completions on different CPUs rarely meet.
+pub(crate) struct RequestTable {
+    shards: Box<[Mutex<Shard>]>,
+    count: AtomicUsize,
+}
+
+pub(crate) enum Missing {
+    Recent,
+    Unknown,
+}
+
+impl RequestTable {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, srb: usize) -> std::sync::MutexGuard<'_, Shard> {
+        let i = ((srb as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    fn insert(&self, r: Box<Record>) {
+        let srb = r.srb_addr();
+        let mut s = self.shard(srb);
+        s.recent.retain(|&x| x != srb);
+        s.map.insert(srb, r);
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn remove(&self, srb: usize) -> Result<Box<Record>, Missing> {
+        let mut s = self.shard(srb);
+        match s.map.remove(&srb) {
+            Some(r) => {
+                if s.recent.len() >= 16 {
+                    s.recent.pop_front();
+                }
+                s.recent.push_back(srb);
+                self.count.fetch_sub(1, Ordering::SeqCst);
+                Ok(r)
+            }
+            None if s.recent.contains(&srb) => Err(Missing::Recent),
+            None => Err(Missing::Unknown),
+        }
+    }
+
+    fn contains(&self, srb: usize, id: u64) -> bool {
+        self.shard(srb).map.get(&srb).is_some_and(|r| r.id == id)
+    }
+
+    fn with<R>(&self, srb: usize, f: impl FnOnce(&Record) -> R) -> Option<R> {
+        self.shard(srb).map.get(&srb).map(|r| f(r))
+    }
+
+    fn each(&self, mut f: impl FnMut(&mut Record)) {
+        for s in self.shards.iter() {
+            let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+            for r in s.map.values_mut() {
+                f(r);
+            }
+        }
+    }
+
+    pub fn mark_reset(&self, epoch: u64) {
+        self.each(|r| {
+            if r.reset_epoch == 0 {
+                r.reset_epoch = epoch;
+            }
+        });
+    }
+
+    pub fn still_outstanding(&self, epoch: u64) -> Vec<(usize, u64)> {
+        let mut v = Vec::new();
+        self.each(|r| {
+            if r.reset_epoch == epoch && !r.reported {
+                r.reported = true;
+                v.push((r.srb_addr(), r.id));
+            }
+        });
+        v
+    }
+
+    pub fn expired(&self, now: Instant) -> Vec<(usize, u64)> {
+        let mut v = Vec::new();
+        self.each(|r| {
+            if r.deadline <= now && !r.timed_out {
+                r.timed_out = true;
+                v.push((r.srb_addr(), r.id));
+            }
+        });
+        v
+    }
+}
+
+fn rejected(status: u8, submitted: Instant) -> Completion {
+    Completion {
+        srb_status: status,
+        port_rejected: true,
+        latency: submitted.elapsed(),
+        ..Default::default()
+    }
+}
+
+/// Builds the SRB, data buffer and SG list of `req`.
+fn prepare(
+    a: &AdapterInner,
+    req: Request,
+    waiter: Waiter,
+) -> Result<Box<Record>, (Waiter, Completion)> {
+    let now = Instant::now();
+    let neg = a.neg.get().copied();
+    let max_transfer = neg.map_or(u32::MAX, |n| n.max_transfer);
+    if req.transfer_length > max_transfer
+        || req.cdb.len() > 32
+        || req.data_out.len() > req.transfer_length as usize
+    {
+        return Err((waiter, rejected(abi::SRB_STATUS_INVALID_REQUEST, now)));
+    }
+    let with_cdb = !req.cdb.is_empty();
+    let n_ex = with_cdb as usize + req.ex_data.len();
+    let hdr = (0x78 + 4 * n_ex.max(1)).next_multiple_of(8);
+    let addr_off = hdr;
+    let mut off = addr_off + 16;
+    let mut cdb_at = None;
+    let mut ex_offs = Vec::new();
+    if with_cdb {
+        cdb_at = Some(off);
+        ex_offs.push(off);
+        off += if req.cdb.len() > 16 { 56 } else { 40 };
+    }
+    for e in &req.ex_data {
+        off = off.next_multiple_of(8);
+        ex_offs.push(off);
+        off += e.len().max(8);
+    }
+    let srb_len = off;
+    let (srb, srb_words) = if srb_len <= SRB_BLOCK_BYTES {
+        (
+            Box::into_raw(a.srb_pool.get()).cast::<u64>(),
+            SRB_BLOCK_BYTES / 8,
+        )
+    } else {
+        let w = srb_len.div_ceil(8);
+        (alloc_words(w), w)
+    };
+    let s = srb as usize;
+    // Data buffer.
+    let len = req.transfer_length as usize;
+    let (data, data_host) = if len > 0 {
+        match a.alloc.alloc(len + req.buffer_offset as usize) {
+            Some(b) => {
+                let host = b.host + req.buffer_offset as usize;
+                if !req.data_out.is_empty() {
+                    a.alloc.write(host, &req.data_out);
+                } else if a.port.options.poison {
+                    a.alloc.fill(host, len, 0xDB);
+                }
+                (Some(b), host)
+            }
+            None => {
+                // SAFETY: `srb` was allocated above with `srb_words` words and is not used again.
+                drop(unsafe { free_words(srb, srb_words) });
+                return Err((waiter, rejected(abi::SRB_STATUS_INVALID_REQUEST, now)));
+            }
+        }
+    } else {
+        (None, 0)
+    };
+    // Scatter-gather list.
+    let mut elems: Vec<(u64, u32)> = Vec::new();
+    if len > 0 {
+        let Some(pa) = a.alloc.to_guest(data_host) else {
+            unreachable!("data buffers come from guest memory")
+        };
+        match a.port.options.sg_mode {
+            SgMode::Contiguous => elems.push((pa, len as u32)),
+            SgMode::PerPage => {
+                let mut done = 0usize;
+                while done < len {
+                    let p = pa + done as u64;
+                    let chunk = (4096 - (p % 4096) as usize).min(len - done);
+                    elems.push((p, chunk as u32));
+                    done += chunk;
+                }
+            }
+        }
+    }
+    let max_breaks = neg.map_or(u32::MAX, |n| n.max_breaks);
+    if max_breaks != abi::SP_UNINITIALIZED_VALUE && elems.len() > max_breaks as usize + 1 {
+        if let Some(b) = data {
+            a.alloc.free(b);
+        }
+        // SAFETY: as above.
+        drop(unsafe { free_words(srb, srb_words) });
+        return Err((waiter, rejected(abi::SRB_STATUS_INVALID_REQUEST, now)));
+    }
+    let sg_words = 2 + 3 * elems.len();
+    let sg = alloc_words(sg_words);
+    // SAFETY: `sg` has `sg_words` words: a STOR_SCATTER_GATHER_LIST header and the elements.
+    unsafe {
+        wr(sg as usize, 0, elems.len() as u32);
+    }
+    for (i, (pa, l)) in elems.iter().enumerate() {
+        let e = sg as usize + 16 + 24 * i;
+        // SAFETY: element `i` lies inside the list allocated above.
+        unsafe { wr(e, 0, *pa) };
+        // SAFETY: as above.
+        unsafe { wr(e, 8, *l) };
+    }
+    let id = a.next_request.fetch_add(1, Ordering::Relaxed);
+    let header = abi::StorageRequestBlock {
+        Length: 8,
+        Function: abi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK,
+        SrbStatus: abi::SRB_STATUS_PENDING,
+        Signature: abi::SRB_SIGNATURE,
+        Version: 1,
+        SrbLength: srb_len as u32,
+        SrbFunction: req.function,
+        SrbFlags: req.flags,
+        RequestTag: id as u32,
+        TimeOutValue: req.timeout_secs,
+        AddressOffset: addr_off as u32,
+        NumSrbExData: n_ex as u32,
+        DataTransferLength: req.transfer_length,
+        DataBuffer: data_host as u64,
+        OriginalRequest: id,
+        ..Default::default()
+    };
+    // SAFETY: the SRB block holds at least `srb_len` bytes, more than the 0x78-byte header.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&header as *const abi::StorageRequestBlock).cast::<u8>(),
+            s as *mut u8,
+            0x78,
+        )
+    };
+    for (i, o) in ex_offs.iter().enumerate() {
+        // SAFETY: SrbExDataOffset[i] lies inside the header area sized for `n_ex` entries.
+        unsafe { wr(s, 0x78 + 4 * i, *o as u32) };
+    }
+    let addr = abi::StorAddrBtl8 {
+        Type: abi::STOR_ADDRESS_TYPE_BTL8,
+        Port: 0,
+        AddressLength: 4,
+        Path: req.path,
+        Target: req.target,
+        Lun: req.lun,
+        Reserved: 0,
+    };
+    // SAFETY: the address block lies inside the SRB block.
+    unsafe { wr(s, addr_off, addr) };
+    if let Some(c) = cdb_at {
+        let big = req.cdb.len() > 16;
+        // SAFETY: the CDB block lies inside the SRB block (so do all writes below).
+        unsafe {
+            wr(
+                s,
+                c,
+                if big {
+                    abi::SRBEX_DATA_SCSI_CDB32
+                } else {
+                    abi::SRBEX_DATA_SCSI_CDB16
+                },
+            )
+        };
+        // SAFETY: as above.
+        unsafe { wr(s, c + 4, if big { 48u32 } else { 32u32 }) };
+        // SAFETY: as above.
+        unsafe { wr(s, c + cdb_off::CDB_LENGTH, req.cdb.len() as u8) };
+        // SAFETY: as above; the CDB fits its 16- or 32-byte field.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                req.cdb.as_ptr(),
+                (s + c + cdb_off::CDB) as *mut u8,
+                req.cdb.len(),
+            )
+        };
+    }
+    for (e, o) in req
+        .ex_data
+        .iter()
+        .zip(ex_offs.iter().skip(with_cdb as usize))
+    {
+        // SAFETY: the block was sized for `e` inside the SRB block.
+        unsafe { std::ptr::copy_nonoverlapping(e.as_ptr(), (s + o) as *mut u8, e.len()) };
+    }
+    Ok(Box::new(Record {
+        id,
+        srb,
+        srb_words,
+        ext: None,
+        sense_host: 0,
+        data,
+        data_host,
+        data_len: req.transfer_length,
+        sg,
+        sg_words,
+        sg_pages: a.port.options.sg_mode == SgMode::PerPage,
+        cdb_off: cdb_at,
+        sense_len: if with_cdb { req.sense_len } else { 0 },
+        data_in: req.flags & flags::DATA_IN != 0,
+        timeout: Duration::from_secs_f64(
+            req.timeout_secs.max(1) as f64 * a.port.options.timeout_scale,
+        ),
+        cpu: cpu::current_cpu(a.cpus()),
+        deadline: now,
+        reset_epoch: 0,
+        reported: false,
+        timed_out: false,
+        busy_retries: 0,
+        target: (req.path, req.target, req.lun),
+        submitted: now,
+        waiter: Some(waiter),
+    }))
+}
+
+/// Gives the request a fresh SRB extension and resets what the miniport may have changed.
+fn arm(a: &AdapterInner, r: &mut Record) -> bool {
+    if let Some(b) = r.ext.take() {
+        a.alloc.free(b);
+    }
+    let ext_size = a
+        .neg
+        .get()
+        .map_or(0, |n| n.srb_ext_size as usize)
+        .next_multiple_of(16);
+    let Some(b) = a.alloc.alloc(ext_size + 256) else {
+        return false;
+    };
+    if a.port.options.poison && ext_size > 0 {
+        a.alloc.fill(b.host, ext_size, 0xCD);
+    }
+    a.alloc.fill(b.host + ext_size, 256, 0);
+    r.sense_host = b.host + ext_size;
+    let s = r.srb_addr();
+    // SAFETY: fields of the SRB block this record owns (so are all writes below).
+    unsafe { wr(s, 0x68, if ext_size > 0 { b.host as u64 } else { 0u64 }) };
+    // SAFETY: as above.
+    unsafe { wr(s, abi::srb_off::SRB_STATUS, abi::SRB_STATUS_PENDING) };
+    // SAFETY: as above.
+    unsafe { wr(s, abi::srb_off::DATA_TRANSFER_LENGTH, r.data_len) };
+    if let Some(c) = r.cdb_off {
+        // SAFETY: as above.
+        unsafe { wr(s, c + cdb_off::SCSI_STATUS, 0u8) };
+        // SAFETY: as above.
+        unsafe { wr(s, c + cdb_off::SENSE_LEN, r.sense_len) };
+        // SAFETY: as above.
+        unsafe {
+            wr(
+                s,
+                c + cdb_off::SENSE_BUFFER,
+                if r.sense_len > 0 {
+                    r.sense_host as u64
+                } else {
+                    0u64
+                },
+            )
+        };
+    }
+    r.ext = Some(b);
+    r.deadline = Instant::now() + r.timeout;
+    r.reset_epoch = 0;
+    r.timed_out = false;
+    r.reported = false;
+    true
+}
+
+fn free_record(a: &AdapterInner, mut r: Box<Record>) -> Option<Waiter> {
+    if let Some(b) = r.ext.take() {
+        a.alloc.free(b);
+    }
+    if let Some(b) = r.data.take() {
+        a.alloc.free(b);
+    }
+    // SAFETY: the SG list was allocated by `alloc_words(sg_words)` and the request is finished.
+    drop(unsafe { free_words(r.sg, r.sg_words) });
+    // SAFETY: the SRB block came from the pool or `alloc_words(srb_words)`; the request is
+    // finished, so nothing uses it again (the FIFO pool delays its reuse).
+    a.srb_pool.put(unsafe { free_words(r.srb, r.srb_words) });
+    r.waiter.take()
+}
+
+fn deliver(w: Waiter, c: Completion) {
+    match w {
+        Waiter::Slot(s) => {
+            *s.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+            s.cv.notify_all();
+        }
+        Waiter::Callback(f) => f(c),
+    }
+}
+
+fn finish_rejected(w: Waiter, c: Completion) {
+    cpu::defer(Box::new(move || deliver(w, c)));
+}
+
+/// Sends a request to the miniport (or parks it while the adapter is paused, busy or reset).
+pub(crate) fn dispatch(a: &AdapterInner, mut r: Box<Record>) {
+    if a.gate.load(Ordering::SeqCst) != 0 {
+        park(a, r);
+        return;
+    }
+    a.active.fetch_add(1, Ordering::SeqCst);
+    if a.gate.load(Ordering::SeqCst) != 0 {
+        a.active.fetch_sub(1, Ordering::SeqCst);
+        park(a, r);
+        return;
+    }
+    if !arm(a, &mut r) {
+        a.active.fetch_sub(1, Ordering::SeqCst);
+        let sub = r.submitted;
+        if let Some(w) = free_record(a, r) {
+            finish_rejected(w, rejected(abi::SRB_STATUS_INVALID_REQUEST, sub));
+        }
+        return;
+    }
+    let srb = r.srb_addr();
+    let id = r.id;
+    a.requests.insert(r);
+    let devext = a.devext_ptr();
+    let srbp = srb as *mut c_void;
+    let dump = a.dump_mode();
+    let lvl = if dump { irql::HIGH } else { irql::DISPATCH };
+    let go = match a.hw.HwBuildIo {
+        Some(b) => {
+            // SAFETY: `b` is the miniport's HwBuildIo, given an SRB the port owns and sends.
+            let call = || unsafe { b(devext, srbp) };
+            cpu::invoke(a, Callback::BuildIo, lvl, &[], call) != 0
+        }
+        None => true,
+    };
+    let still = a.requests.contains(srb, id);
+    if go && !still {
+        a.report(
+            Rule::BuildIoCompletion,
+            [srb as u64, id, 0],
+            "HwStorBuildIo completed the request and returned TRUE".into(),
+        );
+    } else if !go && still {
+        a.report(
+            Rule::BuildIoCompletion,
+            [srb as u64, id, 0],
+            "HwStorBuildIo returned FALSE without completing the request".into(),
+        );
+    } else if go && let Some(f) = a.hw.HwStartIo {
+        let (lvl, locks): (u8, &[LockRef]) = if dump {
+            (irql::HIGH, &[])
+        } else if a.half_duplex() {
+            (irql::DIRQL, &[LockRef::StartIo, LockRef::Interrupt])
+        } else if a.concurrent_channels() > 1 {
+            (irql::DISPATCH, &[])
+        } else {
+            (irql::DISPATCH, &[LockRef::StartIo])
+        };
+        // SAFETY: `f` is the miniport's HwStartIo, given an SRB the port owns and sends.
+        cpu::invoke(a, Callback::StartIo, lvl, locks, || unsafe {
+            f(devext, srbp)
+        });
+    }
+    a.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn park(a: &AdapterInner, r: Box<Record>) {
+    a.pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push_back(r);
+    if a.gate.load(Ordering::SeqCst) == 0 {
+        a.kick();
+    }
+}
+
+impl AdapterInner {
+    /// Sends what waited while the gate was closed (after the current callback returns).
+    pub fn kick(&self) {
+        let me = self.arc();
+        cpu::defer(Box::new(move || {
+            while me.gate.load(Ordering::SeqCst) == 0 {
+                let Some(r) = me
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pop_front()
+                else {
+                    break;
+                };
+                dispatch(&me, r);
+            }
+        }));
+    }
+}
+
+/// StorPortNotification(RequestComplete).
+pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
+    let addr = srb as usize;
+    let mut r = match a.requests.remove(addr) {
+        Ok(r) => r,
+        Err(Missing::Recent) => {
+            a.report(
+                Rule::DoubleCompletion,
+                [addr as u64, 0, 0],
+                format!("SRB {addr:#x} completed twice"),
+            );
+            return;
+        }
+        Err(Missing::Unknown) => {
+            a.report(
+                Rule::UnknownSrb,
+                [addr as u64, 0, 0],
+                format!("SRB {addr:#x} completed but the port never sent it"),
+            );
+            return;
+        }
+    };
+    let s = r.srb_addr();
+    // SAFETY: the SRB block belongs to this record, which the port owns again.
+    let status: u8 = unsafe { rd(s, abi::srb_off::SRB_STATUS) };
+    let base = status & 0x3F;
+    if base == abi::SRB_STATUS_PENDING {
+        a.report(
+            Rule::StatusPending,
+            [addr as u64, 0, 0],
+            "request completed with SRB_STATUS_PENDING".into(),
+        );
+    }
+    if base == abi::SRB_STATUS_BUSY {
+        r.busy_retries += 1;
+        let at = Instant::now() + a.port.options.busy_retry_delay;
+        if a.dump_mode() {
+            let me = a.arc();
+            cpu::defer(Box::new(move || {
+                std::thread::sleep(me.port.options.busy_retry_delay);
+                dispatch(&me, r)
+            }));
+        } else {
+            a.timer.retry(at, r);
+        }
+        return;
+    }
+    // SAFETY: as above.
+    let dtl: u32 = unsafe { rd(s, abi::srb_off::DATA_TRANSFER_LENGTH) };
+    let (scsi_status, sense_len_now) = match r.cdb_off {
+        Some(c) => {
+            // SAFETY: the CDB block lies inside this record's SRB block.
+            let st = unsafe { rd::<u8>(s, c + cdb_off::SCSI_STATUS) };
+            // SAFETY: as above.
+            (st, unsafe { rd::<u8>(s, c + cdb_off::SENSE_LEN) })
+        }
+        None => (0, 0),
+    };
+    let data = if r.data_in && r.data_len > 0 {
+        a.alloc.read(r.data_host, dtl.min(r.data_len) as usize)
+    } else {
+        Vec::new()
+    };
+    let sense = if status & abi::SRB_STATUS_AUTOSENSE_VALID != 0 && r.sense_len > 0 {
+        a.alloc
+            .read(r.sense_host, sense_len_now.min(r.sense_len) as usize)
+    } else {
+        Vec::new()
+    };
+    let c = Completion {
+        srb_status: status,
+        scsi_status,
+        sense,
+        data,
+        data_transfer_length: dtl,
+        busy_retries: r.busy_retries,
+        port_rejected: false,
+        latency: r.submitted.elapsed(),
+    };
+    let target = r.target;
+    if let Some(w) = free_record(a, r) {
+        cpu::defer(Box::new(move || deliver(w, c)));
+    }
+    // StorPortBusy / StorPortDeviceBusy count completions.
+    if a.busy_remaining.load(Ordering::SeqCst) > 0
+        && a.busy_remaining.fetch_sub(1, Ordering::SeqCst) == 1
+    {
+        a.open(crate::adapter::gate::BUSY);
+    }
+    let reopen = {
+        let mut d = a.device_busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = d.get_mut(&target) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                d.remove(&target);
+            }
+        }
+        d.is_empty()
+    };
+    if reopen && a.gate.load(Ordering::SeqCst) & crate::adapter::gate::DEVICE_BUSY != 0 {
+        a.open(crate::adapter::gate::DEVICE_BUSY);
+    }
+}
+
+/// StorPortGetScatterGatherList.
+pub(crate) fn sg_list(a: &AdapterInner, srb: *mut c_void) -> *mut c_void {
+    a.requests
+        .with(srb as usize, |r| {
+            if r.data_len > 0 {
+                r.sg as *mut c_void
+            } else {
+                std::ptr::null_mut()
+            }
+        })
+        .unwrap_or(std::ptr::null_mut())
+}
+
+/// The contiguous length from `host` inside the request's extension or data buffer, if `host`
+/// lies in one of them.
+pub(crate) fn contiguous_in_request(
+    a: &AdapterInner,
+    srb: *mut c_void,
+    host: usize,
+) -> Option<usize> {
+    a.requests
+        .with(srb as usize, |r| {
+            if let Some(b) = r.ext
+                && host >= b.host
+                && host < b.host + b.size
+            {
+                return Some(b.host + b.size - host);
+            }
+            let end = r.data_host + r.data_len as usize;
+            if r.data_len > 0 && host >= r.data_host && host < end {
+                let run = end - host;
+                if r.sg_pages {
+                    let pa = a.alloc.to_guest(host).unwrap_or(0);
+                    return Some(run.min(4096 - (pa % 4096) as usize));
+                }
+                return Some(run);
+            }
+            None
+        })
+        .flatten()
+}
+
+/// The submitting CPU of an outstanding request.
+pub(crate) fn request_cpu(a: &AdapterInner, srb: *mut c_void) -> Option<u32> {
+    a.requests.with(srb as usize, |r| r.cpu)
+}
+
+/// One polling step in dump mode: the ISR (and a due HwStorTimer).
+pub(crate) fn poll_once(a: &AdapterInner) {
+    crate::interrupt::service(a, 0);
+    if let Some(f) = a.timer.take_due_hw_timer() {
+        crate::timer::call_hw_timer(a, f);
+    }
+}
+
+impl Adapter {
+    fn submit_waiter(&self, req: Request, w: Waiter) {
+        let a = &self.inner;
+        match prepare(a, req, w) {
+            Ok(r) => dispatch(a, r),
+            Err((w, c)) => finish_rejected(w, c),
+        }
+    }
+
+    /// Sends a request; the handle waits for its completion.
+    pub fn submit(&self, req: Request) -> RequestHandle {
+        let slot = Arc::new(Slot::default());
+        self.submit_waiter(req, Waiter::Slot(slot.clone()));
+        RequestHandle {
+            slot,
+            adapter: self.inner.dump_mode().then(|| self.inner.clone()),
+        }
+    }
+
+    /// Sends a request; `done` runs on the completing CPU after the miniport's callback returns
+    /// (it may submit further requests).
+    pub fn submit_with(&self, req: Request, done: impl FnOnce(Completion) + Send + 'static) {
+        self.submit_waiter(req, Waiter::Callback(Box::new(done)));
+    }
+
+    /// Sends a request and waits for it.
+    pub fn execute(&self, req: Request) -> Completion {
+        self.submit(req).wait()
+    }
+}

@@ -1,0 +1,446 @@
+//! End-to-end tests of the user-mode Storport with raw test miniports: a well-behaved one shows
+//! no violations through the whole lifecycle; a misbehaving one proves each rule fires.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use storport_sim::*;
+
+fn quiet() -> PortOptions {
+    PortOptions::default()
+}
+
+#[test]
+fn good_miniport_full_lifecycle_has_no_violations() {
+    let p = port(quiet());
+    let reg = p.registration().unwrap();
+    assert_eq!(reg.hw_init.HwInitializationDataSize, 208);
+    assert!(reg.hw_init.HwBuildIo.is_some() && reg.hw_init.HwAdapterControl.is_some());
+    assert_eq!(
+        reg.hw_init.SrbTypeFlags,
+        abi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK
+    );
+    let (a, dev) = start(&p, bad::NONE, 4);
+    assert_eq!(a.perf().0, 2, "two concurrent channels");
+    assert_eq!(a.synchronization(), (true, true));
+    let e = unsafe { &*(a.device_extension() as *const Ext) };
+    assert_eq!(e.passive_ran, 1);
+    let c = a.execute(Request::data_in(&INQUIRY, 36));
+    assert!(c.is_success(), "{c:?}");
+    assert_eq!(c.data, vec![0x42; 36]);
+    let c = a.execute(Request::data_out(
+        &[0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+        vec![7; 512],
+    ));
+    assert!(c.is_success());
+    let c = a.execute(Request::function(function::FLUSH));
+    assert!(c.is_success());
+    // Many requests from several submitting threads.
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                for _ in 0..200 {
+                    assert!(read(&a).is_success());
+                }
+            });
+        }
+    });
+    assert!(dev.doorbells.load(std::sync::atomic::Ordering::SeqCst) >= 602);
+    assert_eq!(a.stop(), Some(0));
+    a.restart().unwrap();
+    assert!(read(&a).is_success());
+    assert!(a.reset_bus());
+    assert!(read(&a).is_success());
+    assert!(a.log().iter().any(|l| l.contains("dpc done 1")));
+    drop(a);
+    let v = p.violations();
+    assert!(
+        v.is_empty(),
+        "{}",
+        v.iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn callback_completions_sustain_throughput() {
+    let p = port(quiet());
+    let (a, _dev) = start(&p, bad::NONE, 4);
+    let a = std::sync::Arc::new(a);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let n = 2000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let tx = tx.clone();
+        a.submit_with(Request::data_in(&READ10, 4096), move |c| {
+            tx.send(c.is_success()).unwrap()
+        });
+    }
+    for _ in 0..n {
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    eprintln!("{n} requests in {:?}", t.elapsed());
+    assert!(p.violations().is_empty());
+}
+
+#[test]
+fn classic_lock_fallback_when_ex_not_implemented() {
+    let p = port(PortOptions {
+        acquire_spinlock_ex_not_implemented: true,
+        ..quiet()
+    });
+    let (a, _dev) = start(&p, bad::NONE, 2);
+    assert!(read(&a).is_success());
+    let e = unsafe { &*(a.device_extension() as *const Ext) };
+    assert!(e.ex_fallbacks.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    drop(a);
+    assert!(p.violations().is_empty(), "{:?}", p.violations());
+}
+
+#[test]
+fn intx_mode_works() {
+    let p = port(quiet());
+    let (a, _dev) = start_with(
+        &p,
+        0,
+        AdapterOptions {
+            interrupts: InterruptMode::Intx,
+            ..Default::default()
+        },
+        0,
+    )
+    .unwrap();
+    for _ in 0..20 {
+        assert!(read(&a).is_success());
+    }
+    drop(a);
+    assert!(p.violations().is_empty(), "{:?}", p.violations());
+}
+
+#[test]
+fn dump_mode_polls_the_isr() {
+    let p = port(quiet());
+    let (a, _dev) = start_with(
+        &p,
+        0,
+        AdapterOptions {
+            dump_mode: Some(1),
+            ..Default::default()
+        },
+        4,
+    )
+    .unwrap();
+    let e = unsafe { &*(a.device_extension() as *const Ext) };
+    assert_eq!(e.dump, 1);
+    for _ in 0..5 {
+        assert!(read(&a).is_success());
+    }
+    drop(a);
+    assert!(p.violations().is_empty(), "{:?}", p.violations());
+}
+
+#[test]
+fn busy_is_retried_with_a_fresh_extension() {
+    let p = port(quiet());
+    let (a, _dev) = start(&p, bad::BUSY_ONCE, 2);
+    let c = read(&a);
+    assert!(c.is_success());
+    assert_eq!(c.busy_retries, 1);
+    drop(a);
+    assert!(p.violations().is_empty());
+}
+
+#[test]
+fn request_timer_call_runs_hw_timer() {
+    let p = port(quiet());
+    let (a, _dev) = start(&p, bad::TIMER, 2);
+    assert!(read(&a).is_success());
+    std::thread::sleep(Duration::from_millis(100));
+    let e = unsafe { &*(a.device_extension() as *const Ext) };
+    assert_eq!(e.timer_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(a);
+    assert!(p.violations().is_empty(), "{:?}", p.violations());
+}
+
+// ---------------------------------------------------------------- one negative test per rule
+
+fn expect(bad: u32, rule: Rule) -> Vec<Violation> {
+    expect_with(bad, rule, quiet())
+}
+
+fn expect_with(bad: u32, rule: Rule, opts: PortOptions) -> Vec<Violation> {
+    let v = provoke(bad, opts);
+    assert!(has(&v, rule), "expected {rule:?}, got {v:#?}");
+    v
+}
+
+#[test]
+fn rule_lock_order() {
+    expect(bad::LOCK_ORDER, Rule::LockOrder);
+}
+#[test]
+fn rule_lock_reacquire() {
+    expect(bad::REACQUIRE, Rule::LockReacquire);
+}
+#[test]
+fn rule_lock_release_not_held() {
+    expect(bad::RELEASE_NOT_HELD, Rule::LockReleaseNotHeld);
+}
+#[test]
+fn rule_lock_held_at_return() {
+    expect(bad::HELD_AT_RETURN, Rule::LockHeldAtReturn);
+}
+#[test]
+fn rule_two_dpc_locks() {
+    expect(bad::TWO_DPC, Rule::TwoDpcLocks);
+}
+#[test]
+fn rule_lock_not_allowed_in_isr() {
+    let v = expect(bad::NOT_ALLOWED, Rule::LockNotAllowed);
+    let x = v.iter().find(|x| x.rule == Rule::LockNotAllowed).unwrap();
+    assert_eq!(x.callback, "HwMSInterruptRoutine");
+    assert!(!x.lock_history.is_empty());
+}
+#[test]
+fn rule_irql_changed() {
+    expect(bad::IRQL_CHANGED, Rule::IrqlChanged);
+}
+#[test]
+fn rule_notification_type() {
+    expect(bad::NOTIFICATION, Rule::NotificationType);
+}
+#[test]
+fn rule_status_pending() {
+    expect(bad::STATUS_PENDING, Rule::StatusPending);
+}
+#[test]
+fn rule_buildio_false_without_completion() {
+    expect(bad::BUILDIO_FALSE, Rule::BuildIoCompletion);
+}
+#[test]
+fn rule_buildio_true_after_completion() {
+    expect(bad::BUILDIO_TRUE_COMPLETED, Rule::BuildIoCompletion);
+}
+#[test]
+fn rule_passive_init_outside_initialize() {
+    expect(bad::PASSIVE_CONTEXT, Rule::PassiveInitContext);
+}
+#[test]
+fn rule_perf_opts_outside_init() {
+    expect(bad::PERF_CONTEXT, Rule::PerfOptsContext);
+}
+#[test]
+fn rule_uncached_extension_outside_find_adapter() {
+    let v = expect(bad::UNCACHED_CONTEXT, Rule::UncachedExtension);
+    let x = v
+        .iter()
+        .find(|x| x.rule == Rule::UncachedExtension)
+        .unwrap();
+    assert_eq!((x.code, x.params[0]), (0xF1, 0x2002));
+}
+#[test]
+fn rule_uncached_extension_before_srb_extension_size() {
+    expect(bad::UNCACHED_ORDER, Rule::UncachedExtension);
+}
+#[test]
+fn rule_find_adapter_return_value() {
+    let p = port(quiet());
+    let r = start_with(
+        &p,
+        0,
+        AdapterOptions {
+            argument_string: Some(format!("bad={}", bad::FIND_RETURN)),
+            ..Default::default()
+        },
+        2,
+    );
+    assert!(matches!(r, Err(StartError::FindAdapter(7))));
+    assert!(has(&p.violations(), Rule::FindAdapterReturn));
+}
+#[test]
+fn rule_find_adapter_limits() {
+    expect(bad::LIMITS, Rule::FindAdapterLimits);
+}
+#[test]
+fn rule_double_completion() {
+    let v = expect(bad::DOUBLE_COMPLETE, Rule::DoubleCompletion);
+    let x = v.iter().find(|x| x.rule == Rule::DoubleCompletion).unwrap();
+    assert_eq!((x.code, x.params[0]), (0xF1, 0x2004));
+}
+#[test]
+fn rule_unknown_srb() {
+    expect(bad::UNKNOWN_SRB, Rule::UnknownSrb);
+}
+#[test]
+fn rule_watchdog() {
+    let v = expect_with(
+        bad::WATCHDOG,
+        Rule::Watchdog,
+        PortOptions {
+            isr_budget: Duration::from_millis(5),
+            ..quiet()
+        },
+    );
+    assert_eq!(
+        v.iter().find(|x| x.rule == Rule::Watchdog).unwrap().code,
+        0x133
+    );
+}
+#[test]
+fn rule_dma_outside_guest_memory() {
+    expect(bad::DMA_OUTSIDE, Rule::DmaOutsideGuestMemory);
+}
+#[test]
+fn rule_bad_register_address() {
+    let v = expect(bad::BAD_REGISTER, Rule::BadRegisterAddress);
+    assert_eq!(
+        v.iter()
+            .find(|x| x.rule == Rule::BadRegisterAddress)
+            .unwrap()
+            .params[0],
+        0x2005
+    );
+}
+#[test]
+fn rule_bad_device_base() {
+    let v = expect(bad::BAD_DEVICE_BASE, Rule::BadDeviceBase);
+    assert_eq!(
+        v.iter()
+            .find(|x| x.rule == Rule::BadDeviceBase)
+            .unwrap()
+            .params[0],
+        0x2003
+    );
+}
+#[test]
+fn rule_stall_too_long() {
+    let v = expect(bad::STALL, Rule::StallTooLong);
+    assert_eq!(
+        v.iter()
+            .find(|x| x.rule == Rule::StallTooLong)
+            .unwrap()
+            .params[0],
+        0x2001
+    );
+}
+#[test]
+fn rule_synchronize_access_from_isr() {
+    expect(bad::SYNC_FROM_ISR, Rule::SynchronizeAccessContext);
+}
+#[test]
+fn rule_synchronize_access_holding_interrupt_lock() {
+    expect(bad::SYNC_HOLDING_INTERRUPT, Rule::SynchronizeAccessContext);
+}
+#[test]
+fn rule_msi_lock_outside_per_message() {
+    expect(bad::MSI_LOCK_MODE, Rule::MsiLock);
+}
+#[test]
+fn rule_prohibited_ddi() {
+    expect(bad::PROHIBITED, Rule::ProhibitedDdi);
+}
+#[test]
+fn rule_no_wait_in_startio() {
+    expect(bad::NO_WAIT, Rule::NoWait);
+}
+#[test]
+fn rule_half_duplex() {
+    expect(bad::HALF_DUPLEX, Rule::HalfDuplex);
+}
+#[test]
+fn rule_invalid_lock_kind() {
+    expect(bad::INVALID_KIND, Rule::InvalidParameter);
+}
+#[test]
+fn rule_adapter_control_protocol() {
+    expect(bad::ADAPTER_CONTROL, Rule::AdapterControl);
+}
+#[test]
+fn rule_dump_mode_refuses_dpcs() {
+    let p = port(quiet());
+    let opts = AdapterOptions {
+        dump_mode: Some(1),
+        argument_string: Some(format!("bad={}", bad::DUMP_DPC)),
+        ..Default::default()
+    };
+    let (a, _dev) = start_with(&p, 0, opts, 2).unwrap();
+    drop(a);
+    assert!(has(&p.violations(), Rule::DumpMode));
+}
+#[test]
+fn rule_registration() {
+    for mode in 1..=3 {
+        DRIVER_MODE.with(|m| m.set(mode));
+        let p = Port::new(quiet());
+        assert!(p.load_driver(DriverEntry).is_err(), "mode {mode}");
+        assert!(has(&p.violations(), Rule::Registration));
+    }
+    DRIVER_MODE.with(|m| m.set(0));
+}
+#[test]
+fn rule_outside_callback() {
+    let p = port(quiet());
+    let (a, _dev) = start(&p, bad::NONE, 2);
+    let mut h = abi::StorLockHandle::default();
+    unsafe {
+        StorPortNotification(
+            abi::ACQUIRE_SPIN_LOCK,
+            a.device_extension(),
+            abi::START_IO_LOCK,
+            std::ptr::null_mut::<u8>(),
+            &mut h as *mut _,
+        )
+    };
+    unsafe {
+        StorPortNotification(
+            abi::RELEASE_SPIN_LOCK,
+            a.device_extension(),
+            &mut h as *mut _,
+        )
+    };
+    drop(a);
+    assert!(has(&p.violations(), Rule::OutsideCallback));
+}
+#[test]
+fn rule_not_completed_after_reset() {
+    let opts = PortOptions {
+        timeout_scale: 0.2,
+        reset_grace: Duration::from_millis(300),
+        ..quiet()
+    };
+    let p = port(opts);
+    let (a, dev) = start(&p, bad::NONE, 2);
+    dev.answer.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _h = a.submit(Request::data_in(&READ10, 4096).timeout(1));
+    std::thread::sleep(Duration::from_millis(1000));
+    let v = p.violations();
+    let x = v
+        .iter()
+        .find(|x| x.rule == Rule::NotCompletedAfterReset)
+        .unwrap_or_else(|| panic!("{v:#?}"));
+    assert_eq!((x.code, x.params[0]), (0xF0, 1));
+}
+#[test]
+fn rule_not_completed_in_time() {
+    let opts = PortOptions {
+        timeout_scale: 0.1,
+        reset_on_timeout: false,
+        ..quiet()
+    };
+    let p = port(opts);
+    let (a, dev) = start(&p, bad::NONE, 2);
+    dev.answer.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _h = a.submit(Request::data_in(&READ10, 4096).timeout(1));
+    std::thread::sleep(Duration::from_millis(500));
+    let v = p.violations();
+    let x = v
+        .iter()
+        .find(|x| x.rule == Rule::NotCompletedInTime)
+        .unwrap_or_else(|| panic!("{v:#?}"));
+    assert_eq!((x.code, x.params[0]), (0xF0, 3));
+}
