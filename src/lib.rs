@@ -27,7 +27,7 @@ use core::ffi::c_void;
 /// the driver; they are passed through unchanged.
 #[allow(unsafe_code, reason = "the kernel's loader finds DriverEntry by its unmangled name")]
 #[unsafe(no_mangle)]
-pub extern "system" fn DriverEntry(driver_object: *mut c_void, registry_path: *mut c_void) -> u32 {
+pub extern "C" fn DriverEntry(driver_object: *mut c_void, registry_path: *mut c_void) -> u32 {
     storport::miniport::driver_entry::<hba::Adapter>(driver_object, registry_path)
 }
 
