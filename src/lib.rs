@@ -25,7 +25,10 @@ use core::ffi::c_void;
 /// The driver's entry point: registers the adapter's callbacks with Storport
 /// (`StorPortInitialize`). Both arguments are NULL when a crash-dump or hibernation stack loads
 /// the driver; they are passed through unchanged.
-#[allow(unsafe_code, reason = "the kernel's loader finds DriverEntry by its unmangled name")]
+#[allow(
+    unsafe_code,
+    reason = "the kernel's loader finds DriverEntry by its unmangled name"
+)]
 #[unsafe(no_mangle)]
 pub extern "C" fn DriverEntry(driver_object: *mut c_void, registry_path: *mut c_void) -> u32 {
     storport::miniport::driver_entry::<hba::Adapter>(driver_object, registry_path)

@@ -53,19 +53,31 @@ impl Stack {
                 device.clone(),
                 device.guest_memory(),
                 AdapterOptions {
-                    interrupts: if options.intx { InterruptMode::Intx } else { InterruptMode::MsiX },
+                    interrupts: if options.intx {
+                        InterruptMode::Intx
+                    } else {
+                        InterruptMode::MsiX
+                    },
                     dump_mode: options.dump.then_some(1),
                     max_messages: options.max_messages,
                     ..AdapterOptions::default()
                 },
             )
             .map_err(|e| format!("adapter start failed: {e:?}"))?;
-        Ok(Stack { port, adapter, device })
+        Ok(Stack {
+            port,
+            adapter,
+            device,
+        })
     }
 
     /// Storport rule violations so far, one line each.
     pub fn violations(&self) -> Vec<String> {
-        self.port.violations().iter().map(|v| v.to_string()).collect()
+        self.port
+            .violations()
+            .iter()
+            .map(|v| v.to_string())
+            .collect()
     }
 }
 

@@ -21,7 +21,9 @@ fn write10(lba: u32, blocks: u16) -> Vec<u8> {
 }
 
 fn pattern(lba: u32, len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ (lba as u8) ^ seed).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ (lba as u8) ^ seed)
+        .collect()
 }
 
 fn stack(options: StackOptions) -> Stack {
@@ -30,7 +32,11 @@ fn stack(options: StackOptions) -> Stack {
 
 fn assert_clean(stack: &Stack) {
     let violations = stack.violations();
-    assert!(violations.is_empty(), "Storport violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "Storport violations:\n{}",
+        violations.join("\n")
+    );
 }
 
 /// Writes and reads back blocks through the driver, checks data, INQUIRY and READ CAPACITY.
@@ -46,7 +52,11 @@ fn exercise(stack: &Stack, block: usize) {
         vec![0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
         32,
     ));
-    assert_eq!(capacity.srb_status & 0x3F, ffi::SRB_STATUS_SUCCESS, "READ CAPACITY(16)");
+    assert_eq!(
+        capacity.srb_status & 0x3F,
+        ffi::SRB_STATUS_SUCCESS,
+        "READ CAPACITY(16)"
+    );
     let last_lba = u64::from_be_bytes(capacity.data_in[0..8].try_into().unwrap());
     let block_len = u32::from_be_bytes(capacity.data_in[8..12].try_into().unwrap());
     assert_eq!(block_len as usize, block);
@@ -65,15 +75,23 @@ fn exercise(stack: &Stack, block: usize) {
     // Past the end: ILLEGAL REQUEST, LOGICAL BLOCK ADDRESS OUT OF RANGE.
     let beyond = u32::try_from(last_lba + 1).unwrap();
     let r = stack.execute(ScsiRequest::data_in(read10(beyond, 1), block as u32));
-    assert_eq!(r.srb_status, ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID);
+    assert_eq!(
+        r.srb_status,
+        ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID
+    );
     assert_eq!(r.scsi_status, ffi::SCSISTAT_CHECK_CONDITION);
-    assert_eq!((r.sense[2] & 0xF, r.sense[12], r.sense[13]), (0x5, 0x21, 0x00));
+    assert_eq!(
+        (r.sense[2] & 0xF, r.sense[12], r.sense[13]),
+        (0x5, 0x21, 0x00)
+    );
 }
 
 #[test]
 fn driver_entry_registers_every_callback_with_storport() {
     let port = Port::new(PortOptions::default());
-    let registration = port.load_driver(vioblk::DriverEntry).expect("DriverEntry succeeds");
+    let registration = port
+        .load_driver(vioblk::DriverEntry)
+        .expect("DriverEntry succeeds");
     let hw = registration.hw_init;
     assert_eq!(hw.HwInitializationDataSize, 208);
     assert_eq!(hw.AdapterInterfaceType, ffi::PCIBus);
@@ -86,7 +104,10 @@ fn driver_entry_registers_every_callback_with_storport() {
     assert!(hw.HwAdapterControl.is_some());
     assert_eq!(hw.SrbTypeFlags, ffi::SRB_TYPE_FLAG_STORAGE_REQUEST_BLOCK);
     assert_eq!(hw.AddressTypeFlags, ffi::ADDRESS_TYPE_FLAG_BTL8);
-    assert_eq!(hw.SrbExtensionSize as usize, vioblk::hba::SRB_EXTENSION_SIZE);
+    assert_eq!(
+        hw.SrbExtensionSize as usize,
+        vioblk::hba::SRB_EXTENSION_SIZE
+    );
     assert_eq!(hw.MapBuffers, ffi::STOR_MAP_NON_READ_WRITE_BUFFERS);
     assert!(hw.DeviceExtensionSize > 0);
     assert_eq!(hw.NeedPhysicalAddresses, 1);
@@ -96,10 +117,17 @@ fn driver_entry_registers_every_callback_with_storport() {
 #[test]
 fn multi_queue_msix_reads_and_writes() {
     let stack = stack(StackOptions {
-        device: DeviceConfig { num_queues: 4, ..DeviceConfig::default() },
+        device: DeviceConfig {
+            num_queues: 4,
+            ..DeviceConfig::default()
+        },
         ..StackOptions::default()
     });
-    assert_eq!(stack.adapter.synchronization(), (true, true), "full duplex, per-message locks");
+    assert_eq!(
+        stack.adapter.synchronization(),
+        (true, true),
+        "full duplex, per-message locks"
+    );
     let (channels, flags) = stack.adapter.perf();
     assert_eq!(channels, 4, "one concurrent channel per queue");
     assert_ne!(flags & ffi::STOR_PERF_CONCURRENT_CHANNELS, 0);
@@ -109,7 +137,10 @@ fn multi_queue_msix_reads_and_writes() {
 
 #[test]
 fn single_interrupt_intx_reads_and_writes() {
-    let stack = stack(StackOptions { intx: true, ..StackOptions::default() });
+    let stack = stack(StackOptions {
+        intx: true,
+        ..StackOptions::default()
+    });
     exercise(&stack, 512);
     assert_clean(&stack);
 }
@@ -117,7 +148,10 @@ fn single_interrupt_intx_reads_and_writes() {
 #[test]
 fn four_kn_disk_reads_and_writes() {
     let stack = stack(StackOptions {
-        device: DeviceConfig { logical_block_size: 4096, ..DeviceConfig::default() },
+        device: DeviceConfig {
+            logical_block_size: 4096,
+            ..DeviceConfig::default()
+        },
         ..StackOptions::default()
     });
     exercise(&stack, 4096);
@@ -126,7 +160,10 @@ fn four_kn_disk_reads_and_writes() {
 
 #[test]
 fn dump_mode_polls_one_queue() {
-    let stack = stack(StackOptions { dump: true, ..StackOptions::default() });
+    let stack = stack(StackOptions {
+        dump: true,
+        ..StackOptions::default()
+    });
     exercise(&stack, 512);
     assert_clean(&stack);
 }

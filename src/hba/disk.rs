@@ -21,7 +21,10 @@ pub const REVISION: &str = "0001";
 /// Builds the SCSI description of a disk the device describes with `config`, where one request
 /// moves at most `max_transfer_bytes`.
 pub fn describe(config: &BlkConfig, max_transfer_bytes: u32, serial: Serial) -> DiskInfo {
-    let block_size = config.blk_size.and_then(BlockSize::new).unwrap_or(BlockSize::B512);
+    let block_size = config
+        .blk_size
+        .and_then(BlockSize::new)
+        .unwrap_or(BlockSize::B512);
     let topology = config.topology;
     DiskInfo {
         block_size,
@@ -67,20 +70,24 @@ pub struct DiskState {
 
 impl DiskState {
     /// No disk yet.
-    pub const EMPTY: Self = Self {
-        info: None,
-        capacity: AtomicU64::new(0),
-        write_cache_enabled: AtomicBool::new(false),
-        unit_attention: AtomicBool::new(false),
-        serial: [const { AtomicU8::new(0) }; 20],
-        serial_len: AtomicU8::new(0),
-    };
+    pub const fn empty() -> Self {
+        Self {
+            info: None,
+            capacity: AtomicU64::new(0),
+            write_cache_enabled: AtomicBool::new(false),
+            unit_attention: AtomicBool::new(false),
+            serial: [const { AtomicU8::new(0) }; 20],
+            serial_len: AtomicU8::new(0),
+        }
+    }
 
     /// Records the disk found at start.
     pub fn set(&mut self, info: DiskInfo) {
         self.capacity.store(info.capacity, Ordering::Relaxed);
-        self.write_cache_enabled
-            .store(info.write_cache.is_some_and(|c| c.enabled), Ordering::Relaxed);
+        self.write_cache_enabled.store(
+            info.write_cache.is_some_and(|c| c.enabled),
+            Ordering::Relaxed,
+        );
         self.info = Some(info);
     }
 
@@ -137,6 +144,7 @@ impl DiskState {
     /// Takes the pending UNIT ATTENTION, if any.
     #[inline]
     pub fn take_unit_attention(&self) -> bool {
-        self.unit_attention.load(Ordering::Relaxed) && self.unit_attention.swap(false, Ordering::Acquire)
+        self.unit_attention.load(Ordering::Relaxed)
+            && self.unit_attention.swap(false, Ordering::Acquire)
     }
 }

@@ -2,12 +2,12 @@
 
 use core::sync::atomic::Ordering;
 
+use storport::Srb;
 use storport::context::{self, StartIo};
 use storport::ffi;
 use storport::miniport::{BuildIoOutcome, MessageContext};
 use storport::perf;
 use storport::srb::Completed;
-use storport::Srb;
 
 use crate::scsi::{self, BlockError, Command, DiskInfo, Sense, SenseKey};
 use crate::virtio::Status;
@@ -20,7 +20,11 @@ use super::{Adapter, Mode};
 const CHECK_CONDITION: u8 = 2;
 
 /// HwStorBuildIo: everything that needs no lock.
-pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: Srb) -> BuildIoOutcome {
+pub(super) fn build_io(
+    adapter: &Adapter,
+    _ctx: &mut context::BuildIo,
+    mut srb: Srb,
+) -> BuildIoOutcome {
     let Some(disk) = adapter.disk.current() else {
         return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
     };
@@ -28,7 +32,10 @@ pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: 
     let function = u8::try_from(srb.function()).unwrap_or(u8::MAX);
     if adapter.broken.load(Ordering::Relaxed) && function == ffi::SRB_FUNCTION_EXECUTE_SCSI {
         // The device was stopped after misbehaving; until a reset brings it back, fail fast.
-        return BuildIoOutcome::Completed(check_condition(srb, &Sense::new(SenseKey::HardwareError, 0x44, 0x00)));
+        return BuildIoOutcome::Completed(check_condition(
+            srb,
+            &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
+        ));
     }
     match function {
         ffi::SRB_FUNCTION_EXECUTE_SCSI => {}
@@ -48,7 +55,9 @@ pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: 
         | ffi::SRB_FUNCTION_RESET_BUS
         | ffi::SRB_FUNCTION_ABORT_COMMAND
         | ffi::SRB_FUNCTION_PNP
-        | ffi::SRB_FUNCTION_POWER => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
+        | ffi::SRB_FUNCTION_POWER => {
+            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS));
+        }
         _ => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_REQUEST)),
     }
     match srb.address() {
@@ -83,14 +92,19 @@ pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: 
         Command::DataIn(data) => {
             let mut disk = disk;
             disk.serial = adapter.disk.serial();
-            let written = srb.data_buffer().map_or(0, |buffer| data.write(&disk, buffer));
+            let written = srb
+                .data_buffer()
+                .map_or(0, |buffer| data.write(&disk, buffer));
             BuildIoOutcome::Completed(respond(srb, written))
         }
         Command::RequestSense { allocation_length } => {
-            let pending = adapter.disk.take_unit_attention().then_some(Sense::CAPACITY_DATA_HAS_CHANGED);
-            let written = srb
-                .data_buffer()
-                .map_or(0, |buffer| scsi::request_sense(pending.as_ref(), allocation_length, buffer));
+            let pending = adapter
+                .disk
+                .take_unit_attention()
+                .then_some(Sense::CAPACITY_DATA_HAS_CHANGED);
+            let written = srb.data_buffer().map_or(0, |buffer| {
+                scsi::request_sense(pending.as_ref(), allocation_length, buffer)
+            });
             BuildIoOutcome::Completed(respond(srb, written))
         }
         Command::ModeSelect(select) => {
@@ -106,7 +120,10 @@ pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: 
                     if set_write_cache(adapter, change.write_cache_enabled) {
                         BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS))
                     } else {
-                        BuildIoOutcome::Completed(check_condition(srb, &Sense::INVALID_FIELD_IN_PARAMETER_LIST))
+                        BuildIoOutcome::Completed(check_condition(
+                            srb,
+                            &Sense::INVALID_FIELD_IN_PARAMETER_LIST,
+                        ))
                     }
                 }
                 Ok(None) => BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
@@ -115,7 +132,9 @@ pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: 
         }
         Command::Read(io) | Command::Write(io) => {
             let write = matches!(command, Command::Write(_));
-            let (Some(extension), Some(builder)) = (extension_of(adapter, &srb), adapter.builder.as_ref()) else {
+            let (Some(extension), Some(builder)) =
+                (extension_of(adapter, &srb), adapter.builder.as_ref())
+            else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let data_len = srb.data_transfer_length();
@@ -134,27 +153,40 @@ pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: 
             prepared(srb, &extension, preparation)
         }
         Command::Flush => {
-            let (Some(extension), Some(builder)) = (extension_of(adapter, &srb), adapter.builder.as_ref()) else {
+            let (Some(extension), Some(builder)) =
+                (extension_of(adapter, &srb), adapter.builder.as_ref())
+            else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             prepared(srb, &extension, request::prepare_flush(builder, &extension))
         }
-        Command::Unmap { parameter_list_length } => {
-            let (Some(extension), Some(builder)) = (extension_of(adapter, &srb), adapter.builder.as_ref()) else {
+        Command::Unmap {
+            parameter_list_length,
+        } => {
+            let (Some(extension), Some(builder)) =
+                (extension_of(adapter, &srb), adapter.builder.as_ref())
+            else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let preparation = {
                 let data = srb.data_buffer().unwrap_or(&mut []);
                 let len = usize::from(parameter_list_length).min(data.len());
                 match scsi::parse_unmap(data.get(..len).unwrap_or(&[]), &disk) {
-                    Ok(list) => request::prepare_ranges(builder, &extension, zeroes_carrier(&disk), list.segments()),
+                    Ok(list) => request::prepare_ranges(
+                        builder,
+                        &extension,
+                        zeroes_carrier(&disk),
+                        list.segments(),
+                    ),
                     Err(sense) => Preparation::Check(sense),
                 }
             };
             prepared(srb, &extension, preparation)
         }
         Command::WriteSame(same) => {
-            let (Some(extension), Some(builder)) = (extension_of(adapter, &srb), adapter.builder.as_ref()) else {
+            let (Some(extension), Some(builder)) =
+                (extension_of(adapter, &srb), adapter.builder.as_ref())
+            else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let preparation = {
@@ -164,11 +196,19 @@ pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, mut srb: 
                     Preparation::Check(Sense::INVALID_FIELD_IN_CDB)
                 } else {
                     match same.plan(data.get(..need).unwrap_or(&[]), &disk) {
-                        Ok(scsi::WriteSamePlan::Discard(segment)) => {
-                            request::prepare_ranges(builder, &extension, None, core::iter::once(segment))
-                        }
+                        Ok(scsi::WriteSamePlan::Discard(segment)) => request::prepare_ranges(
+                            builder,
+                            &extension,
+                            None,
+                            core::iter::once(segment),
+                        ),
                         Ok(scsi::WriteSamePlan::WriteZeroes { segment, unmap }) => {
-                            request::prepare_ranges(builder, &extension, Some(unmap), core::iter::once(segment))
+                            request::prepare_ranges(
+                                builder,
+                                &extension,
+                                Some(unmap),
+                                core::iter::once(segment),
+                            )
                         }
                         Err(sense) => Preparation::Check(sense),
                     }
@@ -205,10 +245,15 @@ fn extension_of(_adapter: &Adapter, srb: &Srb) -> Option<Extension> {
 
 /// Switches the device's write cache (MODE SELECT, caching page WCE).
 fn set_write_cache(adapter: &Adapter, enabled: bool) -> bool {
-    let (Some(config), Some(transport)) = (adapter.config.as_ref(), adapter.transport.as_ref()) else {
+    let (Some(config), Some(transport)) = (adapter.config.as_ref(), adapter.transport.as_ref())
+    else {
         return false;
     };
-    let mode = if enabled { crate::virtio::WriteCache::WriteBack } else { crate::virtio::WriteCache::WriteThrough };
+    let mode = if enabled {
+        crate::virtio::WriteCache::WriteBack
+    } else {
+        crate::virtio::WriteCache::WriteThrough
+    };
     let done = config.set_write_cache(transport, mode);
     if done {
         adapter.disk.set_write_cache(enabled);
@@ -222,7 +267,11 @@ fn respond(mut srb: Srb, written: usize) -> Completed {
     let written = u32::try_from(written).unwrap_or(u32::MAX).min(requested);
     srb.set_data_transfer_length(written);
     // An underrun is reported as DATA_OVERRUN with the length that moved (Storport's convention).
-    let status = if written < requested { ffi::SRB_STATUS_DATA_OVERRUN } else { ffi::SRB_STATUS_SUCCESS };
+    let status = if written < requested {
+        ffi::SRB_STATUS_DATA_OVERRUN
+    } else {
+        ffi::SRB_STATUS_SUCCESS
+    };
     srb.complete(status)
 }
 
@@ -255,7 +304,12 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         let _ = srb.complete(ffi::SRB_STATUS_BUSY);
         return;
     }
-    let request = InFlight { srb, area: extension.area, op, max_written: built.max_written };
+    let request = InFlight {
+        srb,
+        area: extension.area,
+        op,
+        max_written: built.max_written,
+    };
     let mut pending = Some(request);
     let outcome = match adapter.mode() {
         Mode::MultiQueue => {
@@ -292,7 +346,10 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         Ok(Some(Ok(None))) => {}
         Ok(Some(Err(SubmitError::Full(request)))) => busy(adapter, request),
         Ok(Some(Err(SubmitError::Broken(request)))) => {
-            let _ = check_condition(request.srb, &Sense::new(SenseKey::HardwareError, 0x44, 0x00));
+            let _ = check_condition(
+                request.srb,
+                &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
+            );
         }
         // The closure did not run (the queue's DPC is not bound yet, or Storport refused the
         // lock): the request is still ours, in `pending`.
@@ -351,7 +408,10 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
         let drained = adapter.single.get(ctx).drain(&mut batch);
         let resubmit = finish_batch(adapter, &mut batch);
         if let Some(request) = resubmit {
-            let notifier = adapter.single.get(ctx).resubmit_flush(request, adapter.builder.as_ref());
+            let notifier = adapter
+                .single
+                .get(ctx)
+                .resubmit_flush(request, adapter.builder.as_ref());
             if let Some(notifier) = notifier {
                 notifier.notify();
             }
@@ -369,7 +429,11 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
 }
 
 /// HwMSInterruptRoutine.
-pub(super) fn message_interrupt(adapter: &Adapter, ctx: MessageContext<'_>, message_id: u32) -> bool {
+pub(super) fn message_interrupt(
+    adapter: &Adapter,
+    ctx: MessageContext<'_>,
+    message_id: u32,
+) -> bool {
     let MessageContext::PerMessage(token) = ctx else {
         return false;
     };
@@ -390,10 +454,12 @@ pub(super) fn message_interrupt(adapter: &Adapter, ctx: MessageContext<'_>, mess
         }
         Mode::SingleInterrupt => {
             // One message for configuration and the queue: the DPC tells them apart.
-            if let Some(transport) = adapter.transport.as_ref() {
-                if transport.read_isr().config_changed() {
-                    config_changed(adapter);
-                }
+            if adapter
+                .transport
+                .as_ref()
+                .is_some_and(|t| t.read_isr().config_changed())
+            {
+                config_changed(adapter);
             }
             adapter.single_dpc.issue(token, 0, 0);
             true
@@ -429,9 +495,18 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
                 Mode::MultiQueue => adapter
                     .queues
                     .get(queue)
-                    .and_then(|cell| cell.with(ctx, |q, _| q.resubmit_flush(request, adapter.builder.as_ref())).ok())
+                    .and_then(|cell| {
+                        cell.with(ctx, |q, _| {
+                            q.resubmit_flush(request, adapter.builder.as_ref())
+                        })
+                        .ok()
+                    })
                     .flatten(),
-                _ => adapter.single.synchronize(ctx, |q| q.resubmit_flush(request, adapter.builder.as_ref())).ok().flatten(),
+                _ => adapter
+                    .single
+                    .synchronize(ctx, |q| q.resubmit_flush(request, adapter.builder.as_ref()))
+                    .ok()
+                    .flatten(),
             };
             if let Some(notifier) = notifier {
                 notifier.notify();
@@ -472,7 +547,12 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
 /// Completes one request from its status byte. Returns it instead when it is a FUA write that
 /// still needs its FLUSH.
 fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFlight> {
-    let InFlight { srb, area, op, max_written } = request;
+    let InFlight {
+        srb,
+        area,
+        op,
+        max_written,
+    } = request;
     let status = area.status();
     // The device may not claim to have written more than the request offered (2.7.8.1).
     if used_len > max_written || matches!(status, Status::Invalid(_)) {
@@ -483,7 +563,12 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
         return None;
     }
     match status {
-        Status::Ok if op == Op::WriteFua => Some(InFlight { srb, area, op: Op::Flush, max_written: 1 }),
+        Status::Ok if op == Op::WriteFua => Some(InFlight {
+            srb,
+            area,
+            op: Op::Flush,
+            max_written: 1,
+        }),
         Status::Ok => {
             let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
             None
@@ -493,7 +578,10 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
             None
         }
         Status::Unsupported | Status::Invalid(_) => {
-            let _ = check_condition(srb, &Sense::for_block_error(op.block_op(), BlockError::Unsupported));
+            let _ = check_condition(
+                srb,
+                &Sense::for_block_error(op.block_op(), BlockError::Unsupported),
+            );
             None
         }
     }

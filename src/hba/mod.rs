@@ -36,7 +36,9 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32};
 use storport::context;
 use storport::dma::DmaRegion;
 use storport::dpc::StorDpc;
-use storport::miniport::{AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext};
+use storport::miniport::{
+    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
+};
 use storport::sync::{DpcShared, InterruptShared};
 use storport::{Miniport, Port, PortConfiguration, Srb};
 
@@ -128,7 +130,8 @@ impl Adapter {
     }
 
     fn set_mode(&self, mode: Mode) {
-        self.mode.store(mode as u8, core::sync::atomic::Ordering::Release);
+        self.mode
+            .store(mode as u8, core::sync::atomic::Ordering::Release);
     }
 }
 
@@ -139,7 +142,7 @@ impl Miniport for Adapter {
         control: InterruptShared::new(Control { transport: None }),
         features: 0,
         config: None,
-        disk: DiskState::EMPTY,
+        disk: DiskState::empty(),
         builder: None,
         planned_queues: 0,
         rings: [None; MAX_QUEUES],

@@ -56,7 +56,10 @@ impl Batch {
 
     /// An empty batch.
     pub const fn new() -> Self {
-        Self { entries: [const { None }; Batch::CAPACITY], len: 0 }
+        Self {
+            entries: [const { None }; Batch::CAPACITY],
+            len: 0,
+        }
     }
 
     fn is_full(&self) -> bool {
@@ -152,7 +155,11 @@ impl Queue {
             _ => return Err(SubmitError::Broken(request)),
         }
         ring.publish();
-        Ok(if ring.needs_notify() { self.notifier } else { None })
+        Ok(if ring.needs_notify() {
+            self.notifier
+        } else {
+            None
+        })
     }
 
     /// Moves completed requests into `batch` until the ring is empty (then re-enables the
@@ -166,11 +173,12 @@ impl Queue {
             while !batch.is_full() {
                 match ring.pop_used() {
                     Some(Ok(UsedElem { id, len })) => {
-                        match self.slots.get_mut(usize::from(id)).and_then(Option::take) {
-                            Some(request) => batch.push(request, len),
-                            // The ring validated the id as in flight; a slot without a request
-                            // is an internal request (GET_ID at start) that was polled.
-                            None => {}
+                        // The ring validated the id as in flight; a slot without a request is
+                        // an internal request (GET_ID at start) that was polled.
+                        if let Some(request) =
+                            self.slots.get_mut(usize::from(id)).and_then(Option::take)
+                        {
+                            batch.push(request, len);
                         }
                     }
                     Some(Err(error)) => return Drained::Broken(error),
@@ -223,7 +231,8 @@ impl Queue {
     /// notification. Its completion is found with [`Queue::poll_internal`].
     pub fn submit_internal(&mut self, built: &BuiltRequest) -> Option<QueueNotifier> {
         let ring = self.ring.as_mut()?;
-        ring.push_indirect(built.table_address, built.table_len).ok()?;
+        ring.push_indirect(built.table_address, built.table_len)
+            .ok()?;
         ring.publish();
         let _ = ring.needs_notify();
         self.notifier
@@ -254,7 +263,10 @@ impl Queue {
             let _ = request.srb.complete(ffi::SRB_STATUS_SUCCESS);
             return None;
         };
-        let request = InFlight { max_written: built.max_written, ..request };
+        let request = InFlight {
+            max_written: built.max_written,
+            ..request
+        };
         match self.submit(request, &built) {
             Ok(notifier) => notifier,
             // The data is written but not yet durable: have Storport send the write again.
@@ -264,5 +276,4 @@ impl Queue {
             }
         }
     }
-
 }

@@ -20,8 +20,7 @@ use storport::dma::DmaRegion;
 
 use crate::scsi::{self, BlockError, BlockOp, DiskInfo, Sense};
 use crate::virtio::{
-    BuildError, BuiltRequest, RangeSegment, RequestArea, RequestBuilder, RequestType,
-    area_size,
+    BuildError, BuiltRequest, RangeSegment, RequestArea, RequestBuilder, RequestType, area_size,
 };
 
 /// Data segments one request may carry: Storport is told `NumberOfPhysicalBreaks` = this - 1.
@@ -191,7 +190,10 @@ pub fn prepare_flush(builder: &RequestBuilder, extension: &Extension) -> Prepara
         return Preparation::Good;
     }
     match builder.build_flush(&extension.area) {
-        Ok(built) => Preparation::Ready(Prepared { built, op: Op::Flush }),
+        Ok(built) => Preparation::Ready(Prepared {
+            built,
+            op: Op::Flush,
+        }),
         Err(error) => Preparation::Check(build_error_sense(error, Op::Flush)),
     }
 }
@@ -207,7 +209,11 @@ pub fn prepare_ranges(
         None => (RequestType::Discard, Op::Discard, false),
         Some(unmap) => (RequestType::WriteZeroes, Op::WriteZeroes, unmap),
     };
-    let ranges = segments.map(|s| RangeSegment { sector: s.sector, num_sectors: s.sectors, unmap });
+    let ranges = segments.map(|s| RangeSegment {
+        sector: s.sector,
+        num_sectors: s.sectors,
+        unmap,
+    });
     match builder.build_ranges(&extension.area, kind, ranges) {
         Ok(built) => Preparation::Ready(Prepared { built, op }),
         // An UNMAP with only empty descriptors deallocates nothing: done.

@@ -23,13 +23,17 @@ pub(super) fn reset_bus(adapter: &Adapter, ctx: &mut context::ResetBus) -> bool 
         Mode::Dump | Mode::Stopped => true,
         Mode::MultiQueue => {
             adapter.resetting.store(true, Ordering::Release);
-            let _ = adapter.control.synchronize(ctx, |control| stop_device(adapter, control));
+            let _ = adapter
+                .control
+                .synchronize(ctx, |control| stop_device(adapter, control));
             adapter.reset_dpc.issue(ctx, RESET_DPC, 0);
             true
         }
         Mode::SingleInterrupt => {
             adapter.resetting.store(true, Ordering::Release);
-            let _ = adapter.control.synchronize(ctx, |control| stop_device(adapter, control));
+            let _ = adapter
+                .control
+                .synchronize(ctx, |control| stop_device(adapter, control));
             loop {
                 let mut batch = Batch::new();
                 let more = adapter
@@ -57,7 +61,9 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
     for cell in adapter.queues.iter().take(active) {
         loop {
             let mut batch = Batch::new();
-            let more = cell.with(ctx, |q, _| cancel(q, &mut batch)).unwrap_or(false);
+            let more = cell
+                .with(ctx, |q, _| cancel(q, &mut batch))
+                .unwrap_or(false);
             complete_reset(&mut batch);
             if !more {
                 break;
@@ -145,7 +151,10 @@ pub(super) fn stop(adapter: &Adapter, _ctx: &mut context::AdapterControl) -> Ada
 /// HwStorAdapterControl(ScsiRestartAdapter): re-initialise the device over the same rings.
 /// No request is in flight (Storport stopped the adapter drained), so the rings are zeroed here
 /// and each queue forgets its ring state when it next runs (the epoch).
-pub(super) fn restart(adapter: &Adapter, _ctx: &mut context::AdapterControl) -> AdapterControlStatus {
+pub(super) fn restart(
+    adapter: &Adapter,
+    _ctx: &mut context::AdapterControl,
+) -> AdapterControlStatus {
     let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) else {
         return AdapterControlStatus::Unsuccessful;
     };

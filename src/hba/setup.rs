@@ -44,10 +44,8 @@ const ID_BYTES: usize = 20;
 const ID_POLLS: u32 = 10_000;
 
 /// The features the driver can use (VIRTIO 1.2 5.2.3 and 6): everything it implements.
-pub(super) const WANTED_FEATURES: u64 = feature::VERSION_1
-    | feature::INDIRECT_DESC
-    | feature::EVENT_IDX
-    | feature::BLK_SUPPORTED;
+pub(super) const WANTED_FEATURES: u64 =
+    feature::VERSION_1 | feature::INDIRECT_DESC | feature::EVENT_IDX | feature::BLK_SUPPORTED;
 
 pub(super) fn find_adapter(
     adapter: &mut Adapter,
@@ -80,7 +78,9 @@ pub(super) fn find_adapter(
         let address = bar_address(&pci, bar)?;
         let slot = windows.get_mut(usize::from(bar))?;
         if slot.is_none() {
-            let range = config.access_ranges().find(|r| r.in_memory && r.start == address)?;
+            let range = config
+                .access_ranges()
+                .find(|r| r.in_memory && r.start == address)?;
             *slot = Some((address, config.map_registers(range)?));
         }
         let (_, window) = (*slot)?;
@@ -94,7 +94,11 @@ pub(super) fn find_adapter(
     if transport.begin_init(&mut stall).is_err() {
         return FindAdapterStatus::Error;
     }
-    let wanted = if dump { WANTED_FEATURES & !feature::MQ } else { WANTED_FEATURES };
+    let wanted = if dump {
+        WANTED_FEATURES & !feature::MQ
+    } else {
+        WANTED_FEATURES
+    };
     let Ok(accepted) = transport.negotiate(wanted) else {
         return FindAdapterStatus::Error;
     };
@@ -104,11 +108,22 @@ pub(super) fn find_adapter(
     };
 
     // How many rings, of what size.
-    let device_queues = if dump { 1 } else { blk.num_queues.clamp(1, MAX_QUEUES as u16) };
+    let device_queues = if dump {
+        1
+    } else {
+        blk.num_queues.clamp(1, MAX_QUEUES as u16)
+    };
     let msix_messages = layout.msix_table_size.unwrap_or(0);
-    let queues = if dump || msix_messages < 2 { 1 } else { device_queues.min(msix_messages - 1) };
+    let queues = if dump || msix_messages < 2 {
+        1
+    } else {
+        device_queues.min(msix_messages - 1)
+    };
     let wanted_size = if dump { DUMP_QUEUE_SIZE } else { SLOTS as u16 };
-    let Some(size) = transport.queue_max_size(0).ok().and_then(|max| QueueSize::choose(max, wanted_size))
+    let Some(size) = transport
+        .queue_max_size(0)
+        .ok()
+        .and_then(|max| QueueSize::choose(max, wanted_size))
     else {
         transport.fail();
         return FindAdapterStatus::Error;
@@ -130,7 +145,8 @@ pub(super) fn find_adapter(
         return FindAdapterStatus::Error;
     };
     // Storport does not promise alignment (not even 1 KiB in a dump stack): align here.
-    let skew = align_up(memory.physical_address() as usize, 64) - memory.physical_address() as usize;
+    let skew =
+        align_up(memory.physical_address() as usize, 64) - memory.physical_address() as usize;
     let event_idx = accepted & feature::EVENT_IDX != 0;
     let indirect = accepted & feature::INDIRECT_DESC != 0;
     for q in 0..usize::from(queues) {
@@ -176,7 +192,9 @@ pub(super) fn find_adapter(
     }
 
     adapter.builder = Some(RequestBuilder::new(limits));
-    adapter.disk.set(super::disk::describe(&blk, max_transfer, Serial::NONE));
+    adapter
+        .disk
+        .set(super::disk::describe(&blk, max_transfer, Serial::NONE));
     adapter.features = accepted;
     adapter.config = Some(blk);
     adapter.control.get_mut().transport = Some(transport.clone());
@@ -203,7 +221,9 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
     } else {
         (Mode::SingleInterrupt, 1)
     };
-    adapter.message_interrupts.store(!dump && messages >= 1, Ordering::Release);
+    adapter
+        .message_interrupts
+        .store(!dump && messages >= 1, Ordering::Release);
     adapter.active_queues.store(active, Ordering::Release);
     adapter.set_mode(mode);
 
@@ -332,7 +352,12 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
     let buffer = region.subregion(area_size(1), ID_BYTES)?;
     let builder = adapter.builder.as_ref()?;
     let built = builder
-        .build_data(&area, RequestType::GetId, 0, [(buffer.physical_address(), ID_BYTES as u32)])
+        .build_data(
+            &area,
+            RequestType::GetId,
+            0,
+            [(buffer.physical_address(), ID_BYTES as u32)],
+        )
         .ok()?;
     let notifier = queue.submit_internal(&built)?;
     notifier.notify();

@@ -953,7 +953,7 @@ fn enable_msix(device: &dyn crate::device::PciDevice, messages: usize) {
     device.config_read(0x34, &mut byte);
     let mut at = usize::from(byte[0] & !3);
     for _ in 0..48 {
-        if at < 0x40 || at > 0xFC {
+        if !(0x40..=0xFC).contains(&at) {
             return;
         }
         let mut header = [0u8; 2];

@@ -77,7 +77,11 @@ impl<'a> PortConfiguration<'a> {
         // SAFETY: by this function's `# Safety`.
         let raw = unsafe { &mut *raw.as_ptr() };
         // INVARIANT: by this function's `# Safety`.
-        Self { raw, arguments, port }
+        Self {
+            raw,
+            arguments,
+            port,
+        }
     }
 
     /// The argument string Storport passed ("dump=1" in a dump stack), without the NUL.
@@ -89,7 +93,7 @@ impl<'a> PortConfiguration<'a> {
         let mut len = 0usize;
         while len < 512 {
             // SAFETY: bytes before the terminating NUL are readable (type invariant).
-            if unsafe { *self.arguments.add(len) } == 0 {
+            if unsafe { self.arguments.wrapping_add(len).read() } == 0 {
                 break;
             }
             len += 1;
@@ -122,13 +126,21 @@ impl<'a> PortConfiguration<'a> {
 
     /// The access ranges Storport assigned (at most 16 are considered).
     pub fn access_ranges(&self) -> impl Iterator<Item = AccessRange> + '_ {
-        let count = if self.raw.AccessRanges.is_null() { 0 } else { self.raw.NumberOfAccessRanges.min(16) };
+        let count = if self.raw.AccessRanges.is_null() {
+            0
+        } else {
+            self.raw.NumberOfAccessRanges.min(16)
+        };
         let base = self.raw.AccessRanges;
         (0..count as usize).map(move |i| {
             // SAFETY: Storport's array has NumberOfAccessRanges entries (i is below it) and lives
             // during FindAdapter (type invariant).
-            let r = unsafe { base.add(i).read() };
-            AccessRange { start: r.RangeStart as u64, length: r.RangeLength, in_memory: r.RangeInMemory != 0 }
+            let r = unsafe { base.wrapping_add(i).read() };
+            AccessRange {
+                start: r.RangeStart as u64,
+                length: r.RangeLength,
+                in_memory: r.RangeInMemory != 0,
+            }
         })
     }
 
@@ -173,19 +185,27 @@ impl<'a> PortConfiguration<'a> {
         }
         // SAFETY: StorPortGetDeviceBase mapped `length` bytes of this adapter's registers, which
         // stay mapped for the adapter's lifetime.
-        Some(unsafe { RegisterWindow::new(base.cast(), range.length as usize, self.port.extension()) })
+        Some(unsafe {
+            RegisterWindow::new(base.cast(), range.length as usize, self.port.extension())
+        })
     }
 
     /// Takes the adapter's uncached extension: `bytes` of DMA-able, physically contiguous memory
     /// (StorPortGetUncachedExtension, allowed only here, after SrbExtensionSize is set).
     pub fn uncached_extension(&mut self, bytes: u32) -> Option<DmaRegion> {
         // SAFETY: called during HwStorFindAdapter with this adapter's configuration.
-        let va = unsafe { ffi::StorPortGetUncachedExtension(self.port.extension(), self.raw, bytes) };
+        let va =
+            unsafe { ffi::StorPortGetUncachedExtension(self.port.extension(), self.raw, bytes) };
         let va = NonNull::new(va.cast::<u8>())?;
         let mut length: ffi::ULONG = 0;
         // SAFETY: translating an address of this adapter's uncached extension (no SRB).
         let phys = unsafe {
-            ffi::StorPortGetPhysicalAddress(self.port.extension(), core::ptr::null_mut(), va.as_ptr().cast(), &mut length)
+            ffi::StorPortGetPhysicalAddress(
+                self.port.extension(),
+                core::ptr::null_mut(),
+                va.as_ptr().cast(),
+                &mut length,
+            )
         };
         if length < bytes {
             return None;
@@ -236,9 +256,10 @@ impl<'a> PortConfiguration<'a> {
     /// Registers HwMSInterruptRoutine for `M` with the given synchronization mode.
     pub fn use_message_interrupts<M: Miniport>(&mut self, mode: MessageSynchronization) {
         self.raw.HwMSInterruptRoutine = Some(message_interrupt_trampoline::<M>);
-        crate::miniport::header(&self.port)
-            .per_message
-            .store(mode == MessageSynchronization::PerMessage, core::sync::atomic::Ordering::Relaxed);
+        crate::miniport::header(&self.port).per_message.store(
+            mode == MessageSynchronization::PerMessage,
+            core::sync::atomic::Ordering::Relaxed,
+        );
         self.raw.InterruptSynchronizationMode = match mode {
             MessageSynchronization::All => ffi::InterruptSynchronizeAll,
             MessageSynchronization::PerMessage => ffi::InterruptSynchronizePerMessage,
@@ -248,5 +269,7 @@ impl<'a> PortConfiguration<'a> {
 
 /// Whether `haystack` contains `needle`, ASCII case-insensitively.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -22,7 +22,8 @@ pub mod sync;
 
 pub use config::PortConfiguration;
 pub use miniport::{
-    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext, Miniport,
+    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
+    Miniport,
 };
 pub use port::Port;
 pub use srb::Srb;

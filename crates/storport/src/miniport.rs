@@ -235,12 +235,23 @@ pub const fn hw_initialization_data<M: Miniport>() -> ffi::HW_INITIALIZATION_DAT
 /// `driver_object` and `registry_path` are DriverEntry's arguments, passed through untouched
 /// (both NULL when a crash-dump or hibernation stack loads the driver). Returns Storport's
 /// NTSTATUS.
+#[expect(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "the pointers are passed through untouched to StorPortInitialize, which expects DriverEntry's own arguments"
+)]
 pub fn driver_entry<M: Miniport>(driver_object: *mut c_void, registry_path: *mut c_void) -> u32 {
     let mut data = hw_initialization_data::<M>();
     // SAFETY: `data` is a complete HW_INITIALIZATION_DATA whose callbacks are this module's
     // trampolines for `M`; Storport copies it before returning. The two arguments are DriverEntry's
     // own, which StorPortInitialize expects unchanged.
-    unsafe { ffi::StorPortInitialize(driver_object, registry_path, &mut data, core::ptr::null_mut()) }
+    unsafe {
+        ffi::StorPortInitialize(
+            driver_object,
+            registry_path,
+            &mut data,
+            core::ptr::null_mut(),
+        )
+    }
 }
 
 /// Asks Storport to call [`Miniport::passive_initialize`] at PASSIVE_LEVEL after
@@ -297,13 +308,18 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     // SAFETY: Storport allocated DeviceExtensionSize = size_of::<Extension<M>>() bytes for this
     // adapter, suitably aligned (asserted in `Extension::SIZE`), and calls FindAdapter before any
     // other callback of the adapter, so nothing else references the memory yet.
-    unsafe { core::ptr::addr_of_mut!((*raw).header).write(header) };
-    // SAFETY: as above; `M::INITIAL` is written in place, without a large stack temporary in
-    // optimised builds.
-    unsafe { core::ptr::addr_of_mut!((*raw).miniport).write(M::INITIAL) };
+    // `header` is the first field of the repr(C) extension.
+    unsafe { raw.cast::<ExtensionHeader>().write(header) };
+    // `M::INITIAL` is written in place, without a large stack temporary in optimised builds.
+    let miniport_ptr = raw
+        .cast::<u8>()
+        .wrapping_add(core::mem::offset_of!(Extension<M>, miniport))
+        .cast::<M>();
+    // SAFETY: as above (the pointer is the `miniport` field's place).
+    unsafe { miniport_ptr.write(M::INITIAL) };
     // SAFETY: the extension was just initialised and nothing else can run for this adapter
     // until FindAdapter returns, so this is the only reference.
-    let miniport = unsafe { &mut (*raw).miniport };
+    let miniport = unsafe { &mut *miniport_ptr };
     // SAFETY: `ext` is this adapter's HwDeviceExtension.
     let port = unsafe { Port::new(ext) };
     // SAFETY: Storport passes a valid PORT_CONFIGURATION_INFORMATION for the duration of the call
@@ -321,7 +337,9 @@ fn header_dump_mode(port: &Port, dump: bool) {
     header(port).dump_mode.store(dump, Ordering::Relaxed);
 }
 
-unsafe extern "C" fn initialize_trampoline<M: Miniport>(device_extension: ffi::PVOID) -> ffi::BOOLEAN {
+unsafe extern "C" fn initialize_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+) -> ffi::BOOLEAN {
     // SAFETY: Storport calls HwStorInitialize only after FindAdapter succeeded for this extension.
     let miniport = unsafe { miniport::<M>(device_extension) };
     // SAFETY: this is the HwStorInitialize trampoline.
@@ -398,7 +416,9 @@ unsafe extern "C" fn start_io_trampoline<M: Miniport>(
     1
 }
 
-unsafe extern "C" fn interrupt_trampoline<M: Miniport>(device_extension: ffi::PVOID) -> ffi::BOOLEAN {
+unsafe extern "C" fn interrupt_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+) -> ffi::BOOLEAN {
     // SAFETY: Storport connects the interrupt only after FindAdapter succeeded.
     let miniport = unsafe { miniport::<M>(device_extension) };
     // SAFETY: this is the HwStorInterrupt trampoline; Storport holds the interrupt lock.
@@ -485,13 +505,14 @@ unsafe fn report_supported_control_types<M: Miniport>(
     // SAFETY: `list` is the non-NULL list Storport passed (this function's `# Safety`).
     let max = unsafe { (*list).MaxControlType };
     // SAFETY: the BOOLEAN array starts at SupportedTypeList, inside the same allocation.
-    let entries = unsafe { core::ptr::addr_of_mut!((*list).SupportedTypeList) }.cast::<ffi::BOOLEAN>();
+    let entries =
+        unsafe { core::ptr::addr_of_mut!((*list).SupportedTypeList) }.cast::<ffi::BOOLEAN>();
     let supported = [ffi::ScsiStopAdapter, ffi::ScsiRestartAdapter];
     for control_type in supported.iter().chain(M::ADAPTER_CONTROL_TYPES.iter()) {
         if *control_type < max {
             // SAFETY: `control_type < MaxControlType`, the array's length (this function's
             // `# Safety`).
-            unsafe { entries.add(*control_type as usize).write(1) };
+            unsafe { entries.wrapping_add(*control_type as usize).write(1) };
         }
     }
     ffi::ScsiAdapterControlSuccess

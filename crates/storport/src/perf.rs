@@ -53,7 +53,11 @@ pub struct PerfGranted {
 
 /// Queries and sets performance options. Returns what was granted; `None` when this Storport
 /// supports none of them.
-pub fn initialize<C: MayConfigurePerformance>(_ctx: &C, port: Port, request: PerfRequest) -> Option<PerfGranted> {
+pub fn initialize<C: MayConfigurePerformance>(
+    _ctx: &C,
+    port: Port,
+    request: PerfRequest,
+) -> Option<PerfGranted> {
     let mut data = ffi::PERF_CONFIGURATION_DATA::zeroed();
     data.Version = ffi::STOR_PERF_VERSION;
     data.Size = core::mem::size_of::<ffi::PERF_CONFIGURATION_DATA>() as u32;
@@ -95,7 +99,10 @@ pub fn initialize<C: MayConfigurePerformance>(_ctx: &C, port: Port, request: Per
     if flags & ffi::STOR_PERF_CONCURRENT_CHANNELS != 0 {
         data.ConcurrentChannels = request.concurrent_channels;
     }
-    if let Some((first, last)) = request.message_range.filter(|_| flags & ffi::STOR_PERF_INTERRUPT_MESSAGE_RANGES != 0) {
+    if let Some((first, last)) = request
+        .message_range
+        .filter(|_| flags & ffi::STOR_PERF_INTERRUPT_MESSAGE_RANGES != 0)
+    {
         data.FirstRedirectionMessageNumber = first;
         data.LastRedirectionMessageNumber = last;
     }
@@ -111,9 +118,18 @@ pub fn initialize<C: MayConfigurePerformance>(_ctx: &C, port: Port, request: Per
     if status != ffi::STOR_STATUS_SUCCESS {
         return None;
     }
-    let channels = if flags & ffi::STOR_PERF_CONCURRENT_CHANNELS != 0 { request.concurrent_channels } else { 1 };
-    header(&port).concurrent_channels.store(channels > 1, Ordering::Release);
-    Some(PerfGranted { flags, concurrent_channels: channels })
+    let channels = if flags & ffi::STOR_PERF_CONCURRENT_CHANNELS != 0 {
+        request.concurrent_channels
+    } else {
+        1
+    };
+    header(&port)
+        .concurrent_channels
+        .store(channels > 1, Ordering::Release);
+    Some(PerfGranted {
+        flags,
+        concurrent_channels: channels,
+    })
 }
 
 /// The MSI-X message (and channel) Storport chose for `srb`'s StartIo

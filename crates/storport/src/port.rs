@@ -98,15 +98,23 @@ impl Port {
     pub fn device_busy(&self, address: Address, requests_to_complete: u32) -> bool {
         // SAFETY: StorPortDeviceBusy takes the adapter, a BTL address and a count.
         unsafe {
-            ffi::StorPortDeviceBusy(self.extension(), address.path, address.target, address.lun, requests_to_complete)
-                != 0
+            ffi::StorPortDeviceBusy(
+                self.extension(),
+                address.path,
+                address.target,
+                address.lun,
+                requests_to_complete,
+            ) != 0
         }
     }
 
     /// Lifts [`Port::device_busy`] (StorPortDeviceReady).
     pub fn device_ready(&self, address: Address) -> bool {
         // SAFETY: StorPortDeviceReady takes the adapter and a BTL address.
-        unsafe { ffi::StorPortDeviceReady(self.extension(), address.path, address.target, address.lun) != 0 }
+        unsafe {
+            ffi::StorPortDeviceReady(self.extension(), address.path, address.target, address.lun)
+                != 0
+        }
     }
 
     /// Stops Storport sending requests for up to `seconds` (StorPortPause).
@@ -130,7 +138,9 @@ impl Port {
     /// Asks Storport to re-enumerate the bus (BusChangeDetected notification).
     pub fn notify_bus_change(&self, path_id: u8) {
         // SAFETY: BusChangeDetected takes a UCHAR PathId (promoted to int) after the extension.
-        unsafe { ffi::StorPortNotification(ffi::BusChangeDetected, self.extension(), u32::from(path_id)) };
+        unsafe {
+            ffi::StorPortNotification(ffi::BusChangeDetected, self.extension(), u32::from(path_id))
+        };
     }
 
     /// Busy-waits `microseconds` (StorPortStallExecution). Storport verification flags stalls
@@ -154,13 +164,35 @@ impl Port {
     /// Writes an entry to the system event log (StorPortLogError).
     pub fn log_error(&self, srb: Option<&Srb>, error_code: u32, unique_id: u32) {
         let (raw, address) = match srb {
-            Some(srb) => (srb.as_raw(), srb.address().unwrap_or(Address { path: 0, target: 0, lun: 0 })),
-            None => (core::ptr::null_mut(), Address { path: 0, target: 0, lun: 0 }),
+            Some(srb) => (
+                srb.as_raw(),
+                srb.address().unwrap_or(Address {
+                    path: 0,
+                    target: 0,
+                    lun: 0,
+                }),
+            ),
+            None => (
+                core::ptr::null_mut(),
+                Address {
+                    path: 0,
+                    target: 0,
+                    lun: 0,
+                },
+            ),
         };
         // SAFETY: StorPortLogError takes the adapter, an optional request of it, a BTL address
         // and two codes.
         unsafe {
-            ffi::StorPortLogError(self.extension(), raw, address.path, address.target, address.lun, error_code, unique_id)
+            ffi::StorPortLogError(
+                self.extension(),
+                raw,
+                address.path,
+                address.target,
+                address.lun,
+                error_code,
+                unique_id,
+            )
         };
     }
 }

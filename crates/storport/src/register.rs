@@ -51,6 +51,10 @@ pub trait TestRegisters: Sync {
     fn write(&self, offset: usize, width: u8, value: u64);
     /// Size of the register file in bytes.
     fn len(&self) -> usize;
+    /// Whether the register file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl RegisterWindow {

@@ -98,12 +98,17 @@ impl Srb {
     /// `port`, not yet completed, and the caller is entitled to own it.
     pub(crate) unsafe fn from_raw(srb: ffi::PSCSI_REQUEST_BLOCK, port: Port) -> Option<Srb> {
         let raw = NonNull::new(srb.cast::<ffi::STORAGE_REQUEST_BLOCK>())?;
+        let r = raw.as_ptr();
         // SAFETY: a non-NULL request from Storport is at least the SRB header; Function (offset
-        // 2) and Signature (offset 8) are inside the common prefix of both SRB kinds.
-        let (function, signature, length) = unsafe {
-            let r = raw.as_ptr();
-            ((*r).Function, (*r).Signature, (*r).SrbLength)
-        };
+        // 2) is inside the common prefix of both SRB kinds.
+        let function = unsafe { (*r).Function };
+        if function != ffi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK {
+            return None;
+        }
+        // SAFETY: Function says this is an SRB_EX, whose header is 128 bytes.
+        let signature = unsafe { (*r).Signature };
+        // SAFETY: as above.
+        let length = unsafe { (*r).SrbLength };
         if function != ffi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK
             || signature != ffi::SRB_SIGNATURE
             || (length as usize) < core::mem::size_of::<ffi::STORAGE_REQUEST_BLOCK>()
@@ -139,7 +144,12 @@ impl Srb {
         {
             return None;
         }
-        let ptr = self.raw.as_ptr().cast::<u8>().wrapping_add(offset).cast::<T>();
+        let ptr = self
+            .raw
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(offset)
+            .cast::<T>();
         NonNull::new(ptr)
     }
 
@@ -162,10 +172,18 @@ impl Srb {
     fn inner_any<T>(&self, offset: u32) -> Option<NonNull<T>> {
         let offset = offset as usize;
         let end = offset.checked_add(core::mem::size_of::<T>())?;
-        if end > self.header().SrbLength as usize || !offset.is_multiple_of(core::mem::align_of::<T>()) {
+        if end > self.header().SrbLength as usize
+            || !offset.is_multiple_of(core::mem::align_of::<T>())
+        {
             return None;
         }
-        NonNull::new(self.raw.as_ptr().cast::<u8>().wrapping_add(offset).cast::<T>())
+        NonNull::new(
+            self.raw
+                .as_ptr()
+                .cast::<u8>()
+                .wrapping_add(offset)
+                .cast::<T>(),
+        )
     }
 
     fn find_ex_data(&self, wanted: ffi::SRBEXDATATYPE) -> Option<u32> {
@@ -219,7 +237,11 @@ impl Srb {
         if a.Type != ffi::STOR_ADDRESS_TYPE_BTL8 {
             return None;
         }
-        Some(Address { path: a.Path, target: a.Target, lun: a.Lun })
+        Some(Address {
+            path: a.Path,
+            target: a.Target,
+            lun: a.Lun,
+        })
     }
 
     /// The CDB (empty when the request carries none).
@@ -260,16 +282,24 @@ impl Srb {
             return 0;
         }
         let (buffer, capacity, length_field): (*mut c_void, u8, *mut u8) = match self.scsi_block() {
-            // SAFETY: `scsi_block` checked the block lies inside the SRB, which we own.
-            ScsiBlock::Cdb16(p) => unsafe {
-                let b = p.as_ptr();
-                ((*b).SenseInfoBuffer, (*b).SenseInfoBufferLength, &raw mut (*b).SenseInfoBufferLength)
-            },
-            // SAFETY: as above.
-            ScsiBlock::Cdb32(p) => unsafe {
-                let b = p.as_ptr();
-                ((*b).SenseInfoBuffer, (*b).SenseInfoBufferLength, &raw mut (*b).SenseInfoBufferLength)
-            },
+            ScsiBlock::Cdb16(mut p) => {
+                // SAFETY: `scsi_block` checked the block lies inside the SRB, which we own.
+                let b = unsafe { p.as_mut() };
+                (
+                    b.SenseInfoBuffer,
+                    b.SenseInfoBufferLength,
+                    &raw mut b.SenseInfoBufferLength,
+                )
+            }
+            ScsiBlock::Cdb32(mut p) => {
+                // SAFETY: as above.
+                let b = unsafe { p.as_mut() };
+                (
+                    b.SenseInfoBuffer,
+                    b.SenseInfoBufferLength,
+                    &raw mut b.SenseInfoBufferLength,
+                )
+            }
             ScsiBlock::None => return 0,
         };
         if buffer.is_null() {
@@ -321,11 +351,15 @@ impl Srb {
         // SAFETY: Storport's list is valid until the request completes.
         let count = unsafe { (*list.as_ptr()).NumberOfElements } as usize;
         // SAFETY: the element array follows the header with NumberOfElements entries.
-        let first = unsafe { (&raw mut (*list.as_ptr()).List).cast::<ffi::STOR_SCATTER_GATHER_ELEMENT>() };
+        let first =
+            unsafe { (&raw mut (*list.as_ptr()).List).cast::<ffi::STOR_SCATTER_GATHER_ELEMENT>() };
         Some((0..count).map(move |i| {
             // SAFETY: `i < NumberOfElements`.
-            let element = unsafe { first.add(i).read() };
-            Segment { address: element.PhysicalAddress as u64, length: element.Length }
+            let element = unsafe { first.wrapping_add(i).read() };
+            Segment {
+                address: element.PhysicalAddress as u64,
+                length: element.Length,
+            }
         }))
     }
 
@@ -333,7 +367,9 @@ impl Srb {
     /// every dispatch.
     pub fn extension(&self) -> Option<DmaRegion> {
         let va = NonNull::new(self.header().MiniportContext.cast::<u8>())?;
-        let size = header(&self.port).srb_extension_size.load(core::sync::atomic::Ordering::Relaxed);
+        let size = header(&self.port)
+            .srb_extension_size
+            .load(core::sync::atomic::Ordering::Relaxed);
         let mut length: ffi::ULONG = 0;
         // SAFETY: StorPortGetPhysicalAddress translates an address of this request's extension.
         let phys = unsafe {
@@ -358,7 +394,10 @@ impl Srb {
         let block = self.inner::<ffi::SRBEX_DATA_PNP>(offset)?;
         // SAFETY: `inner` checked the block lies inside the SRB.
         let b = unsafe { block.as_ptr().read() };
-        Some(PnpRequest { action: b.PnPAction, flags: b.SrbPnPFlags })
+        Some(PnpRequest {
+            action: b.PnPAction,
+            flags: b.SrbPnPFlags,
+        })
     }
 
     /// Power details, for SRB_FUNCTION_POWER.
@@ -367,7 +406,11 @@ impl Srb {
         let block = self.inner::<ffi::SRBEX_DATA_POWER>(offset)?;
         // SAFETY: `inner` checked the block lies inside the SRB.
         let b = unsafe { block.as_ptr().read() };
-        Some(PowerRequest { device_state: b.DevicePowerState, action: b.PowerAction, flags: b.SrbPowerFlags })
+        Some(PowerRequest {
+            device_state: b.DevicePowerState,
+            action: b.PowerAction,
+            flags: b.SrbPowerFlags,
+        })
     }
 
     /// The adapter this request belongs to.
@@ -386,12 +429,20 @@ impl Srb {
     /// SRB_STATUS_PENDING is not a completion status: it is turned into SRB_STATUS_INTERNAL_ERROR
     /// rather than handed to Storport.
     pub fn complete(mut self, status: u8) -> Completed {
-        let status = if status == ffi::SRB_STATUS_PENDING { ffi::SRB_STATUS_INTERNAL_ERROR } else { status };
+        let status = if status == ffi::SRB_STATUS_PENDING {
+            ffi::SRB_STATUS_INTERNAL_ERROR
+        } else {
+            status
+        };
         self.header_mut().SrbStatus = status;
         // SAFETY: RequestComplete takes the adapter and a request it owns; the handle is consumed,
         // so the request cannot be completed or touched again through it.
         unsafe {
-            ffi::StorPortNotification(ffi::RequestComplete, self.port.extension(), self.raw.as_ptr())
+            ffi::StorPortNotification(
+                ffi::RequestComplete,
+                self.port.extension(),
+                self.raw.as_ptr(),
+            )
         };
         Completed { _private: () }
     }
