@@ -153,22 +153,20 @@ pub(super) fn find_adapter(
         let Some(region) = memory.subregion(skew + q * ring_bytes, ring_bytes) else {
             return FindAdapterStatus::Error;
         };
-        let Ok(ring) = SplitQueue::new(region, size, event_idx) else {
+        let Some(cell) = adapter.queues.get_mut(q) else {
+            return FindAdapterStatus::Error;
+        };
+        let Some(addresses) = attach_ring(cell.get_mut(), region, size, event_idx, indirect) else {
             return FindAdapterStatus::Error;
         };
         if let Some(slot) = adapter.rings.get_mut(q) {
-            *slot = Some((ring.addresses(), region));
+            *slot = Some((addresses, region));
         }
-        if let Some(cell) = adapter.queues.get_mut(q) {
-            cell.get_mut().attach(ring, indirect);
-        }
-        if q == 0 {
-            // The single-interrupt mode uses the same ring memory; only one of the two queue
-            // objects is ever used, as decided in HwStorInitialize.
-            let Ok(ring) = SplitQueue::new(region, size, event_idx) else {
-                return FindAdapterStatus::Error;
-            };
-            adapter.single.get_mut().attach(ring, indirect);
+        // The single-interrupt mode uses the same ring memory; only one of the two queue objects
+        // is ever used, as decided in HwStorInitialize.
+        if q == 0 && attach_ring(adapter.single.get_mut(), region, size, event_idx, indirect).is_none()
+        {
+            return FindAdapterStatus::Error;
         }
     }
     adapter.identify = memory.subregion(skew + usize::from(queues) * ring_bytes, identify_bytes);
@@ -375,6 +373,24 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
         port.stall(10);
     }
     None
+}
+
+/// Lays a ring out in `region` and gives it to `queue`; returns the addresses the device needs.
+///
+/// A function of its own so the ring (a few KiB of bookkeeping) is built in a small frame: the
+/// kernel stack is 24 KiB and frames over a page would need `__chkstk`.
+#[inline(never)]
+fn attach_ring(
+    queue: &mut Queue,
+    region: storport::dma::DmaRegion,
+    size: QueueSize,
+    event_idx: bool,
+    indirect: bool,
+) -> Option<virtio::QueueAddresses> {
+    let ring = SplitQueue::new(region, size, event_idx).ok()?;
+    let addresses = ring.addresses();
+    queue.attach(ring, indirect);
+    Some(addresses)
 }
 
 /// The bus address a BAR decodes, from the configuration space (64-bit BARs included).
