@@ -16,6 +16,10 @@
 #[cfg(not(any(target_os = "windows", target_os = "uefi")))]
 extern crate std;
 
+// The unit tests link the driver's StorPort* imports: the user-mode Storport defines them.
+#[cfg(test)]
+use storport_sim as _;
+
 pub mod hba;
 pub mod scsi;
 pub mod virtio;

@@ -1,7 +1,8 @@
 //! vioblk-sim: virtio-blk device model, class-driver model and workloads.
-pub mod device;
 pub mod class;
 pub mod cli;
+pub mod device;
 pub mod report;
+pub mod stack;
 pub mod target;
 pub mod workload;

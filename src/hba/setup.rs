@@ -164,7 +164,8 @@ pub(super) fn find_adapter(
         }
         // The single-interrupt mode uses the same ring memory; only one of the two queue objects
         // is ever used, as decided in HwStorInitialize.
-        if q == 0 && attach_ring(adapter.single.get_mut(), region, size, event_idx, indirect).is_none()
+        if q == 0
+            && attach_ring(adapter.single.get_mut(), region, size, event_idx, indirect).is_none()
         {
             return FindAdapterStatus::Error;
         }

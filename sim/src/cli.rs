@@ -1,0 +1,1075 @@
+//! The `vioblk-sim` command: parsing, the backends it runs on, and the three subcommands.
+//!
+//! - `vioblk-sim [run] [flags]`: start the disk as disk.sys would ([`crate::class::start_disk`]),
+//!   run a diskspd-like job on it ([`crate::workload`]) and print the [`crate::report`].
+//! - `vioblk-sim cdb <hex>... [--data-out <hex>] [--data-in-len N]`: send one CDB, as sg_raw.
+//! - `vioblk-sim info`: what the driver registered with Storport.
+//!
+//! The disk comes from a [`Backend`] chosen by `--target`: [`run_cli`] takes the list, and the
+//! first is the default. `main.rs` passes the list; the storport-sim backend running the real
+//! driver goes there.
+//!
+//! Exit codes: 0 success; 1 the job failed (a failed request, a data mismatch, a Storport
+//! violation), the disk did not start, or a CDB did not complete with GOOD; 2 bad usage.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::class::start_disk;
+use crate::report::{DriverRegistration, QueueStats, Report, Setup, cdb_result};
+use crate::target::{RamConfig, RamScsiTarget, ScsiRequest, ScsiTarget};
+use crate::workload::{self, Mix, Pattern, Stop, WorkloadOptions};
+
+/// How the device interrupts the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptMode {
+    /// MSI-X, one message per queue plus configuration.
+    Msix,
+    /// The legacy INTx line with the ISR status register.
+    Intx,
+}
+
+impl InterruptMode {
+    /// `"msix"` or `"intx"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Msix => "msix",
+            Self::Intx => "intx",
+        }
+    }
+}
+
+/// The disk the command line asks a backend for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// Capacity in bytes (a multiple of the logical block size).
+    pub capacity_bytes: u64,
+    /// Logical block size: 512 or 4096.
+    pub logical_block_size: u32,
+    /// A backing file instead of RAM.
+    pub file: Option<PathBuf>,
+    /// Request queues.
+    pub queues: u16,
+    /// The interrupt mode.
+    pub interrupts: InterruptMode,
+    /// Requests the workload keeps in flight in all (threads × outstanding), so a backend can
+    /// size its queues.
+    pub max_outstanding: u32,
+}
+
+impl Default for DiskOptions {
+    fn default() -> Self {
+        Self {
+            capacity_bytes: 64 << 20,
+            logical_block_size: 512,
+            file: None,
+            queues: 2,
+            interrupts: InterruptMode::Msix,
+            max_outstanding: 32,
+        }
+    }
+}
+
+/// A disk opened by a backend.
+pub trait OpenDisk {
+    /// The SCSI target the class model talks to.
+    fn target(&self) -> &dyn ScsiTarget;
+
+    /// Per-queue counters, when the backend has them.
+    fn queue_stats(&self) -> Option<Vec<QueueStats>> {
+        None
+    }
+
+    /// Storport rule violations seen so far, one description each.
+    fn violations(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The interrupt mode actually in use (`"msix"`, `"intx"`), when there are interrupts.
+    fn interrupts(&self) -> Option<String> {
+        None
+    }
+
+    /// Stops the disk (e.g. removes the adapter) and returns the violations seen while doing
+    /// so.
+    fn close(self: Box<Self>) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Something that can give the command line a disk: the RAM double, or the driver stack.
+pub trait Backend {
+    /// Opens a disk as `options` describe.
+    ///
+    /// # Errors
+    /// A sentence saying why not (printed after `error: `).
+    fn open(&self, options: &DiskOptions) -> Result<Box<dyn OpenDisk>, String>;
+
+    /// What the driver registered with Storport, for `vioblk-sim info`.
+    ///
+    /// # Errors
+    /// A sentence saying why not; backends without a driver say so.
+    fn registration(&self, options: &DiskOptions) -> Result<DriverRegistration, String> {
+        let _ = options;
+        Err("this target loads no driver (try --target driver)".to_owned())
+    }
+}
+
+/// The `ram` backend: [`RamScsiTarget`], no driver at all.
+pub struct RamBackend;
+
+struct RamDisk(RamScsiTarget);
+
+impl OpenDisk for RamDisk {
+    fn target(&self) -> &dyn ScsiTarget {
+        &self.0
+    }
+
+    fn queue_stats(&self) -> Option<Vec<QueueStats>> {
+        Some(self.0.queue_stats())
+    }
+}
+
+impl Backend for RamBackend {
+    fn open(&self, options: &DiskOptions) -> Result<Box<dyn OpenDisk>, String> {
+        if options.file.is_some() {
+            return Err(
+                "the ram target keeps its disk in memory: --file needs the driver target"
+                    .to_owned(),
+            );
+        }
+        let target = RamScsiTarget::new(RamConfig {
+            capacity_bytes: options.capacity_bytes,
+            logical_block_size: options.logical_block_size,
+            queues: options.queues,
+            ..RamConfig::default()
+        })?;
+        Ok(Box::new(RamDisk(target)))
+    }
+}
+
+/// A usage error: printed as `error: <message>`, exit code 2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn usage<T>(message: impl Into<String>) -> Result<T, UsageError> {
+    Err(UsageError(message.into()))
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Run a job.
+    Run(RunArgs),
+    /// Send one CDB.
+    Cdb(CdbArgs),
+    /// Show the driver's registration.
+    Info(DiskArgs),
+    /// Print the help.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// The flags every subcommand takes: which disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskArgs {
+    /// The backend's name (`None`: the first).
+    pub target: Option<String>,
+    /// The disk.
+    pub disk: DiskOptions,
+}
+
+/// `vioblk-sim run`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunArgs {
+    /// Which disk.
+    pub disk: DiskArgs,
+    /// The job.
+    pub job: WorkloadOptions,
+    /// Print the JSON report instead of the text one.
+    pub json: bool,
+}
+
+/// `vioblk-sim cdb`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CdbArgs {
+    /// Which disk.
+    pub disk: DiskArgs,
+    /// The CDB.
+    pub cdb: Vec<u8>,
+    /// The data-out bytes.
+    pub data_out: Vec<u8>,
+    /// The data-in buffer size (`None`: guessed from the CDB).
+    pub data_in_len: Option<u32>,
+}
+
+/// The help text.
+pub const HELP: &str = "\
+vioblk-sim: run the vioblk Storport miniport on a simulated virtio-blk disk
+
+USAGE:
+    vioblk-sim [run] [OPTIONS]           start the disk as disk.sys would, run a job, report
+    vioblk-sim cdb <HEX>... [OPTIONS]    send one CDB and show the answer (like sg_raw)
+    vioblk-sim info [OPTIONS]            show what the driver registered with Storport
+    vioblk-sim help | --help | -h        this text
+    vioblk-sim --version | -V            the version
+
+With no options, `run` does 2 threads x 16 outstanding 4K random I/Os, 30% writes, for 3 s
+on a 64 MiB disk, verifying every read.
+
+JOB OPTIONS (run):
+    -t, --threads N          threads issuing I/O [2]
+    -o, --outstanding N      I/Os in flight per thread (queue depth) [16]
+    -b, --io-size SIZE       bytes per I/O, a multiple of the logical block size: 4K, 64K, 1M [4K]
+    -r, --random             random offsets, aligned to the I/O size [default]
+    -s, --sequential         sequential offsets; each thread starts at its share of the disk
+    -w, --write-percent P    percentage of writes, 0 to 100 [30]
+        --unmap-percent P    percentage of UNMAPs, taken from the reads [0]
+        --flush-every N      a SYNCHRONIZE CACHE after every N writes of a thread [0: never]
+        --fua                writes with FUA
+    -d, --duration SECS      how long to run; fractions allowed, e.g. 0.5 [3]
+        --ios N              stop after N I/Os instead (deterministic; not with -d)
+        --seed N             seed of the offsets and the read/write mix [24301]
+        --no-verify          do not stamp blocks or check reads
+        --json               print the report as JSON (schema vioblk-sim/report/v1)
+        --no-progress        no progress bar (it is only drawn when stderr is a terminal)
+
+DISK OPTIONS (all commands):
+        --target NAME        where the disk comes from: TARGETS [TARGET0]
+    -c, --capacity SIZE      disk size: 64M, 1G, ... [64M]
+        --block-size N       logical block size, 512 or 4096 [512]
+        --file PATH          back the disk with a file instead of RAM
+        --queues N           request queues, 1 to 64 [2]
+        --interrupts MODE    msix or intx [msix]
+
+CDB OPTIONS (cdb):
+    <HEX>...                 the CDB, e.g. `12 00 00 00 24 00` or 120000002400
+        --data-out HEX       bytes to send (makes the SRB data-out)
+        --data-in-len N      data-in buffer size [from the CDB's allocation or transfer length]
+
+SIZE takes K, M, G, T (powers of 1024), with an optional iB or B: 4K, 4KiB, 1M, 4096.
+Short options take their value attached or separate: -t4 or -t 4; long ones --x=v or --x v.
+Exit status: 0 passed; 1 failed (I/O errors, data mismatches, Storport violations, a CDB not
+GOOD, a disk that did not start); 2 bad usage.
+";
+
+/// Parses a size: digits with an optional K, M, G or T suffix (binary), optionally iB or B.
+fn parse_size(flag: &str, text: &str) -> Result<u64, UsageError> {
+    let bad = || {
+        usage(format!(
+            "{flag} must be a size such as 4K, 64M or 1G, got {text}"
+        ))
+    };
+    let t = text.trim();
+    let upper = t.to_ascii_uppercase();
+    let body = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (digits, shift) = match body.chars().last() {
+        Some('K') => (&body[..body.len() - 1], 10),
+        Some('M') => (&body[..body.len() - 1], 20),
+        Some('G') => (&body[..body.len() - 1], 30),
+        Some('T') => (&body[..body.len() - 1], 40),
+        _ => (body, 0),
+    };
+    let Ok(n) = digits.parse::<u64>() else {
+        return bad();
+    };
+    n.checked_mul(1u64 << shift).map_or_else(bad, Ok)
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, UsageError> {
+    let t = text.trim();
+    let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16)
+            .ok()
+            .and_then(|v| v.to_string().parse().ok()),
+        None => t.parse().ok(),
+    };
+    parsed.map_or_else(
+        || usage(format!("{flag} must be a whole number, got {text}")),
+        Ok,
+    )
+}
+
+/// Parses hex bytes: pairs of digits, with spaces, commas, colons or `0x` between bytes.
+fn parse_hex(what: &str, text: &str) -> Result<Vec<u8>, UsageError> {
+    let mut digits = String::new();
+    for token in text
+        .split([' ', ',', ':', '\t', '\n'])
+        .filter(|t| !t.is_empty())
+    {
+        let token = token
+            .strip_prefix("0x")
+            .or_else(|| token.strip_prefix("0X"))
+            .unwrap_or(token);
+        // A lone digit is one byte ("0 1a" is 00 1a), as sg_raw reads it.
+        if token.len() == 1 {
+            digits.push('0');
+        }
+        digits.push_str(token);
+    }
+    if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return usage(format!(
+            "{what} must be hex bytes such as '12 00 00 00 24 00', got '{text}'"
+        ));
+    }
+    Ok((0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap_or(0))
+        .collect())
+}
+
+/// Splits the arguments into (flag, inline value) pairs and positionals.
+struct Args<'a> {
+    items: std::iter::Peekable<std::slice::Iter<'a, String>>,
+}
+
+/// Flags that take no value.
+const SWITCHES: &[&str] = &[
+    "-r",
+    "--random",
+    "-s",
+    "--sequential",
+    "--fua",
+    "--no-verify",
+    "--json",
+    "--no-progress",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+];
+
+/// Short flags that take a value, which may be attached (`-t4`).
+const SHORT_VALUED: &[&str] = &["-t", "-o", "-b", "-w", "-d", "-c"];
+
+enum Arg<'a> {
+    Flag(String, Option<&'a str>),
+    Positional(&'a str),
+}
+
+impl<'a> Args<'a> {
+    fn next(&mut self) -> Option<Arg<'a>> {
+        let a = self.items.next()?.as_str();
+        if let Some(long) = a.strip_prefix("--") {
+            if long.is_empty() {
+                return Some(Arg::Positional(a));
+            }
+            return Some(match long.split_once('=') {
+                Some((name, value)) => Arg::Flag(format!("--{name}"), Some(value)),
+                None => Arg::Flag(a.to_owned(), None),
+            });
+        }
+        if a.len() > 2 && a.starts_with('-') && a.is_char_boundary(2) {
+            let (flag, rest) = a.split_at(2);
+            if SHORT_VALUED.contains(&flag) {
+                return Some(Arg::Flag(flag.to_owned(), Some(rest)));
+            }
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            return Some(Arg::Flag(a.to_owned(), None));
+        }
+        Some(Arg::Positional(a))
+    }
+
+    fn value(&mut self, flag: &str, inline: Option<&'a str>) -> Result<&'a str, UsageError> {
+        if let Some(v) = inline {
+            return Ok(v);
+        }
+        match self.items.next() {
+            Some(v) => Ok(v.as_str()),
+            None => usage(format!("option {flag} needs a value")),
+        }
+    }
+}
+
+/// Parses the disk flags common to every subcommand; `Ok(false)` if `flag` is not one.
+fn disk_flag<'a>(
+    args: &mut Args<'a>,
+    flag: &str,
+    inline: Option<&'a str>,
+    d: &mut DiskArgs,
+    targets: &[&str],
+) -> Result<bool, UsageError> {
+    match flag {
+        "--target" => {
+            let v = args.value(flag, inline)?;
+            if !targets.contains(&v) {
+                return usage(format!("--target must be {}, got {v}", one_of(targets)));
+            }
+            d.target = Some(v.to_owned());
+        }
+        "-c" | "--capacity" => d.disk.capacity_bytes = parse_size(flag, args.value(flag, inline)?)?,
+        "--block-size" => {
+            let v = args.value(flag, inline)?;
+            match v.trim().parse::<u32>() {
+                Ok(n @ (512 | 4096)) => d.disk.logical_block_size = n,
+                _ => return usage(format!("--block-size must be 512 or 4096, got {v}")),
+            }
+        }
+        "--file" => d.disk.file = Some(PathBuf::from(args.value(flag, inline)?)),
+        "--queues" => {
+            let v = args.value(flag, inline)?;
+            match v.trim().parse::<u16>() {
+                Ok(n @ 1..=64) => d.disk.queues = n,
+                _ => return usage(format!("--queues must be between 1 and 64, got {v}")),
+            }
+        }
+        "--interrupts" => {
+            let v = args.value(flag, inline)?;
+            d.disk.interrupts = match v.to_ascii_lowercase().as_str() {
+                "msix" | "msi-x" => InterruptMode::Msix,
+                "intx" => InterruptMode::Intx,
+                _ => return usage(format!("--interrupts must be msix or intx, got {v}")),
+            };
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => "nothing".to_owned(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+fn unknown(flag: &str) -> UsageError {
+    UsageError(format!("unknown option '{flag}' (see vioblk-sim --help)"))
+}
+
+fn check_disk(d: &DiskArgs) -> Result<(), UsageError> {
+    let bs = u64::from(d.disk.logical_block_size);
+    if d.disk.capacity_bytes == 0 || !d.disk.capacity_bytes.is_multiple_of(bs) {
+        return usage(format!(
+            "-c must be a non-zero multiple of the logical block size ({bs}), got {}",
+            d.disk.capacity_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a command line (without the program name). `targets` are the backend names.
+///
+/// # Errors
+/// A [`UsageError`] whose text names the flag and the value at fault.
+pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
+    let (sub, rest) = match argv.first().map(String::as_str) {
+        Some("run") => ("run", &argv[1..]),
+        Some("cdb") => ("cdb", &argv[1..]),
+        Some("info") => ("info", &argv[1..]),
+        Some("help") => return Ok(Command::Help),
+        _ => ("run", argv),
+    };
+    let mut args = Args {
+        items: rest.iter().peekable(),
+    };
+    let mut disk = DiskArgs {
+        target: None,
+        disk: DiskOptions::default(),
+    };
+    let mut job = WorkloadOptions::default();
+    let mut json = false;
+    let mut duration: Option<Duration> = None;
+    let mut ios: Option<u64> = None;
+    let mut pattern: Option<&str> = None;
+    let mut write_percent: u32 = u32::from(job.mix.write_percent);
+    let mut unmap_percent: u32 = 0;
+    let mut hex = Vec::new();
+    let mut data_out = Vec::new();
+    let mut data_in_len = None;
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg {
+            Arg::Positional(p) if sub == "cdb" => {
+                hex.push(p);
+                continue;
+            }
+            Arg::Positional(p) => {
+                return usage(format!("unexpected argument '{p}' (see vioblk-sim --help)"));
+            }
+            Arg::Flag(f, v) => (f, v),
+        };
+        let flag = flag.as_str();
+        if inline.is_some() && SWITCHES.contains(&flag) {
+            return usage(format!("option {flag} takes no value"));
+        }
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+        if disk_flag(&mut args, flag, inline, &mut disk, targets)? {
+            continue;
+        }
+        match (sub, flag) {
+            ("run", "-t" | "--threads") => {
+                job.threads = parse_number(flag, args.value(flag, inline)?)?;
+                if job.threads == 0 {
+                    return usage(format!("{flag} must be at least 1, got 0"));
+                }
+            }
+            ("run", "-o" | "--outstanding") => {
+                job.outstanding = parse_number(flag, args.value(flag, inline)?)?;
+                if job.outstanding == 0 {
+                    return usage(format!("{flag} must be at least 1, got 0"));
+                }
+            }
+            ("run", "-b" | "--io-size") => {
+                let size = parse_size(flag, args.value(flag, inline)?)?;
+                job.io_size = u32::try_from(size).ok().filter(|&s| s > 0).map_or_else(
+                    || usage(format!("{flag} must be between 1 and 4G-1, got {size}")),
+                    Ok,
+                )?;
+            }
+            ("run", "-r" | "--random" | "-s" | "--sequential") => {
+                let p = if flag.starts_with("-r") || flag == "--random" {
+                    "-r"
+                } else {
+                    "-s"
+                };
+                if pattern.is_some_and(|q| q != p) {
+                    return usage("-r and -s cannot be used together");
+                }
+                pattern = Some(p);
+            }
+            ("run", "-w" | "--write-percent") => {
+                let v = args.value(flag, inline)?;
+                write_percent = parse_number(flag, v)?;
+                if write_percent > 100 {
+                    return usage(format!("-w must be between 0 and 100, got {v}"));
+                }
+            }
+            ("run", "--unmap-percent") => {
+                let v = args.value(flag, inline)?;
+                unmap_percent = parse_number(flag, v)?;
+                if unmap_percent > 100 {
+                    return usage(format!(
+                        "--unmap-percent must be between 0 and 100, got {v}"
+                    ));
+                }
+            }
+            ("run", "--flush-every") => {
+                job.flush_every = parse_number(flag, args.value(flag, inline)?)?;
+            }
+            ("run", "--fua") => job.fua = true,
+            ("run", "-d" | "--duration") => {
+                let v = args.value(flag, inline)?;
+                let secs = v.trim().trim_end_matches('s').parse::<f64>().ok();
+                match secs.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+                    Some(d) if !d.is_zero() => duration = Some(d),
+                    _ => return usage(format!("-d must be a positive number of seconds, got {v}")),
+                }
+            }
+            ("run", "--ios") => {
+                let n: u64 = parse_number(flag, args.value(flag, inline)?)?;
+                if n == 0 {
+                    return usage("--ios must be at least 1, got 0");
+                }
+                ios = Some(n);
+            }
+            ("run", "--seed") => job.seed = parse_number(flag, args.value(flag, inline)?)?,
+            ("run", "--no-verify") => job.verify = false,
+            ("run", "--json") => json = true,
+            ("run", "--no-progress") => job.progress = false,
+            ("cdb", "--data-out") => data_out = parse_hex("--data-out", args.value(flag, inline)?)?,
+            ("cdb", "--data-in-len") => {
+                data_in_len = Some(parse_number(flag, args.value(flag, inline)?)?);
+            }
+            _ => return Err(unknown(flag)),
+        }
+    }
+    check_disk(&disk)?;
+    match sub {
+        "cdb" => {
+            if hex.is_empty() {
+                return usage("cdb needs the CDB in hex, e.g. vioblk-sim cdb 12 00 00 00 24 00");
+            }
+            let cdb = parse_hex("the CDB", &hex.join(" "))?;
+            if !(6..=16).contains(&cdb.len()) {
+                return usage(format!(
+                    "the CDB must be 6 to 16 bytes long, got {}",
+                    cdb.len()
+                ));
+            }
+            Ok(Command::Cdb(CdbArgs {
+                disk,
+                cdb,
+                data_out,
+                data_in_len,
+            }))
+        }
+        "info" => Ok(Command::Info(disk)),
+        _ => {
+            if u64::from(write_percent) + u64::from(unmap_percent) > 100 {
+                return usage(format!(
+                    "-w plus --unmap-percent must be at most 100, got {}",
+                    write_percent + unmap_percent
+                ));
+            }
+            job.mix = Mix {
+                // Both are at most 100 by the checks above.
+                write_percent: u8::try_from(write_percent).unwrap_or(100),
+                unmap_percent: u8::try_from(unmap_percent).unwrap_or(0),
+            };
+            job.pattern = if pattern == Some("-s") {
+                Pattern::Sequential
+            } else {
+                Pattern::Random
+            };
+            job.stop = match (duration, ios) {
+                (Some(_), Some(_)) => return usage("-d and --ios cannot be used together"),
+                (Some(d), None) => Stop::Duration(d),
+                (None, Some(n)) => Stop::Ios(n),
+                (None, None) => job.stop,
+            };
+            let bs = disk.disk.logical_block_size;
+            if job.io_size % bs != 0 {
+                return usage(format!(
+                    "-b must be a multiple of the logical block size ({bs}), got {}",
+                    job.io_size
+                ));
+            }
+            if u64::from(job.io_size) > disk.disk.capacity_bytes {
+                return usage(format!(
+                    "-b ({}) is larger than the disk ({} bytes)",
+                    job.io_size, disk.disk.capacity_bytes
+                ));
+            }
+            disk.disk.max_outstanding = job.threads.saturating_mul(job.outstanding);
+            Ok(Command::Run(RunArgs { disk, job, json }))
+        }
+    }
+}
+
+/// The data-in length a CDB asks for, from its allocation or transfer length.
+fn guess_data_in(cdb: &[u8], block_size: u32) -> u32 {
+    use crate::class::opcode as op;
+    let be16 = |at: usize| {
+        cdb.get(at..at + 2)
+            .map_or(0, |b| u32::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    let be32 = |at: usize| {
+        cdb.get(at..at + 4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match cdb.first().copied() {
+        Some(op::INQUIRY) => be16(3),
+        Some(op::REQUEST_SENSE | op::MODE_SENSE_6) => cdb.get(4).map_or(0, |&b| u32::from(b)),
+        Some(op::MODE_SENSE_10) => be16(7),
+        Some(op::READ_CAPACITY_10) => 8,
+        Some(op::SERVICE_ACTION_IN_16) => be32(10),
+        Some(op::REPORT_LUNS) => be32(6),
+        Some(op::READ_10) => be16(7).saturating_mul(block_size),
+        Some(op::READ_16) => be32(10).saturating_mul(block_size),
+        _ => 0,
+    }
+}
+
+/// Runs the command line `argv` (without the program name) against `backends` (name and
+/// backend; the first is the default), writing to `out` and `err`. Returns the exit code.
+pub fn run_cli(
+    argv: &[String],
+    backends: &[(&str, &dyn Backend)],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let names: Vec<&str> = backends.iter().map(|(n, _)| *n).collect();
+    let command = match parse(argv, &names) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return 2;
+        }
+    };
+    let pick = |d: &DiskArgs| {
+        let name = d
+            .target
+            .as_deref()
+            .unwrap_or(names.first().copied().unwrap_or("none"));
+        let backend = backends.iter().find(|(n, _)| *n == name).map(|(_, b)| *b);
+        (name.to_owned(), backend)
+    };
+    let result = match command {
+        Command::Help => {
+            let help = HELP
+                .replace("TARGETS", &one_of(&names))
+                .replace("TARGET0", names.first().copied().unwrap_or("none"));
+            let _ = out.write_all(help.as_bytes());
+            return 0;
+        }
+        Command::Version => {
+            let _ = writeln!(out, "vioblk-sim {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        Command::Info(d) => match pick(&d) {
+            (_, Some(b)) => b.registration(&d.disk).map(|r| {
+                let _ = out.write_all(r.to_text().as_bytes());
+                0
+            }),
+            (name, None) => Err(format!("no target named {name}")),
+        },
+        Command::Cdb(c) => match pick(&c.disk) {
+            (_, Some(b)) => run_cdb(b, &c, out),
+            (name, None) => Err(format!("no target named {name}")),
+        },
+        Command::Run(r) => match pick(&r.disk) {
+            (name, Some(b)) => run_job(b, &name, &r, out),
+            (name, None) => Err(format!("no target named {name}")),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            1
+        }
+    }
+}
+
+fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i32, String> {
+    let disk = backend.open(&c.disk.disk)?;
+    let data_in_len = c
+        .data_in_len
+        .unwrap_or_else(|| guess_data_in(&c.cdb, c.disk.disk.logical_block_size));
+    let request = if !c.data_out.is_empty() {
+        ScsiRequest::data_out(c.cdb.clone(), c.data_out.clone())
+    } else if data_in_len > 0 {
+        ScsiRequest::data_in(c.cdb.clone(), data_in_len)
+    } else {
+        ScsiRequest::no_data(c.cdb.clone())
+    };
+    let completion = disk.target().execute(request.clone());
+    let mut violations = disk.violations();
+    violations.extend(disk.close());
+    let mut text = cdb_result(&request, &completion);
+    for v in &violations {
+        text.push_str(&format!("storport violation: {v}\n"));
+    }
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(if completion.is_success() && violations.is_empty() {
+        0
+    } else {
+        1
+    })
+}
+
+fn run_job(
+    backend: &dyn Backend,
+    name: &str,
+    r: &RunArgs,
+    out: &mut dyn Write,
+) -> Result<i32, String> {
+    let mut job = r.job.clone();
+    // A file that already holds data is not known to be empty: blocks the job has not written
+    // itself are then not checked.
+    if let Some(path) = &r.disk.disk.file {
+        job.starts_empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+    }
+    let disk = backend.open(&r.disk.disk)?;
+    let geometry = match start_disk(disk.target()) {
+        Ok(g) => g,
+        Err(e) => {
+            let mut message = format!("the disk did not start: {e}");
+            for v in disk.violations().into_iter().chain(disk.close()) {
+                message.push_str(&format!("\nstorport violation: {v}"));
+            }
+            return Err(message);
+        }
+    };
+    let result = workload::run(disk.target(), &geometry, &job)?;
+    let queues = disk.queue_stats();
+    let interrupts = disk.interrupts();
+    let mut violations = disk.violations();
+    violations.extend(disk.close());
+    let report = Report {
+        setup: Setup {
+            target: name.to_owned(),
+            queues: r.disk.disk.queues,
+            interrupts: interrupts.unwrap_or_else(|| "none".to_owned()),
+            backing: r
+                .disk
+                .disk
+                .file
+                .as_ref()
+                .map_or_else(|| "ram".to_owned(), |p| p.display().to_string()),
+        },
+        job,
+        disk: geometry,
+        result,
+        queues,
+        violations,
+    };
+    let text = if r.json {
+        let mut s = serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())?;
+        s.push('\n');
+        s
+    } else {
+        report.to_text()
+    };
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGETS: &[&str] = &["driver", "ram"];
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn parse_line(line: &str) -> Result<Command, UsageError> {
+        parse(&args(line), TARGETS)
+    }
+
+    fn error(line: &str) -> String {
+        parse_line(line).expect_err(line).0
+    }
+
+    fn run_args(line: &str) -> RunArgs {
+        match parse_line(line) {
+            Ok(Command::Run(r)) => r,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_flags_is_the_default_job() {
+        let r = run_args("");
+        assert_eq!(r.job, WorkloadOptions::default());
+        assert_eq!(r.disk.disk, DiskOptions::default());
+        assert_eq!(r.disk.target, None);
+        assert!(!r.json);
+    }
+
+    #[test]
+    fn diskspd_style_flags() {
+        let r = run_args(
+            "run -t4 -o 8 -b64K -s -w 100 -d0.5 -c 1G --block-size=4096 --queues 4 \
+             --interrupts intx --seed 0x10 --fua --flush-every 16 --json --no-progress \
+             --target ram",
+        );
+        assert_eq!(
+            (r.job.threads, r.job.outstanding, r.job.io_size),
+            (4, 8, 65536)
+        );
+        assert_eq!(r.job.pattern, Pattern::Sequential);
+        assert_eq!(
+            r.job.mix,
+            Mix {
+                write_percent: 100,
+                unmap_percent: 0
+            }
+        );
+        assert_eq!(r.job.stop, Stop::Duration(Duration::from_millis(500)));
+        assert_eq!(
+            (r.job.seed, r.job.fua, r.job.flush_every, r.job.progress),
+            (16, true, 16, false)
+        );
+        assert_eq!(r.disk.disk.capacity_bytes, 1 << 30);
+        assert_eq!(r.disk.disk.logical_block_size, 4096);
+        assert_eq!(r.disk.disk.queues, 4);
+        assert_eq!(r.disk.disk.interrupts, InterruptMode::Intx);
+        assert_eq!(r.disk.disk.max_outstanding, 32);
+        assert_eq!(r.disk.target.as_deref(), Some("ram"));
+        assert!(r.json);
+        let r = run_args("--ios 100 --unmap-percent 10 -w 20 --no-verify --file /tmp/x");
+        assert_eq!(r.job.stop, Stop::Ios(100));
+        assert_eq!(
+            r.job.mix,
+            Mix {
+                write_percent: 20,
+                unmap_percent: 10
+            }
+        );
+        assert!(!r.job.verify);
+        assert_eq!(r.disk.disk.file, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn bad_flags_say_what_is_wrong() {
+        let cases = [
+            (
+                "--block-size 1000",
+                "--block-size must be 512 or 4096, got 1000",
+            ),
+            (
+                "-b 1000",
+                "-b must be a multiple of the logical block size (512), got 1000",
+            ),
+            (
+                "-b 4K --block-size 4096 -b 6K",
+                "-b must be a multiple of the logical block size (4096), got 6144",
+            ),
+            ("-b 4X", "-b must be a size such as 4K, 64M or 1G, got 4X"),
+            (
+                "-b 2M -c 1M",
+                "-b (2097152) is larger than the disk (1048576 bytes)",
+            ),
+            (
+                "-c 1000",
+                "-c must be a non-zero multiple of the logical block size (512), got 1000",
+            ),
+            ("-w 150", "-w must be between 0 and 100, got 150"),
+            (
+                "-w 80 --unmap-percent 30",
+                "-w plus --unmap-percent must be at most 100, got 110",
+            ),
+            ("-t 0", "-t must be at least 1, got 0"),
+            ("-o x", "-o must be a whole number, got x"),
+            ("-d 0", "-d must be a positive number of seconds, got 0"),
+            ("-d -1", "-d must be a positive number of seconds, got -1"),
+            ("-d abc", "-d must be a positive number of seconds, got abc"),
+            ("-d 1 --ios 5", "-d and --ios cannot be used together"),
+            ("--ios 0", "--ios must be at least 1, got 0"),
+            ("-r -s", "-r and -s cannot be used together"),
+            ("--queues 0", "--queues must be between 1 and 64, got 0"),
+            (
+                "--interrupts msi",
+                "--interrupts must be msix or intx, got msi",
+            ),
+            ("--target nvme", "--target must be driver or ram, got nvme"),
+            (
+                "--frobnicate",
+                "unknown option '--frobnicate' (see vioblk-sim --help)",
+            ),
+            ("-t", "option -t needs a value"),
+            ("--json=yes", "option --json takes no value"),
+            (
+                "extra",
+                "unexpected argument 'extra' (see vioblk-sim --help)",
+            ),
+            ("info -t 4", "unknown option '-t' (see vioblk-sim --help)"),
+            (
+                "cdb",
+                "cdb needs the CDB in hex, e.g. vioblk-sim cdb 12 00 00 00 24 00",
+            ),
+            (
+                "cdb 12 00 0g",
+                "the CDB must be hex bytes such as '12 00 00 00 24 00', got '12 00 0g'",
+            ),
+            ("cdb 1200", "the CDB must be 6 to 16 bytes long, got 2"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(error(line), want, "for `{line}`");
+        }
+    }
+
+    #[test]
+    fn cdb_and_info_and_help() {
+        match parse_line("cdb 12 00 00 00 24 00 --data-in-len 36 --target ram") {
+            Ok(Command::Cdb(c)) => {
+                assert_eq!(c.cdb, [0x12, 0, 0, 0, 0x24, 0]);
+                assert_eq!(c.data_in_len, Some(36));
+                assert_eq!(c.disk.target.as_deref(), Some("ram"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_line("cdb 2a000000000000000100 --data-out 0x01,0x02") {
+            Ok(Command::Cdb(c)) => {
+                assert_eq!(c.cdb.len(), 10);
+                assert_eq!(c.data_out, [1, 2]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_line("info --queues 1"),
+            Ok(Command::Info(_))
+        ));
+        assert_eq!(parse_line("--help"), Ok(Command::Help));
+        assert_eq!(parse_line("help"), Ok(Command::Help));
+        assert_eq!(parse_line("run -t 2 -V"), Ok(Command::Version));
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, want) in [
+            ("4096", 4096),
+            ("4K", 4096),
+            ("4k", 4096),
+            ("4KiB", 4096),
+            ("1MB", 1 << 20),
+            ("2G", 2 << 30),
+            ("1T", 1 << 40),
+        ] {
+            assert_eq!(parse_size("-b", text), Ok(want), "{text}");
+        }
+        assert!(parse_size("-b", "K").is_err());
+        assert!(parse_size("-b", "99999999999T").is_err());
+    }
+
+    #[test]
+    fn data_in_is_guessed_from_the_cdb() {
+        assert_eq!(guess_data_in(&[0x12, 1, 0x80, 0, 0xFF, 0], 512), 255);
+        assert_eq!(
+            guess_data_in(&crate::class::cdb::read_10(0, 8, false), 512),
+            4096
+        );
+        assert_eq!(
+            guess_data_in(&crate::class::cdb::read_capacity_16(32), 512),
+            32
+        );
+        assert_eq!(guess_data_in(&crate::class::cdb::test_unit_ready(), 512), 0);
+    }
+
+    fn cli(line: &str) -> (i32, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run_cli(&args(line), &[("ram", &RamBackend)], &mut out, &mut err);
+        (
+            code,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
+    #[test]
+    fn run_cli_end_to_end_on_ram() {
+        let (code, out, err) = cli("-c 4M --ios 500 --no-progress");
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("result:  PASS"), "{out}");
+        let (code, out, _) = cli("--ios 300 -c 4M --json --unmap-percent 5 --flush-every 4");
+        assert_eq!(code, 0);
+        let j: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(j["result"]["ios"], 300);
+        assert_eq!(j["queues"].as_array().map(Vec::len), Some(2));
+        let (code, _, err) = cli("--file /tmp/nope --ios 1");
+        assert_eq!(code, 1);
+        assert_eq!(
+            err,
+            "error: the ram target keeps its disk in memory: --file needs the driver target\n"
+        );
+        let (code, _, err) = cli("info");
+        assert_eq!(
+            (code, err.as_str()),
+            (
+                1,
+                "error: this target loads no driver (try --target driver)\n"
+            )
+        );
+        let (code, _, err) = cli("--block-size 1000");
+        assert_eq!(
+            (code, err.as_str()),
+            (2, "error: --block-size must be 512 or 4096, got 1000\n")
+        );
+        let (code, out, _) = cli("--help");
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("--target NAME        where the disk comes from: ram [ram]"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! The virtio-blk PCI device the vioblk driver runs against in the simulator.
+//!
+//! A modern (virtio 1.x) virtio-blk PCI function, modelled on QEMU's `virtio-blk-pci`:
+//!
+//! - [`pci`]: the PCI configuration space (VIRTIO 1.2 4.1.2 and 4.1.4): IDs, BARs with the sizing
+//!   protocol, the vendor-specific virtio capabilities and the MSI-X capability.
+//! - [`msix`]: the MSI-X table and pending-bit array (in BAR 1, as QEMU places them), and the
+//!   legacy INTx line with the ISR status register.
+//! - [`transport`]: the virtio-pci modern registers in BAR 4 (common configuration, notify, ISR,
+//!   device configuration; VIRTIO 1.2 4.1.4.3 to 4.1.4.8).
+//! - [`blk`]: the virtio-blk request parser and executor (VIRTIO 1.2 5.2.6).
+//! - [`backend`]: the disk contents, in RAM or in a file.
+//! - [`queue_thread`]: one I/O thread per virtqueue over rust-vmm `virtio-queue`.
+//! - [`fault`]: deterministic fault injection for the driver's trust tests.
+//! - [`direct`]: a small pure-Rust virtio driver that drives the model without Storport, used by
+//!   the tests and as the benchmark's "device model driven directly" baseline.
+//!
+//! [`VirtioBlkDevice`] ties them together and implements [`storport_sim::device::PciDevice`].
+//! All DMA goes through one `vm_memory::GuestMemoryMmap` region the device owns; the port carves
+//! the miniport's DMA-able memory from the [`storport_sim::device::GuestMemory`] describing it.
+
+mod backend;
+mod blk;
+mod config;
+pub mod direct;
+mod fault;
+mod model;
+mod msix;
+mod pci;
+mod queue_thread;
+mod transport;
+
+pub use config::{BackendConfig, DeviceConfig, features};
+pub use fault::FaultMode;
+pub use model::{DeviceError, VirtioBlkDevice};
+pub use queue_thread::QueueCounters;
+pub use transport::status;
+
+/// BAR index of the virtio register block (common, ISR, device, notify), a 64-bit memory BAR.
+pub const VIRTIO_BAR: u8 = 4;
+/// BAR index of the MSI-X table and pending-bit array, a 32-bit memory BAR.
+pub const MSIX_BAR: u8 = 1;

@@ -1,0 +1,787 @@
+//! A diskspd-like workload over a [`ScsiTarget`], with data verification.
+//!
+//! [`run`] starts `threads` threads that each keep `outstanding` requests in flight (diskspd `-t`
+//! and `-o`), each request one I/O of `io_size` bytes (`-b`) at a random or sequential offset
+//! (`-r`, `-s`) that is a READ, a WRITE (`-w` percent) or an UNMAP, plus a SYNCHRONIZE CACHE
+//! every so many writes, for a duration (`-d`) or a fixed number of I/Os. The SRBs are the ones
+//! disk.sys would send ([`crate::class`]).
+//!
+//! - [`generator`]: slots, the in-flight bitmap and the pattern;
+//! - [`verify`]: stamped blocks and the shadow map every read is checked against;
+//! - [`stats`]: counts and latency histograms;
+//! - [`progress`]: the progress bar.
+
+pub mod generator;
+pub mod progress;
+pub mod stats;
+pub mod verify;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::class::{self, DiskGeometry, describe_completion};
+use crate::target::{ScsiCompletion, ScsiTarget};
+
+pub use generator::{Mix, OpKind, Pattern};
+pub use stats::{Counts, Latencies, LatencySummary};
+pub use verify::{Mismatch, MismatchKind, Verification};
+
+use generator::{Generator, SlotMap};
+use progress::Live;
+use stats::{Recorded, ThreadStats};
+use verify::{Shadow, UNKNOWN};
+
+/// When a job ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Stop {
+    /// After this long (requests in flight then are completed and counted).
+    Duration(Duration),
+    /// After this many reads, writes and unmaps in all.
+    Ios(u64),
+}
+
+/// A job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadOptions {
+    /// Threads (diskspd `-t`).
+    pub threads: u32,
+    /// Requests in flight per thread (diskspd `-o`).
+    pub outstanding: u32,
+    /// Bytes per I/O (diskspd `-b`): a multiple of the logical block size.
+    pub io_size: u32,
+    /// Random or sequential.
+    pub pattern: Pattern,
+    /// Percentage of writes and unmaps.
+    pub mix: Mix,
+    /// A SYNCHRONIZE CACHE after every this many writes of a thread (0: never).
+    pub flush_every: u32,
+    /// Writes with FUA.
+    pub fua: bool,
+    /// When to stop.
+    pub stop: Stop,
+    /// The seed of the offsets and the mix.
+    pub seed: u64,
+    /// Verify every read against the shadow map.
+    pub verify: bool,
+    /// Whether the disk is known to be all zeroes at the start (else blocks not yet written
+    /// are not checked).
+    pub starts_empty: bool,
+    /// Draw a progress bar on stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+impl Default for WorkloadOptions {
+    /// The job `vioblk-sim` runs with no flags: 2 threads, 16 outstanding each, 4 KiB random,
+    /// 30% writes, 3 seconds, verified.
+    fn default() -> Self {
+        Self {
+            threads: 2,
+            outstanding: 16,
+            io_size: 4096,
+            pattern: Pattern::Random,
+            mix: Mix {
+                write_percent: 30,
+                unmap_percent: 0,
+            },
+            flush_every: 0,
+            fua: false,
+            stop: Stop::Duration(Duration::from_secs(3)),
+            seed: 0x5EED,
+            verify: true,
+            starts_empty: true,
+            progress: true,
+        }
+    }
+}
+
+/// What a job did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkloadResult {
+    /// Wall-clock time from the first request to the last completion.
+    pub elapsed: Duration,
+    /// Operation and byte counts.
+    pub counts: Counts,
+    /// Latency percentiles.
+    pub latencies: Latencies,
+    /// The first failed requests, described.
+    pub errors: Vec<String>,
+    /// The verification tally.
+    pub verification: Verification,
+}
+
+impl WorkloadResult {
+    /// Reads, writes and unmaps per second.
+    pub fn iops(&self) -> f64 {
+        self.counts.ios() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// MiB read and written per second.
+    pub fn mib_per_s(&self) -> f64 {
+        (self.counts.bytes_read + self.counts.bytes_written) as f64
+            / self.elapsed.as_secs_f64().max(1e-9)
+            / (1024.0 * 1024.0)
+    }
+}
+
+/// Checks that `opts` can run on `disk`; the message names the flag at fault.
+///
+/// # Errors
+/// The first problem found, as a sentence for `error: ...`.
+pub fn validate(opts: &WorkloadOptions, disk: &DiskGeometry) -> Result<(), String> {
+    let bs = disk.logical_block_size;
+    if opts.threads == 0 {
+        return Err("-t must be at least 1, got 0".to_owned());
+    }
+    if opts.outstanding == 0 {
+        return Err("-o must be at least 1, got 0".to_owned());
+    }
+    if opts.io_size == 0 || bs == 0 || !opts.io_size.is_multiple_of(bs) {
+        return Err(format!(
+            "-b must be a multiple of the logical block size ({bs}), got {}",
+            opts.io_size
+        ));
+    }
+    let slots = disk.capacity_bytes() / u64::from(opts.io_size);
+    if slots == 0 {
+        return Err(format!(
+            "-b ({}) is larger than the disk ({} bytes)",
+            opts.io_size,
+            disk.capacity_bytes()
+        ));
+    }
+    let total = u64::from(opts.threads) * u64::from(opts.outstanding);
+    if slots < total {
+        return Err(format!(
+            "the disk holds {slots} I/Os of {} bytes, fewer than -t × -o = {total} in flight",
+            opts.io_size
+        ));
+    }
+    let blocks = opts.io_size / bs;
+    if let Some(max) = disk
+        .limits
+        .map(|l| l.max_transfer_blocks)
+        .filter(|&m| m != 0)
+        && blocks > max
+    {
+        return Err(format!(
+            "-b ({}) exceeds the disk's maximum transfer length ({} bytes)",
+            opts.io_size,
+            u64::from(max) * u64::from(bs)
+        ));
+    }
+    if opts.mix.write_percent > 100 {
+        return Err(format!(
+            "-w must be between 0 and 100, got {}",
+            opts.mix.write_percent
+        ));
+    }
+    if u16::from(opts.mix.write_percent) + u16::from(opts.mix.unmap_percent) > 100 {
+        return Err(format!(
+            "-w plus --unmap-percent must be at most 100, got {}",
+            u16::from(opts.mix.write_percent) + u16::from(opts.mix.unmap_percent)
+        ));
+    }
+    if opts.mix.write_percent > 0 && disk.write_protected {
+        return Err("the disk is write-protected: use -w 0".to_owned());
+    }
+    if opts.mix.unmap_percent > 0 {
+        if !disk.unmap_supported() {
+            return Err("--unmap-percent needs a disk that supports UNMAP (LBPME)".to_owned());
+        }
+        if disk.limits.is_some_and(|l| blocks > l.max_unmap_lba_count) {
+            return Err(format!(
+                "-b ({}) exceeds the disk's maximum UNMAP LBA count",
+                opts.io_size
+            ));
+        }
+    }
+    if let Stop::Duration(d) = opts.stop
+        && d.is_zero()
+    {
+        return Err("-d must be a positive number of seconds, got 0".to_owned());
+    }
+    Ok(())
+}
+
+/// Everything the threads share.
+struct Job<'a> {
+    target: &'a dyn ScsiTarget,
+    disk: &'a DiskGeometry,
+    opts: &'a WorkloadOptions,
+    map: SlotMap,
+    shadow: Option<Shadow>,
+    blocks_per_io: u32,
+    deadline: Option<Instant>,
+    reserved: AtomicU64,
+    live: Live,
+}
+
+impl Job<'_> {
+    /// Takes one I/O from the job's budget; false when the job is over.
+    fn reserve(&self) -> bool {
+        match self.opts.stop {
+            Stop::Duration(_) => self.deadline.is_none_or(|d| Instant::now() < d),
+            Stop::Ios(n) => self.reserved.fetch_add(1, Ordering::Relaxed) < n,
+        }
+    }
+
+    /// Gives back an I/O reserved but not issued.
+    fn unreserve(&self) {
+        if let Stop::Ios(_) = self.opts.stop {
+            self.reserved.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs `opts` against `target`, a disk started as `disk`.
+///
+/// # Errors
+/// Options the disk cannot run ([`validate`]).
+pub fn run(
+    target: &dyn ScsiTarget,
+    disk: &DiskGeometry,
+    opts: &WorkloadOptions,
+) -> Result<WorkloadResult, String> {
+    validate(opts, disk)?;
+    let slots = disk.capacity_bytes() / u64::from(opts.io_size);
+    let shadow = opts
+        .verify
+        .then(|| Shadow::new(disk.capacity_blocks, opts.starts_empty));
+    let start = Instant::now();
+    let job = Job {
+        target,
+        disk,
+        opts,
+        map: SlotMap::new(slots),
+        shadow,
+        blocks_per_io: opts.io_size / disk.logical_block_size,
+        deadline: match opts.stop {
+            Stop::Duration(d) => Some(start + d),
+            Stop::Ios(_) => None,
+        },
+        reserved: AtomicU64::new(0),
+        live: Live::default(),
+    };
+    let mut total = ThreadStats::new();
+    std::thread::scope(|scope| {
+        let job = &job;
+        let bar = progress::wanted(opts.progress).then(|| {
+            scope.spawn(move || {
+                let mismatches = || job.shadow.as_ref().map_or(0, Shadow::mismatches);
+                progress::run(&job.live, opts.stop, &mismatches);
+            })
+        });
+        let workers: Vec<_> = (0..opts.threads)
+            .map(|t| {
+                std::thread::Builder::new()
+                    .name(format!("workload-{t}"))
+                    .spawn_scoped(scope, move || worker(job, t))
+            })
+            .collect();
+        for w in workers {
+            match w.map(|h| h.join()) {
+                Ok(Ok(stats)) => total.merge(&stats),
+                Ok(Err(_)) => total.error("a workload thread panicked".to_owned()),
+                Err(e) => total.error(format!("cannot start a workload thread: {e}")),
+            }
+        }
+        job.live.finished.store(true, Ordering::Release);
+        if let Some(bar) = bar {
+            let _ = bar.join();
+        }
+    });
+    let elapsed = start.elapsed();
+    Ok(WorkloadResult {
+        elapsed,
+        counts: total.counts,
+        latencies: total.latencies(),
+        errors: total.errors.clone(),
+        verification: job.shadow.as_ref().map(Shadow::summary).unwrap_or_default(),
+    })
+}
+
+/// One request in flight.
+struct Pending {
+    op: Op,
+    /// The slot it holds in the map (none for a flush).
+    slot: Option<u64>,
+    lba: u64,
+    /// The generation written to each block (writes).
+    generations: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+    Unmap,
+    Flush,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Read => "READ",
+            Op::Write => "WRITE",
+            Op::Unmap => "UNMAP",
+            Op::Flush => "SYNCHRONIZE CACHE",
+        }
+    }
+}
+
+type Completed = (usize, Duration, ScsiCompletion);
+
+/// One workload thread: keeps `outstanding` requests in flight until the job is over.
+fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
+    let opts = job.opts;
+    let qd = usize::try_from(opts.outstanding).unwrap_or(1);
+    let mut generator = Generator::new(
+        opts.pattern,
+        opts.mix,
+        job.map.slots(),
+        thread,
+        opts.threads,
+        opts.seed,
+    );
+    let (tx, rx) = mpsc::channel::<Completed>();
+    let mut pending: Vec<Option<Pending>> = (0..qd).map(|_| None).collect();
+    let mut free: Vec<usize> = (0..qd).rev().collect();
+    let mut stats = ThreadStats::new();
+    let mut writes_issued = 0u64;
+    let mut flush_due = false;
+    let mut over = false;
+    loop {
+        while let Some(&tag) = free.last() {
+            let p = if flush_due {
+                flush_due = false;
+                Pending {
+                    op: Op::Flush,
+                    slot: None,
+                    lba: 0,
+                    generations: Vec::new(),
+                }
+            } else {
+                if over || !job.reserve() {
+                    over = true;
+                    break;
+                }
+                let Some(slot) = generator.next_slot(&job.map) else {
+                    job.unreserve();
+                    break;
+                };
+                let op = match generator.next_kind() {
+                    OpKind::Read => Op::Read,
+                    OpKind::Write => Op::Write,
+                    OpKind::Unmap => Op::Unmap,
+                };
+                let lba = slot * u64::from(job.blocks_per_io);
+                Pending {
+                    op,
+                    slot: Some(slot),
+                    lba,
+                    generations: Vec::new(),
+                }
+            };
+            free.pop();
+            let mut p = p;
+            let request = match p.op {
+                Op::Read => job.disk.read(p.lba, job.blocks_per_io, false),
+                Op::Write => {
+                    writes_issued += 1;
+                    if opts.flush_every != 0
+                        && writes_issued.is_multiple_of(u64::from(opts.flush_every))
+                    {
+                        flush_due = true;
+                    }
+                    let (data, generations) = write_data(job, p.lba);
+                    p.generations = generations;
+                    job.disk.write(p.lba, data, opts.fua)
+                }
+                Op::Unmap => job.disk.unmap(&[(p.lba, job.blocks_per_io)]),
+                Op::Flush => class::flush(),
+            };
+            pending[tag] = Some(p);
+            let tx = tx.clone();
+            let issued = Instant::now();
+            job.target.submit(
+                request,
+                Box::new(move |c| {
+                    // The thread waits for every request it issued, so it is still receiving.
+                    let _ = tx.send((tag, issued.elapsed(), c));
+                }),
+            );
+        }
+        if free.len() == qd {
+            if over {
+                break;
+            }
+            // Every free slot is held by other threads' I/Os: let them complete.
+            std::thread::yield_now();
+            continue;
+        }
+        // This thread holds a sender, so the channel cannot close while requests are out.
+        let Ok((tag, latency, completion)) = rx.recv() else {
+            break;
+        };
+        if let Some(p) = pending[tag].take() {
+            complete(job, &mut stats, p, latency, &completion);
+        }
+        free.push(tag);
+    }
+    stats
+}
+
+/// The stamped data of one write at `lba`, and the generation of each block.
+fn write_data(job: &Job<'_>, lba: u64) -> (Vec<u8>, Vec<u32>) {
+    let bs = job.disk.logical_block_size as usize;
+    let mut data = vec![0u8; job.opts.io_size as usize];
+    let mut generations = Vec::with_capacity(job.blocks_per_io as usize);
+    for (block_lba, block) in (lba..).zip(data.chunks_mut(bs)) {
+        let generation = job
+            .shadow
+            .as_ref()
+            .map_or(1, |s| s.next_generation(block_lba));
+        verify::stamp(block, block_lba, generation);
+        generations.push(generation);
+    }
+    (data, generations)
+}
+
+/// Accounts for one completed request and releases its slot.
+fn complete(
+    job: &Job<'_>,
+    stats: &mut ThreadStats,
+    p: Pending,
+    latency: Duration,
+    c: &ScsiCompletion,
+) {
+    let bytes = u64::from(job.opts.io_size);
+    let blocks = u64::from(job.blocks_per_io);
+    let bs = job.disk.logical_block_size as usize;
+    let lbas = p.lba..p.lba + blocks;
+    let ok = c.is_success() && (p.op != Op::Read || c.data_in.len() == job.opts.io_size as usize);
+    let recorded = match p.op {
+        Op::Read => Recorded::Read,
+        Op::Write => Recorded::Write,
+        _ => Recorded::Other,
+    };
+    stats.latency(recorded, latency);
+    if ok {
+        match p.op {
+            Op::Read => {
+                stats.counts.reads += 1;
+                stats.counts.bytes_read += bytes;
+                if let Some(shadow) = &job.shadow {
+                    shadow.verify_read(&c.data_in, p.lba, bs);
+                }
+            }
+            Op::Write => {
+                stats.counts.writes += 1;
+                stats.counts.bytes_written += bytes;
+                if let Some(shadow) = &job.shadow {
+                    for (lba, &g) in lbas.zip(&p.generations) {
+                        shadow.set(lba, g);
+                    }
+                }
+            }
+            Op::Unmap => {
+                stats.counts.unmaps += 1;
+                if let Some(shadow) = &job.shadow {
+                    // Unmapped blocks read as zeroes only with LBPRZ (SBC-3 4.7.4.5).
+                    let after = if job.disk.lbprz { 0 } else { UNKNOWN };
+                    lbas.for_each(|lba| shadow.set(lba, after));
+                }
+            }
+            Op::Flush => stats.counts.flushes += 1,
+        }
+        if p.op != Op::Flush {
+            job.live.ios.fetch_add(1, Ordering::Relaxed);
+            let moved = if matches!(p.op, Op::Read | Op::Write) {
+                bytes
+            } else {
+                0
+            };
+            job.live.bytes.fetch_add(moved, Ordering::Relaxed);
+        }
+    } else {
+        let what = if c.is_success() {
+            format!(
+                "returned {} bytes, not {}",
+                c.data_in.len(),
+                job.opts.io_size
+            )
+        } else {
+            describe_completion(c)
+        };
+        let range = match p.op {
+            Op::Flush => String::new(),
+            _ => format!(" of LBA {}+{}", p.lba, blocks),
+        };
+        stats.error(format!("{}{range}: {what}", p.op.name()));
+        job.live.errors.fetch_add(1, Ordering::Relaxed);
+        // A failed write or unmap may have changed some, all or none of its blocks.
+        if let (Op::Write | Op::Unmap, Some(shadow)) = (p.op, &job.shadow) {
+            lbas.for_each(|lba| shadow.set(lba, UNKNOWN));
+        }
+    }
+    if let Some(slot) = p.slot {
+        job.map.release(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool as Flag;
+
+    use super::*;
+    use crate::class::start_disk;
+    use crate::target::{Done, RamConfig, RamScsiTarget, ScsiRequest};
+
+    fn ram(capacity: u64, block: u32) -> RamScsiTarget {
+        RamScsiTarget::new(RamConfig {
+            capacity_bytes: capacity,
+            logical_block_size: block,
+            queues: 2,
+            ..RamConfig::default()
+        })
+        .expect("RAM disk")
+    }
+
+    fn job(ios: u64) -> WorkloadOptions {
+        WorkloadOptions {
+            stop: Stop::Ios(ios),
+            progress: false,
+            ..WorkloadOptions::default()
+        }
+    }
+
+    #[test]
+    fn a_verified_random_job_on_the_ram_disk() {
+        let t = ram(4 << 20, 512);
+        let disk = start_disk(&t).expect("starts");
+        let opts = WorkloadOptions {
+            mix: Mix {
+                write_percent: 50,
+                unmap_percent: 10,
+            },
+            flush_every: 8,
+            ..job(4000)
+        };
+        let r = run(&t, &disk, &opts).expect("runs");
+        assert_eq!(r.counts.ios(), 4000);
+        assert_eq!(r.counts.errors, 0, "{:?}", r.errors);
+        assert!(r.counts.flushes > 0);
+        assert!(r.counts.unmaps > 0);
+        assert!(r.verification.blocks_verified > 0);
+        assert_eq!(r.verification.mismatches, 0, "{:?}", r.verification.samples);
+        assert_eq!(r.latencies.all.count, r.counts.ios() + r.counts.flushes);
+    }
+
+    #[test]
+    fn sequential_job_wraps_around_the_disk() {
+        let t = ram(1 << 20, 4096);
+        let disk = start_disk(&t).expect("starts");
+        let opts = WorkloadOptions {
+            pattern: Pattern::Sequential,
+            io_size: 64 << 10,
+            threads: 1,
+            outstanding: 4,
+            mix: Mix {
+                write_percent: 100,
+                unmap_percent: 0,
+            },
+            ..job(40)
+        };
+        let r = run(&t, &disk, &opts).expect("runs");
+        assert_eq!(r.counts.writes, 40);
+        // 16 slots of 64 KiB, 40 writes: every block was written 2 or 3 times.
+        let mut first = vec![0u8; 4096];
+        first.copy_from_slice(&t.peek(0, 4096));
+        assert_eq!(verify::check_block(&first, 0, 3), Ok(()));
+        let last = t.peek((1 << 20) - 4096, 4096);
+        assert_eq!(verify::check_block(&last, 255, 2), Ok(()));
+    }
+
+    /// Wraps a target and fails if two outstanding requests ever overlap.
+    struct OverlapChecker {
+        inner: RamScsiTarget,
+        busy: Mutex<Vec<(u64, u64)>>,
+        overlapped: Flag,
+    }
+
+    fn range(r: &ScsiRequest) -> Option<(u64, u64)> {
+        let c = &r.cdb;
+        match c.first()? {
+            0x28 | 0x2A => Some((
+                u64::from(u32::from_be_bytes(c[2..6].try_into().ok()?)),
+                u64::from(u16::from_be_bytes(c[7..9].try_into().ok()?)),
+            )),
+            _ => None,
+        }
+    }
+
+    impl ScsiTarget for std::sync::Arc<OverlapChecker> {
+        fn submit(&self, request: ScsiRequest, done: Done) {
+            let Some((lba, n)) = range(&request) else {
+                return self.inner.submit(request, done);
+            };
+            {
+                let mut busy = self.busy.lock().expect("lock");
+                if busy.iter().any(|&(l, m)| lba < l + m && l < lba + n) {
+                    self.overlapped.store(true, Ordering::Relaxed);
+                }
+                busy.push((lba, n));
+            }
+            let me = std::sync::Arc::clone(self);
+            self.inner.submit(
+                request,
+                Box::new(move |c| {
+                    me.busy.lock().expect("lock").retain(|&r| r != (lba, n));
+                    done(c);
+                }),
+            );
+        }
+    }
+
+    #[test]
+    fn no_two_outstanding_ios_overlap() {
+        let checker = std::sync::Arc::new(OverlapChecker {
+            inner: ram(256 << 10, 512),
+            busy: Mutex::new(Vec::new()),
+            overlapped: Flag::new(false),
+        });
+        let disk = start_disk(&checker).expect("starts");
+        // 64 slots, 4 × 8 = 32 in flight: collisions are frequent if the bitmap fails.
+        let opts = WorkloadOptions {
+            threads: 4,
+            outstanding: 8,
+            ..job(5000)
+        };
+        let r = run(&checker, &disk, &opts).expect("runs");
+        assert_eq!(r.counts.ios(), 5000);
+        assert!(!checker.overlapped.load(Ordering::Relaxed));
+        assert_eq!(r.verification.mismatches, 0);
+    }
+
+    /// A RAM disk whose reads and writes can be made to misbehave on chosen blocks.
+    struct Faulty {
+        inner: RamScsiTarget,
+        /// Flip a byte of LBA 77 in every read that covers it, once it has been written.
+        corrupt_77: bool,
+        /// Drop a write to a block that already holds a stamp (a lost overwrite).
+        lose_overwrites: bool,
+    }
+
+    impl ScsiTarget for Faulty {
+        fn submit(&self, request: ScsiRequest, done: Done) {
+            let Some((lba, n)) = range(&request) else {
+                return self.inner.submit(request, done);
+            };
+            if request.cdb[0] == 0x2A
+                && self.lose_overwrites
+                && self.inner.peek(lba * 512, 8) == verify::MAGIC
+            {
+                return done(ScsiCompletion {
+                    srb_status: storport::ffi::SRB_STATUS_SUCCESS,
+                    ..ScsiCompletion::default()
+                });
+            }
+            if request.cdb[0] == 0x28 && self.corrupt_77 && (lba..lba + n).contains(&77) {
+                let at = usize::try_from((77 - lba) * 512 + 100).expect("small");
+                return self.inner.submit(
+                    request,
+                    Box::new(move |mut c| {
+                        if c.data_in.get(at - 100..at - 92) == Some(&verify::MAGIC[..]) {
+                            c.data_in[at] ^= 0x40;
+                        }
+                        done(c)
+                    }),
+                );
+            }
+            self.inner.submit(request, done);
+        }
+    }
+
+    fn mixed(ios: u64) -> WorkloadOptions {
+        WorkloadOptions {
+            threads: 2,
+            outstanding: 4,
+            mix: Mix {
+                write_percent: 50,
+                unmap_percent: 0,
+            },
+            ..job(ios)
+        }
+    }
+
+    #[test]
+    fn a_corrupted_block_is_reported_with_its_lba() {
+        let t = Faulty {
+            inner: ram(64 << 10, 512),
+            corrupt_77: true,
+            lose_overwrites: false,
+        };
+        let disk = start_disk(&t).expect("starts");
+        let r = run(&t, &disk, &mixed(3000)).expect("runs");
+        assert!(r.verification.mismatches > 0);
+        let m = r.verification.samples[0];
+        assert_eq!((m.lba, m.kind), (77, MismatchKind::Checksum));
+        assert!(m.to_string().starts_with("LBA 77: generation"), "{m}");
+    }
+
+    #[test]
+    fn lost_writes_are_reported() {
+        let t = ram(64 << 10, 512);
+        t.set_drop_writes(true);
+        let disk = start_disk(&t).expect("starts");
+        let r = run(&t, &disk, &mixed(2000)).expect("runs");
+        let m = r.verification.samples.first().copied().expect("a mismatch");
+        assert_eq!(m.kind, MismatchKind::Zeroes);
+        assert!(m.to_string().ends_with("found zeroes (lost write)"), "{m}");
+    }
+
+    #[test]
+    fn a_stale_generation_is_reported() {
+        let t = Faulty {
+            inner: ram(64 << 10, 512),
+            corrupt_77: false,
+            lose_overwrites: true,
+        };
+        let disk = start_disk(&t).expect("starts");
+        let r = run(&t, &disk, &mixed(3000)).expect("runs");
+        let m = r.verification.samples.first().copied().expect("a mismatch");
+        assert_eq!(m.kind, MismatchKind::Stale { found: 1 });
+        assert!(
+            m.to_string().contains("found generation 1 (stale data)"),
+            "{m}"
+        );
+        assert_eq!(r.counts.errors, 0);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let t = ram(64 << 10, 4096);
+        let disk = start_disk(&t).expect("starts");
+        let bad = |o: WorkloadOptions| validate(&o, &disk).expect_err("refused");
+        assert_eq!(
+            bad(WorkloadOptions {
+                io_size: 1000,
+                ..job(1)
+            }),
+            "-b must be a multiple of the logical block size (4096), got 1000"
+        );
+        assert_eq!(
+            bad(WorkloadOptions {
+                io_size: 1 << 20,
+                ..job(1)
+            }),
+            "-b (1048576) is larger than the disk (65536 bytes)"
+        );
+        assert_eq!(
+            bad(job(1)),
+            "the disk holds 16 I/Os of 4096 bytes, fewer than -t × -o = 32 in flight"
+        );
+    }
+}
