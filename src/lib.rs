@@ -21,6 +21,10 @@ extern crate std;
 use storport_sim as _;
 
 pub mod hba;
+
+// On a Windows host with the WDK: the hand-written Storport declarations held to wdk-sys's.
+#[cfg(feature = "wdk")]
+mod wdk_layout_check;
 pub mod scsi;
 pub mod virtio;
 
