@@ -208,10 +208,15 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
     };
     // Storport connected `messages` MSI-X messages: one for configuration and one per queue is
     // the fast path; fewer means one queue behind the interrupt lock.
-    let messages = (0..=MAX_QUEUES as u32)
-        .take_while(|&m| port.message_info(m).is_some())
-        .count();
     let dump = adapter.mode() == Mode::Dump;
+    // A dump stack has no interrupts at all: do not even ask.
+    let messages = if dump {
+        0
+    } else {
+        (0..=MAX_QUEUES as u32)
+            .take_while(|&m| port.message_info(m).is_some())
+            .count()
+    };
     let (mode, active) = if dump {
         (Mode::Dump, 1)
     } else if messages >= 2 {
