@@ -12,6 +12,10 @@
 //! `STOR_LOCK_HANDLE_CONTEXT`, the members of `STOR_LOCK_HANDLE`) have no bindgen name and are
 //! covered by the size of their parent.
 
+// wdk-sys is a Windows-only dependency: with `--all-features` on another host the feature is on
+// but the crate is absent, so the checks exist only where wdk-sys does.
+#![cfg(windows)]
+
 use core::mem::{align_of, offset_of, size_of};
 
 use storport::ffi;

@@ -639,7 +639,11 @@ fn send(
     let mut last = None;
     for _ in 0..RETRIES {
         let completion = target.execute(request.clone());
-        if completion.is_success() {
+        // An underrun (less data than the allocation length allows) is SRB_STATUS_DATA_OVERRUN
+        // with the length that moved: success for these commands, as classpnp treats it.
+        let underrun = completion.status() == ffi::SRB_STATUS_DATA_OVERRUN
+            && completion.scsi_status == ffi::SCSISTAT_GOOD;
+        if completion.is_success() || underrun {
             return Ok(completion);
         }
         let retry = completion.scsi_status == ffi::SCSISTAT_BUSY

@@ -679,6 +679,9 @@ fn guess_data_in(cdb: &[u8], block_size: u32) -> u32 {
 
 /// Runs the command line `argv` (without the program name) against `backends` (name and
 /// backend; the first is the default), writing to `out` and `err`. Returns the exit code.
+///
+/// `err` must not hold the stderr lock (pass `std::io::stderr()`, not `stderr().lock()`): the
+/// progress bar draws on stderr from its own thread while a job runs.
 pub fn run_cli(
     argv: &[String],
     backends: &[(&str, &dyn Backend)],

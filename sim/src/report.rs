@@ -31,7 +31,8 @@
 //!     "elapsed_s": f64, "ios": u64, "reads": u64, "writes": u64, "unmaps": u64,
 //!     "flushes": u64, "bytes_read": u64, "bytes_written": u64,
 //!     "iops": f64, "mib_per_s": f64,  // MiB = 2^20 bytes
-//!     "errors": u64, "error_samples": [string]        // the first 8 failures, described
+//!     "errors": u64, "error_samples": [string],       // the first 8 failures, described
+//!     "retries": u64                  // sent again after BUSY, TASK SET FULL, UNIT ATTENTION
 //!   },
 //!   "latency_us": {                   // each: null when no such request completed
 //!     "read" | "write" | "all": {
@@ -269,6 +270,7 @@ impl Report {
                 "mib_per_s": r.mib_per_s(),
                 "errors": r.counts.errors,
                 "error_samples": r.errors,
+                "retries": r.counts.retries,
             },
             "latency_us": {
                 "read": latency_json(&r.latencies.read),
@@ -388,6 +390,9 @@ impl Report {
         }
         if r.counts.flushes > 0 || job.flush_every > 0 {
             row(&mut s, "flushes", r.counts.flushes, None);
+        }
+        if r.counts.retries > 0 {
+            let _ = writeln!(s, "{:<10}{:>12}", "retries", r.counts.retries);
         }
         let _ = writeln!(
             s,

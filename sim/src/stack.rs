@@ -123,3 +123,158 @@ impl ScsiTarget for Stack {
             .submit_with(to_request(&request), move |c| done(to_completion(c)));
     }
 }
+
+/// The `driver` backend of the command line: the real driver on the user-mode Storport.
+pub struct DriverBackend;
+
+impl DriverBackend {
+    fn options(options: &crate::cli::DiskOptions) -> StackOptions {
+        let sectors = options.capacity_bytes / 512;
+        let backend = match &options.file {
+            Some(path) => crate::device::BackendConfig::File(path.clone()),
+            None => crate::device::BackendConfig::Ram,
+        };
+        // Every in-flight request's data buffer and SRB extension come from guest memory; the
+        // mapping is lazily backed, so a generous size costs nothing until it is touched.
+        let guest = (256usize << 20).saturating_add(
+            usize::try_from(options.max_outstanding)
+                .unwrap_or(0)
+                .saturating_mul(4 << 20),
+        );
+        StackOptions {
+            device: DeviceConfig {
+                num_queues: options.queues,
+                capacity_sectors: sectors,
+                logical_block_size: options.logical_block_size,
+                backend,
+                guest_memory_size: guest,
+                ..DeviceConfig::default()
+            },
+            intx: options.interrupts == crate::cli::InterruptMode::Intx,
+            ..StackOptions::default()
+        }
+    }
+}
+
+struct DriverDisk(Stack);
+
+impl crate::cli::OpenDisk for DriverDisk {
+    fn target(&self) -> &dyn ScsiTarget {
+        &self.0
+    }
+
+    fn queue_stats(&self) -> Option<Vec<crate::report::QueueStats>> {
+        Some(
+            self.0
+                .device
+                .counters()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    crate::report::QueueStats::from_counters(
+                        u16::try_from(i).unwrap_or(u16::MAX),
+                        c,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn violations(&self) -> Vec<String> {
+        self.0.violations()
+    }
+
+    fn interrupts(&self) -> Option<String> {
+        let (_, per_message) = self.0.adapter.synchronization();
+        Some(if per_message {
+            "msix".to_owned()
+        } else {
+            "intx".to_owned()
+        })
+    }
+
+    fn close(self: Box<Self>) -> Vec<String> {
+        let stack = self.0;
+        let before = stack.violations().len();
+        let _ = stack.adapter.stop();
+        stack.violations().into_iter().skip(before).collect()
+    }
+}
+
+impl crate::cli::Backend for DriverBackend {
+    fn open(
+        &self,
+        options: &crate::cli::DiskOptions,
+    ) -> Result<Box<dyn crate::cli::OpenDisk>, String> {
+        Ok(Box::new(DriverDisk(Stack::start(Self::options(options))?)))
+    }
+
+    fn registration(
+        &self,
+        options: &crate::cli::DiskOptions,
+    ) -> Result<crate::report::DriverRegistration, String> {
+        let stack = Stack::start(Self::options(options))?;
+        let registration = stack
+            .port
+            .registration()
+            .ok_or("DriverEntry registered nothing")?;
+        let hw = registration.hw_init;
+        let callbacks = [
+            ("HwFindAdapter", hw.HwFindAdapter.is_some()),
+            ("HwInitialize", hw.HwInitialize.is_some()),
+            ("HwBuildIo", hw.HwBuildIo.is_some()),
+            ("HwStartIo", hw.HwStartIo.is_some()),
+            ("HwInterrupt", hw.HwInterrupt.is_some()),
+            ("HwResetBus", hw.HwResetBus.is_some()),
+            ("HwAdapterControl", hw.HwAdapterControl.is_some()),
+            ("HwUnitControl", hw.HwUnitControl.is_some()),
+        ];
+        let (full_duplex, per_message) = stack.adapter.synchronization();
+        let (channels, perf_flags) = stack.adapter.perf();
+        Ok(crate::report::DriverRegistration {
+            driver_entry_status: registration.status,
+            hw_initialization_data_size: hw.HwInitializationDataSize,
+            callbacks: callbacks
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), *p))
+                .collect(),
+            device_extension_size: hw.DeviceExtensionSize,
+            specific_lu_extension_size: hw.SpecificLuExtensionSize,
+            srb_extension_size: hw.SrbExtensionSize,
+            srb_type_flags: hw.SrbTypeFlags,
+            feature_support: hw.FeatureSupport,
+            adapter_interface_type: hw.AdapterInterfaceType,
+            map_buffers: hw.MapBuffers,
+            number_of_access_ranges: hw.NumberOfAccessRanges,
+            flags: vec![
+                (
+                    "NeedPhysicalAddresses".to_owned(),
+                    hw.NeedPhysicalAddresses != 0,
+                ),
+                ("TaggedQueuing".to_owned(), hw.TaggedQueuing != 0),
+                ("AutoRequestSense".to_owned(), hw.AutoRequestSense != 0),
+                (
+                    "MultipleRequestPerLu".to_owned(),
+                    hw.MultipleRequestPerLu != 0,
+                ),
+            ],
+            extra: vec![
+                (
+                    "SynchronizationModel".to_owned(),
+                    if full_duplex {
+                        "full duplex"
+                    } else {
+                        "half duplex"
+                    }
+                    .to_owned(),
+                ),
+                (
+                    "InterruptSynchronizationMode".to_owned(),
+                    if per_message { "per message" } else { "all" }.to_owned(),
+                ),
+                ("ConcurrentChannels".to_owned(), channels.to_string()),
+                ("PerfFlags".to_owned(), format!("0x{perf_flags:x}")),
+            ],
+        })
+    }
+}

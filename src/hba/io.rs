@@ -18,6 +18,8 @@ use super::{Adapter, Mode};
 
 /// SCSISTAT_CHECK_CONDITION.
 const CHECK_CONDITION: u8 = 2;
+/// The INQUIRY operation code (SPC-4 6.6).
+const INQUIRY: u8 = 0x12;
 
 /// HwStorBuildIo: everything that needs no lock.
 pub(super) fn build_io(
@@ -80,6 +82,12 @@ pub(super) fn build_io(
     if scsi::reports_unit_attention(cdb) && adapter.disk.take_unit_attention() {
         return BuildIoOutcome::Completed(check_condition(srb, &Sense::CAPACITY_DATA_HAS_CHANGED));
     }
+    // The serial number (GET_ID) is only needed by INQUIRY, which decides at decode time
+    // whether VPD page 0x80 exists: fill it in for INQUIRY alone, off the I/O path.
+    let mut disk = disk;
+    if cdb.first() == Some(&INQUIRY) {
+        disk.serial = adapter.disk.serial();
+    }
     let command = match scsi::decode(cdb, &disk) {
         Ok(command) => command,
         Err(sense) => return BuildIoOutcome::Completed(check_condition(srb, &sense)),
@@ -90,8 +98,6 @@ pub(super) fn build_io(
             BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS))
         }
         Command::DataIn(data) => {
-            let mut disk = disk;
-            disk.serial = adapter.disk.serial();
             let written = srb
                 .data_buffer()
                 .map_or(0, |buffer| data.write(&disk, buffer));

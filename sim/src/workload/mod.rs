@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::class::{self, DiskGeometry, describe_completion};
-use crate::target::{ScsiCompletion, ScsiTarget};
+use crate::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
 
 pub use generator::{Mix, OpKind, Pattern};
 pub use stats::{Counts, Latencies, LatencySummary};
@@ -309,6 +309,8 @@ struct Pending {
     lba: u64,
     /// The generation written to each block (writes).
     generations: Vec<u32>,
+    /// Times it was sent again after a busy target or a unit attention.
+    retries: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,7 +332,48 @@ impl Op {
     }
 }
 
+/// How often a request is sent again, as classpnp does (its MAXIMUM_RETRIES).
+const RETRIES: u32 = 4;
+
+/// Whether disk.sys would send a request again rather than fail it: a busy or full target, a
+/// bus reset, or a unit attention (reported once after a reset; SAM-5 5.14).
+fn retryable(c: &ScsiCompletion) -> bool {
+    use storport::ffi;
+    let unit_attention = c.scsi_status == ffi::SCSISTAT_CHECK_CONDITION
+        && c.valid_sense()
+            .and_then(class::Sense::parse)
+            .is_some_and(|s| s.key == class::sense_key::UNIT_ATTENTION);
+    matches!(c.status(), ffi::SRB_STATUS_BUSY | ffi::SRB_STATUS_BUS_RESET)
+        || matches!(c.scsi_status, ffi::SCSISTAT_BUSY | ffi::SCSISTAT_QUEUE_FULL)
+        || unit_attention
+}
+
 type Completed = (usize, Duration, ScsiCompletion);
+
+/// The SRB of `p` (built again, identically, for a retry).
+fn request(job: &Job<'_>, p: &Pending) -> ScsiRequest {
+    match p.op {
+        Op::Read => job.disk.read(p.lba, job.blocks_per_io, false),
+        Op::Write => job
+            .disk
+            .write(p.lba, write_data(job, p.lba, &p.generations), job.opts.fua),
+        Op::Unmap => job.disk.unmap(&[(p.lba, job.blocks_per_io)]),
+        Op::Flush => class::flush(),
+    }
+}
+
+/// Sends `request` under `tag`; the completion comes back on `tx`.
+fn send(job: &Job<'_>, tag: usize, request: ScsiRequest, tx: &mpsc::Sender<Completed>) {
+    let tx = tx.clone();
+    let issued = Instant::now();
+    job.target.submit(
+        request,
+        Box::new(move |c| {
+            // The thread waits for every request it issued, so it is still receiving.
+            let _ = tx.send((tag, issued.elapsed(), c));
+        }),
+    );
+}
 
 /// One workload thread: keeps `outstanding` requests in flight until the job is over.
 fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
@@ -353,14 +396,15 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
     let mut over = false;
     loop {
         while let Some(&tag) = free.last() {
-            let p = if flush_due {
+            let mut p = Pending {
+                op: Op::Flush,
+                slot: None,
+                lba: 0,
+                generations: Vec::new(),
+                retries: 0,
+            };
+            if flush_due {
                 flush_due = false;
-                Pending {
-                    op: Op::Flush,
-                    slot: None,
-                    lba: 0,
-                    generations: Vec::new(),
-                }
             } else {
                 if over || !job.reserve() {
                     over = true;
@@ -370,47 +414,27 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
                     job.unreserve();
                     break;
                 };
-                let op = match generator.next_kind() {
+                p.op = match generator.next_kind() {
                     OpKind::Read => Op::Read,
                     OpKind::Write => Op::Write,
                     OpKind::Unmap => Op::Unmap,
                 };
-                let lba = slot * u64::from(job.blocks_per_io);
-                Pending {
-                    op,
-                    slot: Some(slot),
-                    lba,
-                    generations: Vec::new(),
-                }
-            };
+                p.slot = Some(slot);
+                p.lba = slot * u64::from(job.blocks_per_io);
+            }
+            if p.op == Op::Write {
+                writes_issued += 1;
+                flush_due = opts.flush_every != 0
+                    && writes_issued.is_multiple_of(u64::from(opts.flush_every));
+                // The slot is this thread's alone until the write completes, so these are the
+                // generations that follow the last completed ones.
+                p.generations = (p.lba..p.lba + u64::from(job.blocks_per_io))
+                    .map(|lba| job.shadow.as_ref().map_or(1, |s| s.next_generation(lba)))
+                    .collect();
+            }
             free.pop();
-            let mut p = p;
-            let request = match p.op {
-                Op::Read => job.disk.read(p.lba, job.blocks_per_io, false),
-                Op::Write => {
-                    writes_issued += 1;
-                    if opts.flush_every != 0
-                        && writes_issued.is_multiple_of(u64::from(opts.flush_every))
-                    {
-                        flush_due = true;
-                    }
-                    let (data, generations) = write_data(job, p.lba);
-                    p.generations = generations;
-                    job.disk.write(p.lba, data, opts.fua)
-                }
-                Op::Unmap => job.disk.unmap(&[(p.lba, job.blocks_per_io)]),
-                Op::Flush => class::flush(),
-            };
+            send(job, tag, request(job, &p), &tx);
             pending[tag] = Some(p);
-            let tx = tx.clone();
-            let issued = Instant::now();
-            job.target.submit(
-                request,
-                Box::new(move |c| {
-                    // The thread waits for every request it issued, so it is still receiving.
-                    let _ = tx.send((tag, issued.elapsed(), c));
-                }),
-            );
         }
         if free.len() == qd {
             if over {
@@ -424,28 +448,30 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
         let Ok((tag, latency, completion)) = rx.recv() else {
             break;
         };
-        if let Some(p) = pending[tag].take() {
-            complete(job, &mut stats, p, latency, &completion);
+        let Some(mut p) = pending[tag].take() else {
+            continue;
+        };
+        if retryable(&completion) && p.retries < RETRIES {
+            p.retries += 1;
+            stats.counts.retries += 1;
+            send(job, tag, request(job, &p), &tx);
+            pending[tag] = Some(p);
+            continue;
         }
+        complete(job, &mut stats, p, latency, &completion);
         free.push(tag);
     }
     stats
 }
 
-/// The stamped data of one write at `lba`, and the generation of each block.
-fn write_data(job: &Job<'_>, lba: u64) -> (Vec<u8>, Vec<u32>) {
+/// The stamped data of a write at `lba` with these block generations.
+fn write_data(job: &Job<'_>, lba: u64, generations: &[u32]) -> Vec<u8> {
     let bs = job.disk.logical_block_size as usize;
     let mut data = vec![0u8; job.opts.io_size as usize];
-    let mut generations = Vec::with_capacity(job.blocks_per_io as usize);
-    for (block_lba, block) in (lba..).zip(data.chunks_mut(bs)) {
-        let generation = job
-            .shadow
-            .as_ref()
-            .map_or(1, |s| s.next_generation(block_lba));
+    for ((block_lba, block), &generation) in (lba..).zip(data.chunks_mut(bs)).zip(generations) {
         verify::stamp(block, block_lba, generation);
-        generations.push(generation);
     }
-    (data, generations)
+    data
 }
 
 /// Accounts for one completed request and releases its slot.
@@ -758,6 +784,57 @@ mod tests {
             "{m}"
         );
         assert_eq!(r.counts.errors, 0);
+    }
+
+    /// Fails the first attempt of every other request, alternately with BUSY and a unit
+    /// attention; its retry (the same CDB, as no two I/Os overlap) goes through.
+    struct Busy(
+        RamScsiTarget,
+        Mutex<(u64, std::collections::HashSet<Vec<u8>>)>,
+    );
+
+    impl ScsiTarget for Busy {
+        fn submit(&self, request: ScsiRequest, done: Done) {
+            let fail = {
+                let mut state = self.1.lock().expect("lock");
+                let (n, failed) = &mut *state;
+                *n += 1;
+                if failed.remove(&request.cdb) || *n % 2 == 0 {
+                    None
+                } else {
+                    failed.insert(request.cdb.clone());
+                    Some(*n % 4 == 1)
+                }
+            };
+            match fail {
+                None => self.0.submit(request, done),
+                Some(true) => done(ScsiCompletion::port_error(storport::ffi::SRB_STATUS_BUSY)),
+                Some(false) => {
+                    let mut sense = vec![0u8; 18];
+                    sense[0] = 0x70;
+                    sense[2] = crate::class::sense_key::UNIT_ATTENTION;
+                    sense[12] = 0x29;
+                    done(ScsiCompletion {
+                        srb_status: storport::ffi::SRB_STATUS_ERROR
+                            | storport::ffi::SRB_STATUS_AUTOSENSE_VALID,
+                        scsi_status: storport::ffi::SCSISTAT_CHECK_CONDITION,
+                        sense,
+                        ..ScsiCompletion::default()
+                    });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn busy_and_unit_attention_are_retried() {
+        let t = Busy(ram(64 << 10, 512), Mutex::default());
+        let disk = start_disk(&t).expect("starts despite the busy target");
+        let r = run(&t, &disk, &mixed(1000)).expect("runs");
+        assert_eq!(r.counts.errors, 0, "{:?}", r.errors);
+        assert_eq!(r.counts.ios(), 1000);
+        assert!(r.counts.retries >= 300, "{}", r.counts.retries);
+        assert_eq!(r.verification.mismatches, 0);
     }
 
     #[test]

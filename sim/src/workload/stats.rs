@@ -22,8 +22,10 @@ pub struct Counts {
     pub bytes_read: u64,
     /// Bytes written by successful WRITEs.
     pub bytes_written: u64,
-    /// Requests that completed with anything but success.
+    /// Requests that completed with anything but success (after their retries).
     pub errors: u64,
+    /// Requests sent again after a busy target or a unit attention.
+    pub retries: u64,
 }
 
 impl Counts {
@@ -40,6 +42,7 @@ impl Counts {
         self.bytes_read += o.bytes_read;
         self.bytes_written += o.bytes_written;
         self.errors += o.errors;
+        self.retries += o.retries;
     }
 }
 
