@@ -4,6 +4,7 @@ use core::sync::atomic::Ordering;
 
 use storport::Srb;
 use storport::context::{self, StartIo};
+use storport::dpc::MayIssueDpc;
 use storport::ffi;
 use storport::miniport::{BuildIoOutcome, MessageContext};
 use storport::perf;
@@ -403,6 +404,7 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
         }
         if isr.config_changed() {
             config_changed(adapter);
+            reset_if_device_needs_it(adapter, &*ctx);
         }
         if !isr.queue() {
             return true;
@@ -426,7 +428,11 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
             Drained::More => continue,
             Drained::Idle => break,
             Drained::Broken(_) => {
+                // The device is stopped at once; the reset DPC hands its requests back and
+                // restarts it, as in the multi-queue mode (else they would wait for Storport's
+                // timeout, and the disk for Storport's bus reset).
                 super::reset::device_broken(adapter);
+                super::reset::schedule_reset(adapter, &*ctx);
                 break;
             }
         }
@@ -447,6 +453,7 @@ pub(super) fn message_interrupt(
         Mode::MultiQueue => {
             if message_id == 0 {
                 config_changed(adapter);
+                reset_if_device_needs_it(adapter, &*token);
                 return true;
             }
             let queue = message_id as usize - 1;
@@ -466,6 +473,7 @@ pub(super) fn message_interrupt(
                 .is_some_and(|t| t.read_isr().config_changed())
             {
                 config_changed(adapter);
+                reset_if_device_needs_it(adapter, &*token);
             }
             adapter.single_dpc.issue(token, 0, 0);
             true
@@ -523,7 +531,7 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
             Ok(Drained::Idle) | Err(_) => return,
             Ok(Drained::Broken(_)) => {
                 super::reset::device_broken(adapter);
-                super::reset::schedule_reset(adapter, ctx);
+                super::reset::schedule_reset(adapter, &*ctx);
                 return;
             }
         }
@@ -590,6 +598,23 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
             );
             None
         }
+    }
+}
+
+/// The configuration-change interrupt also announces DEVICE_NEEDS_RESET (VIRTIO 1.2 2.1.2): the
+/// device stopped and will complete nothing more. Stop it and have the reset DPC hand its
+/// requests back and restart it, rather than wait for Storport's timeout and bus reset.
+fn reset_if_device_needs_it<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
+    if adapter.resetting.load(Ordering::Acquire) {
+        return;
+    }
+    let needs_reset = adapter
+        .transport
+        .as_ref()
+        .is_some_and(|t| t.device_status().needs_reset());
+    if needs_reset {
+        super::reset::device_broken(adapter);
+        super::reset::schedule_reset(adapter, ctx);
     }
 }
 

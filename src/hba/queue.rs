@@ -185,13 +185,18 @@ impl Queue {
                     None => break,
                 }
             }
-            if batch.is_full() {
-                return Drained::More;
-            }
             // VIRTIO 1.2 2.7.10: re-enable, then look again, or a completion that arrived in
             // between would wait for an interrupt that is not coming.
-            if !ring.enable_interrupts() {
+            let pending = ring.enable_interrupts();
+            if !pending {
+                // Also when the batch is exactly full: the ring is empty, so the caller need
+                // not take the lock again just to find that out.
                 return Drained::Idle;
+            }
+            if batch.is_full() {
+                // With event idx, used_event now names an element the device already wrote,
+                // so this asks for no extra interrupt.
+                return Drained::More;
             }
         }
     }
@@ -244,10 +249,16 @@ impl Queue {
             return false;
         };
         match ring.pop_used() {
-            Some(Ok(used)) => self
-                .slots
-                .get(usize::from(used.id))
-                .is_some_and(Option::is_none),
+            Some(Ok(used)) => {
+                // Move the interrupt threshold (used_event) past what was just polled: left at
+                // 0, the device would never interrupt for this queue's next completions
+                // (VIRTIO 1.2 2.7.7.2), and the first requests on it would wait for Storport's
+                // timeout. Nothing else is in flight during HwStorInitialize.
+                let _ = ring.enable_interrupts();
+                self.slots
+                    .get(usize::from(used.id))
+                    .is_some_and(Option::is_none)
+            }
             _ => false,
         }
     }

@@ -10,6 +10,7 @@
 use core::sync::atomic::Ordering;
 
 use storport::context;
+use storport::dpc::MayIssueDpc;
 use storport::ffi;
 use storport::miniport::AdapterControlStatus;
 
@@ -55,20 +56,41 @@ pub(super) fn reset_bus(adapter: &Adapter, ctx: &mut context::ResetBus) -> bool 
     }
 }
 
-/// The reset DPC: empties every queue (one DPC lock at a time), then restarts the device.
+/// The reset DPC: empties every queue (one DPC lock at a time, or the single queue under the
+/// interrupt lock), then restarts the device.
+///
+/// In the single-interrupt mode the queue in use is `single`, not `queues`: a broken ring found
+/// by its ISR or DPC is emptied here too, or its requests would wait for Storport's timeout and
+/// its ring would still hold the old indices when the device restarts at index 0.
 pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
-    let active = usize::from(adapter.active_queues.load(Ordering::Acquire));
-    for cell in adapter.queues.iter().take(active) {
-        loop {
+    match adapter.mode() {
+        Mode::MultiQueue => {
+            let active = usize::from(adapter.active_queues.load(Ordering::Acquire));
+            for cell in adapter.queues.iter().take(active) {
+                loop {
+                    let mut batch = Batch::new();
+                    let more = cell
+                        .with(ctx, |q, _| cancel(q, &mut batch))
+                        .unwrap_or(false);
+                    complete_reset(&mut batch);
+                    if !more {
+                        break;
+                    }
+                }
+            }
+        }
+        Mode::SingleInterrupt => loop {
             let mut batch = Batch::new();
-            let more = cell
-                .with(ctx, |q, _| cancel(q, &mut batch))
+            let more = adapter
+                .single
+                .synchronize(ctx, |q| cancel(q, &mut batch))
                 .unwrap_or(false);
             complete_reset(&mut batch);
             if !more {
                 break;
             }
-        }
+        },
+        Mode::Dump | Mode::Stopped => {}
     }
     let restarted = adapter
         .control
@@ -77,8 +99,12 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
     finish_reset(adapter, restarted);
 }
 
-/// Issues the reset DPC from a queue DPC that found the device broken.
-pub(super) fn schedule_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
+/// Issues the reset DPC from a queue DPC or the ISR that found the device broken. A dump stack
+/// has no DPCs: there the device stays stopped and requests fail until the stack is torn down.
+pub(super) fn schedule_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
+    if adapter.mode() == Mode::Dump {
+        return;
+    }
     adapter.resetting.store(true, Ordering::Release);
     adapter.reset_dpc.issue(ctx, RESET_DPC, 0);
 }
@@ -112,6 +138,9 @@ fn complete_reset(batch: &mut Batch) {
 fn finish_reset(adapter: &Adapter, restarted: bool) {
     if restarted {
         adapter.broken.store(false, Ordering::Release);
+        // While the device was reset it could not announce a configuration change (it only
+        // does once DRIVER_OK is set): look at the capacity again.
+        super::io::config_changed(adapter);
     }
     adapter.resetting.store(false, Ordering::Release);
     if let Some(port) = adapter.port {
@@ -165,6 +194,9 @@ pub(super) fn restart(
     let mut transport = transport.clone();
     if super::setup::reprogram(adapter, &mut transport, port) {
         adapter.broken.store(false, Ordering::Release);
+        // The disk may have been resized while the adapter was stopped, when the device could
+        // not interrupt: re-read the capacity (a UNIT ATTENTION follows if it changed).
+        super::io::config_changed(adapter);
         AdapterControlStatus::Success
     } else {
         AdapterControlStatus::Unsuccessful

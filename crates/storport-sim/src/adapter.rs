@@ -142,7 +142,174 @@ pub(crate) struct AdapterInner {
     pub interrupts_enabled: AtomicBool,
     pub reset_epoch: AtomicU64,
     pub next_request: AtomicU64,
+    pub lock_counts: LockCounters,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Callbacks run and lock acquisitions of one adapter, for the I/O-path benchmark
+/// ([`Adapter::lock_counts`]). Relaxed counters bumped once per event: callbacks and the locks
+/// the port holds around them in `cpu::invoke`, the miniport's own acquisitions in
+/// `cpu::miniport_acquire` (by the callback they happen in), StorPortSynchronizeAccess calls in
+/// the export. Nothing reads them but `Adapter::lock_counts`.
+#[derive(Default)]
+pub(crate) struct LockCounters {
+    callbacks: [AtomicU64; CallbackKind::COUNT],
+    miniport: [[AtomicU64; LockKind::COUNT]; CallbackKind::COUNT],
+    port: [[AtomicU64; LockKind::COUNT]; CallbackKind::COUNT],
+    sync_access: AtomicU64,
+}
+
+impl LockCounters {
+    /// Counts one run of callback `cb`.
+    pub fn callback(&self, cb: Option<Callback>) {
+        self.callbacks[CallbackKind::of(cb) as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one acquisition of `l` in callback `cb`, by the port around the callback
+    /// (`by_port`) or by the miniport.
+    pub fn acquired(&self, cb: Option<Callback>, l: LockRef, by_port: bool) {
+        let side = if by_port { &self.port } else { &self.miniport };
+        side[CallbackKind::of(cb) as usize][LockKind::of(l) as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one StorPortSynchronizeAccess call.
+    pub fn synchronize_access(&self) {
+        self.sync_access.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> LockCounts {
+        let load =
+            |a: &[AtomicU64; LockKind::COUNT]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
+        LockCounts {
+            callbacks: self.callbacks.each_ref().map(|c| c.load(Ordering::Relaxed)),
+            miniport: self.miniport.each_ref().map(load),
+            port: self.port.each_ref().map(load),
+            synchronize_access: self.sync_access.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The kinds of lock [`LockCounts`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// The StartIo lock.
+    StartIo,
+    /// A STOR_DPC's lock.
+    Dpc,
+    /// The interrupt lock (all messages).
+    Interrupt,
+    /// One MSI message's lock.
+    Msi,
+}
+
+impl LockKind {
+    /// Number of kinds.
+    pub const COUNT: usize = 4;
+    /// Every kind, in index order.
+    pub const ALL: [LockKind; Self::COUNT] = [Self::StartIo, Self::Dpc, Self::Interrupt, Self::Msi];
+
+    fn of(l: LockRef) -> Self {
+        match l {
+            LockRef::StartIo => Self::StartIo,
+            LockRef::Dpc(_) => Self::Dpc,
+            LockRef::Interrupt => Self::Interrupt,
+            LockRef::Message(_) => Self::Msi,
+        }
+    }
+}
+
+/// The callbacks [`LockCounts`] tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallbackKind {
+    /// HwStorBuildIo.
+    BuildIo,
+    /// HwStorStartIo.
+    StartIo,
+    /// HwStorInterrupt or HwMSInterruptRoutine.
+    Isr,
+    /// A HwStorDpcRoutine.
+    Dpc,
+    /// A StorPortSynchronizeAccess routine.
+    Synchronized,
+    /// Any other callback (or none).
+    Other,
+}
+
+impl CallbackKind {
+    /// Number of kinds.
+    pub const COUNT: usize = 6;
+    /// Every kind, in index order.
+    pub const ALL: [CallbackKind; Self::COUNT] = [
+        Self::BuildIo,
+        Self::StartIo,
+        Self::Isr,
+        Self::Dpc,
+        Self::Synchronized,
+        Self::Other,
+    ];
+
+    fn of(cb: Option<Callback>) -> Self {
+        match cb {
+            Some(Callback::BuildIo) => Self::BuildIo,
+            Some(Callback::StartIo) => Self::StartIo,
+            Some(Callback::Interrupt | Callback::MsiInterrupt) => Self::Isr,
+            Some(Callback::Dpc) => Self::Dpc,
+            Some(Callback::SynchronizedAccess) => Self::Synchronized,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Callbacks and lock acquisitions of one adapter since it started ([`Adapter::lock_counts`]).
+/// Arrays are indexed by [`CallbackKind`] and [`LockKind`] (`as usize`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockCounts {
+    /// Callbacks run, by kind.
+    pub callbacks: [u64; CallbackKind::COUNT],
+    /// Locks the miniport acquired (StorPortAcquireSpinLock(Ex), StorPortAcquireMSISpinLock),
+    /// by the callback it was in and the lock.
+    pub miniport: [[u64; LockKind::COUNT]; CallbackKind::COUNT],
+    /// Locks the port held around callbacks (StartIo with one channel, the ISR's interrupt or
+    /// message lock, a SynchronizeAccess routine's interrupt lock), by callback and lock.
+    pub port: [[u64; LockKind::COUNT]; CallbackKind::COUNT],
+    /// StorPortSynchronizeAccess calls.
+    pub synchronize_access: u64,
+}
+
+impl LockCounts {
+    /// Runs of callback `cb`.
+    pub fn runs(&self, cb: CallbackKind) -> u64 {
+        self.callbacks[cb as usize]
+    }
+
+    /// Acquisitions of `lock` by the miniport and the port together, in callback `cb`.
+    pub fn taken(&self, cb: CallbackKind, lock: LockKind) -> u64 {
+        self.miniport[cb as usize][lock as usize] + self.port[cb as usize][lock as usize]
+    }
+
+    /// Acquisitions of `lock` by anyone in any callback.
+    pub fn total(&self, lock: LockKind) -> u64 {
+        CallbackKind::ALL
+            .iter()
+            .map(|&cb| self.taken(cb, lock))
+            .sum()
+    }
+
+    /// `self - earlier`, counter by counter.
+    pub fn since(&self, earlier: &LockCounts) -> LockCounts {
+        let sub = |a: u64, b: u64| a.saturating_sub(b);
+        let mut d = *self;
+        for c in 0..CallbackKind::COUNT {
+            d.callbacks[c] = sub(self.callbacks[c], earlier.callbacks[c]);
+            for k in 0..LockKind::COUNT {
+                d.miniport[c][k] = sub(self.miniport[c][k], earlier.miniport[c][k]);
+                d.port[c][k] = sub(self.port[c][k], earlier.port[c][k]);
+            }
+        }
+        d.synchronize_access = sub(self.synchronize_access, earlier.synchronize_access);
+        d
+    }
 }
 
 // SAFETY: the raw addresses inside (device extension, guest blocks) are plain addresses of
@@ -778,6 +945,7 @@ pub(crate) fn start(
         interrupts_enabled: AtomicBool::new(false),
         reset_epoch: AtomicU64::new(0),
         next_request: AtomicU64::new(1),
+        lock_counts: LockCounters::default(),
         threads: Mutex::new(Vec::new()),
     });
     ADAPTERS
@@ -850,6 +1018,11 @@ impl Adapter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Callbacks and lock acquisitions since the adapter started (see [`LockCounts`]).
+    pub fn lock_counts(&self) -> LockCounts {
+        self.inner.lock_counts.snapshot()
     }
 
     /// The concurrent channels and perf flags the miniport enabled.

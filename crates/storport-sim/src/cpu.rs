@@ -457,6 +457,7 @@ pub(crate) fn miniport_acquire(
     if physical {
         a.lock_raw(lock);
     }
+    a.lock_counts.acquired(cb, lock, false);
     CTX.with(|c| {
         c.held.borrow_mut().push(Held {
             adapter: a.serial,
@@ -534,8 +535,10 @@ pub(crate) fn invoke<R>(
 ) -> R {
     current_cpu(a.cpus());
     let prev_irql = current_irql();
+    a.lock_counts.callback(Some(cb));
     for &l in port_locks {
         a.lock_raw(l);
+        a.lock_counts.acquired(Some(cb), l, true);
         CTX.with(|c| {
             c.held.borrow_mut().push(Held {
                 adapter: a.serial,

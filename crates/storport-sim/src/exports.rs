@@ -7,16 +7,120 @@
 #![allow(non_snake_case, reason = "the exports keep Storport's C names")]
 
 use std::alloc::Layout;
+use std::collections::VecDeque;
 use std::ffi::{CStr, c_char, c_void};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::abi::{self, StorLockHandle, SyncFn, irql};
-use crate::adapter::{AdapterInner, gate, phase, with_adapter};
+use crate::adapter::{Adapter, AdapterInner, gate, phase, with_adapter};
 use crate::cpu::{self, AcquireApi, Callback, LockRef};
 use crate::rules::Rule;
 
 static UNATTRIBUTED: AtomicU64 = AtomicU64::new(0);
+
+// ---- The lock-call log (tests of a miniport's lock wrappers) --------------------------------
+
+/// The Storport entry a logged call went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockApi {
+    /// StorPortAcquireSpinLockEx: StorPortExtendedFunction(ExtFunctionAcquireSpinLock = 93).
+    AcquireEx,
+    /// StorPortAcquireSpinLock: StorPortNotification(AcquireSpinLock = 0x1003).
+    Acquire,
+    /// StorPortReleaseSpinLock: StorPortNotification(ReleaseSpinLock = 0x1004).
+    Release,
+    /// StorPortAcquireMSISpinLock: StorPortExtendedFunction(11).
+    AcquireMsi,
+    /// StorPortReleaseMSISpinLock: StorPortExtendedFunction(12).
+    ReleaseMsi,
+    /// StorPortSynchronizeAccess (an export; `code` 0).
+    SynchronizeAccess,
+    /// StorPortInitializeDpc: StorPortNotification(InitializeDpc = 0x1001).
+    InitializeDpc,
+    /// StorPortIssueDpc: StorPortNotification(IssueDpc = 0x1002).
+    IssueDpc,
+}
+
+/// One lock or DPC call a miniport made, as Storport received it (see [`record_lock_calls`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockCall {
+    /// Which entry.
+    pub api: LockApi,
+    /// The function code or notification type the call carried (93, 0x1003, 0x1004, 11, 12,
+    /// 0x1001, 0x1002; 0 for StorPortSynchronizeAccess).
+    pub code: u32,
+    /// STOR_SPINLOCK (acquires; for a release, the kind the handle records); the MessageId for
+    /// the MSI calls; 0 otherwise.
+    pub kind: u32,
+    /// LockContext (acquires), the STOR_DPC (DPC calls), the routine's Context
+    /// (StorPortSynchronizeAccess); 0 otherwise.
+    pub context: usize,
+    /// The STOR_LOCK_HANDLE address (acquire, release); 0 otherwise.
+    pub handle: usize,
+    /// The STOR_STATUS answered (STOR_STATUS_SUCCESS for the notifications, which return none).
+    pub status: u32,
+    /// The callback that made the call ("HwStorStartIo", ...), or "port".
+    pub callback: &'static str,
+    /// The host thread (simulated CPU) that made it.
+    pub thread: std::thread::ThreadId,
+}
+
+/// Whether lock calls are logged (off by default: the log is a process-wide lock).
+static RECORD_LOCK_CALLS: AtomicBool = AtomicBool::new(false);
+/// The log: (adapter serial, call), the most recent [`LOCK_CALL_LOG_CAPACITY`] calls.
+static LOCK_CALLS: Mutex<VecDeque<(u64, LockCall)>> = Mutex::new(VecDeque::new());
+const LOCK_CALL_LOG_CAPACITY: usize = 1 << 18;
+
+/// Turns the process-wide log of spin-lock, StorPortSynchronizeAccess and DPC calls on or off;
+/// [`Adapter::lock_calls`] reads one adapter's entries. For tests of lock wrappers.
+pub fn record_lock_calls(on: bool) {
+    RECORD_LOCK_CALLS.store(on, Ordering::SeqCst);
+}
+
+fn log_lock_call(
+    a: &AdapterInner,
+    api: LockApi,
+    code: u32,
+    kind: u32,
+    context: *mut c_void,
+    handle: *mut c_void,
+    status: u32,
+) {
+    if !RECORD_LOCK_CALLS.load(Ordering::Relaxed) {
+        return;
+    }
+    let call = LockCall {
+        api,
+        code,
+        kind,
+        context: context as usize,
+        handle: handle as usize,
+        status,
+        callback: cpu::current_callback().map_or("port", Callback::name),
+        thread: std::thread::current().id(),
+    };
+    let mut log = LOCK_CALLS.lock().unwrap_or_else(|e| e.into_inner());
+    if log.len() == LOCK_CALL_LOG_CAPACITY {
+        log.pop_front();
+    }
+    log.push_back((a.serial, call));
+}
+
+impl Adapter {
+    /// The lock and DPC calls this adapter's miniport made while [`record_lock_calls`] was on,
+    /// oldest first.
+    pub fn lock_calls(&self) -> Vec<LockCall> {
+        LOCK_CALLS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(serial, _)| *serial == self.inner.serial)
+            .map(|(_, call)| *call)
+            .collect()
+    }
+}
 
 /// Storport calls whose device extension matched no adapter (each also printed to stderr).
 pub fn unattributed_calls() -> u64 {
@@ -116,16 +220,26 @@ fn notification(a: &AdapterInner, ty: u32, args: [u64; 6]) {
         abi::INITIALIZE_DPC => {
             // SAFETY: a PHW_DPC_ROUTINE (or NULL) is one code pointer.
             let f: Option<abi::DpcFn> = unsafe { std::mem::transmute::<usize, Option<abi::DpcFn>>(args[1] as usize) };
+            log_lock_call(a, LockApi::InitializeDpc, ty, 0, p(0), std::ptr::null_mut(), abi::STOR_STATUS_SUCCESS);
             crate::dpc::initialize(a, p(0), f);
         }
         abi::ISSUE_DPC => {
+            log_lock_call(a, LockApi::IssueDpc, ty, 0, p(0), std::ptr::null_mut(), abi::STOR_STATUS_SUCCESS);
             let ok = crate::dpc::issue(a, p(0), args[1] as usize, args[2] as usize);
             put_long(p(3), ok as i32);
         }
         abi::ACQUIRE_SPIN_LOCK => {
-            acquire_handle(a, args[0] as u32, p(1), p(2).cast(), AcquireApi::Classic);
+            let status = acquire_handle(a, args[0] as u32, p(1), p(2).cast(), AcquireApi::Classic);
+            log_lock_call(a, LockApi::Acquire, ty, args[0] as u32, p(1), p(2), status);
         }
-        abi::RELEASE_SPIN_LOCK => release_handle(a, p(0).cast()),
+        abi::RELEASE_SPIN_LOCK => {
+            if !p(0).is_null() {
+                // SAFETY: the miniport passes the STOR_LOCK_HANDLE it acquired with.
+                let kind = unsafe { p(0).cast::<StorLockHandle>().read_unaligned() }.Lock;
+                log_lock_call(a, LockApi::Release, ty, kind, std::ptr::null_mut(), p(0), abi::STOR_STATUS_SUCCESS);
+            }
+            release_handle(a, p(0).cast())
+        }
         _ => a.report(
             Rule::NotificationType,
             [ty as u64, 0, 0],
@@ -329,7 +443,8 @@ fn extended(a: &AdapterInner, code: u32, args: [u64; 6]) -> u32 {
                 return abi::STOR_STATUS_INVALID_PARAMETER;
             }
             if code == abi::EXT_ACQUIRE_MSI_SPIN_LOCK {
-                match cpu::miniport_acquire(a, LockRef::Message(msg), AcquireApi::Msi) {
+                let status = match cpu::miniport_acquire(a, LockRef::Message(msg), AcquireApi::Msi)
+                {
                     Ok(acq) => {
                         let out = p(1).cast::<u32>();
                         if !out.is_null() {
@@ -339,8 +454,27 @@ fn extended(a: &AdapterInner, code: u32, args: [u64; 6]) -> u32 {
                         abi::STOR_STATUS_SUCCESS
                     }
                     Err(s) => s,
-                }
+                };
+                log_lock_call(
+                    a,
+                    LockApi::AcquireMsi,
+                    code,
+                    msg,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    status,
+                );
+                status
             } else {
+                log_lock_call(
+                    a,
+                    LockApi::ReleaseMsi,
+                    code,
+                    msg,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    abi::STOR_STATUS_SUCCESS,
+                );
                 cpu::miniport_release(a, LockRef::Message(msg), None, args[1] as u8);
                 abi::STOR_STATUS_SUCCESS
             }
@@ -368,10 +502,21 @@ fn extended(a: &AdapterInner, code: u32, args: [u64; 6]) -> u32 {
         }
         abi::EXT_GET_START_IO_PERFORMANCE_PARAMETERS => startio_params(a, p(0), p(1).cast()),
         abi::EXT_ACQUIRE_SPIN_LOCK => {
-            if a.port.options.acquire_spinlock_ex_not_implemented {
-                return abi::STOR_STATUS_NOT_IMPLEMENTED;
-            }
-            acquire_handle(a, args[0] as u32, p(1), p(2).cast(), AcquireApi::Ex)
+            let status = if a.port.options.acquire_spinlock_ex_not_implemented {
+                abi::STOR_STATUS_NOT_IMPLEMENTED
+            } else {
+                acquire_handle(a, args[0] as u32, p(1), p(2).cast(), AcquireApi::Ex)
+            };
+            log_lock_call(
+                a,
+                LockApi::AcquireEx,
+                code,
+                args[0] as u32,
+                p(1),
+                p(2),
+                status,
+            );
+            status
         }
         _ => abi::STOR_STATUS_NOT_IMPLEMENTED,
     }
@@ -510,6 +655,7 @@ pub unsafe extern "C" fn StorPortSynchronizeAccess(
     Context: *mut c_void,
 ) -> u8 {
     on(HwDeviceExtension, "StorPortSynchronizeAccess", |a| {
+        a.lock_counts.synchronize_access();
         let Some(f) = SynchronizedAccessRoutine else {
             a.report(
                 Rule::InvalidParameter,
@@ -518,6 +664,15 @@ pub unsafe extern "C" fn StorPortSynchronizeAccess(
             );
             return 0;
         };
+        log_lock_call(
+            a,
+            LockApi::SynchronizeAccess,
+            0,
+            0,
+            Context,
+            std::ptr::null_mut(),
+            abi::STOR_STATUS_SUCCESS,
+        );
         let devext = a.devext_ptr();
         let cb = cpu::current_callback();
         let bad_context = matches!(

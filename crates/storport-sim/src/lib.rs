@@ -32,8 +32,10 @@ mod request;
 pub mod rules;
 mod timer;
 
-pub use adapter::{Adapter, AdapterOptions, InterruptMode, StartError};
-pub use exports::unattributed_calls;
+pub use adapter::{
+    Adapter, AdapterOptions, CallbackKind, InterruptMode, LockCounts, LockKind, StartError,
+};
+pub use exports::{LockApi, LockCall, record_lock_calls, unattributed_calls};
 pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
 pub use request::{Completion, Request, RequestHandle, flags, function};
 pub use rules::{Rule, Violation};

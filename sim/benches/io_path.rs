@@ -1,0 +1,688 @@
+//! The I/O-path benchmark: `cargo bench -p vioblk-sim --bench io_path` (or `tools/bench.sh`,
+//! which first builds the `qd32_reads` example the callgrind part runs).
+//!
+//! One run prints, for 4 KiB random reads at queue depth 32 on one queue (MSI-X, indirect
+//! descriptors, event idx):
+//!
+//! - (a) driver-side instructions per read, measured with valgrind's callgrind over the
+//!   `qd32_reads` example: collection is toggled on only inside the driver's Storport entry
+//!   points (the `extern "C"` trampolines of `crates/storport`), once for submission (HwStorBuildIo,
+//!   HwStorStartIo) and once for completion (HwMSInterruptRoutine/HwStorInterrupt, the
+//!   HwStorDpcRoutine); the cost of the calls the driver makes into the user-mode Storport (the
+//!   `StorPort*` exports, which include the device model's register handlers) is subtracted, and
+//!   a run with 0 reads gives the setup cost to subtract. What is left is the `vioblk` crate and
+//!   the `storport` safe layer (plus the libc/core code they call).
+//! - (b) lock acquisitions per read by kind and by callback, from storport-sim's counters
+//!   (`Adapter::lock_counts`).
+//! - (c) IOPS through the driver on storport-sim vs the device model driven directly
+//!   (`direct::random_reads`), best of 3 alternating rounds, and the ratio.
+//! - (d) the SRB extension size at `MAX_SEGMENTS` scatter-gather segments.
+//!
+//! Targets are reported, never asserted: the process exits non-zero only when a run is broken
+//! (failed reads, Storport rule violations, a failed valgrind run).
+
+#![allow(missing_docs)]
+
+#[path = "../examples/qd32_reads.rs"]
+mod qd32;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use storport_sim::{CallbackKind, LockCounts, LockKind};
+use vioblk_sim::device::VirtioBlkDevice;
+use vioblk_sim::device::direct::{self, BenchParams};
+
+/// Reads per callgrind run (fixed, with a fixed seed, so the count is repeatable).
+const CALLGRIND_IOS: u64 = 20_000;
+/// Reads per throughput round.
+const THROUGHPUT_IOS: u64 = 200_000;
+/// Throughput rounds (driver and direct alternate; the best of each is reported).
+const ROUNDS: usize = 3;
+
+/// Instructions per read the driver may spend (submission + completion).
+const TARGET_INSTRUCTIONS: f64 = 300.0;
+/// Driver IOPS as a fraction of the direct baseline.
+const TARGET_RATIO: f64 = 0.80;
+/// SRB extension bytes.
+const TARGET_SRB_EXTENSION: usize = 1024;
+
+fn main() {
+    let mut broken = Vec::<String>::new();
+    println!(
+        "vioblk I/O path: 4 KiB random reads, queue depth {}",
+        qd32::QUEUE_DEPTH
+    );
+    println!();
+
+    // (d) SRB extension.
+    let srb_ext = vioblk::hba::SRB_EXTENSION_SIZE;
+
+    // (c) + (b): throughput and locks.
+    let tp = throughput(&mut broken);
+
+    // (a) callgrind.
+    let cg = callgrind(&mut broken);
+
+    println!("{:<58} {:>12} {:>10}", "figure", "value", "target");
+    println!("{}", "-".repeat(82));
+    match &cg {
+        Ok(c) => {
+            let row = |name: &str, v: f64, target: &str| {
+                println!("{name:<58} {v:>12.1} {target:>10}");
+            };
+            row(
+                "(a) driver instr / read: submission (BuildIo + StartIo)",
+                c.submit.driver_per_io(),
+                "",
+            );
+            row(
+                "(a) driver instr / read: completion (ISR + DPC)",
+                c.complete.driver_per_io(),
+                "",
+            );
+            let total = c.submit.driver_per_io() + c.complete.driver_per_io();
+            row("(a) driver instr / read: total", total, "<= 300");
+            row(
+                "    storport-sim + device model under those callbacks",
+                c.submit.port_per_io() + c.complete.port_per_io(),
+                "",
+            );
+        }
+        Err(e) => {
+            println!(
+                "{:<58} {:>12} {:>10}",
+                "(a) driver instr / read", "n/a", "<= 300"
+            );
+            println!("    {e}");
+        }
+    }
+    if let Some(tp) = &tp {
+        let l = &tp.locks;
+        let n = tp.ios as f64;
+        let per = |v: u64| v as f64 / n;
+        let row = |name: &str, v: f64, target: &str| println!("{name:<58} {v:>12.3} {target:>10}");
+        println!(
+            "{:<58}",
+            "(b) lock acquisitions / read (miniport's + port's):"
+        );
+        for (name, kind) in [
+            ("    StartIo lock", LockKind::StartIo),
+            ("    DPC lock (the queue lock)", LockKind::Dpc),
+            ("    Interrupt lock (all messages)", LockKind::Interrupt),
+            ("    MSI message lock", LockKind::Msi),
+        ] {
+            let target = if kind == LockKind::Interrupt { "0" } else { "" };
+            row(name, per(l.total(kind)), target);
+        }
+        row(
+            "    StorPortSynchronizeAccess calls",
+            per(l.synchronize_access),
+            "0",
+        );
+        let sub_q = l.miniport[CallbackKind::StartIo as usize][LockKind::Dpc as usize]
+            + l.miniport[CallbackKind::BuildIo as usize][LockKind::Dpc as usize];
+        let dpcs = l.runs(CallbackKind::Dpc).max(1);
+        let dpc_q = l.miniport[CallbackKind::Dpc as usize][LockKind::Dpc as usize];
+        row(
+            "    queue lock per submission (BuildIo + StartIo)",
+            per(sub_q),
+            "<= 1",
+        );
+        row(
+            "    queue lock per DPC run (drains <= 32 per acquisition)",
+            dpc_q as f64 / dpcs as f64,
+            "<= 1",
+        );
+        row("    ISR runs / read", per(l.runs(CallbackKind::Isr)), "");
+        row("    DPC runs / read", per(l.runs(CallbackKind::Dpc)), "");
+        println!(
+            "{:<58} {:>12.0} {:>10}",
+            "(c) IOPS through the driver (best of 3)", tp.driver_iops, ""
+        );
+        println!(
+            "{:<58} {:>12.0} {:>10}",
+            "(c) IOPS, device model driven directly (best of 3)", tp.direct_iops, ""
+        );
+        println!(
+            "{:<58} {:>11.1}% {:>10}",
+            "(c) driver / direct",
+            100.0 * tp.driver_iops / tp.direct_iops.max(1.0),
+            ">= 80%"
+        );
+    }
+    println!(
+        "{:<58} {:>12} {:>10}",
+        format!(
+            "(d) SRB extension bytes at {} SG segments",
+            vioblk::hba::MAX_SEGMENTS
+        ),
+        srb_ext,
+        format!("<= {TARGET_SRB_EXTENSION}")
+    );
+    println!();
+
+    // Verdicts (reported, not asserted).
+    let mut missed = Vec::new();
+    if let Ok(c) = &cg {
+        let total = c.submit.driver_per_io() + c.complete.driver_per_io();
+        if total > TARGET_INSTRUCTIONS {
+            missed.push(format!(
+                "instructions/read {total:.0} > {TARGET_INSTRUCTIONS}"
+            ));
+        }
+    }
+    if let Some(tp) = &tp {
+        if tp.locks.total(LockKind::Interrupt) != 0 {
+            missed.push("interrupt-lock acquisitions on the MSI-X path".into());
+        }
+        let ratio = tp.driver_iops / tp.direct_iops.max(1.0);
+        if ratio < TARGET_RATIO {
+            missed.push(format!("IOPS ratio {:.1}% < 80%", 100.0 * ratio));
+        }
+    }
+    if srb_ext > TARGET_SRB_EXTENSION {
+        missed.push(format!("SRB extension {srb_ext} > {TARGET_SRB_EXTENSION}"));
+    }
+    if missed.is_empty() {
+        println!("targets: all met");
+    } else {
+        println!("targets missed: {}", missed.join("; "));
+    }
+
+    if let Ok(c) = &cg {
+        println!();
+        println!(
+            "top driver functions (self cost with what was inlined into them), instructions / \
+             read; hottest driver line:"
+        );
+        for (phase, p) in [("submission", &c.submit), ("completion", &c.complete)] {
+            println!("  {phase}:");
+            for (func, v, hot) in p.top_driver_functions(10) {
+                println!("    {v:>7.1}  {func}  ({hot})");
+            }
+        }
+        println!(
+            "top storport-sim/device costs under the driver's callbacks, instructions / read:"
+        );
+        for (phase, p) in [("submission", &c.submit), ("completion", &c.complete)] {
+            let calls: Vec<String> = p
+                .port_calls(6)
+                .into_iter()
+                .map(|(f, v)| format!("{f} {v:.0}"))
+                .collect();
+            println!("  {phase}: {}", calls.join(", "));
+        }
+        if c.inlined_port > 0.0 {
+            println!(
+                "note: {:.1} instructions/read of storport-sim code were inlined into driver \
+                 functions and are counted as driver",
+                c.inlined_port
+            );
+        }
+    }
+
+    if !broken.is_empty() {
+        for b in &broken {
+            eprintln!("io_path: broken run: {b}");
+        }
+        std::process::exit(1);
+    }
+}
+
+// ---- (b) + (c) --------------------------------------------------------------------------------
+
+struct Throughput {
+    ios: u64,
+    locks: LockCounts,
+    driver_iops: f64,
+    direct_iops: f64,
+}
+
+fn throughput(broken: &mut Vec<String>) -> Option<Throughput> {
+    let mut best_driver = 0f64;
+    let mut best_direct = 0f64;
+    let mut locks = None;
+    for round in 0..ROUNDS {
+        // Through the driver.
+        let stack = match qd32::start_stack() {
+            Ok(s) => s,
+            Err(e) => {
+                broken.push(format!("stack start: {e}"));
+                return None;
+            }
+        };
+        let warm = qd32::run(&stack, 5_000, 7);
+        let before = stack.adapter.lock_counts();
+        let r = qd32::run(&stack, THROUGHPUT_IOS, 1 + round as u64);
+        let after = stack.adapter.lock_counts();
+        let violations = stack.violations();
+        if warm.failed + r.failed != 0 || !violations.is_empty() {
+            broken.push(format!(
+                "driver run: {} failed reads, violations: {violations:?}",
+                warm.failed + r.failed
+            ));
+            return None;
+        }
+        best_driver = best_driver.max(r.ok as f64 / r.elapsed.as_secs_f64().max(1e-9));
+        if locks.is_none() {
+            locks = Some(after.since(&before));
+        }
+        drop(stack);
+
+        // The device model directly.
+        let dev = match VirtioBlkDevice::new(qd32::device_config()) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                broken.push(format!("device model: {e:?}"));
+                return None;
+            }
+        };
+        let p = BenchParams {
+            queues: 1,
+            queue_depth: qd32::QUEUE_DEPTH as u16,
+            requests_per_queue: THROUGHPUT_IOS,
+            block_size: qd32::BLOCK,
+            seed: 1 + round as u64,
+        };
+        match direct::random_reads(dev, &p) {
+            Ok(r) if r.errors == 0 && r.completions == THROUGHPUT_IOS => {
+                best_direct = best_direct.max(r.iops)
+            }
+            Ok(r) => {
+                broken.push(format!("direct run: {r:?}"));
+                return None;
+            }
+            Err(e) => {
+                broken.push(format!("direct run: {e:?}"));
+                return None;
+            }
+        }
+    }
+    Some(Throughput {
+        ios: THROUGHPUT_IOS,
+        locks: locks.unwrap_or_default(),
+        driver_iops: best_driver,
+        direct_iops: best_direct,
+    })
+}
+
+// ---- (a) callgrind ----------------------------------------------------------------------------
+
+/// Entry points whose execution is collected, per phase (callgrind --toggle-collect patterns).
+const SUBMIT_ENTRIES: &[&str] = &[
+    "storport::miniport::build_io_trampoline*",
+    "storport::miniport::start_io_trampoline*",
+];
+const COMPLETE_ENTRIES: &[&str] = &[
+    "storport::miniport::message_interrupt_trampoline*",
+    "storport::miniport::interrupt_trampoline*",
+    "storport::dpc::routine*",
+];
+
+struct Callgrind {
+    submit: Phase,
+    complete: Phase,
+    /// Instructions per read of storport-sim / device-model source lines found inside driver
+    /// functions (LTO inlining across the FFI boundary); they stay in the driver figure.
+    inlined_port: f64,
+}
+
+/// One phase: the run with `ios` reads minus the run with none.
+struct Phase {
+    ios: u64,
+    run: Profile,
+    setup: Profile,
+}
+
+impl Phase {
+    fn driver_per_io(&self) -> f64 {
+        (self.run.driver() as f64 - self.setup.driver() as f64) / self.ios as f64
+    }
+
+    fn port_per_io(&self) -> f64 {
+        (self.run.port() as f64 - self.setup.port() as f64) / self.ios as f64
+    }
+
+    /// The driver functions (after inlining) with the most self cost, per read, each with its
+    /// costliest source line in the driver's files.
+    fn top_driver_functions(&self, n: usize) -> Vec<(String, f64, String)> {
+        // function -> (self cost, its costliest driver line: file, line, cost)
+        type Hot<'a> = Option<(&'a str, u32, u64)>;
+        let mut by: HashMap<&str, (u64, Hot<'_>)> = HashMap::new();
+        for ((file, line, func), &c) in &self.run.lines {
+            if !is_driver_fn(func) {
+                continue;
+            }
+            let e = by.entry(func.as_str()).or_default();
+            e.0 += c;
+            if is_driver_file(file) && *line != 0 && e.1.is_none_or(|(_, _, best)| c > best) {
+                e.1 = Some((file.as_str(), *line, c));
+            }
+        }
+        let mut v: Vec<_> = by
+            .into_iter()
+            .map(|(func, (c, hot))| {
+                let hot = hot.map_or(String::new(), |(file, line, hc)| {
+                    format!(
+                        "{}:{line} {:.0}",
+                        short_path(file),
+                        hc as f64 / self.ios as f64
+                    )
+                });
+                (func.to_string(), c as f64 / self.ios as f64, hot)
+            })
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.truncate(n);
+        v
+    }
+
+    fn port_calls(&self, n: usize) -> Vec<(String, f64)> {
+        let mut by: HashMap<&str, u64> = HashMap::new();
+        for ((caller, callee), &c) in &self.run.calls {
+            if is_export(callee) && !is_port_fn(caller) {
+                *by.entry(callee.as_str()).or_default() += c;
+            }
+        }
+        let mut v: Vec<_> = by
+            .into_iter()
+            .map(|(f, c)| (f.to_string(), c as f64 / self.ios as f64))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.truncate(n);
+        v
+    }
+}
+
+/// `file` relative to the workspace root (the parent of this crate's directory).
+fn short_path(file: &str) -> &str {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::to_str)
+        .unwrap_or("/");
+    file.strip_prefix(root)
+        .and_then(|f| f.strip_prefix('/'))
+        .unwrap_or(file)
+}
+
+/// The driver's sources: the vioblk crate and crates/storport.
+fn is_driver_file(file: &str) -> bool {
+    let f = short_path(file);
+    f.starts_with("src/") || f.starts_with("crates/storport/src/")
+}
+
+/// Source of storport-sim or the device model.
+fn is_port_file(file: &str) -> bool {
+    let f = short_path(file);
+    f.starts_with("crates/storport-sim/") || f.starts_with("sim/")
+}
+
+fn is_driver_fn(func: &str) -> bool {
+    let f = func.trim_start_matches('<');
+    (f.starts_with("vioblk::") || f.starts_with("storport::")) && !func.contains("storport_sim")
+}
+
+/// A storport.sys export as storport-sim defines it (the driver's calls into the port).
+fn is_export(func: &str) -> bool {
+    func.starts_with("StorPort")
+        || matches!(
+            func,
+            "KeAcquireSpinLockRaiseToDpc"
+                | "KeReleaseSpinLock"
+                | "KeInsertQueueDpc"
+                | "ExAllocatePoolWithTag"
+                | "ExAllocatePool2"
+                | "ExFreePoolWithTag"
+                | "KeWaitForSingleObject"
+                | "KeDelayExecutionThread"
+                | "KeStallExecutionProcessor"
+        )
+}
+
+fn is_port_fn(func: &str) -> bool {
+    is_export(func) || func.contains("storport_sim") || func.contains("vioblk_sim")
+}
+
+/// A driver routine storport-sim calls back from inside an export (the SynchronizeAccess
+/// routine): its cost is the driver's again.
+fn is_nested_driver_entry(func: &str) -> bool {
+    func.starts_with("storport::sync::run_value")
+}
+
+#[derive(Default)]
+struct Profile {
+    total: u64,
+    /// Self cost by (source file, line, function).
+    lines: HashMap<(String, u32, String), u64>,
+    /// Inclusive cost of calls by (caller, callee).
+    calls: HashMap<(String, String), u64>,
+}
+
+impl Profile {
+    /// Cost of the calls from the driver into the port's exports, minus the driver routines the
+    /// port calls back from inside them.
+    fn port(&self) -> u64 {
+        let mut out = 0u64;
+        let mut back = 0u64;
+        for ((caller, callee), &c) in &self.calls {
+            if is_export(callee) && !is_port_fn(caller) {
+                out += c;
+            }
+            if is_nested_driver_entry(callee) && is_port_fn(caller) {
+                back += c;
+            }
+        }
+        out.saturating_sub(back)
+    }
+
+    fn driver(&self) -> u64 {
+        self.total.saturating_sub(self.port())
+    }
+
+    /// Self cost of port source lines inside driver functions.
+    fn inlined_port(&self) -> u64 {
+        self.lines
+            .iter()
+            .filter(|((file, _, func), _)| is_port_file(file) && is_driver_fn(func))
+            .map(|(_, &c)| c)
+            .sum()
+    }
+}
+
+/// Parses a callgrind output file (format version 1: name compression, relative positions,
+/// one event).
+fn parse_callgrind(text: &str) -> Result<Profile, String> {
+    let mut p = Profile::default();
+    let mut names: HashMap<(&'static str, String), String> = HashMap::new();
+    let mut name = |space: &'static str, raw: &str| -> String {
+        let raw = raw.trim();
+        if let Some(rest) = raw.strip_prefix('(')
+            && let Some(end) = rest.find(')')
+        {
+            let id = rest[..end].to_string();
+            let given = rest[end + 1..].trim();
+            if given.is_empty() {
+                return names.get(&(space, id)).cloned().unwrap_or_default();
+            }
+            names.insert((space, id), given.to_string());
+            return given.to_string();
+        }
+        raw.to_string()
+    };
+    let mut file = String::new();
+    let mut func = String::new();
+    let mut callee = String::new();
+    let mut pending_call = false;
+    let mut line: i64 = 0;
+    let mut totals = None;
+    for l in text.lines() {
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let first = l.as_bytes()[0];
+        if first.is_ascii_digit() || first == b'+' || first == b'-' || first == b'*' {
+            let mut parts = l.split_ascii_whitespace();
+            let pos = parts.next().unwrap_or("*");
+            line = match pos.as_bytes()[0] {
+                b'+' => line + pos[1..].parse::<i64>().unwrap_or(0),
+                b'-' => line - pos[1..].parse::<i64>().unwrap_or(0),
+                b'*' => line,
+                _ => pos.parse().unwrap_or(line),
+            };
+            let cost: u64 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+            if pending_call {
+                *p.calls.entry((func.clone(), callee.clone())).or_default() += cost;
+                pending_call = false;
+            } else {
+                *p.lines
+                    .entry((file.clone(), line.max(0) as u32, func.clone()))
+                    .or_default() += cost;
+            }
+            continue;
+        }
+        let Some((key, value)) = l.split_once('=') else {
+            if let Some(t) = l
+                .strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+            {
+                totals = t
+                    .split_ascii_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok());
+            }
+            continue;
+        };
+        match key {
+            "fl" => {
+                file = name("fl", value);
+            }
+            "fi" | "fe" => file = name("fl", value),
+            "fn" => func = name("fn", value),
+            "cfi" | "cfl" => {
+                let _ = name("fl", value);
+            }
+            "cfn" => callee = name("fn", value),
+            "ob" | "cob" => {
+                let _ = name("ob", value);
+            }
+            "jfi" => {
+                let _ = name("fl", value);
+            }
+            "jfn" => {
+                let _ = name("fn", value);
+            }
+            "calls" => pending_call = true,
+            _ => {}
+        }
+    }
+    p.total = totals.ok_or("no totals line")?;
+    let self_sum: u64 = p.lines.values().sum();
+    if self_sum != p.total {
+        return Err(format!(
+            "parsed self costs {self_sum} != totals {}: unexpected callgrind format",
+            p.total
+        ));
+    }
+    Ok(p)
+}
+
+fn example_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("VIOBLK_QD32_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    // target/<profile>/deps/io_path-<hash> -> target/release/examples/qd32_reads
+    let exe = std::env::current_exe().ok()?;
+    let target = exe.parent()?.parent()?.parent()?;
+    let p = target.join("release/examples/qd32_reads");
+    p.exists().then_some(p)
+}
+
+fn run_callgrind(bin: &Path, entries: &[&str], ios: u64, out: &Path) -> Result<Profile, String> {
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg("--dump-instr=no")
+        .arg("--compress-strings=yes");
+    for e in entries {
+        cmd.arg(format!("--toggle-collect={e}"));
+    }
+    cmd.arg(bin).arg(ios.to_string()).arg("1");
+    let o = cmd
+        .output()
+        .map_err(|e| format!("valgrind could not be started: {e}"))?;
+    if !o.status.success() {
+        let program: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .chain(
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .filter(|l| !l.starts_with("==")),
+            )
+            .take(8)
+            .map(str::to_owned)
+            .collect();
+        return Err(format!(
+            "valgrind {} {ios} failed ({}): {}",
+            bin.display(),
+            o.status,
+            program.join(" | ")
+        ));
+    }
+    let text = std::fs::read_to_string(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    parse_callgrind(&text)
+}
+
+fn callgrind(broken: &mut Vec<String>) -> Result<Callgrind, String> {
+    let Some(bin) = example_binary() else {
+        return Err(
+            "skipped: no qd32_reads binary (run tools/bench.sh, or build \
+                    `cargo build --release -p vioblk-sim --example qd32_reads` first)"
+                .into(),
+        );
+    };
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        return Err("skipped: valgrind is not installed".into());
+    }
+    let dir = std::env::temp_dir().join(format!("vioblk-io-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let phase = |tag: &str, entries: &[&str]| -> Result<Phase, String> {
+        let run = run_callgrind(
+            &bin,
+            entries,
+            CALLGRIND_IOS,
+            &dir.join(format!("{tag}.out")),
+        )?;
+        let setup = run_callgrind(&bin, entries, 0, &dir.join(format!("{tag}.0.out")))?;
+        Ok(Phase {
+            ios: CALLGRIND_IOS,
+            run,
+            setup,
+        })
+    };
+    let result = phase("submit", SUBMIT_ENTRIES).and_then(|submit| {
+        let complete = phase("complete", COMPLETE_ENTRIES)?;
+        let inlined =
+            (submit.run.inlined_port() + complete.run.inlined_port()) as f64 / CALLGRIND_IOS as f64;
+        Ok(Callgrind {
+            submit,
+            complete,
+            inlined_port: inlined,
+        })
+    });
+    if std::env::var_os("VIOBLK_KEEP_CALLGRIND").is_some() {
+        println!("callgrind outputs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            // valgrind is there but the run failed: a broken run.
+            broken.push(e.clone());
+            Err(e)
+        }
+    }
+}
