@@ -91,6 +91,23 @@ impl DiskState {
         self.info = Some(info);
     }
 
+    /// The description as it was at start, or `None` before the adapter was found.
+    #[inline]
+    pub fn at_start(&self) -> Option<&DiskInfo> {
+        self.info.as_ref()
+    }
+
+    /// Whether the capacity and the cache mode are still what they were at start.
+    #[inline]
+    pub fn is_unchanged(&self) -> bool {
+        self.info.as_ref().is_some_and(|info| {
+            info.capacity == self.capacity.load(Ordering::Relaxed)
+                && info
+                    .write_cache
+                    .is_none_or(|c| c.enabled == self.write_cache_enabled.load(Ordering::Relaxed))
+        })
+    }
+
     /// The description as it is now, or `None` before the adapter was found.
     #[inline]
     pub fn current(&self) -> Option<DiskInfo> {

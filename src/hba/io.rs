@@ -28,7 +28,7 @@ pub(super) fn build_io(
     _ctx: &mut context::BuildIo,
     mut srb: Srb,
 ) -> BuildIoOutcome {
-    let Some(disk) = adapter.disk.current() else {
+    let Some(start) = adapter.disk.at_start() else {
         return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
     };
     // SRB_FUNCTION_* codes are below 0x100; anything else is no function of ours.
@@ -83,12 +83,18 @@ pub(super) fn build_io(
     if scsi::reports_unit_attention(cdb) && adapter.disk.take_unit_attention() {
         return BuildIoOutcome::Completed(check_condition(srb, &Sense::CAPACITY_DATA_HAS_CHANGED));
     }
-    // The serial number (GET_ID) is only needed by INQUIRY, which decides at decode time
-    // whether VPD page 0x80 exists: fill it in for INQUIRY alone, off the I/O path.
-    let mut disk = disk;
-    if cdb.first() == Some(&INQUIRY) {
-        disk.serial = adapter.disk.serial();
-    }
+    // The description as it was at start serves until the capacity or the cache mode changes;
+    // only then (and for INQUIRY, which needs the serial number from GET_ID to decide whether
+    // VPD page 0x80 exists) is a current copy made. The I/O path copies nothing.
+    let updated;
+    let disk: &DiskInfo = if cdb.first() == Some(&INQUIRY) || !adapter.disk.is_unchanged() {
+        let mut current = adapter.disk.current().unwrap_or(*start);
+        current.serial = adapter.disk.serial();
+        updated = current;
+        &updated
+    } else {
+        start
+    };
     let command = match scsi::decode(cdb, &disk) {
         Ok(command) => command,
         Err(sense) => return BuildIoOutcome::Completed(check_condition(srb, &sense)),
