@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::c_void;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use storport::config::MessageSynchronization;
@@ -542,11 +542,21 @@ impl DpcHandler for TestMiniport {
             "DPC InterruptShared::with",
             self.irq.with(ctx, |i, _| bump(i, &o.irq)),
         );
-        // A DPC may take the StartIo lock too.
-        self.note(
-            "DPC StartIoShared::with",
-            self.start_io.with(ctx, |s, _| bump(s, &o.start_io)),
-        );
+        // A DPC may take the StartIo lock too; here right after dropping a DPC-lock guard whose
+        // handle is still alive: the drop itself must release, or StartIo < DPC is broken.
+        {
+            let handle = pin!(LockHandle::new());
+            if let Some(mut guard) =
+                self.note("DPC DpcShared::lock (dropped)", self.chan.lock(ctx, handle))
+            {
+                bump(&mut guard, &o.chan);
+                drop(guard);
+            }
+            self.note(
+                "DPC StartIoShared::with",
+                self.start_io.with(ctx, |s, _| bump(s, &o.start_io)),
+            );
+        }
         match o.scenario.leak {
             Leak::None => {}
             Leak::DpcGuard => {
@@ -583,9 +593,30 @@ struct Run {
     port: storport_sim::Port,
     adapter: Adapter,
     obs: Arc<Obs>,
+    /// Last: outlives the adapter, whose drop joins the simulated CPUs.
+    _watchdog: Watchdog,
+}
+
+/// Turns a deadlock (a lock never released: the port reports it, then a CPU spins on it for
+/// ever, as on Windows) into a failure instead of a hung test run.
+struct Watchdog(#[allow(dead_code, reason = "dropped to stop the watchdog")] mpsc::Sender<()>);
+
+fn watchdog(what: String) -> Watchdog {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(60)) {
+            eprintln!(
+                "lock_wrappers: {what} still running after 60 s: a lock was never released \
+                 (deadlock); see the violations above"
+            );
+            std::process::exit(101);
+        }
+    });
+    Watchdog(tx)
 }
 
 fn start(scenario: Scenario) -> Run {
+    let dog = watchdog(format!("starting {scenario:?}"));
     record_lock_calls(true);
     let obs = Arc::new(Obs::new(scenario));
     let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
@@ -611,7 +642,13 @@ fn start(scenario: Scenario) -> Run {
             },
         )
         .expect("the test adapter starts");
-    Run { port, adapter, obs }
+    drop(dog);
+    Run {
+        port,
+        adapter,
+        obs,
+        _watchdog: watchdog(format!("{scenario:?}")),
+    }
 }
 
 fn wait_for(what: &str, cond: impl Fn() -> bool) {
