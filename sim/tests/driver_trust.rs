@@ -334,7 +334,11 @@ fn reset_with_io_in_flight(interrupts: Interrupts) {
     for h in handles {
         let c = h.wait();
         let bus_reset = c.status() == ffi::SRB_STATUS_BUS_RESET;
-        assert!(c.is_success() || bus_reset, "after reset: {c:?}");
+        assert!(
+            c.is_success() || bus_reset,
+            "after reset: {:#x}",
+            c.srb_status
+        );
         reset += usize::from(bus_reset);
     }
     assert!(reset >= 1, "the lost request was completed by the reset");

@@ -95,7 +95,7 @@ pub(super) fn build_io(
     } else {
         start
     };
-    let command = match scsi::decode(cdb, &disk) {
+    let command = match scsi::decode(cdb, disk) {
         Ok(command) => command,
         Err(sense) => return BuildIoOutcome::Completed(check_condition(srb, &sense)),
     };
@@ -107,7 +107,7 @@ pub(super) fn build_io(
         Command::DataIn(data) => {
             let written = srb
                 .data_buffer()
-                .map_or(0, |buffer| data.write(&disk, buffer));
+                .map_or(0, |buffer| data.write(disk, buffer));
             BuildIoOutcome::Completed(respond(srb, written))
         }
         Command::RequestSense { allocation_length } => {
@@ -124,9 +124,9 @@ pub(super) fn build_io(
             let change = match srb.data_buffer() {
                 Some(data) => {
                     let len = usize::from(select.parameter_list_length).min(data.len());
-                    select.parse(data.get(..len).unwrap_or(&[]), &disk)
+                    select.parse(data.get(..len).unwrap_or(&[]), disk)
                 }
-                None => select.parse(&[], &disk),
+                None => select.parse(&[], disk),
             };
             match change {
                 Ok(Some(change)) => {
@@ -155,7 +155,7 @@ pub(super) fn build_io(
                 Some(segments) => request::prepare_io(
                     builder,
                     &extension,
-                    &disk,
+                    disk,
                     &io,
                     write,
                     data_len,
@@ -184,11 +184,11 @@ pub(super) fn build_io(
             let preparation = {
                 let data = srb.data_buffer().unwrap_or(&mut []);
                 let len = usize::from(parameter_list_length).min(data.len());
-                match scsi::parse_unmap(data.get(..len).unwrap_or(&[]), &disk) {
+                match scsi::parse_unmap(data.get(..len).unwrap_or(&[]), disk) {
                     Ok(list) => request::prepare_ranges(
                         builder,
                         &extension,
-                        zeroes_carrier(&disk),
+                        zeroes_carrier(disk),
                         list.segments(),
                     ),
                     Err(sense) => Preparation::Check(sense),
@@ -203,12 +203,12 @@ pub(super) fn build_io(
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let preparation = {
-                let need = usize::try_from(same.data_length(&disk)).unwrap_or(usize::MAX);
+                let need = usize::try_from(same.data_length(disk)).unwrap_or(usize::MAX);
                 let data = srb.data_buffer().unwrap_or(&mut []);
                 if data.len() < need {
                     Preparation::Check(Sense::INVALID_FIELD_IN_CDB)
                 } else {
-                    match same.plan(data.get(..need).unwrap_or(&[]), &disk) {
+                    match same.plan(data.get(..need).unwrap_or(&[]), disk) {
                         Ok(scsi::WriteSamePlan::Discard(segment)) => request::prepare_ranges(
                             builder,
                             &extension,
