@@ -11,7 +11,7 @@ use storport::perf;
 use storport::srb::Completed;
 
 use crate::scsi::{self, BlockError, Command, DiskInfo, Sense, SenseKey};
-use crate::virtio::Status;
+use crate::virtio::{RequestBuilder, Status};
 
 use super::queue::{Batch, Drained, InFlight, SubmitError};
 use super::request::{self, Extension, Op, Preparation, Prepared};
@@ -43,7 +43,7 @@ pub(super) fn build_io(
     match function {
         ffi::SRB_FUNCTION_EXECUTE_SCSI => {}
         ffi::SRB_FUNCTION_FLUSH | ffi::SRB_FUNCTION_SHUTDOWN => {
-            let Some(extension) = extension_of(adapter, &srb) else {
+            let Some(extension) = extension_of(&srb) else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let Some(builder) = adapter.builder.as_ref() else {
@@ -145,9 +145,7 @@ pub(super) fn build_io(
         }
         Command::Read(io) | Command::Write(io) => {
             let write = matches!(command, Command::Write(_));
-            let (Some(extension), Some(builder)) =
-                (extension_of(adapter, &srb), adapter.builder.as_ref())
-            else {
+            let Some((extension, builder)) = block_request(adapter, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let data_len = srb.data_transfer_length();
@@ -166,9 +164,7 @@ pub(super) fn build_io(
             prepared(srb, &extension, preparation)
         }
         Command::Flush => {
-            let (Some(extension), Some(builder)) =
-                (extension_of(adapter, &srb), adapter.builder.as_ref())
-            else {
+            let Some((extension, builder)) = block_request(adapter, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             prepared(srb, &extension, request::prepare_flush(builder, &extension))
@@ -176,9 +172,7 @@ pub(super) fn build_io(
         Command::Unmap {
             parameter_list_length,
         } => {
-            let (Some(extension), Some(builder)) =
-                (extension_of(adapter, &srb), adapter.builder.as_ref())
-            else {
+            let Some((extension, builder)) = block_request(adapter, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let preparation = {
@@ -197,9 +191,7 @@ pub(super) fn build_io(
             prepared(srb, &extension, preparation)
         }
         Command::WriteSame(same) => {
-            let (Some(extension), Some(builder)) =
-                (extension_of(adapter, &srb), adapter.builder.as_ref())
-            else {
+            let Some((extension, builder)) = block_request(adapter, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let preparation = {
@@ -252,8 +244,13 @@ fn prepared(srb: Srb, extension: &Extension, preparation: Preparation) -> BuildI
     }
 }
 
-fn extension_of(_adapter: &Adapter, srb: &Srb) -> Option<Extension> {
+fn extension_of(srb: &Srb) -> Option<Extension> {
     Extension::new(srb.extension()?)
+}
+
+/// What laying out a block request needs: the request's SRB extension and the builder.
+fn block_request<'a>(adapter: &'a Adapter, srb: &Srb) -> Option<(Extension, &'a RequestBuilder)> {
+    Some((extension_of(srb)?, adapter.builder.as_ref()?))
 }
 
 /// Switches the device's write cache (MODE SELECT, caching page WCE).
@@ -305,7 +302,7 @@ pub(super) fn check_condition(mut srb: Srb, sense: &Sense) -> Completed {
 
 /// HwStorStartIo: put the prepared request on a ring.
 pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
-    let Some(extension) = extension_of(adapter, &srb) else {
+    let Some(extension) = extension_of(&srb) else {
         let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
         return;
     };
@@ -328,7 +325,7 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         Mode::MultiQueue => {
             let queue = pending.as_ref().map_or(0, |r| queue_for(adapter, &r.srb));
             let Some(cell) = adapter.queues.get(queue) else {
-                return fail_submit(adapter, pending, None);
+                return fail_submit(adapter, pending);
             };
             let epoch = adapter.epoch.load(Ordering::Acquire);
             let mut submit = |q: &mut super::queue::Queue| {
@@ -366,11 +363,11 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         }
         // The closure did not run (the queue's DPC is not bound yet, or Storport refused the
         // lock): the request is still ours, in `pending`.
-        Ok(None) | Err(_) => fail_submit(adapter, pending, None),
+        Ok(None) | Err(_) => fail_submit(adapter, pending),
     }
 }
 
-fn fail_submit(adapter: &Adapter, pending: Option<InFlight>, _why: Option<()>) {
+fn fail_submit(adapter: &Adapter, pending: Option<InFlight>) {
     if let Some(request) = pending {
         busy(adapter, request);
     }
@@ -552,9 +549,9 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
         if let Some(request) = finish(adapter, request, used_len) {
             match carried {
                 None => carried = Some(request),
-                // A second FUA write in one batch: flushing it with the first one's FLUSH would
-                // be just as durable, but keep it simple and exact: complete it after a flush
-                // request of its own is not possible here, so fail safe by flushing now.
+                // One FLUSH is carried per batch. A second FUA write in the same batch is handed
+                // back BUSY: its data is on the device, and Storport sends it again (write, then
+                // FLUSH), so it is never completed before it is durable.
                 Some(_) => {
                     let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
                 }
