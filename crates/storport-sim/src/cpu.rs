@@ -10,7 +10,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Instant;
 
 use crate::abi::irql;
 use crate::adapter::AdapterInner;
@@ -30,16 +29,19 @@ impl RawSpinLock {
             if !self.locked.swap(true, Ordering::Acquire) {
                 return;
             }
-            while self.locked.load(Ordering::Relaxed) {
-                spins += 1;
-                if spins < 64 {
-                    std::hint::spin_loop();
-                } else if spins < 20_000 {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(std::time::Duration::from_micros(50));
+            // The wait's CPU time is not the waiter's cost: see `watchdog`.
+            crate::watchdog::lock_wait(|| {
+                while self.locked.load(Ordering::Relaxed) {
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else if spins < 20_000 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
                 }
-            }
+            });
         }
     }
 
@@ -158,7 +160,6 @@ pub(crate) struct Frame {
     pub devext: usize,
     pub entry_irql: u8,
     pub held_at_entry: usize,
-    pub start: Instant,
 }
 
 type Deferred = Box<dyn FnOnce()>;
@@ -525,7 +526,8 @@ pub(crate) fn holds(serial: u64, pred: impl Fn(&Held) -> bool) -> bool {
 }
 
 /// Runs one miniport callback on this CPU: takes `port_locks` for it (as Storport does), sets the
-/// IRQL, and on return checks the IRQL, the locks left held and the time budget.
+/// IRQL, has the watchdog watch it while it runs, and on return checks the IRQL, the locks left
+/// held and the time budget.
 pub(crate) fn invoke<R>(
     a: &AdapterInner,
     cb: Callback,
@@ -559,13 +561,12 @@ pub(crate) fn invoke<R>(
             devext: a.devext_addr(),
             entry_irql: irql_level,
             held_at_entry,
-            start: Instant::now(),
         })
     });
+    let limits = watchdog_limits(a, cb, irql_level);
+    crate::watchdog::enter(cb, a.serial, current_cpu(a.cpus()), irql_level, limits);
     let r = f();
-    let elapsed = CTX
-        .with(|c| c.frames.borrow().last().map(|f| f.start.elapsed()))
-        .unwrap_or_default();
+    let charge = crate::watchdog::leave();
     // Locks the callback left held.
     let leaked: Vec<Held> = CTX.with(|c| {
         let mut held = c.held.borrow_mut();
@@ -609,18 +610,19 @@ pub(crate) fn invoke<R>(
             ),
         );
     }
-    let budget = match cb {
-        Callback::Interrupt | Callback::MsiInterrupt => Some(a.port.options.isr_budget),
-        Callback::Dpc => Some(a.port.options.dpc_budget),
-        _ => None,
-    };
-    if let Some(b) = budget
-        && elapsed > b
+    if let Some(b) = limits.budget
+        && charge.charged > b
+        && !charge.reported
     {
         a.report(
             Rule::Watchdog,
-            [0, elapsed.as_micros() as u64, b.as_micros() as u64],
-            format!("{} ran {:?} (budget {:?})", cb.name(), elapsed, b),
+            crate::watchdog::violation_params(charge.charged, b),
+            format!(
+                "{} ran {:?} of CPU (budget {:?})",
+                cb.name(),
+                charge.charged,
+                b
+            ),
         );
     }
     CTX.with(|c| c.frames.borrow_mut().pop());
@@ -643,4 +645,27 @@ pub(crate) fn invoke<R>(
         run_deferred();
     }
     r
+}
+
+/// The watchdog's budget for `cb` entered at `irql_level` (none at PASSIVE, and none in a dump
+/// stack, which runs with interrupts off and no DPC watchdog), and its hang limits.
+fn watchdog_limits(a: &AdapterInner, cb: Callback, irql_level: u8) -> crate::watchdog::Limits {
+    let o = &a.port.options;
+    let budget = if a.dump_mode() {
+        None
+    } else {
+        match cb {
+            Callback::Interrupt | Callback::MsiInterrupt | Callback::SynchronizedAccess => {
+                Some(o.isr_budget)
+            }
+            Callback::Dpc => Some(o.dpc_budget),
+            _ if irql_level >= irql::DISPATCH => Some(o.raised_irql_budget),
+            _ => None,
+        }
+    };
+    crate::watchdog::Limits {
+        budget,
+        hang_margin: o.watchdog_hang_margin,
+        hang_wall: o.watchdog_hang_wall,
+    }
 }

@@ -928,7 +928,9 @@ pub extern "C" fn StorPortStallExecution(Delay: u32) {
             std::hint::spin_loop();
         }
     } else {
+        // A busy wait on Windows: the watchdog charges the sleep to the running callback.
         std::thread::sleep(d);
+        crate::watchdog::stalled(d);
     }
 }
 

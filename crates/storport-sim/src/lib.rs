@@ -31,6 +31,7 @@ mod registers;
 mod request;
 pub mod rules;
 mod timer;
+mod watchdog;
 
 pub use adapter::{
     Adapter, AdapterOptions, CallbackKind, InterruptMode, LockCounts, LockKind, StartError,
@@ -39,6 +40,7 @@ pub use exports::{LockApi, LockCall, record_lock_calls, unattributed_calls};
 pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
 pub use request::{Completion, Request, RequestHandle, flags, function};
 pub use rules::{Rule, Violation};
+pub use watchdog::HANG_EXIT_CODE;
 
 /// Keeps the export object files in every link (see `exports::keep`).
 #[doc(hidden)]

@@ -34,10 +34,22 @@ pub struct PortOptions {
     /// Answer ExtendedFunction 93 (StorPortAcquireSpinLockEx) with STOR_STATUS_NOT_IMPLEMENTED,
     /// like Storport before Windows 10 1809, to exercise the classic fallback.
     pub acquire_spinlock_ex_not_implemented: bool,
-    /// An ISR running longer than this is a 0x133 (Windows guidance: 25 us; generous for tests).
+    /// An ISR (or a StorPortSynchronizeAccess routine, which runs at DIRQL) charged more CPU
+    /// time than this is a 0x133 (Windows guidance: 25 us; generous for tests). The watchdog
+    /// charges CPU time, not wall-clock time: see the `watchdog` module.
     pub isr_budget: Duration,
-    /// A DPC running longer than this is a 0x133 (Windows guidance: 100 us).
+    /// A DPC charged more CPU time than this is a 0x133 (Windows guidance: 100 us).
     pub dpc_budget: Duration,
+    /// Any other callback entered at DISPATCH or above (BuildIo, StartIo, HwStorTimer,
+    /// HwStorResetBus, HwStorInitialize, AdapterControl at raised IRQL) charged more CPU time
+    /// than this is a 0x133.
+    pub raised_irql_budget: Duration,
+    /// A callback still running this much CPU time past its budget never returns: the watchdog
+    /// prints the bug check and ends the process (exit status `HANG_EXIT_CODE`).
+    pub watchdog_hang_margin: Duration,
+    /// A callback (at any IRQL) still running after this much wall-clock time is hung (a
+    /// deadlock burns no CPU here): the watchdog ends the process the same way.
+    pub watchdog_hang_wall: Duration,
     /// Multiplies every SRB's TimeOutValue.
     pub timeout_scale: f64,
     /// On an SRB timeout, call HwStorResetBus (Storport's behaviour); otherwise report 0xF0/3.
@@ -63,6 +75,9 @@ impl Default for PortOptions {
             acquire_spinlock_ex_not_implemented: false,
             isr_budget: Duration::from_millis(50),
             dpc_budget: Duration::from_millis(100),
+            raised_irql_budget: Duration::from_millis(100),
+            watchdog_hang_margin: Duration::from_secs(1),
+            watchdog_hang_wall: Duration::from_secs(120),
             timeout_scale: 1.0,
             reset_on_timeout: true,
             reset_grace: Duration::from_secs(2),

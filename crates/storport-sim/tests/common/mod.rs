@@ -216,6 +216,13 @@ pub mod bad {
     pub const BUSY_ONCE: u32 = 34;
     /// Not a misbehaviour: BuildIo asks for a HwStorTimer call.
     pub const TIMER: u32 = 35;
+    /// The DPC burns at least 200 ms of its thread's CPU, then goes on until `Ext::release`.
+    pub const DPC_BURN: u32 = 36;
+    /// The DPC stays 250 ms (wall-clock) on its CPU with at most 30 ms of CPU time: the rest of
+    /// the time its thread is descheduled (pinned to host core 0 with the test's CPU hogs).
+    pub const DPC_DESCHEDULED: u32 = 37;
+    /// The DPC never returns (a spin at DISPATCH).
+    pub const DPC_HANG: u32 = 38;
 }
 
 #[repr(C)]
@@ -232,6 +239,77 @@ pub struct Ext {
     pub ex_fallbacks: AtomicU64,
     pub completions: AtomicU64,
     pub timer_calls: AtomicU64,
+    /// Lets a `DPC_BURN` DPC return.
+    pub release: AtomicBool,
+    /// What the last `DPC_BURN`/`DPC_DESCHEDULED` DPC measured: its thread's CPU time and its
+    /// wall-clock time, in nanoseconds, stored when it returns.
+    pub dpc_cpu_ns: AtomicU64,
+    pub dpc_wall_ns: AtomicU64,
+}
+
+/// The calling thread's CPU time.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) },
+        0
+    );
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Pins the calling thread to host core 0; returns the affinity it had.
+pub fn pin_to_core0() -> libc::cpu_set_t {
+    let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) };
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(0, &mut one) };
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) };
+    old
+}
+
+/// Gives the calling thread back the affinity `pin_to_core0` returned.
+pub fn unpin(old: &libc::cpu_set_t) {
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
+}
+
+/// What the watchdog DPC modes do after the DPC completed its requests.
+fn dpc_watchdog_modes(e: &Ext) {
+    let (cpu0, wall0) = (thread_cpu_time(), std::time::Instant::now());
+    match e.bad {
+        bad::DPC_BURN => {
+            // The fail-safe bound only keeps a broken test from burning a core for ever.
+            while (thread_cpu_time() - cpu0 < Duration::from_millis(200)
+                || !e.release.load(Ordering::SeqCst))
+                && wall0.elapsed() < Duration::from_secs(120)
+            {
+                std::hint::spin_loop();
+            }
+        }
+        bad::DPC_DESCHEDULED => {
+            let old = pin_to_core0();
+            while wall0.elapsed() < Duration::from_millis(250) {
+                if thread_cpu_time() - cpu0 < Duration::from_millis(30) {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            unpin(&old);
+        }
+        bad::DPC_HANG => loop {
+            std::hint::spin_loop();
+        },
+        _ => return,
+    }
+    e.dpc_cpu_ns.store(
+        (thread_cpu_time() - cpu0).as_nanos() as u64,
+        Ordering::SeqCst,
+    );
+    e.dpc_wall_ns
+        .store(wall0.elapsed().as_nanos() as u64, Ordering::SeqCst);
 }
 
 // SRB_EX offsets (layouts.md).
@@ -712,6 +790,7 @@ unsafe extern "C" fn dpc(dpc: *mut c_void, d: *mut c_void, _a1: *mut c_void, _a2
         }
     }
     unsafe { StorPortDebugPrint(1, c"dpc done %d\n".as_ptr(), 1i32) };
+    dpc_watchdog_modes(e);
     match e.bad {
         bad::LOCK_ORDER => {
             let (mut a, mut b) = (StorLockHandle::default(), StorLockHandle::default());
