@@ -36,19 +36,20 @@ pub fn device_config() -> DeviceConfig {
 }
 
 /// The stack with the checks that cost time in the port and are no part of the driver turned
-/// off (buffer poisoning), and with ISR/DPC watchdog budgets of seconds: under valgrind, on a
-/// loaded machine, a callback's thread can be descheduled for longer than the default 50 ms.
-/// Every Storport rule is still checked.
+/// off (buffer poisoning), and with watchdog budgets of an hour: under valgrind every instruction
+/// costs tens of times its native CPU time. Every Storport rule is still checked.
 pub fn start_stack() -> Result<Stack, String> {
     Stack::start(StackOptions {
         device: device_config(),
         port: PortOptions {
             poison: false,
-            // Under valgrind one thread runs at a time and a callback can wait minutes for the
-            // scheduler: the wall-clock watchdog would only measure that. Instructions are what
+            // Under valgrind the CPU-time watchdog would measure valgrind, and one thread runs
+            // at a time, so a callback can wait minutes for the scheduler. Instructions are what
             // this run counts.
             isr_budget: Duration::from_secs(3600),
             dpc_budget: Duration::from_secs(3600),
+            raised_irql_budget: Duration::from_secs(3600),
+            watchdog_hang_wall: Duration::from_secs(3600),
             ..PortOptions::default()
         },
         ..StackOptions::default()
