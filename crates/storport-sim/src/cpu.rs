@@ -50,93 +50,32 @@ impl RawSpinLock {
     }
 }
 
-/// The callbacks a miniport registers, as the rules name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code, reason = "the full callback set of the rules table")]
-pub(crate) enum Callback {
-    DriverEntry,
-    FindAdapter,
-    Initialize,
-    PassiveInitialize,
-    BuildIo,
-    StartIo,
-    Interrupt,
-    MsiInterrupt,
-    Dpc,
-    Timer,
-    ResetBus,
-    AdapterControl,
-    UnitControl,
-    StateChange,
-    SynchronizedAccess,
+/// The callbacks a miniport registers, as the rules name them (the one table: `storport-rules`).
+pub(crate) use storport_rules::Callback;
+
+/// A lock of one adapter: `storport-rules`' `Lock` (its level, its overlaps and its name are the
+/// rules' own).
+pub(crate) type LockRef = storport_rules::Lock;
+
+/// What the simulator adds to the rules' lock: the IRQL it raises to.
+pub(crate) trait LockIrql {
+    /// DISPATCH for the StartIo and DPC locks, DIRQL for the interrupt and MSI locks.
+    fn irql(self) -> u8;
+    /// The lock's name in reports.
+    fn describe(self) -> String;
 }
 
-impl Callback {
-    pub fn name(self) -> &'static str {
-        match self {
-            Callback::DriverEntry => "DriverEntry",
-            Callback::FindAdapter => "HwStorFindAdapter",
-            Callback::Initialize => "HwStorInitialize",
-            Callback::PassiveInitialize => "HwStorPassiveInitializeRoutine",
-            Callback::BuildIo => "HwStorBuildIo",
-            Callback::StartIo => "HwStorStartIo",
-            Callback::Interrupt => "HwStorInterrupt",
-            Callback::MsiInterrupt => "HwMSInterruptRoutine",
-            Callback::Dpc => "HwStorDpcRoutine",
-            Callback::Timer => "HwStorTimer",
-            Callback::ResetBus => "HwStorResetBus",
-            Callback::AdapterControl => "HwStorAdapterControl",
-            Callback::UnitControl => "HwStorUnitControl",
-            Callback::StateChange => "HwStorStateChange",
-            Callback::SynchronizedAccess => "StorPortSynchronizeAccess routine",
-        }
-    }
-}
-
-/// A lock of one adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LockRef {
-    StartIo,
-    /// The interrupt lock: with PerMessage synchronization, every message's lock in order.
-    Interrupt,
-    /// One MSI message's lock (PerMessage synchronization).
-    Message(u32),
-    /// A STOR_DPC's lock: the sim's DPC object address.
-    Dpc(usize),
-}
-
-impl LockRef {
-    /// The position in the project's total order StartIo < DPC < Interrupt.
-    pub fn level(self) -> u8 {
-        match self {
-            LockRef::StartIo => 1,
-            LockRef::Dpc(_) => 2,
-            LockRef::Interrupt | LockRef::Message(_) => 3,
+impl LockIrql for LockRef {
+    fn irql(self) -> u8 {
+        if self.is_interrupt() {
+            irql::DIRQL
+        } else {
+            irql::DISPATCH
         }
     }
 
-    pub fn irql(self) -> u8 {
-        match self {
-            LockRef::StartIo | LockRef::Dpc(_) => irql::DISPATCH,
-            LockRef::Interrupt | LockRef::Message(_) => irql::DIRQL,
-        }
-    }
-
-    fn overlaps(self, other: LockRef) -> bool {
-        match (self, other) {
-            (LockRef::Interrupt, LockRef::Message(_))
-            | (LockRef::Message(_), LockRef::Interrupt) => true,
-            (a, b) => a == b,
-        }
-    }
-
-    pub fn describe(self) -> String {
-        match self {
-            LockRef::StartIo => "StartIoLock".into(),
-            LockRef::Interrupt => "InterruptLock".into(),
-            LockRef::Message(m) => format!("MSILock({m})"),
-            LockRef::Dpc(p) => format!("DpcLock({p:#x})"),
-        }
+    fn describe(self) -> String {
+        self.to_string()
     }
 }
 
@@ -340,24 +279,17 @@ fn next_serial() -> u64 {
     })
 }
 
-/// The seed-003 "may acquire" table.
+/// The seed-003 "may acquire" table, as `storport-rules` writes it, for this adapter's model.
 pub(crate) fn may_acquire(a: &AdapterInner, cb: Callback, lock: LockRef) -> bool {
-    let half = a.half_duplex();
-    let interrupt_kind = matches!(lock, LockRef::Interrupt | LockRef::Message(_));
-    match cb {
-        Callback::BuildIo | Callback::Dpc | Callback::AdapterControl | Callback::UnitControl => {
-            true
-        }
-        Callback::StartIo => !half && (lock != LockRef::StartIo || a.concurrent_channels() > 1),
-        Callback::Timer | Callback::ResetBus | Callback::StateChange => !half && interrupt_kind,
-        Callback::MsiInterrupt => matches!(lock, LockRef::Message(_)) && a.per_message(),
-        Callback::DriverEntry
-        | Callback::FindAdapter
-        | Callback::Initialize
-        | Callback::PassiveInitialize
-        | Callback::Interrupt
-        | Callback::SynchronizedAccess => false,
-    }
+    storport_rules::may_acquire(
+        cb,
+        lock,
+        storport_rules::Model {
+            half_duplex: a.half_duplex(),
+            concurrent_channels: a.concurrent_channels(),
+            per_message: a.per_message(),
+        },
+    )
 }
 
 /// What an acquire produced.

@@ -104,11 +104,31 @@ impl<L: Level> Held<L> {
 /// Implemented, once, for every token (the `rules!` table below is seed 003's second table).
 pub trait Rules: Sealed {
     /// Verdict for the StartIo lock.
-    type StartIo;
+    type StartIo: Verdict;
     /// Verdict for a DPC lock.
-    type Dpc;
+    type Dpc: Verdict;
     /// Verdict for the interrupt lock (and MSI message locks, and StorPortSynchronizeAccess).
-    type Interrupt;
+    type Interrupt: Verdict;
+}
+
+/// A verdict of the table, as a value: [`May`] allows, every type of [`forbidden`] forbids. It
+/// lets a test hold the type-level table to `storport-rules`, the run-time checkers' table.
+pub trait Verdict: Sealed {
+    /// Whether the verdict allows the acquisition.
+    const ALLOWED: bool;
+}
+
+impl Verdict for May {
+    const ALLOWED: bool = true;
+}
+
+/// The verdicts of `C`'s row (StartIo lock, DPC lock, interrupt lock) as values.
+pub const fn verdicts<C: Rules>() -> [bool; 3] {
+    [
+        <C::StartIo as Verdict>::ALLOWED,
+        <C::Dpc as Verdict>::ALLOWED,
+        <C::Interrupt as Verdict>::ALLOWED,
+    ]
 }
 
 /// Implemented by [`May`] alone: a verdict that allows the acquisition.
@@ -132,6 +152,10 @@ pub mod forbidden {
         ($($(#[$doc:meta])* $name:ident,)*) => {$(
             $(#[$doc])*
             pub enum $name {}
+            impl super::Sealed for $name {}
+            impl super::Verdict for $name {
+                const ALLOWED: bool = false;
+            }
         )*};
     }
     reasons! {
