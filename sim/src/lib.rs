@@ -1,4 +1,5 @@
 //! vioblk-sim: virtio-blk device model, class-driver model and workloads.
+#![forbid(unsafe_code)]
 pub mod class;
 pub mod cli;
 pub mod device;

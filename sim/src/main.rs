@@ -1,4 +1,5 @@
 //! `vioblk-sim`: runs the vioblk driver on a simulated virtio-blk disk (see `vioblk_sim::cli`).
+#![forbid(unsafe_code)]
 
 use vioblk_sim::cli::{Backend, RamBackend, run_cli};
 use vioblk_sim::stack::DriverBackend;

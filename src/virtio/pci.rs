@@ -100,7 +100,7 @@ pub struct Structure {
 /// The register layout of a modern virtio-pci device, from its capability list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VirtioPciLayout {
-    /// The common configuration structure (at least [`COMMON_CFG_MIN_LEN`] bytes).
+    /// The common configuration structure (at least `COMMON_CFG_MIN_LEN` bytes).
     pub common: Structure,
     /// The notification structure (at least 2 bytes).
     pub notify: Structure,

@@ -348,7 +348,7 @@ const IDLE_SLOT: Slot = Slot {
 ///
 /// # Invariants
 ///
-/// - `desc`, `avail` and `used` are the areas of [`Layout::new`]`(size)` inside one region
+/// - `desc`, `avail` and `used` are the areas of `Layout::new(size)` inside one region
 ///   whose bus address is 16-aligned and virtual address 8-aligned, so `avail.u16s()`,
 ///   `used.u16s()` and `used.u32s()` are `Some` and long enough for the indices used below.
 /// - The free list starts at `free_head`, follows `slots[i].next`, and holds exactly

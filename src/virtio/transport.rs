@@ -241,7 +241,7 @@ impl DeviceConfig<'_> {
 ///
 /// # Invariants
 ///
-/// `common` is at least [`COMMON_CFG_MIN_LEN`] bytes, `notify` at least 2, `isr` at least 1.
+/// `common` is at least `COMMON_CFG_MIN_LEN` bytes, `notify` at least 2, `isr` at least 1.
 /// `driver_status` holds the status bits the driver has set since the last reset.
 #[derive(Clone, Debug)]
 pub struct Transport {

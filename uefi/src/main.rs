@@ -4,7 +4,7 @@
 //! interrupts, polled, synchronous I/O, a few pages of memory. This UEFI application recreates
 //! those conditions under OVMF in QEMU and runs the unmodified driver crate in them: it finds the
 //! virtio-blk-pci device by PCI configuration, calls the driver's `DriverEntry`, plays Storport
-//! for it (a polled, single-CPU Storport whose `StorPort*` symbols are defined in [`shim`]), sends
+//! for it (a polled, single-CPU Storport whose `StorPort*` symbols are defined in `shim`), sends
 //! the requests a dump would send, checks every status and byte, prints a transcript on COM1 and
 //! exits QEMU with a pass or fail code through the isa-debug-exit device. `tests/qemu.rs` boots it
 //! for several device configurations and checks the disk image afterwards from Linux.

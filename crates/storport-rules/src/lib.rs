@@ -13,6 +13,7 @@
 //! (`crates/storport-sim`) can both use it. On a single CPU nothing spins: a rule is checked and
 //! reported, never enforced by waiting, so a broken rule cannot deadlock the checker.
 #![no_std]
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

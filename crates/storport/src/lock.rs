@@ -14,7 +14,7 @@
 //! | [`HoldsStartIo`], [`HoldsInterrupt`]    | the "spin lock held by port driver" table           |
 //! | [`Held<L>`]                             | "this CPU now holds a lock of level L"             |
 //! | [`Guard`], [`LockHandle`]               | STOR_LOCK_HANDLE between acquire and release       |
-//! | [`acquire`] / `release`                 | StorPortAcquireSpinLockEx (ExtendedFunction 93), fallback StorPortAcquireSpinLock (Notification 0x1003); StorPortReleaseSpinLock (Notification 0x1004) |
+//! | `acquire` / `release`                 | StorPortAcquireSpinLockEx (ExtendedFunction 93), fallback StorPortAcquireSpinLock (Notification 0x1003); StorPortReleaseSpinLock (Notification 0x1004) |
 //!
 //! A forbidden acquisition does not compile: the token's [`Rules`] name, for that lock, a type
 //! from [`forbidden`] whose name is the rule, and the compiler's message quotes it ("seed 003

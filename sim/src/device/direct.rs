@@ -305,7 +305,7 @@ impl DriverQueue {
         self.size
     }
 
-    /// MSI-X vector (or [`NO_VECTOR`] for INTx).
+    /// MSI-X vector (or `NO_VECTOR` for INTx).
     pub fn vector(&self) -> u16 {
         self.vector
     }

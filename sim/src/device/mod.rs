@@ -2,16 +2,16 @@
 //!
 //! A modern (virtio 1.x) virtio-blk PCI function, modelled on QEMU's `virtio-blk-pci`:
 //!
-//! - [`pci`]: the PCI configuration space (VIRTIO 1.2 4.1.2 and 4.1.4): IDs, BARs with the sizing
+//! - `pci`: the PCI configuration space (VIRTIO 1.2 4.1.2 and 4.1.4): IDs, BARs with the sizing
 //!   protocol, the vendor-specific virtio capabilities and the MSI-X capability.
-//! - [`msix`]: the MSI-X table and pending-bit array (in BAR 1, as QEMU places them), and the
+//! - `msix`: the MSI-X table and pending-bit array (in BAR 1, as QEMU places them), and the
 //!   legacy INTx line with the ISR status register.
-//! - [`transport`]: the virtio-pci modern registers in BAR 4 (common configuration, notify, ISR,
+//! - `transport`: the virtio-pci modern registers in BAR 4 (common configuration, notify, ISR,
 //!   device configuration; VIRTIO 1.2 4.1.4.3 to 4.1.4.8).
-//! - [`blk`]: the virtio-blk request parser and executor (VIRTIO 1.2 5.2.6).
-//! - [`backend`]: the disk contents, in RAM or in a file.
-//! - [`queue_thread`]: one I/O thread per virtqueue over rust-vmm `virtio-queue`.
-//! - [`fault`]: deterministic fault injection for the driver's trust tests.
+//! - `blk`: the virtio-blk request parser and executor (VIRTIO 1.2 5.2.6).
+//! - `backend`: the disk contents, in RAM or in a file.
+//! - `queue_thread`: one I/O thread per virtqueue over rust-vmm `virtio-queue`.
+//! - `fault`: deterministic fault injection for the driver's trust tests.
 //! - [`direct`]: a small pure-Rust virtio driver that drives the model without Storport, used by
 //!   the tests and as the benchmark's "device model driven directly" baseline.
 //!
