@@ -24,6 +24,7 @@
 //! same figures.
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -244,7 +245,11 @@ fn monitor() {
             all.iter().filter_map(Weak::upgrade).collect()
         };
         for t in threads {
-            check(&t);
+            // The monitor must survive whatever it meets: a dead monitor turns every hang back
+            // into a hung test.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&t))).is_err() {
+                say(format_args!("storport-sim: the watchdog's check panicked; it goes on"));
+            }
         }
     }
 }
@@ -286,7 +291,7 @@ fn report(r: &Running, cpu: u32, charged: Duration, budget: Duration, hung: bool
     let v = watchdog_violation(r, cpu, charged, budget, hung);
     // Not `Reporter::push`: with `panic_on_violation` it panics, and a panic here would end the
     // monitor, not the callback's thread.
-    eprintln!("storport-sim: {v}");
+    say(format_args!("storport-sim: {v}"));
     reporter
         .violations
         .lock()
@@ -346,10 +351,10 @@ fn hang(r: &Running, cpu: u32, charged: Duration, wall: Duration) -> ! {
     } else {
         format!("{:?} of CPU past its budget", r.limits.hang_margin)
     };
-    eprintln!(
+    say(format_args!(
         "\nstorport-sim: *** the watchdog stops the machine: {} is still running, {why}",
         r.callback.name()
-    );
+    ));
     report(r, cpu, charged, budget, true);
     stop("a callback never returned")
 }
@@ -357,6 +362,14 @@ fn hang(r: &Running, cpu: u32, charged: Duration, wall: Duration) -> ! {
 /// Ends the process as a bug check ends a machine: no unwinding, since the offending callback
 /// runs on another thread and never returns.
 fn stop(why: &str) -> ! {
-    eprintln!("storport-sim: process ended by the watchdog (exit status {HANG_EXIT_CODE}): {why}");
+    say(format_args!(
+        "storport-sim: process ended by the watchdog (exit status {HANG_EXIT_CODE}): {why}"
+    ));
     std::process::exit(HANG_EXIT_CODE)
+}
+
+/// Writes a line to stderr, ignoring errors: `eprintln!` panics when stderr is a closed pipe,
+/// and the monitor must outlive whoever reads its reports.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -299,9 +299,13 @@ fn dpc_watchdog_modes(e: &Ext) {
             }
             unpin(&old);
         }
-        bad::DPC_HANG => loop {
-            std::hint::spin_loop();
-        },
+        bad::DPC_HANG => {
+            // Spins until the watchdog ends the process; the bound only keeps a broken watchdog
+            // from leaving a process spinning for ever.
+            while wall0.elapsed() < Duration::from_secs(600) {
+                std::hint::spin_loop();
+            }
+        }
         _ => return,
     }
     e.dpc_cpu_ns.store(
