@@ -88,7 +88,7 @@ fn callback_completions_sustain_throughput() {
         assert!(ok, "completion {i} failed");
     }
     eprintln!("{n} requests in {:?}", t.elapsed());
-    assert!(p.violations().is_empty());
+    assert!(p.violations().is_empty(), "{:#?}", p.violations());
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn busy_is_retried_with_a_fresh_extension() {
     assert!(c.is_success());
     assert_eq!(c.busy_retries, 1);
     drop(a);
-    assert!(p.violations().is_empty());
+    assert!(p.violations().is_empty(), "{:#?}", p.violations());
 }
 
 #[test]
