@@ -6,11 +6,9 @@
 //! configuration (what a virtio-blk device with that `virtio_blk_config` must look like as a SCSI
 //! disk), never read back from the driver's own tables.
 
-use std::time::{Duration, Instant};
-
 use storport::ffi;
 use storport_sim::device::PciDevice;
-use storport_sim::{PortOptions, Request};
+use storport_sim::{PATIENCE, PortOptions, Request};
 use vioblk_sim::device::{BackendConfig, DeviceConfig, features};
 use vioblk_sim::stack::{Stack, StackOptions};
 use vioblk_sim::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
@@ -182,10 +180,13 @@ fn device_writeback(stack: &Stack) -> u8 {
 /// Waits until the driver has seen a configuration change (it tells Storport with
 /// BusChangeDetected) after `before` such notifications.
 fn wait_bus_changes(stack: &Stack, before: usize) {
-    let end = Instant::now() + Duration::from_secs(5);
-    while bus_changes(stack) <= before {
-        assert!(Instant::now() < end, "no configuration change seen");
-        std::thread::sleep(Duration::from_millis(1));
+    let waited = stack.adapter.wait_until(
+        "the driver to report the configuration change (BusChangeDetected)",
+        PATIENCE,
+        || bus_changes(stack) > before,
+    );
+    if let Err(e) = waited {
+        panic!("{e}; log: {:?}", stack.adapter.log());
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use storport::ffi;
-use storport_sim::{PortOptions, Request, RequestHandle};
+use storport_sim::{PATIENCE, PortOptions, Request, RequestHandle};
 use vioblk_sim::device::{DeviceConfig, FaultMode};
 use vioblk_sim::stack::{Stack, StackOptions};
 use vioblk_sim::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
@@ -21,10 +21,16 @@ use vioblk_sim::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
 /// Sense key HARDWARE ERROR (SPC-4 table 51).
 const HARDWARE_ERROR: u8 = 0x4;
 /// How long the port lets requests stay outstanding after HwStorResetBus (0xF0/1 after that).
-const RESET_GRACE: Duration = Duration::from_millis(600);
-/// Scales every TimeOutValue: 10 s becomes 5 s (ample on a loaded machine), and the 1 s of a
-/// request meant to time out becomes 500 ms.
+/// No test waits it out (they wait until every request a reset found has completed or been
+/// reported), so it is generous: only a request the driver really left behind reaches it.
+const RESET_GRACE: Duration = Duration::from_secs(10);
+/// Scales every TimeOutValue (the 1 s of a request meant to time out becomes 500 ms).
 const TIMEOUT_SCALE: f64 = 0.5;
+/// TimeOutValue of every request not meant to time out: 60 s, 30 s scaled, which no loaded
+/// machine reaches; Storport's timeout fires only for a request the device really lost.
+const PATIENT_TIMEOUT_S: u32 = 60;
+/// TimeOutValue of the request the device loses: Storport times it out after 500 ms.
+const LOST_TIMEOUT_S: u32 = 1;
 
 #[derive(Clone, Copy, Debug)]
 enum Interrupts {
@@ -67,10 +73,18 @@ fn assert_clean(stack: &Stack) {
     );
 }
 
-/// Waits out the port's reset grace period, so a request left outstanding after a reset would
-/// have been reported (0xF0/1), then checks for violations.
+/// Waits until every request outstanding at a bus reset so far has completed or been reported
+/// (a request still outstanding `RESET_GRACE` after the reset is 0xF0/1), then checks that
+/// nothing is outstanding and for violations.
 fn assert_clean_after_reset(stack: &Stack) {
-    std::thread::sleep(RESET_GRACE + Duration::from_millis(150));
+    let settled = stack.adapter.wait_until(
+        "the requests outstanding at each bus reset to complete (or be reported 0xF0/1)",
+        RESET_GRACE + PATIENCE,
+        || stack.adapter.outstanding_after_reset() == 0,
+    );
+    if let Err(e) = settled {
+        panic!("{e}; {} left", stack.adapter.outstanding_after_reset());
+    }
     assert_eq!(stack.adapter.outstanding(), 0, "requests left outstanding");
     assert_clean(stack);
 }
@@ -90,13 +104,24 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `request` with a TimeOutValue no loaded machine reaches.
+fn patient(request: ScsiRequest) -> ScsiRequest {
+    ScsiRequest {
+        timeout_s: PATIENT_TIMEOUT_S,
+        ..request
+    }
+}
+
 fn read_req(lba: u32, blocks: u16) -> ScsiRequest {
-    ScsiRequest::data_in(rw10(0x28, lba, blocks), u32::from(blocks) * 512)
+    patient(ScsiRequest::data_in(
+        rw10(0x28, lba, blocks),
+        u32::from(blocks) * 512,
+    ))
 }
 
 fn write_req(lba: u32, data: Vec<u8>) -> ScsiRequest {
     let blocks = u16::try_from(data.len() / 512).unwrap();
-    ScsiRequest::data_out(rw10(0x2A, lba, blocks), data)
+    patient(ScsiRequest::data_out(rw10(0x2A, lba, blocks), data))
 }
 
 /// A completion without its data, for messages.
@@ -120,13 +145,26 @@ fn is_bus_reset(c: &ScsiCompletion) -> bool {
     c.status() == ffi::SRB_STATUS_BUS_RESET
 }
 
+/// ResetDetected notifications so far: the driver sends one when it finishes a reset (its own,
+/// of a device that misbehaved, or Storport's HwStorResetBus).
+fn resets_detected(stack: &Stack) -> usize {
+    stack
+        .adapter
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("ResetDetected"))
+        .count()
+}
+
 /// Sends `request` until it succeeds, as the class driver retries: every failure on the way
-/// must be a clean one (HARDWARE ERROR while the device is down, BUS_RESET from a reset).
+/// must be a clean one (HARDWARE ERROR while the device is down, BUS_RESET from a reset), and
+/// is retried once the driver has finished the reset that brings the device back.
 /// Returns the successful completion and the number of failures before it.
-fn until_success(stack: &Stack, request: &ScsiRequest, within: Duration) -> (ScsiCompletion, u32) {
-    let end = Instant::now() + within;
+fn until_success(stack: &Stack, request: &ScsiRequest) -> (ScsiCompletion, u32) {
+    let begun = Instant::now();
     let mut failures = 0;
     loop {
+        let resets = resets_detected(stack);
         let c = stack.execute(request.clone());
         if c.is_success() {
             return (c, failures);
@@ -137,12 +175,19 @@ fn until_success(stack: &Stack, request: &ScsiRequest, within: Duration) -> (Scs
             brief(&c)
         );
         failures += 1;
-        assert!(
-            Instant::now() < end,
-            "the disk did not come back: {}",
-            brief(&c)
+        // Either failure means a reset is under way (the driver fails requests fast only while
+        // the device is stopped for one, and hands requests back with BUS_RESET from one).
+        let back = stack.adapter.wait_until(
+            "the driver to finish its reset (ResetDetected)",
+            PATIENCE.saturating_sub(begun.elapsed()),
+            || resets_detected(stack) > resets,
         );
-        std::thread::sleep(Duration::from_millis(2));
+        if let Err(e) = back {
+            panic!(
+                "the disk did not come back after {failures} failure(s), the last {}: {e}",
+                brief(&c)
+            );
+        }
     }
 }
 
@@ -155,22 +200,22 @@ fn fault_scenario(interrupts: Interrupts, mode: FaultMode) -> ScsiCompletion {
     assert!(c.is_success(), "first write: {}", brief(&c));
     stack.device.arm_fault(mode, 1);
     let begun = Instant::now();
-    // The victim gets a 1 s TimeOutValue (500 ms scaled): a request the device loses is timed
-    // out, and Storport resets the bus, within a fraction of a second.
+    // Only a request the device silently drops needs Storport's timeout to be recovered; a
+    // completion the driver can see, or DEVICE_NEEDS_RESET, is handled without it. So the
+    // victim has a TimeOutValue that runs out at once (500 ms) when the device loses it, and
+    // otherwise one no loaded machine reaches: if the driver failed to handle the fault itself,
+    // the victim would be recovered only by Storport's timeout, seen below.
+    let must_time_out = mode == FaultMode::LostRequest;
     let victim = stack.execute(ScsiRequest {
-        timeout_s: 1,
+        timeout_s: if must_time_out {
+            LOST_TIMEOUT_S
+        } else {
+            PATIENT_TIMEOUT_S
+        },
         ..read_req(64, 8)
     });
-    assert!(
-        begun.elapsed() < Duration::from_secs(4),
-        "{mode:?}: the victim took {:?}",
-        begun.elapsed()
-    );
     assert_eq!(stack.device.faults_fired(), 1, "{mode:?}: the fault fired");
-    // Only a request the device silently drops needs Storport's timeout to be recovered; a
-    // completion the driver can see, or DEVICE_NEEDS_RESET, is handled at once.
     let timed_out = stack.adapter.log().iter().any(|l| l.contains("timed out"));
-    let must_time_out = mode == FaultMode::LostRequest;
     assert_eq!(
         timed_out,
         must_time_out,
@@ -178,25 +223,27 @@ fn fault_scenario(interrupts: Interrupts, mode: FaultMode) -> ScsiCompletion {
         brief(&victim),
         begun.elapsed()
     );
+    let timeouts = stack.adapter.activity().timeouts;
+    assert_eq!(
+        timeouts,
+        u64::from(must_time_out),
+        "{mode:?}: requests timed out"
+    );
 
     // Later requests succeed once the device is back, and the data survived.
-    let (c, _) = until_success(&stack, &read_req(64, 8), Duration::from_secs(3));
+    let (c, _) = until_success(&stack, &read_req(64, 8));
     assert!(c.data_in == data, "{mode:?}: data after recovery");
     let more = pattern(99, 4096);
-    let (_, _) = until_success(
-        &stack,
-        &write_req(128, more.clone()),
-        Duration::from_secs(1),
-    );
-    let (c, failures) = until_success(&stack, &read_req(128, 8), Duration::from_secs(1));
+    let (_, _) = until_success(&stack, &write_req(128, more.clone()));
+    let (c, failures) = until_success(&stack, &read_req(128, 8));
     assert_eq!(failures, 0, "{mode:?}: the disk is healthy again");
     assert!(c.data_in == more);
     // A burst on every queue.
     let handles: Vec<RequestHandle> = (0..32u32)
         .map(|i| {
-            stack
-                .adapter
-                .submit(Request::data_in(&rw10(0x28, 64, 8), 4096).timeout(10 + i % 2))
+            stack.adapter.submit(
+                Request::data_in(&rw10(0x28, 64, 8), 4096).timeout(PATIENT_TIMEOUT_S + i % 2),
+            )
         })
         .collect();
     for h in handles {
@@ -316,7 +363,7 @@ fn reset_with_io_in_flight(interrupts: Interrupts) {
         } else {
             Request::data_out(&rw10(0x2A, lba, 128), pattern(u64::from(i), 128 * 512))
         };
-        handles.push(stack.adapter.submit(req));
+        handles.push(stack.adapter.submit(req.timeout(PATIENT_TIMEOUT_S)));
     }
     // Callback completions too (ScsiTarget::submit), counted.
     for i in 0..8u32 {
@@ -342,16 +389,23 @@ fn reset_with_io_in_flight(interrupts: Interrupts) {
         reset += usize::from(bus_reset);
     }
     assert!(reset >= 1, "the lost request was completed by the reset");
-    let end = Instant::now() + Duration::from_secs(3);
-    while done.load(Ordering::SeqCst) < 8 {
-        assert!(Instant::now() < end, "callback requests never completed");
-        std::thread::sleep(Duration::from_millis(1));
+    // The port wakes waiters after each completion callback has run.
+    let completed =
+        stack
+            .adapter
+            .wait_until("the 8 callback requests to complete", PATIENCE, || {
+                done.load(Ordering::SeqCst) >= 8
+            });
+    if let Err(e) = completed {
+        panic!("{e}: {} completed", done.load(Ordering::SeqCst));
     }
-    assert!(stack.adapter.drain(Duration::from_secs(2)));
+    if let Err(e) = stack.adapter.drain(PATIENCE) {
+        panic!("{e}");
+    }
     // The disk works after the reset.
     let data = pattern(7, 64 * 512);
-    let (_, _) = until_success(&stack, &write_req(8, data.clone()), Duration::from_secs(2));
-    let (c, failures) = until_success(&stack, &read_req(8, 64), Duration::from_secs(1));
+    let (_, _) = until_success(&stack, &write_req(8, data.clone()));
+    let (c, failures) = until_success(&stack, &read_req(8, 64));
     assert_eq!(failures, 0);
     assert!(c.data_in == data);
     assert!(
@@ -387,8 +441,8 @@ fn repeated_bus_resets_while_idle() {
     for i in 0..5u64 {
         assert!(stack.adapter.reset_bus());
         let data = pattern(i, 4096);
-        let (_, _) = until_success(&stack, &write_req(16, data.clone()), Duration::from_secs(2));
-        let (c, _) = until_success(&stack, &read_req(16, 8), Duration::from_secs(1));
+        let (_, _) = until_success(&stack, &write_req(16, data.clone()));
+        let (c, _) = until_success(&stack, &read_req(16, 8));
         assert!(c.data_in == data);
     }
     assert_clean_after_reset(&stack);
@@ -417,9 +471,9 @@ fn stop_restart(interrupts: Interrupts) {
         // Every queue works: a burst spreads over the CPUs.
         let handles: Vec<RequestHandle> = (0..16)
             .map(|_| {
-                stack
-                    .adapter
-                    .submit(Request::data_in(&rw10(0x28, 40, 16), 16 * 512))
+                stack.adapter.submit(
+                    Request::data_in(&rw10(0x28, 40, 16), 16 * 512).timeout(PATIENT_TIMEOUT_S),
+                )
             })
             .collect();
         for h in handles {
@@ -449,7 +503,7 @@ fn capacity_change_while_stopped_is_seen_after_restart() {
     // The host resizes the disk while the adapter is stopped: no interrupt can tell the driver.
     stack.device.resize(sectors / 2).unwrap();
     stack.adapter.restart().unwrap();
-    let tur = ScsiRequest::no_data(vec![0x00, 0, 0, 0, 0, 0]);
+    let tur = patient(ScsiRequest::no_data(vec![0x00, 0, 0, 0, 0, 0]));
     let c = stack.execute(tur.clone());
     assert_eq!(
         (
@@ -468,10 +522,10 @@ fn capacity_change_while_stopped_is_seen_after_restart() {
         brief(&c)
     );
     assert!(stack.execute(tur).is_success());
-    let rc = stack.execute(ScsiRequest::data_in(
+    let rc = stack.execute(patient(ScsiRequest::data_in(
         vec![0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         8,
-    ));
+    )));
     assert!(rc.is_success());
     assert_eq!(
         rc.data_in[..4],
@@ -582,15 +636,15 @@ fn every_queue_completes_its_first_request_without_a_timeout() {
         assert!(threads < 64, "some queue never served a request");
         threads += 1;
         let s = stack.clone();
-        let (c, took) = std::thread::spawn(move || {
-            let begun = Instant::now();
-            (s.execute(read_req(8, 8)), begun.elapsed())
-        })
-        .join()
-        .unwrap();
+        let c = std::thread::spawn(move || s.execute(read_req(8, 8)))
+            .join()
+            .unwrap();
+        // A completion that did not interrupt would leave the read to Storport's timeout (30 s),
+        // whose bus reset hands it back with BUS_RESET.
         assert!(c.is_success(), "first read: {}", brief(&c));
-        assert!(took < Duration::from_secs(1), "a read took {took:?}");
     }
+    let seen = stack.adapter.activity();
+    assert_eq!((seen.timeouts, seen.resets), (0, 0), "no timeout, no reset");
     assert!(!stack.adapter.log().iter().any(|l| l.contains("timed out")));
     assert_clean(&stack);
 }

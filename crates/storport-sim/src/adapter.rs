@@ -143,6 +143,7 @@ pub(crate) struct AdapterInner {
     pub reset_epoch: AtomicU64,
     pub next_request: AtomicU64,
     pub lock_counts: LockCounters,
+    pub activity: ActivityCounters,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -312,6 +313,38 @@ impl LockCounts {
     }
 }
 
+/// The counters behind [`Activity`]: each is bumped once its event is over (the callback
+/// returned, the completion was delivered), then the port's [`Signal`](crate::Signal) is
+/// notified ([`AdapterInner::happened`]).
+#[derive(Default)]
+pub(crate) struct ActivityCounters {
+    pub completions: AtomicU64,
+    pub interrupts: AtomicU64,
+    pub dpcs: AtomicU64,
+    pub timer_calls: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub resets: AtomicU64,
+}
+
+/// What happened on one adapter since it started ([`Adapter::activity`]): counts a test can wait
+/// for with [`Adapter::wait_until`] instead of sleeping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Requests whose completion was delivered to the submitter (after RequestComplete and the
+    /// callback it happened in).
+    pub completions: u64,
+    /// Runs of HwStorInterrupt or HwMSInterruptRoutine that returned.
+    pub interrupts: u64,
+    /// Runs of a DPC routine that returned.
+    pub dpcs: u64,
+    /// HwStorTimer calls that returned.
+    pub timer_calls: u64,
+    /// Requests the port found outstanding past their TimeOutValue.
+    pub timeouts: u64,
+    /// HwStorResetBus calls that returned (on a timeout or from [`Adapter::reset_bus`]).
+    pub resets: u64,
+}
+
 // SAFETY: the raw addresses inside (device extension, guest blocks) are plain addresses of
 // memory the adapter owns; all shared state is behind atomics or locks.
 unsafe impl Send for AdapterInner {}
@@ -399,6 +432,13 @@ impl AdapterInner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(line);
+        self.port.events.notify();
+    }
+
+    /// Counts one event of `counter` (one of `self.activity`'s) and wakes whoever waits.
+    pub fn happened(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.port.events.notify();
     }
 
     fn int_lock(&self, m: u32) -> &RawSpinLock {
@@ -732,6 +772,7 @@ impl AdapterInner {
         self.timer
             .reset_check(Instant::now() + self.port.options.reset_grace, epoch);
         self.open(gate::RESET);
+        self.happened(&self.activity.resets);
         ok != 0
     }
 
@@ -946,6 +987,7 @@ pub(crate) fn start(
         reset_epoch: AtomicU64::new(0),
         next_request: AtomicU64::new(1),
         lock_counts: LockCounters::default(),
+        activity: ActivityCounters::default(),
         threads: Mutex::new(Vec::new()),
     });
     ADAPTERS
@@ -1043,26 +1085,87 @@ impl Adapter {
         self.inner.requests.outstanding()
     }
 
-    /// Waits until no request is outstanding, at most `timeout`.
-    pub fn drain(&self, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while self.inner.requests.outstanding() != 0
-            || !self
-                .inner
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-        {
-            if Instant::now() > end {
-                return false;
-            }
-            if self.inner.dump_mode() {
-                crate::request::poll_once(&self.inner);
-            }
-            std::thread::sleep(Duration::from_micros(200));
+    /// Requests that were outstanding when HwStorResetBus returned and are still neither
+    /// completed nor reported (0xF0/1 comes `reset_grace` after the reset). Once it is 0, every
+    /// reset so far is settled: no further NotCompletedAfterReset can come of it.
+    pub fn outstanding_after_reset(&self) -> usize {
+        self.inner.requests.unsettled_after_reset()
+    }
+
+    /// What happened on this adapter so far (see [`Activity`]).
+    pub fn activity(&self) -> Activity {
+        let c = &self.inner.activity;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Activity {
+            completions: load(&c.completions),
+            interrupts: load(&c.interrupts),
+            dpcs: load(&c.dpcs),
+            timer_calls: load(&c.timer_calls),
+            timeouts: load(&c.timeouts),
+            resets: load(&c.resets),
         }
-        true
+    }
+
+    /// Waits until `check` answers `Some`, checking it at once and whenever something happens
+    /// on this machine (a callback returns, a request completes, a violation is reported, the
+    /// port logs a line or notification, a reset or a timeout), at most `timeout`; the error says
+    /// `what` did not happen. For conditions over [`activity`](Self::activity),
+    /// [`outstanding`](Self::outstanding), [`log`](Self::log), [`violations`](Self::violations)
+    /// and whatever the miniport's callbacks change.
+    pub fn wait_for<T>(
+        &self,
+        what: impl std::fmt::Display,
+        timeout: Duration,
+        check: impl FnMut() -> Option<T>,
+    ) -> Result<T, String> {
+        self.inner.port.events.wait_for(what, timeout, check)
+    }
+
+    /// [`wait_for`](Self::wait_for) with a condition that is true or false.
+    pub fn wait_until(
+        &self,
+        what: impl std::fmt::Display,
+        timeout: Duration,
+        condition: impl FnMut() -> bool,
+    ) -> Result<(), String> {
+        self.inner.port.events.wait_until(what, timeout, condition)
+    }
+
+    fn waiting_to_be_sent(&self) -> usize {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Waits until no request is outstanding or waiting to be sent, at most `timeout`; the
+    /// error says how many were left.
+    pub fn drain(&self, timeout: Duration) -> Result<(), String> {
+        let idle = || self.outstanding() == 0 && self.waiting_to_be_sent() == 0;
+        let waited = if self.inner.dump_mode() {
+            // A dump stack has no interrupts: the waiting thread is the CPU that polls the ISR.
+            let start = Instant::now();
+            loop {
+                if idle() {
+                    break Ok(());
+                }
+                if start.elapsed() > timeout {
+                    break Err(format!("waited {timeout:?} for the adapter to drain"));
+                }
+                crate::request::poll_once(&self.inner);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        } else {
+            self.wait_until("the adapter to drain", timeout, idle)
+        };
+        waited.map_err(|e| {
+            format!(
+                "{e}: {} request(s) outstanding, {} waiting to be sent",
+                self.outstanding(),
+                self.waiting_to_be_sent()
+            )
+        })
     }
 
     /// PnP stop: waits for outstanding requests, then HwAdapterControl(ScsiStopAdapter) at DIRQL
@@ -1070,7 +1173,7 @@ impl Adapter {
     pub fn stop(&self) -> Option<u32> {
         let a = &self.inner;
         a.quiesce(gate::STOPPED);
-        self.drain(Duration::from_secs(30));
+        let _ = self.drain(Duration::from_secs(30));
         let r = a.adapter_control(abi::SCSI_STOP_ADAPTER, std::ptr::null_mut());
         a.interrupts_enabled.store(false, Ordering::SeqCst);
         a.timer.cancel_hw_timer();

@@ -157,5 +157,6 @@ pub(crate) fn run_cpu(a: Arc<AdapterInner>, c: u32) {
         cpu::invoke(&a, Callback::Dpc, irql::DISPATCH, &[], || unsafe {
             routine(dpc, devext, a1 as *mut c_void, a2 as *mut c_void)
         });
+        a.happened(&a.activity.dpcs);
     }
 }

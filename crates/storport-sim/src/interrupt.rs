@@ -69,6 +69,12 @@ impl InterruptSink for IrqLines {
 
 /// Runs the ISR for line `l` once, with Storport's locks.
 pub(crate) fn service(a: &AdapterInner, l: u32) -> bool {
+    let claimed = run_isr(a, l);
+    a.happened(&a.activity.interrupts);
+    claimed
+}
+
+fn run_isr(a: &AdapterInner, l: u32) -> bool {
     let devext = a.devext_ptr();
     let lvl = if a.dump_mode() {
         irql::HIGH

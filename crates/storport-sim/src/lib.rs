@@ -17,6 +17,12 @@
 //! interrupt line runs the ISR; one thread per simulated CPU runs DPCs; a timer thread runs
 //! HwStorTimer, busy retries and SRB timeouts. Completions are delivered after the miniport's
 //! callback returns, on the CPU that completed them. `RULES.md` lists the rules.
+//!
+//! Tests wait for events, not for time: [`Adapter::wait_until`] (and [`Port::wait_until`],
+//! [`Port::wait_for_violation`], [`Adapter::drain`]) re-check a condition whenever a callback
+//! returns, a request completes, a violation is reported, the port logs a line, a request times
+//! out or a bus reset is done ([`Adapter::activity`] counts these), and fail with a message
+//! naming what did not happen only after [`PATIENCE`].
 
 pub mod abi;
 mod adapter;
@@ -32,15 +38,18 @@ mod request;
 pub mod rules;
 mod timer;
 mod watchdog;
+pub mod wait;
 
 pub use adapter::{
-    Adapter, AdapterOptions, CallbackKind, InterruptMode, LockCounts, LockKind, StartError,
+    Activity, Adapter, AdapterOptions, CallbackKind, InterruptMode, LockCounts, LockKind,
+    StartError,
 };
 pub use exports::{LockApi, LockCall, record_lock_calls, unattributed_calls};
 pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
 pub use request::{Completion, Request, RequestHandle, flags, function};
 pub use rules::{Rule, Violation};
 pub use watchdog::HANG_EXIT_CODE;
+pub use wait::{PATIENCE, Signal};
 
 /// Keeps the export object files in every link (see `exports::keep`).
 #[doc(hidden)]

@@ -11,6 +11,7 @@ use crate::abi::{self, DriverEntryFn, HwInitializationData};
 use crate::adapter::{Adapter, AdapterOptions, StartError};
 use crate::device::{GuestMemory, PciDevice};
 use crate::rules::{Reporter, Rule, Violation};
+use crate::wait::Signal;
 
 /// How the port describes a data buffer to the miniport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -112,6 +113,9 @@ pub enum LoadError {
 pub(crate) struct PortShared {
     pub options: PortOptions,
     pub reporter: Reporter,
+    /// Notified whenever something tests may wait for happens on this machine (see
+    /// [`Port::wait_until`]).
+    pub events: Signal,
     pub registration: Mutex<Option<Registration>>,
     pub driver_entry: Mutex<Option<DriverEntryFn>>,
 }
@@ -122,6 +126,7 @@ impl PortShared {
             self.reporter
                 .push(crate::cpu::violation(rule, params, adapter, message));
         }
+        self.events.notify();
     }
 }
 
@@ -166,6 +171,7 @@ impl Port {
             shared: Arc::new(PortShared {
                 options,
                 reporter,
+                events: Signal::new(),
                 registration: Mutex::new(None),
                 driver_entry: Mutex::new(None),
             }),
@@ -221,6 +227,29 @@ impl Port {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Waits until `condition` holds, checking it at once and whenever something happens on this
+    /// machine (a callback returns, a request completes, a violation is reported, a line is
+    /// logged, a reset or a timeout), at most `timeout`; the error names `what` did not happen.
+    pub fn wait_until(
+        &self,
+        what: impl std::fmt::Display,
+        timeout: Duration,
+        condition: impl FnMut() -> bool,
+    ) -> Result<(), String> {
+        self.shared.events.wait_until(what, timeout, condition)
+    }
+
+    /// Waits until a violation of `rule` is reported, at most `timeout`, and returns it; the
+    /// error lists what was reported instead.
+    pub fn wait_for_violation(&self, rule: Rule, timeout: Duration) -> Result<Violation, String> {
+        self.shared
+            .events
+            .wait_for(format!("a {rule:?} violation"), timeout, || {
+                self.violations().into_iter().find(|v| v.rule == rule)
+            })
+            .map_err(|e| format!("{e}; reported instead: {:#?}", self.violations()))
     }
 
     /// Removes and returns the violations reported so far.

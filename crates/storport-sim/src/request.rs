@@ -387,6 +387,13 @@ impl RequestTable {
         });
     }
 
+    /// Requests marked by a reset that are neither completed nor reported yet.
+    pub fn unsettled_after_reset(&self) -> usize {
+        let mut n = 0;
+        self.each(|r| n += usize::from(r.reset_epoch != 0 && !r.reported));
+        n
+    }
+
     pub fn still_outstanding(&self, epoch: u64) -> Vec<(usize, u64)> {
         let mut v = Vec::new();
         self.each(|r| {
@@ -889,7 +896,11 @@ pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
     };
     let target = r.target;
     if let Some(w) = free_record(a, r) {
-        cpu::defer(Box::new(move || deliver(w, c)));
+        let me = a.arc();
+        cpu::defer(Box::new(move || {
+            deliver(w, c);
+            me.happened(&me.activity.completions);
+        }));
     }
     // StorPortBusy / StorPortDeviceBusy count completions.
     if a.busy_remaining.load(Ordering::SeqCst) > 0

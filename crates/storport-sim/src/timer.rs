@@ -82,6 +82,7 @@ pub(crate) fn call_hw_timer(a: &AdapterInner, f: DevExtVoidFn) {
     let (lvl, locks) = a.startio_context();
     // SAFETY: `f` is the routine the miniport passed to RequestTimerCall.
     cpu::invoke(a, Callback::Timer, lvl, locks, || unsafe { f(devext) });
+    a.happened(&a.activity.timer_calls);
 }
 
 pub(crate) fn run(a: Arc<AdapterInner>) {
@@ -163,6 +164,9 @@ pub(crate) fn run(a: Arc<AdapterInner>) {
         if Instant::now() >= next_scan {
             next_scan = Instant::now() + SCAN;
             let expired = a.requests.expired(Instant::now());
+            for _ in &expired {
+                a.happened(&a.activity.timeouts);
+            }
             if !expired.is_empty() {
                 if a.port.options.reset_on_timeout {
                     a.log(format!(

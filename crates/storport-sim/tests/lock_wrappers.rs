@@ -21,7 +21,6 @@ use std::ffi::c_void;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::{Duration, Instant};
 
 use storport::config::MessageSynchronization;
 use storport::context::{self, StartIo};
@@ -37,8 +36,8 @@ use storport::{
 };
 use storport_sim::abi;
 use storport_sim::{
-    Adapter, AdapterOptions, InterruptMode, LockApi, LockCall, PortOptions, Request, Rule,
-    Violation, record_lock_calls,
+    Adapter, AdapterOptions, InterruptMode, LockApi, LockCall, PATIENCE, PortOptions, Request,
+    Rule, Violation, record_lock_calls,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -598,15 +597,17 @@ struct Run {
 }
 
 /// Turns a deadlock (a lock never released: the port reports it, then a CPU spins on it for
-/// ever, as on Windows) into a failure instead of a hung test run.
+/// ever, as on Windows) into a failure instead of a hung test run. It waits twice as long as
+/// any wait in a test ([`PATIENCE`]), so a failed wait's own message comes first.
 struct Watchdog(#[allow(dead_code, reason = "dropped to stop the watchdog")] mpsc::Sender<()>);
 
 fn watchdog(what: String) -> Watchdog {
     let (tx, rx) = mpsc::channel::<()>();
+    let limit = 2 * PATIENCE;
     std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(60)) {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
             eprintln!(
-                "lock_wrappers: {what} still running after 60 s: a lock was never released \
+                "lock_wrappers: {what} still running after {limit:?}: a lock was never released \
                  (deadlock); see the violations above"
             );
             std::process::exit(101);
@@ -651,11 +652,10 @@ fn start(scenario: Scenario) -> Run {
     }
 }
 
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_micros(200));
+/// Waits until `cond` holds: the port re-checks it whenever a callback (the ISR, a DPC) returns.
+fn wait_for(run: &Run, what: &str, cond: impl FnMut() -> bool) {
+    if let Err(e) = run.adapter.wait_until(what, PATIENCE, cond) {
+        panic!("{e}\n{}", show(&run.port.violations()));
     }
 }
 
@@ -681,15 +681,19 @@ fn drive(run: &Run, threads: usize, requests: usize, interrupts: usize) {
             for _ in 0..interrupts {
                 let before = o.isr_runs.load(Ordering::SeqCst);
                 run.adapter.raise_interrupt(message);
-                wait_for("the ISR", || o.isr_runs.load(Ordering::SeqCst) > before);
-                wait_for("the DPC", || {
+                wait_for(run, "the ISR", || {
+                    o.isr_runs.load(Ordering::SeqCst) > before
+                });
+                wait_for(run, "the DPC", || {
                     o.dpc_done.load(Ordering::SeqCst) >= o.issued.load(Ordering::SeqCst)
                 });
             }
         });
     });
-    assert!(run.adapter.drain(Duration::from_secs(10)));
-    wait_for("the last DPC", || {
+    if let Err(e) = run.adapter.drain(PATIENCE) {
+        panic!("{e}");
+    }
+    wait_for(run, "the last DPC", || {
         o.dpc_done.load(Ordering::SeqCst) >= o.issued.load(Ordering::SeqCst)
     });
 }
@@ -1005,9 +1009,6 @@ fn leaked_guard_is_reported() {
         let run = start(Scenario { leak, ..BASE });
         let o = &run.obs;
         run.adapter.raise_interrupt(MSI_MESSAGE as u16);
-        wait_for("the leaking DPC", || o.dpc_done.load(Ordering::SeqCst) >= 1);
-        wait_for("the violation", || !run.port.violations().is_empty());
-        let violations = run.port.violations();
         let held = |v: &Violation| {
             v.rule == Rule::LockHeldAtReturn
                 && v.callback == "HwStorDpcRoutine"
@@ -1017,7 +1018,15 @@ fn leaked_guard_is_reported() {
                     "MSILock(1)"
                 })
         };
-        assert!(violations.iter().any(held), "{}", show(&violations));
+        // The port reports the leak when the DPC returns, after the DPC counted itself done.
+        wait_for(&run, "the leaked lock to be reported", || {
+            run.port.violations().iter().any(held)
+        });
+        assert!(
+            o.dpc_done.load(Ordering::SeqCst) >= 1,
+            "the leaking DPC ran"
+        );
+        let violations = run.port.violations();
         // A leaked interrupt-level lock also leaves the DPC at DIRQL.
         assert!(
             violations
@@ -1071,12 +1080,12 @@ fn msi_get_only_in_its_own_message() {
     let run = start(BASE);
     let o = &run.obs;
     run.adapter.raise_interrupt(0);
-    wait_for("the ISR of message 0", || {
+    wait_for(&run, "the ISR of message 0", || {
         o.isr_runs.load(Ordering::SeqCst) >= 1
     });
     assert_eq!(o.msi_other_message.load(Ordering::SeqCst), 1);
     assert_eq!(o.msi_own_message.load(Ordering::SeqCst), 0);
-    wait_for("the DPC", || o.dpc_done.load(Ordering::SeqCst) >= 1);
+    wait_for(&run, "the DPC", || o.dpc_done.load(Ordering::SeqCst) >= 1);
     assert!(
         run.port.violations().is_empty(),
         "{}",

@@ -14,6 +14,7 @@ use std::sync::atomic::{Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use storport_sim::PATIENCE;
 use storport_sim::device::{InterruptSink, PciDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -58,16 +59,23 @@ impl CountingSink {
         lock(&self.counts).iter().sum()
     }
 
-    /// Waits until more than `seen` messages arrived on `message`, or `timeout`; returns the
-    /// count.
-    pub fn wait(&self, message: u16, seen: u64, timeout: Duration) -> u64 {
+    /// Waits until more than `seen` messages arrived on `message`, at most `timeout`; returns
+    /// the count, or an error saying none came.
+    pub fn wait(&self, message: u16, seen: u64, timeout: Duration) -> Result<u64, String> {
         let deadline = Instant::now() + timeout;
         let mut counts = lock(&self.counts);
         loop {
             let now = counts.get(usize::from(message)).copied().unwrap_or(0);
+            if now > seen {
+                return Ok(now);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
-            if now > seen || left.is_zero() {
-                return now;
+            if left.is_zero() {
+                return Err(format!(
+                    "waited {timeout:?} for interrupt {} on message {message}, and it did not \
+                     come",
+                    seen + 1
+                ));
             }
             counts = self
                 .cv
@@ -556,7 +564,7 @@ impl DirectDriver {
             bump: Mutex::new((base, end)),
             queues: Vec::new(),
             features: 0,
-            timeout: Duration::from_secs(5),
+            timeout: PATIENCE,
         })
     }
 
@@ -574,7 +582,7 @@ impl DirectDriver {
         Ok(d)
     }
 
-    /// How long [`Self::request`] waits for a completion (default 5 s).
+    /// How long [`Self::request`] waits for a completion (default [`PATIENCE`]).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
@@ -732,29 +740,35 @@ impl DirectDriver {
         self.regs.set_status(s | status::DRIVER_OK);
     }
 
-    /// Waits for the next used entry of `q` (the queue is locked by the caller).
+    /// Waits for the next used entry of `q` (the queue is locked by the caller), at most
+    /// `timeout`. The device is looked at again whenever it is done with a chain (after writing
+    /// its used entry and interrupting) or sets DEVICE_NEEDS_RESET.
     pub fn wait_used(&self, q: &mut DriverQueue, timeout: Duration) -> Result<Used, DriverError> {
-        let deadline = Instant::now() + timeout;
-        let message = if q.vector == NO_VECTOR { 0 } else { q.vector };
-        loop {
-            let seen = self.sink.count(message);
-            q.enable_interrupts();
-            if let Some(u) = q.pop_used().map_err(DriverError::Ring)? {
-                return Ok(u);
-            }
-            if self.regs.status() & status::DEVICE_NEEDS_RESET != 0 {
-                return Err(DriverError::NeedsReset);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(DriverError::Timeout);
-            }
-            self.sink
-                .wait(message, seen, left.min(Duration::from_millis(20)));
-            if q.vector == NO_VECTOR {
-                // INTx: reading the ISR lowers the line.
-                let _ = self.regs.isr();
-            }
+        let index = q.index;
+        let mut outcome = None;
+        let waited = self.dev.wait_until(
+            format_args!("a used entry on queue {index}"),
+            timeout,
+            || {
+                q.enable_interrupts();
+                outcome = match q.pop_used() {
+                    Err(e) => Some(Err(DriverError::Ring(e))),
+                    Ok(Some(u)) => Some(Ok(u)),
+                    Ok(None) if self.regs.status() & status::DEVICE_NEEDS_RESET != 0 => {
+                        Some(Err(DriverError::NeedsReset))
+                    }
+                    Ok(None) => None,
+                };
+                outcome.is_some()
+            },
+        );
+        if q.vector == NO_VECTOR {
+            // INTx: reading the ISR lowers the line.
+            let _ = self.regs.isr();
+        }
+        match (waited, outcome) {
+            (Ok(()), Some(outcome)) => outcome,
+            _ => Err(DriverError::Timeout),
         }
     }
 
@@ -1021,8 +1035,8 @@ fn bench_queue(
         if driver.regs.status() & status::DEVICE_NEEDS_RESET != 0 {
             return Err(DriverError::NeedsReset);
         }
-        let now = driver.sink.wait(message, seen, Duration::from_secs(5));
-        if now == seen && queue.used_idx() == queue.last_used.0 {
+        let interrupted = driver.sink.wait(message, seen, PATIENCE).is_ok();
+        if !interrupted && queue.used_idx() == queue.last_used.0 {
             return Err(DriverError::Timeout);
         }
         if queue.vector() == NO_VECTOR {

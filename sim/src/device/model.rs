@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
+use storport_sim::Signal;
 use storport_sim::device::{Bar, GuestMemory, InterruptSink, PciDevice};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -59,6 +60,9 @@ pub struct Shared {
     writeback: AtomicBool,
     needs_reset: AtomicBool,
     driver_ok: AtomicBool,
+    /// Notified when a queue thread is done with a chain and when the device sets
+    /// DEVICE_NEEDS_RESET ([`VirtioBlkDevice::wait_until`]).
+    pub(crate) events: Signal,
 }
 
 impl Shared {
@@ -72,6 +76,7 @@ impl Shared {
         if !self.needs_reset.swap(true, Ordering::AcqRel) {
             self.signal_config();
         }
+        self.events.notify();
     }
 
     fn signal_config(&self) {
@@ -191,6 +196,7 @@ impl VirtioBlkDevice {
             negotiated: AtomicU64::new(0),
             needs_reset: AtomicBool::new(false),
             driver_ok: AtomicBool::new(false),
+            events: Signal::new(),
             config,
         };
         Ok(Self {
@@ -280,6 +286,18 @@ impl VirtioBlkDevice {
             .iter()
             .map(QueueStats::snapshot)
             .collect()
+    }
+
+    /// Waits until `condition` holds, checking it at once, whenever a queue thread is done with
+    /// a chain (after its used entry and interrupt, if any) and when the device sets
+    /// DEVICE_NEEDS_RESET, at most `timeout`; the error names `what` did not happen.
+    pub fn wait_until(
+        &self,
+        what: impl std::fmt::Display,
+        timeout: std::time::Duration,
+        condition: impl FnMut() -> bool,
+    ) -> Result<(), String> {
+        self.shared.events.wait_until(what, timeout, condition)
     }
 
     /// Number of queue threads running.

@@ -95,6 +95,7 @@ pub struct QueueStats {
     notifications: AtomicU64,
     interrupts: AtomicU64,
     suppressed: AtomicU64,
+    served: AtomicU64,
 }
 
 /// A snapshot of one queue's counters, for the simulator's report.
@@ -126,6 +127,9 @@ pub struct QueueCounters {
     pub interrupts: u64,
     /// Completions for which notification suppression said no interrupt was needed.
     pub suppressed: u64,
+    /// Chains the device took off the available ring and is done with: completed (used entry
+    /// and interrupt, if any, written), lost by a fault, or refused as malformed.
+    pub served: u64,
 }
 
 impl QueueStats {
@@ -151,6 +155,7 @@ impl QueueStats {
             notifications: g(&self.notifications),
             interrupts: g(&self.interrupts),
             suppressed: g(&self.suppressed),
+            served: g(&self.served),
         }
     }
 
@@ -222,7 +227,12 @@ fn drain(
             // (InvalidAvailRingIndex); `pop_descriptor_chain` would hide that error.
             let chain = queue.iter(mem).map_err(|_| Broken)?.next();
             let Some(chain) = chain else { break };
-            serve(shared, index, queue, chain, segs)?;
+            let served = serve(shared, index, queue, chain, segs);
+            shared.queue_stats[usize::from(index)]
+                .served
+                .fetch_add(1, Ordering::Relaxed);
+            shared.events.notify();
+            served?;
         }
         if !queue.enable_notification(mem).map_err(|_| Broken)? {
             return Ok(());

@@ -957,13 +957,17 @@ pub fn read(a: &Adapter) -> Completion {
     a.execute(Request::data_in(&READ10, 4096))
 }
 
-/// Runs one request through a misbehaving miniport and returns the violations seen.
-pub fn provoke(bad: u32, opts: PortOptions) -> Vec<Violation> {
+/// Runs one request through a misbehaving miniport until it breaks `rule` and returns the
+/// violations seen (all of them, once the adapter is stopped). The request may never complete
+/// (BuildIo returning FALSE, a completion with SRB_STATUS_PENDING), so the wait is for the
+/// violation, not for the request.
+pub fn provoke(bad: u32, rule: Rule, opts: PortOptions) -> Vec<Violation> {
     let p = port(opts);
     let (a, _dev) = start(&p, bad, 2);
-    let h = a.submit(Request::data_in(&READ10, 4096));
-    let _ = h.wait_timeout(Duration::from_secs(2));
-    std::thread::sleep(Duration::from_millis(50));
+    let _h = a.submit(Request::data_in(&READ10, 4096));
+    if let Err(e) = p.wait_for_violation(rule, PATIENCE) {
+        panic!("bad={bad}: {e}");
+    }
     drop(a);
     p.violations()
 }
