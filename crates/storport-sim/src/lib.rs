@@ -37,8 +37,8 @@ mod registers;
 mod request;
 pub mod rules;
 mod timer;
-mod watchdog;
 pub mod wait;
+mod watchdog;
 
 pub use adapter::{
     Activity, Adapter, AdapterOptions, CallbackKind, InterruptMode, LockCounts, LockKind,
@@ -48,8 +48,8 @@ pub use exports::{LockApi, LockCall, record_lock_calls, unattributed_calls};
 pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
 pub use request::{Completion, Request, RequestHandle, flags, function};
 pub use rules::{Rule, Violation};
-pub use watchdog::HANG_EXIT_CODE;
 pub use wait::{PATIENCE, Signal};
+pub use watchdog::HANG_EXIT_CODE;
 
 /// Keeps the export object files in every link (see `exports::keep`).
 #[doc(hidden)]
