@@ -43,7 +43,12 @@ const BLOCK: usize = 512;
 
 /// Loads the RAM disk (DriverEntry -> StorPortInitialize) and starts its adapter.
 fn start() -> (Port, Adapter) {
-    let port = Port::new(PortOptions::default());
+    start_with(PortOptions::default(), None)
+}
+
+/// [`start`] with port options and the adapter's argument string.
+fn start_with(options: PortOptions, arguments: Option<&str>) -> (Port, Adapter) {
+    let port = Port::new(options);
     let registration = port
         .load_driver(storport_ramdisk::driver_entry)
         .expect("the RAM disk registers");
@@ -52,7 +57,10 @@ fn start() -> (Port, Adapter) {
         .start_adapter(
             Arc::new(NoHardware),
             common::memory(32),
-            AdapterOptions::default(),
+            AdapterOptions {
+                argument_string: arguments.map(str::to_string),
+                ..AdapterOptions::default()
+            },
         )
         .expect("the RAM disk adapter starts");
     (port, adapter)
@@ -297,8 +305,21 @@ fn ramdisk_refuses_with_exact_sense_and_leaves_the_disk_untouched() {
     assert_no_violations(&port);
 }
 
-#[test]
-fn ramdisk_keeps_patterned_writes_from_many_threads_in_flight() {
+/// Who held the StartIo lock around the RAM disk's StartIo calls.
+struct StartIoLocks {
+    start_ios: u64,
+    /// Acquisitions by the port around StartIo (one channel).
+    by_port: u64,
+    /// Acquisitions by the miniport inside StartIo (concurrent channels).
+    by_miniport: u64,
+    /// Every lock the miniport took, in any callback.
+    miniport_total: u64,
+}
+
+/// Patterned WRITE(10)/WRITE(16) from several threads, each with many requests in flight, read
+/// back with READ(10)/READ(16) as they go and, after a bus reset and a stop/restart, over the
+/// whole disk. Returns who held the StartIo lock.
+fn patterned_io(a: &Adapter) -> StartIoLocks {
     const THREADS: u64 = 4;
     const ROUNDS: u64 = 24;
     /// Requests one thread has in flight at once; each owns one slot of the thread's region.
@@ -307,11 +328,9 @@ fn ramdisk_keeps_patterned_writes_from_many_threads_in_flight() {
     let slot = region / IN_FLIGHT;
     let max_blocks = u64::from(MAX_TRANSFER) / BLOCK as u64;
 
-    let (port, a) = start();
     let shadows: Vec<Vec<u8>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..THREADS)
             .map(|writer| {
-                let a = &a;
                 s.spawn(move || {
                     let first = writer * region;
                     let mut shadow = vec![0u8; region as usize * BLOCK];
@@ -388,13 +407,81 @@ fn ramdisk_keeps_patterned_writes_from_many_threads_in_flight() {
     // around every StartIo and the miniport took no lock itself.
     let counts = a.lock_counts();
     let start_ios = counts.runs(CallbackKind::StartIo);
+    // Every READ and WRITE went to StartIo, nothing else did.
     let expected = THREADS * ROUNDS * 2 * IN_FLIGHT + (DISK_BYTES / MAX_TRANSFER as usize) as u64;
     assert_eq!(start_ios, expected);
-    assert_eq!(
-        counts.port[CallbackKind::StartIo as usize][LockKind::StartIo as usize],
-        start_ios
+    let start_io = CallbackKind::StartIo as usize;
+    let lock = LockKind::StartIo as usize;
+    StartIoLocks {
+        start_ios,
+        by_port: counts.port[start_io][lock],
+        by_miniport: counts.miniport[start_io][lock],
+        miniport_total: counts.miniport.iter().flatten().sum(),
+    }
+}
+
+#[test]
+fn ramdisk_keeps_patterned_writes_with_storport_holding_the_start_io_lock() {
+    let (port, a) = start();
+    assert_eq!(a.perf().0, 1, "one channel");
+    let locks = patterned_io(&a);
+    // One channel: Storport held the StartIo lock around every StartIo; the miniport took none.
+    assert_eq!(locks.by_port, locks.start_ios);
+    assert_eq!(locks.miniport_total, 0);
+    drop(a);
+    assert_no_violations(&port);
+}
+
+#[test]
+fn ramdisk_keeps_patterned_writes_with_concurrent_channels_taking_the_start_io_lock() {
+    let (port, a) = start_with(PortOptions::default(), Some("channels=4"));
+    assert_eq!(a.perf().0, 4, "four concurrent channels granted");
+    let locks = patterned_io(&a);
+    // Concurrent channels: Storport held nothing; StartIo took the lock once per request.
+    assert_eq!(locks.by_port, 0);
+    assert_eq!(locks.by_miniport, locks.start_ios);
+    assert_eq!(locks.miniport_total, locks.start_ios);
+    drop(a);
+    assert_no_violations(&port);
+}
+
+#[test]
+fn ramdisk_falls_back_to_the_classic_lock_call() {
+    // A Storport before Windows 10 1809: StorPortAcquireSpinLockEx is not implemented and the
+    // layer falls back to StorPortAcquireSpinLock, with the same outcome.
+    let options = PortOptions {
+        acquire_spinlock_ex_not_implemented: true,
+        ..PortOptions::default()
+    };
+    let (port, a) = start_with(options, Some("channels=2"));
+    assert_eq!(a.perf().0, 2);
+    record_lock_calls(true);
+    let locks = patterned_io(&a);
+    assert_eq!(locks.by_miniport, locks.start_ios);
+    let calls: Vec<LockCall> = a
+        .lock_calls()
+        .into_iter()
+        .filter(|c| c.callback == "HwStorStartIo")
+        .collect();
+    record_lock_calls(false);
+    let count = |api: LockApi| calls.iter().filter(|c| c.api == api).count() as u64;
+    // Each StartIo: the Ex call answered NOT_IMPLEMENTED, the classic StartIo-lock acquire, the
+    // release.
+    assert_eq!(count(LockApi::AcquireEx), locks.start_ios);
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.api == LockApi::AcquireEx)
+            .all(|c| c.status == abi::STOR_STATUS_NOT_IMPLEMENTED)
     );
-    assert_eq!(counts.miniport, LockCounts::default().miniport);
+    assert_eq!(count(LockApi::Acquire), locks.start_ios);
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.api == LockApi::Acquire)
+            .all(|c| c.kind == abi::START_IO_LOCK)
+    );
+    assert_eq!(count(LockApi::Release), locks.start_ios);
     drop(a);
     assert_no_violations(&port);
 }

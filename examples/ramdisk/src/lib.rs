@@ -12,9 +12,11 @@
 //!   passes READ and WRITE on.
 //! - **HwStorStartIo** copies between the request's buffer and the disk. The disk is a
 //!   [`StartIoShared`] cell: its bytes are reachable only holding the adapter's StartIo lock.
-//!   The adapter asks for no concurrent channels, so Storport holds that lock around StartIo and
-//!   the StartIo token proves it ([`StartIo::Serialized`]); were channels granted, the same code
-//!   would take the lock itself ([`StartIo::Concurrent`]). Requests are completed after the copy.
+//!   By default the adapter asks for no concurrent channels, so Storport holds that lock around
+//!   StartIo and the StartIo token proves it ([`StartIo::Serialized`]). With `channels=N` in the
+//!   argument string it asks for N concurrent channels in HwStorInitialize; when Storport grants
+//!   them it no longer holds the lock, and StartIo takes it through the cell
+//!   ([`StartIo::Concurrent`]). Requests are completed after the copy.
 //!
 //! MapBuffers is STOR_MAP_ALL_BUFFERS_INCLUDING_READ_WRITE, so every data buffer, READ and WRITE
 //! included, has a system address ([`Srb::data_buffer`]).
@@ -31,6 +33,7 @@ use core::ffi::c_void;
 
 use storport::context::{self, StartIo};
 use storport::ffi;
+use storport::perf::{self, PerfRequest};
 use storport::srb::Address;
 use storport::sync::StartIoShared;
 use storport::{
@@ -51,6 +54,10 @@ pub const MAX_TRANSFER: u32 = 128 * 1024;
 pub struct RamDisk {
     /// The disk's bytes, guarded by the StartIo lock.
     disk: StartIoShared<[u8; DISK_BYTES]>,
+    /// The adapter, once found.
+    port: Option<Port>,
+    /// Concurrent StartIo channels to ask for (`channels=N`; 1: none).
+    channels: u32,
 }
 
 /// DriverEntry's work for the RAM disk: registers [`RamDisk`] with Storport.
@@ -83,6 +90,8 @@ enum Route {
 impl Miniport for RamDisk {
     const INITIAL: Self = RamDisk {
         disk: StartIoShared::new([0; DISK_BYTES]),
+        port: None,
+        channels: 1,
     };
     // Nothing per request: StartIo decodes the CDB again rather than carrying BuildIo's result.
     const SRB_EXTENSION_SIZE: u32 = 0;
@@ -97,6 +106,8 @@ impl Miniport for RamDisk {
     ) -> FindAdapterStatus {
         // No hardware to look for: whatever Storport offers is the RAM disk.
         self.disk.bind(port);
+        self.port = Some(port);
+        self.channels = channels(config.argument_string());
         // One bus, one target, one LU, SRB_EX with BTL8 addresses, full duplex. The RAM disk does
         // no DMA, but the description costs nothing.
         config.set_bus_master_adapter(0, 1);
@@ -106,7 +117,20 @@ impl Miniport for RamDisk {
         FindAdapterStatus::Found
     }
 
-    fn initialize(&self, _ctx: &mut context::Initialize) -> bool {
+    fn initialize(&self, ctx: &mut context::Initialize) -> bool {
+        if self.channels > 1
+            && let Some(port) = self.port
+        {
+            // Not granted (an older Storport): StartIo stays serialised, which is just as correct.
+            let _ = perf::initialize(
+                ctx,
+                port,
+                PerfRequest {
+                    concurrent_channels: self.channels,
+                    ..PerfRequest::default()
+                },
+            );
+        }
         true
     }
 
@@ -203,6 +227,24 @@ impl RamDisk {
     }
 }
 
+/// The N of `channels=N` in the argument string: 1 when absent, not a number, or not in 1..=64.
+fn channels(arguments: &[u8]) -> u32 {
+    const KEY: &[u8] = b"channels=";
+    let Some(at) = arguments.windows(KEY.len()).position(|w| w == KEY) else {
+        return 1;
+    };
+    arguments
+        .get(at + KEY.len()..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .try_fold(0u32, |n, &digit| {
+            n.checked_mul(10)?.checked_add(u32::from(digit - b'0'))
+        })
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(1)
+}
+
 /// Routes a request in BuildIo: answers everything but READ and WRITE.
 fn route(srb: &mut Srb) -> Route {
     let function = u8::try_from(srb.function()).unwrap_or(u8::MAX);
@@ -270,5 +312,21 @@ fn finish(mut srb: Srb, outcome: Outcome) -> storport::srb::Completed {
             srb.set_data_transfer_length(0);
             srb.complete(status)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channels;
+
+    #[test]
+    fn channels_come_from_the_argument_string() {
+        assert_eq!(channels(b""), 1);
+        assert_eq!(channels(b"channels=4"), 4);
+        assert_eq!(channels(b"dump=1 channels=16"), 16);
+        assert_eq!(channels(b"channels="), 1);
+        assert_eq!(channels(b"channels=0"), 1);
+        assert_eq!(channels(b"channels=65"), 1);
+        assert_eq!(channels(b"channels=99999999999999"), 1);
     }
 }
