@@ -248,7 +248,9 @@ fn monitor() {
             // The monitor must survive whatever it meets: a dead monitor turns every hang back
             // into a hung test.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&t))).is_err() {
-                say(format_args!("storport-sim: the watchdog's check panicked; it goes on"));
+                say(format_args!(
+                    "storport-sim: the watchdog's check panicked; it goes on"
+                ));
             }
         }
     }
