@@ -336,8 +336,9 @@ fn patterned_io(a: &Adapter) -> StartIoLocks {
                     let mut shadow = vec![0u8; region as usize * BLOCK];
                     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (writer + 1));
                     for generation in 1..=ROUNDS {
-                        // IN_FLIGHT writes to disjoint slots, submitted before any is waited for;
-                        // odd rounds use WRITE(16), even WRITE(10).
+                        // IN_FLIGHT writes to disjoint slots, submitted before any is waited for
+                        // (the RAM disk completes each inside StartIo, so what overlaps is the
+                        // four threads' requests); odd rounds use WRITE(16), even WRITE(10).
                         let writes: Vec<_> = (0..IN_FLIGHT)
                             .map(|i| {
                                 let count = 1 + rng.below(slot);
@@ -403,8 +404,7 @@ fn patterned_io(a: &Adapter) -> StartIoLocks {
         assert!(c.data == expected, "blocks from {lba} differ");
     }
 
-    // The lock discipline, as the port saw it: one channel, so Storport held the StartIo lock
-    // around every StartIo and the miniport took no lock itself.
+    // The lock discipline, as the port counted it (the callers check who held the lock).
     let counts = a.lock_counts();
     let start_ios = counts.runs(CallbackKind::StartIo);
     // Every READ and WRITE went to StartIo, nothing else did.
