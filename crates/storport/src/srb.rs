@@ -326,8 +326,12 @@ impl Srb {
 
     /// The data buffer through its system virtual address.
     ///
-    /// Only for requests whose buffer Storport maps (MapBuffers = STOR_MAP_NON_READ_WRITE_BUFFERS:
-    /// everything but READ and WRITE); `None` when the request has no buffer.
+    /// Only for requests whose buffer Storport maps, as [`Miniport::MAP_BUFFERS`] chose:
+    /// STOR_MAP_NON_READ_WRITE_BUFFERS (the default) maps everything but READ and WRITE;
+    /// STOR_MAP_ALL_BUFFERS_INCLUDING_READ_WRITE maps every buffer (a miniport that copies data
+    /// itself, like the RAM disk of `examples/ramdisk`). `None` when the request has no buffer.
+    ///
+    /// [`Miniport::MAP_BUFFERS`]: crate::Miniport::MAP_BUFFERS
     pub fn data_buffer(&mut self) -> Option<&mut [u8]> {
         let header = self.header();
         let buffer = header.DataBuffer.cast::<u8>();
@@ -335,7 +339,7 @@ impl Srb {
         if buffer.is_null() || length == 0 {
             return None;
         }
-        // SAFETY: Storport maps the buffer of non-read/write requests into system space for
+        // SAFETY: Storport maps the buffer of the requests MapBuffers names into system space for
         // DataTransferLength bytes, and it is ours until completion (the `&mut self` borrow keeps
         // it unique).
         Some(unsafe { core::slice::from_raw_parts_mut(buffer, length) })
