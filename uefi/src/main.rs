@@ -3,11 +3,13 @@
 //! A Windows crash dump runs a storage miniport with no operating system under it: one CPU, no
 //! interrupts, polled, synchronous I/O, a few pages of memory. This UEFI application recreates
 //! those conditions under OVMF in QEMU and runs the unmodified driver crate in them: it finds the
-//! virtio-blk-pci device by PCI configuration, calls the driver's `DriverEntry`, plays Storport
-//! for it (a polled, single-CPU Storport whose `StorPort*` symbols are defined in `shim`), sends
-//! the requests a dump would send, checks every status and byte, prints a transcript on COM1 and
-//! exits QEMU with a pass or fail code through the isa-debug-exit device. `tests/qemu.rs` boots it
-//! for several device configurations and checks the disk image afterwards from Linux.
+//! virtio-blk-pci devices by PCI configuration and, for each disk `vioblk.cfg` names, calls the
+//! driver's `DriverEntry`, plays Storport for it (a polled, single-CPU Storport whose `StorPort*`
+//! symbols are defined in `shim`, started afresh for each disk as a dump stack of its own),
+//! sends the requests a dump would send and checks every status and byte. It prints a transcript
+//! on COM1 and exits QEMU with a pass or fail code through the isa-debug-exit device.
+//! `tests/qemu.rs` boots it with one disk per device configuration and checks the disk images
+//! afterwards from Linux.
 //!
 //! On the host the crate builds too (it is a workspace member), as a binary that only says what
 //! it is.

@@ -48,6 +48,20 @@ impl Location {
         })
     }
 
+    /// Parses the `BB:DD.F` form (hexadecimal bus and device, as lspci and QEMU's `addr=` write
+    /// them).
+    pub fn parse(text: &str) -> Option<Location> {
+        let (bus, rest) = text.split_once(':')?;
+        let (device, function) = rest.split_once('.')?;
+        let device = u8::from_str_radix(device, 16).ok().filter(|d| *d < 32)?;
+        let function = function.parse().ok().filter(|f| *f < 8)?;
+        Some(Location {
+            bus: u8::from_str_radix(bus, 16).ok()?,
+            device,
+            function,
+        })
+    }
+
     fn address(self, offset: u8) -> u32 {
         0x8000_0000
             | (u32::from(self.bus) << 16)
@@ -103,8 +117,25 @@ impl Location {
     }
 }
 
-/// Finds the first virtio-blk function on buses `0..=last_bus`.
-pub fn find_virtio_blk(last_bus: u8) -> Option<(Location, u16)> {
+impl core::fmt::Display for Location {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
+    }
+}
+
+/// A virtio-blk PCI function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Function {
+    /// Where it is.
+    pub at: Location,
+    /// Its device id (modern or transitional).
+    pub id: u16,
+}
+
+/// Finds the virtio-blk functions on buses `0..=last_bus`, in bus, device, function order: the
+/// first `found.len()` of them go into `found`; returns how many there are in all.
+pub fn find_virtio_blk(last_bus: u8, found: &mut [Option<Function>]) -> usize {
+    let mut count = 0;
     for bus in 0..=last_bus {
         for device in 0..32u8 {
             let first = Location {
@@ -128,12 +159,15 @@ pub fn find_virtio_blk(last_bus: u8) -> Option<(Location, u16)> {
                 }
                 let id = at.device_id();
                 if id == VIRTIO_BLK_MODERN || id == VIRTIO_BLK_TRANSITIONAL {
-                    return Some((at, id));
+                    if let Some(slot) = found.get_mut(count) {
+                        *slot = Some(Function { at, id });
+                    }
+                    count += 1;
                 }
             }
         }
     }
-    None
+    count
 }
 
 /// One implemented base address register.

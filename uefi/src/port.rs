@@ -33,6 +33,11 @@ pub const DATA_CAPACITY: usize = 256 * 1024;
 pub const SENSE_CAPACITY: u8 = 32;
 /// The poison the port fills SRB extensions with: Storport does not zero them.
 pub const SRB_EXTENSION_POISON: u8 = 0xA5;
+/// Polls of HwStorInterrupt before a request counts as lost: at least 60 s of 10 us stalls
+/// (plus the time the polls themselves take). A request normally completes within a few hundred
+/// polls; the QEMU process serving it may be starved on a busy host for seconds (a flush is an
+/// fdatasync of the image file there), and that must not fail the run.
+const POLL_LIMIT: u32 = 6_000_000;
 /// Scatter-gather elements the port's list can hold.
 const SG_CAPACITY: usize = 128;
 
@@ -150,6 +155,11 @@ unsafe impl Sync for Global {}
 
 /// The port's state.
 pub static STATE: Global = Global(RefCell::new(State::new()));
+
+/// Starts a fresh port for the next adapter: a new dump stack knows nothing of the last one.
+pub fn reset() {
+    with(|s| *s = State::new());
+}
 
 /// Runs `f` with the port's state borrowed (never call the miniport inside).
 pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
@@ -552,9 +562,9 @@ impl Adapter {
             }
         }
         let interrupt = self.hw.HwInterrupt;
-        // Poll: about 3 s of stalls at 10 us, plus the time the polls themselves take.
+        // Poll until the completion, or until POLL_LIMIT polls say it is not coming.
         while with(|s| s.outstanding.is_some_and(|o| o.completions == 0)) {
-            if polls >= 300_000 {
+            if polls >= POLL_LIMIT {
                 violation(format_args!(
                     "request not completed after {polls} polls of HwStorInterrupt"
                 ));
