@@ -20,12 +20,18 @@
 //!   stopped, so the simulator prints the bug check and ends the process with [`HANG_EXIT_CODE`].
 //!   A hung driver fails its test instead of hanging it.
 //!
-//! A callback that returns over budget before the monitor looked is reported on return, with the
-//! same figures.
+//! Reading a thread's CPU clock is a system call (microseconds on a busy virtual machine), far too
+//! dear for every callback of every I/O. So entering and leaving a callback read no clock: the
+//! monitor samples a callback's thread clock the first time it sees the callback running, and
+//! charges it from there. A callback is thus charged for what it runs after its first 2 ms or so
+//! (the monitor's period), which changes nothing for budgets of tens of milliseconds; one that
+//! returns before the monitor saw it was short. A callback the monitor has sampled reads the
+//! clock once more when it returns, and one over budget is reported then if the monitor has not
+//! done it yet.
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -55,25 +61,43 @@ struct Running {
     adapter: u64,
     irql: u8,
     limits: Limits,
-    cpu_at_entry: Duration,
-    stalled_at_entry: u64,
-    lock_wait_at_entry: u64,
-    wall_at_entry: Instant,
+    /// Where the charge starts: set by the monitor when it first sees the callback.
+    base: Option<Base>,
     /// Set once a violation was reported for this invocation (by the monitor or on return).
     reported: bool,
 }
 
-impl Running {
+/// The clocks when the monitor first saw a callback running.
+#[derive(Clone, Copy)]
+struct Base {
+    cpu: Duration,
+    stalled: u64,
+    lock_wait: u64,
+    wall: Instant,
+}
+
+impl Base {
+    fn now(clock: &ThreadClock, cpu: Duration) -> Self {
+        Base {
+            cpu,
+            stalled: clock.stalled_ns.load(Ordering::Relaxed),
+            lock_wait: clock.lock_wait_ns.load(Ordering::Relaxed),
+            wall: Instant::now(),
+        }
+    }
+
+    /// What the callback is charged at thread CPU time `cpu_now`: its CPU time since the base,
+    /// plus its stalls, less its spin-lock waits.
     fn charged(&self, clock: &ThreadClock, cpu_now: Duration) -> Duration {
         let stalled = clock
             .stalled_ns
             .load(Ordering::Relaxed)
-            .saturating_sub(self.stalled_at_entry);
+            .saturating_sub(self.stalled);
         let waited = clock
             .lock_wait_ns
             .load(Ordering::Relaxed)
-            .saturating_sub(self.lock_wait_at_entry);
-        (cpu_now.saturating_sub(self.cpu_at_entry) + Duration::from_nanos(stalled))
+            .saturating_sub(self.lock_wait);
+        (cpu_now.saturating_sub(self.cpu) + Duration::from_nanos(stalled))
             .saturating_sub(Duration::from_nanos(waited))
     }
 }
@@ -84,6 +108,9 @@ struct ThreadClock {
     cpu: AtomicU32,
     stalled_ns: AtomicU64,
     lock_wait_ns: AtomicU64,
+    /// Whether the monitor has sampled a callback this thread is running (then spin-lock waits
+    /// are measured, to be excused).
+    sampled: AtomicBool,
     running: Mutex<Vec<Running>>,
 }
 
@@ -134,6 +161,7 @@ fn thread_clock() -> Arc<ThreadClock> {
                     cpu: AtomicU32::new(0),
                     stalled_ns: AtomicU64::new(0),
                     lock_wait_ns: AtomicU64::new(0),
+                    sampled: AtomicBool::new(false),
                     running: Mutex::new(Vec::new()),
                 });
                 THREADS
@@ -154,46 +182,51 @@ pub(crate) struct Charge {
     pub reported: bool,
 }
 
-/// Starts watching a callback on this thread (simulated CPU `cpu`); pair with [`leave`].
+/// Starts watching a callback on this thread (simulated CPU `cpu`); pair with [`leave`]. Reads
+/// no clock.
 pub(crate) fn enter(callback: Callback, adapter: u64, cpu: u32, irql: u8, limits: Limits) {
     let clock = thread_clock();
     clock.cpu.store(cpu, Ordering::Relaxed);
-    let running = Running {
-        callback,
-        adapter,
-        irql,
-        limits,
-        cpu_at_entry: clock.now().unwrap_or_default(),
-        stalled_at_entry: clock.stalled_ns.load(Ordering::Relaxed),
-        lock_wait_at_entry: clock.lock_wait_ns.load(Ordering::Relaxed),
-        wall_at_entry: Instant::now(),
-        reported: false,
-    };
     clock
         .running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(running);
+        .push(Running {
+            callback,
+            adapter,
+            irql,
+            limits,
+            base: None,
+            reported: false,
+        });
 }
 
-/// Stops watching this thread's innermost callback and returns what it was charged.
+/// Stops watching this thread's innermost callback and returns what it was charged (nothing
+/// when the monitor never saw it running).
 pub(crate) fn leave() -> Charge {
     let clock = thread_clock();
-    let now = clock.now().unwrap_or_default();
-    let r = clock
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .pop();
-    match r {
-        Some(r) => Charge {
-            charged: r.charged(&clock, now),
-            reported: r.reported,
-        },
-        None => Charge {
+    let r = {
+        let mut running = clock.running.lock().unwrap_or_else(|e| e.into_inner());
+        let r = running.pop();
+        // Under the lock, so that the monitor's sampling and this store cannot interleave.
+        clock
+            .sampled
+            .store(running.iter().any(|r| r.base.is_some()), Ordering::Relaxed);
+        r
+    };
+    let Some(r) = r else {
+        return Charge {
             charged: Duration::ZERO,
             reported: false,
-        },
+        };
+    };
+    let charged = match (r.base, clock.now()) {
+        (Some(base), Some(now)) => base.charged(&clock, now),
+        _ => Duration::ZERO,
+    };
+    Charge {
+        charged,
+        reported: r.reported,
     }
 }
 
@@ -208,13 +241,27 @@ pub(crate) fn stalled(d: Duration) {
 }
 
 /// Excuses this thread's running callbacks from the CPU time of one spin-lock wait; `wait` runs
-/// the wait. Only the contended path calls it, so the uncontended acquire reads no clock.
+/// the wait. Only the contended path calls it, and it reads the clock only while the monitor
+/// charges one of this thread's callbacks.
 pub(crate) fn lock_wait(wait: impl FnOnce()) {
     let clock = THIS_THREAD.with(|t| t.borrow().clone());
     let Some(clock) = clock else {
         wait();
         return;
     };
+    if !clock.sampled.load(Ordering::Relaxed) {
+        wait();
+        if clock.sampled.load(Ordering::Relaxed) {
+            // The monitor began charging during the wait: the charge starts after it instead.
+            if let Some(now) = clock.now() {
+                let mut running = clock.running.lock().unwrap_or_else(|e| e.into_inner());
+                for base in running.iter_mut().filter_map(|r| r.base.as_mut()) {
+                    *base = Base::now(&clock, now);
+                }
+            }
+        }
+        return;
+    }
     let before = clock.now();
     wait();
     if let (Some(b), Some(a)) = (before, clock.now()) {
@@ -263,8 +310,13 @@ fn check(t: &ThreadClock) {
     let mut running = t.running.lock().unwrap_or_else(|e| e.into_inner());
     let cpu = t.cpu.load(Ordering::Relaxed);
     for r in running.iter_mut() {
-        let charged = r.charged(t, now);
-        let wall = r.wall_at_entry.elapsed();
+        let Some(base) = r.base else {
+            r.base = Some(Base::now(t, now));
+            t.sampled.store(true, Ordering::Relaxed);
+            continue;
+        };
+        let charged = base.charged(t, now);
+        let wall = base.wall.elapsed();
         if let Some(budget) = r.limits.budget
             && charged > budget
             && !r.reported
@@ -275,7 +327,7 @@ fn check(t: &ThreadClock) {
         let over_margin = r
             .limits
             .budget
-            .is_some_and(|b| charged > b + r.limits.hang_margin);
+            .is_some_and(|b| charged > b.saturating_add(r.limits.hang_margin));
         if over_margin || wall > r.limits.hang_wall {
             hang(r, cpu, charged, wall);
         }
@@ -318,7 +370,7 @@ fn watchdog_violation(
             "{} has not returned after {:?} of CPU ({:?} wall-clock; budget {:?}): the machine is hung",
             r.callback.name(),
             charged,
-            r.wall_at_entry.elapsed(),
+            r.base.map(|b| b.wall.elapsed()).unwrap_or_default(),
             budget
         )
     } else {
