@@ -111,7 +111,7 @@ impl TestImage {
             let dll_name = at(&bytes);
             bytes.extend_from_slice(dll.as_bytes());
             bytes.push(0);
-            while bytes.len() % 8 != 0 {
+            while !bytes.len().is_multiple_of(8) {
                 bytes.push(0);
             }
             let mut table = || {
