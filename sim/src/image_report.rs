@@ -16,8 +16,8 @@ pub struct ImageReport {
     pub size: usize,
     /// The PE checksum stored in it.
     pub checksum: u32,
-    /// Deepest kernel-stack use per routine Storport called: (routine, bytes).
-    pub stack_use: Vec<(String, usize)>,
+    /// Per routine handed to Storport: calls and deepest kernel-stack use.
+    pub stack_use: Vec<image::StackUse>,
     /// Register accesses emulated: read 8/16/32/64, write 8/16/32/64.
     pub mmio: [u64; 8],
 }
@@ -50,8 +50,12 @@ impl ImageReport {
             "kernel stack ({} KiB), deepest use per routine:",
             image::KERNEL_STACK_SIZE >> 10
         );
-        for (routine, bytes) in &self.stack_use {
-            let _ = writeln!(s, "  {routine:<48}{bytes:>7} bytes");
+        for u in &self.stack_use {
+            match u.calls {
+                0 => writeln!(s, "  {:<48}{:>13}", u.routine, "not called"),
+                n => writeln!(s, "  {:<48}{:>7} bytes {n:>10} calls", u.routine, u.deepest),
+            }
+            .unwrap_or(());
         }
         let names = [
             "read8", "read16", "read32", "read64", "write8", "write16", "write32", "write64",
@@ -79,7 +83,7 @@ impl ImageReport {
             "checksum": format!("0x{:08x}", self.checksum),
             "kernel_stack_bytes": image::KERNEL_STACK_SIZE,
             "stack_use": self.stack_use.iter()
-                .map(|(routine, bytes)| json!({"routine": routine, "bytes": bytes}))
+                .map(|u| json!({"routine": u.routine, "calls": u.calls, "bytes": u.deepest}))
                 .collect::<Vec<_>>(),
             "mmio": {
                 "read8": self.mmio[0], "read16": self.mmio[1], "read32": self.mmio[2],

@@ -248,8 +248,8 @@ fn the_deepest_stack_use_of_a_routine_is_measured() {
     let _ = layout;
     let deepest = image::stack_use()
         .into_iter()
-        .filter(|(name, _)| name == "DriverEntry")
-        .map(|(_, bytes)| bytes)
+        .filter(|u| u.routine == "DriverEntry")
+        .map(|u| u.deepest)
         .max()
         .expect("DriverEntry has a stack figure");
     // 4 KiB below the return address, plus the gate's headroom above it.

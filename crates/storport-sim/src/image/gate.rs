@@ -39,6 +39,8 @@ pub(super) static TARGETS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }
 static KINDS: [AtomicU8; SLOTS] = [const { AtomicU8::new(0) }; SLOTS];
 /// The deepest kernel-stack use seen for each slot (bytes, when it was the outermost routine).
 pub(super) static DEEPEST: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+/// How many times each slot's routine returned.
+pub(super) static CALLS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 /// Slot names, and the map from image routine to slot.
 static NAMES: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
 
@@ -60,14 +62,20 @@ pub fn slot_name(index: usize) -> String {
         .map_or_else(|| format!("slot {index}"), |(_, n)| n.clone())
 }
 
-/// Every registered slot: (index, name, deepest stack use in bytes).
-pub fn slots() -> Vec<(usize, String, usize)> {
+/// Every registered slot: (name, calls, deepest stack use in bytes).
+pub fn slots() -> Vec<(String, usize, usize)> {
     NAMES
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
         .enumerate()
-        .map(|(i, (_, name))| (i, name.clone(), DEEPEST[i].load(Ordering::Relaxed)))
+        .map(|(i, (_, name))| {
+            (
+                name.clone(),
+                CALLS[i].load(Ordering::Relaxed),
+                DEEPEST[i].load(Ordering::Relaxed),
+            )
+        })
         .collect()
 }
 

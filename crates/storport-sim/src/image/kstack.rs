@@ -12,9 +12,10 @@
 //! synchronized-access routine) runs on the same kernel stack below the caller's frame, while
 //! the user-mode Storport's own code runs on the host stack (see `gate`).
 //!
-//! Depth: the stack is filled with [`PATTERN`] when mapped; when an outermost routine returns,
-//! the lowest qword no longer holding the pattern gives the deepest use, which is recorded for
-//! that routine's slot, and the used part is filled again.
+//! Depth: the stack is filled with [`PATTERN`] when mapped; when a routine returns, the lowest
+//! qword no longer holding the pattern gives the deepest use (from the top of the stack, so a
+//! nested routine's figure includes its callers' frames), which is recorded for that routine's
+//! slot; when the outermost routine returns, the used part is filled again.
 
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -97,18 +98,19 @@ impl KernelStack {
         self.base + GUARD + KERNEL_STACK_SIZE
     }
 
-    /// Fills `from..top` with the pattern (between outermost routines only).
+    /// Fills `from..top` with the pattern (between outermost routines only: a running routine's
+    /// frames are never overwritten).
     fn fill(&self, from: usize) {
         // SAFETY: `from..top` is the usable part of the stack (type invariant), which no routine
         // uses when this is called.
         unsafe { std::ptr::write_bytes(from as *mut u8, PATTERN_BYTE, self.top() - from) };
     }
 
-    /// The lowest address written since the last fill (between outermost routines only).
+    /// The lowest address written since the last fill.
     fn lowest_touched(&self) -> usize {
         let len = (self.top() - self.low()) / 8;
-        // SAFETY: the usable part of the stack (type invariant), aligned, which no routine uses
-        // when this is called.
+        // SAFETY: the usable part of the stack (type invariant), aligned; called by host code
+        // while no image code runs on this thread, so nothing writes it meanwhile.
         let words = unsafe { std::slice::from_raw_parts(self.low() as *const u64, len) };
         let untouched = words
             .iter()
@@ -192,9 +194,11 @@ pub(super) fn exit() -> usize {
         };
         stack.host_rsp = host_rsp;
         stack.image_rsp = image_rsp;
+        // A nested routine's figure counts its callers' frames too: the stack is one.
+        let lowest = stack.lowest_touched();
+        gate::DEEPEST[index].fetch_max(stack.top() - lowest, Ordering::Relaxed);
+        gate::CALLS[index].fetch_add(1, Ordering::Relaxed);
         if stack.frames.is_empty() {
-            let lowest = stack.lowest_touched();
-            gate::DEEPEST[index].fetch_max(stack.top() - lowest, Ordering::Relaxed);
             stack.fill(lowest);
         }
         index

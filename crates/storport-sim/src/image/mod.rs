@@ -177,13 +177,29 @@ fn image_of(address: usize) -> Option<usize> {
         .map(|i| i.base)
 }
 
-/// The deepest kernel-stack use of each image routine Storport called (bytes, including the
-/// routines it triggered on the same stack), in registration order: `(routine, bytes)`.
-pub fn stack_use() -> Vec<(String, usize)> {
+/// Each image routine handed to Storport, in registration order: how often it ran and the
+/// deepest its kernel stack went while it ran (bytes from the top; routines it triggered on the
+/// same stack, and for a nested routine its callers, included).
+pub fn stack_use() -> Vec<StackUse> {
     gate::slots()
         .into_iter()
-        .map(|(_, name, deepest)| (name, deepest))
+        .map(|(routine, calls, deepest)| StackUse {
+            routine,
+            calls,
+            deepest,
+        })
         .collect()
+}
+
+/// One routine's line of [`stack_use`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackUse {
+    /// `HwStorStartIo (image+0x1a30)`.
+    pub routine: String,
+    /// Returns so far.
+    pub calls: usize,
+    /// Deepest use in bytes.
+    pub deepest: usize,
 }
 
 /// Register accesses the fault handler emulated, by form: `[read8, read16, read32, read64,
