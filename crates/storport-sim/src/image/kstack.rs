@@ -41,12 +41,15 @@ const NESTED_RESERVE: usize = 128;
 /// Exit status of a process whose image overflowed a kernel stack (bug check 0x7F).
 pub const STACK_OVERFLOW_EXIT_CODE: i32 = 0x7F;
 
-/// One thread's kernel stack.
+/// One thread's kernel stack: one mapping of the alternate signal stack, the guard page and the
+/// stack, in that order from low addresses. The signal stack lies below the kernel stack so that
+/// the fault handler always runs at a lower stack pointer than the code it interrupted (what
+/// valgrind's callgrind expects of a signal frame).
 ///
 /// # Invariants
 ///
-/// `base..base + GUARD + KERNEL_STACK_SIZE` and `alt..alt + ALT_STACK` are private anonymous
-/// mappings owned by this value; the first `GUARD` bytes are inaccessible.
+/// `alt..alt + ALT_STACK + GUARD + KERNEL_STACK_SIZE` is a private anonymous mapping owned by
+/// this value; `base = alt + ALT_STACK`, and the `GUARD` bytes at `base` are inaccessible.
 struct KernelStack {
     base: usize,
     alt: usize,
@@ -61,12 +64,11 @@ struct KernelStack {
 
 impl KernelStack {
     fn new() -> KernelStack {
-        let len = GUARD + KERNEL_STACK_SIZE;
-        let base = map(len);
-        // SAFETY: the guard page is the first page of the mapping just made.
+        let alt = map(ALT_STACK + GUARD + KERNEL_STACK_SIZE);
+        let base = alt + ALT_STACK;
+        // SAFETY: the guard page lies inside the mapping just made.
         let r = unsafe { libc::mprotect(base as *mut c_void, GUARD, libc::PROT_NONE) };
         assert_eq!(r, 0, "mprotect of a kernel stack's guard page");
-        let alt = map(ALT_STACK);
         // INVARIANT: both mappings are fresh and owned here.
         let stack = KernelStack {
             base,
@@ -138,10 +140,14 @@ impl Drop for KernelStack {
             // SAFETY: turns off the alternate stack that is about to be unmapped.
             unsafe { libc::sigaltstack(&disable, std::ptr::null_mut()) };
         }
-        // SAFETY: by the type invariant; no routine runs on the thread any more.
-        unsafe { libc::munmap(self.base as *mut c_void, GUARD + KERNEL_STACK_SIZE) };
-        // SAFETY: as above; the alternate stack is no longer installed.
-        unsafe { libc::munmap(self.alt as *mut c_void, ALT_STACK) };
+        // SAFETY: by the type invariant; no routine runs on the thread any more and the
+        // alternate stack is no longer installed.
+        unsafe {
+            libc::munmap(
+                self.alt as *mut c_void,
+                ALT_STACK + GUARD + KERNEL_STACK_SIZE,
+            )
+        };
     }
 }
 
