@@ -2,10 +2,10 @@
 //! `cdb` and `info` naming it, and the loud failures (an unknown register access form, a register
 //! access without the marker, an import off the list) on copies of it patched here.
 //!
-//! The image is the one `VIOBLK_DRIVER_IMAGE` names (CI sets it to `target/package/vioblk.sys`
-//! after `.ci/windows-image`, and runs the driver_io, driver_scsi and driver_trust suites on it
-//! too). Without the variable these tests say so and do nothing; with `CI` set and no variable
-//! they fail, so CI cannot skip them by accident.
+//! The image is the one `VIOBLK_DRIVER_IMAGE` names: `.ci/run`, after `.ci/windows-image`, sets
+//! it to `target/package/vioblk.sys` and runs this file with the driver_io, driver_scsi and
+//! driver_trust suites. Without the variable (the workspace test step, which runs before the
+//! image exists) these tests print SKIPPED and do nothing.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -16,10 +16,6 @@ fn image() -> Option<PathBuf> {
     match std::env::var_os("VIOBLK_DRIVER_IMAGE").filter(|v| !v.is_empty()) {
         Some(path) => Some(PathBuf::from(path)),
         None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run these tests with VIOBLK_DRIVER_IMAGE set"
-            );
             println!("SKIPPED: VIOBLK_DRIVER_IMAGE is not set (build it with .ci/windows-image)");
             None
         }
