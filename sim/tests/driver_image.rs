@@ -106,6 +106,32 @@ fn run_job(interrupts: &str) {
 }
 
 #[test]
+fn every_register_access_in_the_image_is_a_fixed_form_after_the_marker() {
+    let Some(image) = image() else { return };
+    let bytes = std::fs::read(&image).unwrap();
+    let allowlist = pecheck::Allowlist::load(&pecheck::default_allowlist_path()).unwrap();
+    let report = pecheck::check(&bytes, &allowlist);
+    // pecheck disassembles every code section (iced-x86): each marker is followed by one of the
+    // eight mov/movzx [reg] forms, and every occurrence of the marker's bytes was decoded.
+    assert!(report.passed(), "{:#?}", report.problems);
+    let accesses = &report.register_accesses;
+    assert!(
+        accesses.total() > 0,
+        "no register accesses: {}",
+        accesses.summary()
+    );
+    // Reads and writes of the widths virtio-pci uses are all there.
+    for (form, n) in pecheck::registers::Form::ALL.iter().zip(accesses.counts) {
+        if !matches!(
+            form,
+            pecheck::registers::Form::Read64 | pecheck::registers::Form::Write64
+        ) {
+            assert!(n > 0, "no {} site: {}", form.name(), accesses.summary());
+        }
+    }
+}
+
+#[test]
 fn the_default_job_passes_on_the_image_with_msix() {
     run_job("msix");
 }
