@@ -17,6 +17,13 @@
 //! - (c) IOPS through the driver on storport-sim vs the device model driven directly
 //!   (`direct::random_reads`), best of 3 alternating rounds, and the ratio.
 //! - (d) the SRB extension size at `MAX_SEGMENTS` scatter-gather segments.
+//! - (e) when `VIOBLK_BENCH_IMAGE` names a vioblk.sys (tools/bench.sh passes
+//!   `target/package/vioblk.sys` when it exists): the shipped image's own instructions per read,
+//!   from callgrind runs of `qd32_reads` on the image with per-instruction costs
+//!   (`--dump-instr=yes`), counting only instructions inside the image's address range (the
+//!   example prints it): the image's code, none of the user-mode Storport's, the gates' or the
+//!   MMIO emulation's. Submission and completion together: the image has no symbols to split
+//!   them by. A run with 0 reads gives the setup cost to subtract.
 //!
 //! Targets are reported, never asserted: the process exits non-zero only when a run is broken
 //! (failed reads, Storport rule violations, a failed valgrind run).
@@ -65,6 +72,8 @@ fn main() {
 
     // (a) callgrind.
     let cg = callgrind(&mut broken);
+    // (e) the shipped image under callgrind.
+    let image = image_callgrind(&mut broken);
 
     println!("{:<58} {:>12} {:>10}", "figure", "value", "target");
     println!("{}", "-".repeat(82));
@@ -162,6 +171,29 @@ fn main() {
         srb_ext,
         format!("<= {TARGET_SRB_EXTENSION}")
     );
+    match &image {
+        Some(Ok(per_read)) => {
+            println!(
+                "{:<58} {:>12.1} {:>10}",
+                "(e) image instr / read (vioblk.sys, submission + completion)", per_read, "<= 300"
+            );
+            if let Ok(c) = &cg {
+                let rlib = c.submit.driver_per_io() + c.complete.driver_per_io();
+                println!(
+                    "{:<58} {:>12.1} {:>10}",
+                    "    the rlib's (a) total for comparison", rlib, ""
+                );
+            }
+        }
+        Some(Err(e)) => println!(
+            "{:<58} {:>12} {:>10}\n    {e}",
+            "(e) image instr / read", "n/a", ""
+        ),
+        None => println!(
+            "{:<58} {:>12} {:>10}",
+            "(e) image instr / read (set VIOBLK_BENCH_IMAGE)", "skipped", ""
+        ),
+    }
     println!();
 
     // Verdicts (reported, not asserted).
@@ -602,6 +634,8 @@ fn example_binary() -> Option<PathBuf> {
 
 fn run_callgrind(bin: &Path, entries: &[&str], ios: u64, out: &Path) -> Result<Profile, String> {
     let mut cmd = Command::new("valgrind");
+    // The rlib's figures: never the image, whatever the environment says.
+    cmd.env_remove("VIOBLK_DRIVER_IMAGE");
     cmd.arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg("--dump-instr=no")
@@ -685,4 +719,131 @@ fn callgrind(broken: &mut Vec<String>) -> Result<Callgrind, String> {
             Err(e)
         }
     }
+}
+
+// ---- (e) the shipped image --------------------------------------------------------------------
+
+/// Reads per image callgrind run (every notify is an emulated MMIO fault: slower than (a)).
+const IMAGE_CALLGRIND_IOS: u64 = 5_000;
+
+/// Instructions per read inside the image, or `None` when no image is configured.
+fn image_callgrind(broken: &mut Vec<String>) -> Option<Result<f64, String>> {
+    let image = PathBuf::from(std::env::var_os("VIOBLK_BENCH_IMAGE").filter(|v| !v.is_empty())?);
+    let result = (|| {
+        let bin = example_binary().ok_or("skipped: no qd32_reads binary (run tools/bench.sh)")?;
+        if Command::new("valgrind").arg("--version").output().is_err() {
+            return Err("skipped: valgrind is not installed".to_owned());
+        }
+        let dir = std::env::temp_dir().join(format!("vioblk-io-path-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let run = |ios: u64| -> Result<u64, String> {
+            let out = dir.join(format!("image.{ios}.out"));
+            let o = Command::new("valgrind")
+                .env("VIOBLK_DRIVER_IMAGE", &image)
+                .arg("--tool=callgrind")
+                // Exact guest registers at every memory access: the MMIO fault handler reads
+                // and writes the interrupted instruction's registers.
+                .arg("--vex-iropt-register-updates=allregs-at-mem-access")
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg("--dump-instr=yes")
+                .arg("--dump-line=no")
+                .arg("--compress-pos=no")
+                .arg(&bin)
+                .arg(ios.to_string())
+                .arg("1")
+                .output()
+                .map_err(|e| format!("valgrind could not be started: {e}"))?;
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            if !o.status.success() {
+                return Err(format!(
+                    "valgrind {} {ios} on {} failed ({}): {}",
+                    bin.display(),
+                    image.display(),
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .filter(|l| !l.starts_with("=="))
+                        .take(4)
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                ));
+            }
+            let range = stdout
+                .lines()
+                .find_map(|l| {
+                    let rest = l.strip_prefix("qd32_reads: image ")?;
+                    let mut words = rest.split_whitespace().rev();
+                    let size =
+                        u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
+                    let _ = words.next()?;
+                    let base =
+                        u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
+                    Some((base, base + size))
+                })
+                .ok_or("qd32_reads did not print the image's address range")?;
+            let text =
+                std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            instructions_in(&text, range)
+        };
+        let with_reads = run(IMAGE_CALLGRIND_IOS)?;
+        let setup = run(0)?;
+        if std::env::var_os("VIOBLK_KEEP_CALLGRIND").is_some() {
+            println!("image callgrind outputs kept in {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(with_reads.saturating_sub(setup) as f64 / IMAGE_CALLGRIND_IOS as f64)
+    })();
+    if let Err(e) = &result
+        && !e.starts_with("skipped")
+    {
+        broken.push(e.clone());
+    }
+    Some(result)
+}
+
+/// Instructions executed at addresses in `range`, from a callgrind output written with
+/// `--dump-instr=yes --compress-pos=no` (positions are instruction addresses; a cost line after
+/// `calls=` is the inclusive cost of a call and is not counted).
+fn instructions_in(text: &str, range: (u64, u64)) -> Result<u64, String> {
+    let mut position = 0u64;
+    let mut after_calls = false;
+    let mut total = 0u64;
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        let is_cost = first.starts_with("0x")
+            || first.starts_with('+')
+            || first.starts_with('-')
+            || first == "*";
+        if !is_cost {
+            after_calls = line.starts_with("calls=");
+            continue;
+        }
+        position = if let Some(hex) = first.strip_prefix("0x") {
+            u64::from_str_radix(hex, 16).map_err(|e| format!("bad position {first}: {e}"))?
+        } else if let Some(d) = first.strip_prefix('+') {
+            position + parse_number(d)?
+        } else if let Some(d) = first.strip_prefix('-') {
+            position - parse_number(d)?
+        } else {
+            position
+        };
+        if after_calls {
+            after_calls = false;
+            continue;
+        }
+        let cost = line.split_whitespace().nth(1).map_or(Ok(0), parse_number)?;
+        if position >= range.0 && position < range.1 {
+            total += cost;
+        }
+    }
+    Ok(total)
+}
+
+fn parse_number(text: &str) -> Result<u64, String> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|e| format!("bad number {text}: {e}"))
 }

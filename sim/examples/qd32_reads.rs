@@ -7,6 +7,9 @@
 //! qd32_reads [IOS] [SEED]        defaults: 20000 reads, seed 1
 //! ```
 //!
+//! With `VIOBLK_DRIVER_IMAGE` set the stack runs that vioblk.sys, and the example prints the
+//! image's address range (the benchmark counts the instructions executed inside it).
+//!
 //! One submitting thread keeps 32 READ(16)s of 4 KiB in flight at random 4 KiB-aligned offsets
 //! (xorshift64*, fixed seed, so every run issues the same requests). IOS = 0 only starts and
 //! stops the stack: the callgrind baseline for setup cost. Exits 1 on a failed read or a
@@ -137,6 +140,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(image) = stack.image {
+        // The benchmark counts the image's own instructions by this address range.
+        println!(
+            "qd32_reads: image {} at {:#x} size {:#x}",
+            image.path.display(),
+            image.base,
+            image.size
+        );
+    }
     let r = run(&stack, ios, seed);
     let violations = stack.violations();
     println!(

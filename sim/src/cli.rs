@@ -56,6 +56,8 @@ pub struct DiskOptions {
     /// Requests the workload keeps in flight in all (threads × outstanding), so a backend can
     /// size its queues.
     pub max_outstanding: u32,
+    /// Run this driver image (vioblk.sys) instead of the linked driver (`--driver-image`).
+    pub driver_image: Option<PathBuf>,
 }
 
 impl Default for DiskOptions {
@@ -67,6 +69,7 @@ impl Default for DiskOptions {
             queues: 2,
             interrupts: InterruptMode::Msix,
             max_outstanding: 32,
+            driver_image: None,
         }
     }
 }
@@ -88,6 +91,11 @@ pub trait OpenDisk {
 
     /// The interrupt mode actually in use (`"msix"`, `"intx"`), when there are interrupts.
     fn interrupts(&self) -> Option<String> {
+        None
+    }
+
+    /// The driver image running in place of the linked driver, when there is one.
+    fn driver_image(&self) -> Option<crate::image_report::ImageReport> {
         None
     }
 
@@ -137,6 +145,11 @@ impl Backend for RamBackend {
             return Err(
                 "the ram target keeps its disk in memory: --file needs the driver target"
                     .to_owned(),
+            );
+        }
+        if options.driver_image.is_some() {
+            return Err(
+                "the ram target runs no driver: --driver-image needs the driver target".into(),
             );
         }
         let target = RamScsiTarget::new(RamConfig {
@@ -247,6 +260,7 @@ DISK OPTIONS (all commands):
     -c, --capacity SIZE      disk size: 64M, 1G, ... [64M]
         --block-size N       logical block size, 512 or 4096 [512]
         --file PATH          back the disk with a file instead of RAM
+        --driver-image PATH  run this vioblk.sys (PE loader) instead of the linked driver
         --queues N           request queues, 1 to 64 [2]
         --interrupts MODE    msix or intx [msix]
 
@@ -418,6 +432,7 @@ fn disk_flag<'a>(
             }
         }
         "--file" => d.disk.file = Some(PathBuf::from(args.value(flag, inline)?)),
+        "--driver-image" => d.disk.driver_image = Some(PathBuf::from(args.value(flag, inline)?)),
         "--queues" => {
             let v = args.value(flag, inline)?;
             match v.trim().parse::<u16>() {
@@ -754,9 +769,11 @@ fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i3
         ScsiRequest::no_data(c.cdb.clone())
     };
     let completion = disk.target().execute(request.clone());
+    let image = disk.driver_image();
     let mut violations = disk.violations();
     violations.extend(disk.close());
-    let mut text = cdb_result(&request, &completion);
+    let mut text = image.map(|i| i.headline()).unwrap_or_default();
+    text.push_str(&cdb_result(&request, &completion));
     for v in &violations {
         text.push_str(&format!("storport violation: {v}\n"));
     }
@@ -794,6 +811,7 @@ fn run_job(
     let result = workload::run(disk.target(), &geometry, &job)?;
     let queues = disk.queue_stats();
     let interrupts = disk.interrupts();
+    let image = disk.driver_image();
     let mut violations = disk.violations();
     violations.extend(disk.close());
     let report = Report {
@@ -815,11 +833,15 @@ fn run_job(
         violations,
     };
     let text = if r.json {
-        let mut s = serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())?;
+        let mut json = report.to_json();
+        if let (Some(image), Some(map)) = (&image, json.as_object_mut()) {
+            map.insert("driver_image".into(), image.to_json());
+        }
+        let mut s = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
         s.push('\n');
         s
     } else {
-        report.to_text()
+        image.map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
     };
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
     Ok(if report.passed() { 0 } else { 1 })

@@ -3,6 +3,7 @@
 pub mod class;
 pub mod cli;
 pub mod device;
+pub mod image_report;
 pub mod report;
 pub mod stack;
 pub mod target;

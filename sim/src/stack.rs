@@ -27,6 +27,21 @@ pub struct StackOptions {
     pub dump: bool,
     /// Offer at most this many MSI-X messages.
     pub max_messages: Option<u16>,
+    /// Run this driver image (vioblk.sys) instead of the linked driver; when `None`, the
+    /// `VIOBLK_DRIVER_IMAGE` environment variable names one (how CI runs the suites on it).
+    pub driver_image: Option<std::path::PathBuf>,
+}
+
+/// The environment variable that makes every [`Stack`] run a driver image.
+pub const DRIVER_IMAGE_ENV: &str = "VIOBLK_DRIVER_IMAGE";
+
+/// The driver image a stack with `options` runs, if any.
+pub fn driver_image(options: &StackOptions) -> Option<std::path::PathBuf> {
+    options.driver_image.clone().or_else(|| {
+        std::env::var_os(DRIVER_IMAGE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    })
 }
 
 /// The driver running on the user-mode Storport over a virtio-blk device model.
@@ -37,16 +52,29 @@ pub struct Stack {
     pub adapter: Adapter,
     /// The device model under it.
     pub device: Arc<VirtioBlkDevice>,
+    /// The driver image running in place of the linked driver, if any.
+    pub image: Option<&'static storport_sim::image::Image>,
 }
 
 impl Stack {
     /// Builds the device, loads the driver and starts the adapter.
     pub fn start(options: StackOptions) -> Result<Stack, String> {
+        let image = driver_image(&options);
         let device = Arc::new(
             VirtioBlkDevice::new(options.device).map_err(|e| format!("device model: {e:?}"))?,
         );
         let port = Port::new(options.port);
-        port.load_driver(vioblk::DriverEntry)
+        let image = match image {
+            Some(path) => Some(
+                storport_sim::image::load(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let driver_entry = match image {
+            Some(image) => image.driver_entry(),
+            None => vioblk::DriverEntry,
+        };
+        port.load_driver(driver_entry)
             .map_err(|e| format!("DriverEntry failed: {e:?}"))?;
         let adapter = port
             .start_adapter(
@@ -68,6 +96,7 @@ impl Stack {
             port,
             adapter,
             device,
+            image,
         })
     }
 
@@ -151,6 +180,7 @@ impl DriverBackend {
                 ..DeviceConfig::default()
             },
             intx: options.interrupts == crate::cli::InterruptMode::Intx,
+            driver_image: options.driver_image.clone(),
             ..StackOptions::default()
         }
     }
@@ -191,6 +221,10 @@ impl crate::cli::OpenDisk for DriverDisk {
         } else {
             "intx".to_owned()
         })
+    }
+
+    fn driver_image(&self) -> Option<crate::image_report::ImageReport> {
+        self.0.image.map(crate::image_report::ImageReport::of)
     }
 
     fn close(self: Box<Self>) -> Vec<String> {
@@ -274,7 +308,19 @@ impl crate::cli::Backend for DriverBackend {
                 ),
                 ("ConcurrentChannels".to_owned(), channels.to_string()),
                 ("PerfFlags".to_owned(), format!("0x{perf_flags:x}")),
-            ],
+            ]
+            .into_iter()
+            .chain(stack.image.map(|image| {
+                let r = crate::image_report::ImageReport::of(image);
+                (
+                    "DriverImage".to_owned(),
+                    format!(
+                        "{}, {} bytes, checksum 0x{:08x}",
+                        r.path, r.size, r.checksum
+                    ),
+                )
+            }))
+            .collect(),
         })
     }
 }

@@ -30,6 +30,7 @@ mod cpu;
 pub mod device;
 mod dpc;
 mod exports;
+pub mod image;
 mod interrupt;
 mod memory;
 mod port;

@@ -1,7 +1,8 @@
 //! Device registers: a mapped MMIO window of a BAR.
 //!
-//! On Windows and under UEFI a register access is a volatile load or store at the mapped
-//! address (what the WDK's `READ_REGISTER_*`/`WRITE_REGISTER_*` macros expand to on x64). On the
+//! On Windows and under UEFI a register access is one fixed `mov`/`movzx` instruction at the
+//! mapped address, in an `asm!` block after [`REGISTER_ACCESS_MARKER`] (what the WDK's
+//! `READ_REGISTER_*`/`WRITE_REGISTER_*` macros do on x64, with the instruction form pinned). On the
 //! host the same accesses go through `StorPortReadRegister*`/`StorPortWriteRegister*`, which the
 //! user-mode Storport defines and forwards to the device model. Nothing else in the driver is
 //! conditional on the platform.
@@ -45,9 +46,9 @@ impl core::fmt::Debug for dyn TestRegisters {
 /// A register file for unit tests of code built on [`RegisterWindow`].
 #[cfg(any(test, feature = "test-utils"))]
 pub trait TestRegisters: Sync {
-    /// Reads `width` bytes (1, 2 or 4) at `offset`.
+    /// Reads `width` bytes (1, 2, 4 or 8) at `offset`.
     fn read(&self, offset: usize, width: u8) -> u64;
-    /// Writes `width` bytes (1, 2 or 4) at `offset`.
+    /// Writes `width` bytes (1, 2, 4 or 8) at `offset`.
     fn write(&self, offset: usize, width: u8, value: u64);
     /// Size of the register file in bytes.
     fn len(&self) -> usize;
@@ -205,6 +206,34 @@ impl RegisterWindow {
         unsafe { write_register_u32(self.extension, register, value) }
     }
 
+    /// Reads a 64-bit register; all ones if `offset` is outside the window.
+    pub fn read_u64(&self, offset: usize) -> u64 {
+        if !self.in_range(offset, 8) {
+            return u64::MAX;
+        }
+        #[cfg(any(test, feature = "test-utils"))]
+        if let Some(t) = self.test {
+            return t.read(self.test_offset(offset), 8);
+        }
+        let register = self.base.wrapping_add(offset).cast::<u64>();
+        // SAFETY: `register` is inside the mapped window (checked above; type invariant).
+        unsafe { read_register_u64(self.extension, register) }
+    }
+
+    /// Writes a 64-bit register; ignored if `offset` is outside the window.
+    pub fn write_u64(&self, offset: usize, value: u64) {
+        if !self.in_range(offset, 8) {
+            return;
+        }
+        #[cfg(any(test, feature = "test-utils"))]
+        if let Some(t) = self.test {
+            return t.write(self.test_offset(offset), 8, value);
+        }
+        let register = self.base.wrapping_add(offset).cast::<u64>();
+        // SAFETY: `register` is inside the mapped window (checked above; type invariant).
+        unsafe { write_register_u64(self.extension, register, value) }
+    }
+
     #[cfg(any(test, feature = "test-utils"))]
     fn test_offset(&self, offset: usize) -> usize {
         self.test_origin.wrapping_add(offset)
@@ -215,36 +244,104 @@ impl RegisterWindow {
 
 #[cfg(any(target_os = "windows", target_os = "uefi"))]
 mod access {
+    //! Register access on hardware: one `asm!` instruction per width and direction.
+    //!
+    //! A volatile load written in Rust is free to become any instruction LLVM likes: the
+    //! feasibility spike found volatile loads folded into `cmp`/`test` with a memory operand. The
+    //! image must contain only instruction forms the simulator's MMIO emulation knows (and that a
+    //! reader of the disassembly can check), so every access is one fixed instruction inside an
+    //! `asm!` block, preceded by [`MARKER`](super::REGISTER_ACCESS_MARKER):
+    //!
+    //! | width | read | write |
+    //! |---|---|---|
+    //! | 8 | `movzx r32, byte ptr [r64]` | `mov byte ptr [r64], r8` |
+    //! | 16 | `movzx r32, word ptr [r64]` | `mov word ptr [r64], r16` |
+    //! | 32 | `mov r32, dword ptr [r64]` | `mov dword ptr [r64], r32` |
+    //! | 64 | `mov r64, qword ptr [r64]` | `mov qword ptr [r64], r64` |
+    //!
+    //! The blocks leave out `nomem`, so each is a compiler barrier for other memory accesses, as
+    //! `READ_REGISTER_*`/`WRITE_REGISTER_*` are on x64 (with their `_ReadWriteBarrier`).
+
+    use core::arch::asm;
     use core::ffi::c_void;
 
-    macro_rules! volatile_access {
-        ($read:ident, $write:ident, $t:ty) => {
-            /// Volatile register read.
+    macro_rules! asm_access {
+        ($read:ident, $write:ident, $t:ty, $load:literal, $store:literal) => {
+            /// Register read: the marker, then one fixed load instruction.
             ///
             /// # Safety
             ///
             /// `register` is a mapped, aligned device register.
             #[inline(always)]
             pub(super) unsafe fn $read(_extension: *mut c_void, register: *mut $t) -> $t {
-                // SAFETY: by this function's `# Safety`.
-                unsafe { core::ptr::read_volatile(register) }
+                let value: u64;
+                // SAFETY: by this function's `# Safety`; the instruction reads `register` only.
+                unsafe {
+                    asm!(
+                        ".byte 0x0f, 0x1f, 0x80, 0x4d, 0x4d, 0x49, 0x4f",
+                        $load,
+                        value = lateout(reg) value,
+                        register = in(reg) register,
+                        options(nostack, preserves_flags),
+                    )
+                };
+                #[allow(
+                    clippy::unnecessary_cast,
+                    reason = "a no-op for the 64-bit instance, a truncation of zero bits otherwise"
+                )]
+                let value = value as $t;
+                value
             }
 
-            /// Volatile register write.
+            /// Register write: the marker, then one fixed store instruction.
             ///
             /// # Safety
             ///
             /// `register` is a mapped, aligned device register.
             #[inline(always)]
             pub(super) unsafe fn $write(_extension: *mut c_void, register: *mut $t, value: $t) {
-                // SAFETY: by this function's `# Safety`.
-                unsafe { core::ptr::write_volatile(register, value) }
+                let value = u64::from(value);
+                // SAFETY: by this function's `# Safety`; the instruction writes `register` only.
+                unsafe {
+                    asm!(
+                        ".byte 0x0f, 0x1f, 0x80, 0x4d, 0x4d, 0x49, 0x4f",
+                        $store,
+                        value = in(reg) value,
+                        register = in(reg) register,
+                        options(nostack, preserves_flags),
+                    )
+                };
             }
         };
     }
-    volatile_access!(read_register_u8, write_register_u8, u8);
-    volatile_access!(read_register_u16, write_register_u16, u16);
-    volatile_access!(read_register_u32, write_register_u32, u32);
+    asm_access!(
+        read_register_u8,
+        write_register_u8,
+        u8,
+        "movzx {value:e}, byte ptr [{register}]",
+        "mov byte ptr [{register}], {value:l}"
+    );
+    asm_access!(
+        read_register_u16,
+        write_register_u16,
+        u16,
+        "movzx {value:e}, word ptr [{register}]",
+        "mov word ptr [{register}], {value:x}"
+    );
+    asm_access!(
+        read_register_u32,
+        write_register_u32,
+        u32,
+        "mov {value:e}, dword ptr [{register}]",
+        "mov dword ptr [{register}], {value:e}"
+    );
+    asm_access!(
+        read_register_u64,
+        write_register_u64,
+        u64,
+        "mov {value}, qword ptr [{register}]",
+        "mov qword ptr [{register}], {value}"
+    );
 }
 
 #[cfg(not(any(target_os = "windows", target_os = "uefi")))]
@@ -298,9 +395,25 @@ mod access {
         StorPortReadRegisterUlong,
         StorPortWriteRegisterUlong
     );
+    port_access!(
+        read_register_u64,
+        write_register_u64,
+        u64,
+        StorPortReadRegisterUlong64,
+        StorPortWriteRegisterUlong64
+    );
 }
 
 use access::{
-    read_register_u8, read_register_u16, read_register_u32, write_register_u8, write_register_u16,
-    write_register_u32,
+    read_register_u8, read_register_u16, read_register_u32, read_register_u64, write_register_u8,
+    write_register_u16, write_register_u32, write_register_u64,
 };
+
+/// The 7 bytes in front of every register access instruction of the Windows and UEFI builds:
+/// `nop dword ptr [rax + 0x4F494D4D]` ("MMIO"), a multi-byte NOP no compiler emits as padding.
+///
+/// It costs one decoded NOP per access and lets a reader of the image (the disassembly test of
+/// `tools/pecheck`, the simulator's MMIO emulation) tell a register access from every other
+/// memory access: the instruction after a marker is one of the eight fixed forms of
+/// `access`, and a register window touched by anything not after a marker is a bug.
+pub const REGISTER_ACCESS_MARKER: [u8; 7] = [0x0f, 0x1f, 0x80, 0x4d, 0x4d, 0x49, 0x4f];

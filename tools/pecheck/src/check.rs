@@ -14,6 +14,7 @@
 //! | no TLS directory, no delay imports | the kernel loader supports neither |
 //! | every import on the allowlist, none by ordinal | a physical Storport miniport calls storport.sys (HwStorPortProhibitedDDIs); each kernel import is justified in the allowlist |
 //! | checksum non-zero and correct | the kernel verifies it for boot drivers; the linker leaves 0 |
+//! | every register access a fixed `mov`/`movzx [reg]` after the marker ([`registers`](crate::registers)) | the simulator's MMIO emulation knows those forms and no others; a volatile load LLVM folded into a `cmp` would be neither checkable nor emulable |
 
 use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
@@ -96,6 +97,8 @@ pub struct Report {
     pub entry: u32,
     /// The stored `CheckSum`.
     pub checksum: u32,
+    /// The register accesses in the code sections, by form.
+    pub register_accesses: crate::registers::Accesses,
 }
 
 impl Report {
@@ -296,6 +299,36 @@ pub fn check(image: &[u8], allowlist: &Allowlist) -> Report {
             report.imports = imports;
         }
         Err(error) => problems.push(format!("malformed import table: {error}")),
+    }
+
+    // Register accesses.
+    let image_base = optional.image_base();
+    for section in section_table.iter() {
+        if !section
+            .characteristics
+            .get(LE)
+            .contains(pe::IMAGE_SCN_MEM_EXECUTE)
+        {
+            continue;
+        }
+        let name = String::from_utf8_lossy(section.raw_name()).into_owned();
+        let Ok(data) = section.pe_data(image) else {
+            problems.push(format!("code section {name} lies outside the file"));
+            continue;
+        };
+        let len = data.len().min(section.virtual_size.get(LE) as usize);
+        let address = image_base + u64::from(section.virtual_address.get(LE));
+        let found = crate::registers::scan(&data[..len], address);
+        let accesses = &mut report.register_accesses;
+        for (total, n) in accesses.counts.iter_mut().zip(found.counts) {
+            *total += n;
+        }
+        problems.extend(
+            found
+                .problems
+                .into_iter()
+                .map(|p| format!("section {name}: {p}")),
+        );
     }
 
     // Checksum.

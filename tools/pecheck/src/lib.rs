@@ -4,7 +4,8 @@
 //! so nothing from the WDK vouches for it. This crate does, from the bytes:
 //!
 //! - [`check()`] holds the image to the rules in [`check`](mod@check) (machine, subsystem, entry
-//!   point, characteristics, sections, imports against the [`Allowlist`], checksum);
+//!   point, characteristics, sections, imports against the [`Allowlist`], checksum, and every
+//!   register access one of the fixed instruction forms: [`registers`]);
 //! - [`package()`] writes the package folder: `<name>.sys` with its PE [`checksum`] computed and
 //!   written, `<name>.inf` stamped from the INX as `stampinf` would ([`inf`]), then checks the
 //!   written `.sys`. The catalog and the signature need Windows tools (`inf2cat`, `signtool`):
@@ -15,6 +16,7 @@ mod allowlist;
 pub mod check;
 pub mod checksum;
 pub mod inf;
+pub mod registers;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -135,6 +137,13 @@ pub fn package(options: &PackageOptions) -> Result<Package, Error> {
 
     // Check what is on disk, not what is in memory.
     let mut report = check(&read(&sys)?, &allowlist);
+    if report.register_accesses.total() == 0 {
+        report.problems.push(
+            "the driver image has no register access after the marker: it was not built from \
+             crates/storport's register module"
+                .into(),
+        );
+    }
     let sys_name = format!("{name}.sys").to_ascii_lowercase();
     if !stamped.to_ascii_lowercase().contains(&sys_name) {
         report

@@ -136,6 +136,11 @@ fn print_report(image: &str, report: &Report) -> bool {
         .map(|i| format!("{}!{}", i.dll, i.function))
         .collect();
     println!("  imports ({}): {}", imports.len(), imports.join(", "));
+    println!(
+        "  register accesses ({}): {}",
+        report.register_accesses.total(),
+        report.register_accesses.summary()
+    );
     for problem in &report.problems {
         eprintln!("FAIL {image}: {problem}");
     }

@@ -6,9 +6,11 @@
 use object::pe;
 use object::write::pe::{NtHeaders, Writer};
 
-/// The text section's code: `xor eax, eax; ret` (DriverEntry returns STATUS_SUCCESS), padded.
+/// The text section's code: `xor eax, eax; ret` (DriverEntry returns STATUS_SUCCESS), then one
+/// register access as the register module emits it (the marker, `mov eax, dword ptr [rcx]`,
+/// `ret`), padded.
 const CODE: [u8; 16] = [
-    0x31, 0xC0, 0xC3, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC,
+    0x31, 0xC0, 0xC3, 0x0F, 0x1F, 0x80, 0x4D, 0x4D, 0x49, 0x4F, 0x8B, 0x01, 0xC3, 0xCC, 0xCC, 0xCC,
 ];
 
 /// What to put in a test image; [`DriverImage::valid`] passes every rule.
