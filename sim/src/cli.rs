@@ -56,6 +56,8 @@ pub struct DiskOptions {
     /// Requests the workload keeps in flight in all (threads × outstanding), so a backend can
     /// size its queues.
     pub max_outstanding: u32,
+    /// The device under the driver: the model, or QEMU's block layer (`--device`, `--vhost-user`).
+    pub device: crate::qemu::DeviceKind,
 }
 
 impl Default for DiskOptions {
@@ -67,6 +69,7 @@ impl Default for DiskOptions {
             queues: 2,
             interrupts: InterruptMode::Msix,
             max_outstanding: 32,
+            device: crate::qemu::DeviceKind::Model,
         }
     }
 }
@@ -88,6 +91,12 @@ pub trait OpenDisk {
 
     /// The interrupt mode actually in use (`"msix"`, `"intx"`), when there are interrupts.
     fn interrupts(&self) -> Option<String> {
+        None
+    }
+
+    /// What serves the data, when it is not the RAM or `--file` of the options (e.g. the
+    /// vhost-user back end and its version).
+    fn backing(&self) -> Option<String> {
         None
     }
 
@@ -249,6 +258,11 @@ DISK OPTIONS (all commands):
         --file PATH          back the disk with a file instead of RAM
         --queues N           request queues, 1 to 64 [2]
         --interrupts MODE    msix or intx [msix]
+        --device DEVICE      under the driver: model (this project's) or qemu (a
+                             qemu-storage-daemon started for the run, over a raw image in
+                             tmpfs sized by -c, or --file) [model]
+        --vhost-user SOCKET  under the driver: the vhost-user-blk back end at SOCKET (any
+                             QEMU block driver: qcow2, NBD, iSCSI, ...)
 
 CDB OPTIONS (cdb):
     <HEX>...                 the CDB, e.g. `12 00 00 00 24 00` or 120000002400
@@ -418,6 +432,11 @@ fn disk_flag<'a>(
             }
         }
         "--file" => d.disk.file = Some(PathBuf::from(args.value(flag, inline)?)),
+        "--device" => d.disk.device = crate::qemu::parse_device(args.value(flag, inline)?)?,
+        "--vhost-user" => {
+            let socket = PathBuf::from(args.value(flag, inline)?);
+            d.disk.device = crate::qemu::DeviceKind::VhostUser(socket);
+        }
         "--queues" => {
             let v = args.value(flag, inline)?;
             match v.trim().parse::<u16>() {
@@ -794,6 +813,7 @@ fn run_job(
     let result = workload::run(disk.target(), &geometry, &job)?;
     let queues = disk.queue_stats();
     let interrupts = disk.interrupts();
+    let backing = disk.backing();
     let mut violations = disk.violations();
     violations.extend(disk.close());
     let report = Report {
@@ -801,12 +821,13 @@ fn run_job(
             target: name.to_owned(),
             queues: r.disk.disk.queues,
             interrupts: interrupts.unwrap_or_else(|| "none".to_owned()),
-            backing: r
-                .disk
-                .disk
-                .file
-                .as_ref()
-                .map_or_else(|| "ram".to_owned(), |p| p.display().to_string()),
+            backing: backing.unwrap_or_else(|| {
+                r.disk
+                    .disk
+                    .file
+                    .as_ref()
+                    .map_or_else(|| "ram".to_owned(), |p| p.display().to_string())
+            }),
         },
         job,
         disk: geometry,

@@ -3,6 +3,7 @@
 pub mod class;
 pub mod cli;
 pub mod device;
+pub mod qemu;
 pub mod report;
 pub mod stack;
 pub mod target;

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use storport_sim::device::{GuestMemory, PciDevice};
 use storport_sim::{Adapter, AdapterOptions, InterruptMode, Port, PortOptions, Request};
 
 use crate::device::{DeviceConfig, VirtioBlkDevice};
@@ -29,29 +30,44 @@ pub struct StackOptions {
     pub max_messages: Option<u16>,
 }
 
-/// The driver running on the user-mode Storport over a virtio-blk device model.
-pub struct Stack {
+/// The driver running on the user-mode Storport over a virtio-blk device: the model, or
+/// (`Stack<VhostUserDevice>`) QEMU's block layer behind the same transport.
+pub struct Stack<D: PciDevice + 'static = VirtioBlkDevice> {
     /// The user-mode Storport (violations are collected here).
     pub port: Port,
     /// The started adapter.
     pub adapter: Adapter,
-    /// The device model under it.
-    pub device: Arc<VirtioBlkDevice>,
+    /// The device under it.
+    pub device: Arc<D>,
 }
 
 impl Stack {
     /// Builds the device, loads the driver and starts the adapter.
     pub fn start(options: StackOptions) -> Result<Stack, String> {
         let device = Arc::new(
-            VirtioBlkDevice::new(options.device).map_err(|e| format!("device model: {e:?}"))?,
+            VirtioBlkDevice::new(options.device.clone())
+                .map_err(|e| format!("device model: {e:?}"))?,
         );
+        let memory = device.guest_memory();
+        Stack::on_device(device, memory, options)
+    }
+}
+
+impl<D: PciDevice + 'static> Stack<D> {
+    /// Loads the driver and starts the adapter on `device`, whose DMA-able memory is `memory`
+    /// (`options.device` is not used).
+    pub fn on_device(
+        device: Arc<D>,
+        memory: GuestMemory,
+        options: StackOptions,
+    ) -> Result<Stack<D>, String> {
         let port = Port::new(options.port);
         port.load_driver(vioblk::DriverEntry)
             .map_err(|e| format!("DriverEntry failed: {e:?}"))?;
         let adapter = port
             .start_adapter(
                 device.clone(),
-                device.guest_memory(),
+                memory,
                 AdapterOptions {
                     interrupts: if options.intx {
                         InterruptMode::Intx
@@ -113,7 +129,7 @@ fn to_completion(c: storport_sim::Completion) -> ScsiCompletion {
     }
 }
 
-impl ScsiTarget for Stack {
+impl<D: PciDevice + 'static> ScsiTarget for Stack<D> {
     fn execute(&self, request: ScsiRequest) -> ScsiCompletion {
         to_completion(self.adapter.execute(to_request(&request)))
     }
@@ -206,6 +222,13 @@ impl crate::cli::Backend for DriverBackend {
         &self,
         options: &crate::cli::DiskOptions,
     ) -> Result<Box<dyn crate::cli::OpenDisk>, String> {
+        if options.device != crate::qemu::DeviceKind::Model {
+            return Ok(Box::new(crate::qemu::open(
+                &options.device,
+                options,
+                Self::options(options),
+            )?));
+        }
         Ok(Box::new(DriverDisk(Stack::start(Self::options(options))?)))
     }
 
@@ -213,68 +236,78 @@ impl crate::cli::Backend for DriverBackend {
         &self,
         options: &crate::cli::DiskOptions,
     ) -> Result<crate::report::DriverRegistration, String> {
-        let stack = Stack::start(Self::options(options))?;
-        let registration = stack
-            .port
-            .registration()
-            .ok_or("DriverEntry registered nothing")?;
-        let hw = registration.hw_init;
-        let callbacks = [
-            ("HwFindAdapter", hw.HwFindAdapter.is_some()),
-            ("HwInitialize", hw.HwInitialize.is_some()),
-            ("HwBuildIo", hw.HwBuildIo.is_some()),
-            ("HwStartIo", hw.HwStartIo.is_some()),
-            ("HwInterrupt", hw.HwInterrupt.is_some()),
-            ("HwResetBus", hw.HwResetBus.is_some()),
-            ("HwAdapterControl", hw.HwAdapterControl.is_some()),
-            ("HwUnitControl", hw.HwUnitControl.is_some()),
-        ];
-        let (full_duplex, per_message) = stack.adapter.synchronization();
-        let (channels, perf_flags) = stack.adapter.perf();
-        Ok(crate::report::DriverRegistration {
-            driver_entry_status: registration.status,
-            hw_initialization_data_size: hw.HwInitializationDataSize,
-            callbacks: callbacks
-                .iter()
-                .map(|(n, p)| ((*n).to_owned(), *p))
-                .collect(),
-            device_extension_size: hw.DeviceExtensionSize,
-            specific_lu_extension_size: hw.SpecificLuExtensionSize,
-            srb_extension_size: hw.SrbExtensionSize,
-            srb_type_flags: hw.SrbTypeFlags,
-            feature_support: hw.FeatureSupport,
-            adapter_interface_type: hw.AdapterInterfaceType,
-            map_buffers: hw.MapBuffers,
-            number_of_access_ranges: hw.NumberOfAccessRanges,
-            flags: vec![
-                (
-                    "NeedPhysicalAddresses".to_owned(),
-                    hw.NeedPhysicalAddresses != 0,
-                ),
-                ("TaggedQueuing".to_owned(), hw.TaggedQueuing != 0),
-                ("AutoRequestSense".to_owned(), hw.AutoRequestSense != 0),
-                (
-                    "MultipleRequestPerLu".to_owned(),
-                    hw.MultipleRequestPerLu != 0,
-                ),
-            ],
-            extra: vec![
-                (
-                    "SynchronizationModel".to_owned(),
-                    if full_duplex {
-                        "full duplex"
-                    } else {
-                        "half duplex"
-                    }
-                    .to_owned(),
-                ),
-                (
-                    "InterruptSynchronizationMode".to_owned(),
-                    if per_message { "per message" } else { "all" }.to_owned(),
-                ),
-                ("ConcurrentChannels".to_owned(), channels.to_string()),
-                ("PerfFlags".to_owned(), format!("0x{perf_flags:x}")),
-            ],
-        })
+        if options.device != crate::qemu::DeviceKind::Model {
+            let qemu = crate::qemu::open(&options.device, options, Self::options(options))?;
+            return registration(&qemu.stack);
+        }
+        registration(&Stack::start(Self::options(options))?)
     }
+}
+
+/// What the driver registered with Storport and how the adapter runs, for `vioblk-sim info`.
+fn registration<D: PciDevice + 'static>(
+    stack: &Stack<D>,
+) -> Result<crate::report::DriverRegistration, String> {
+    let registration = stack
+        .port
+        .registration()
+        .ok_or("DriverEntry registered nothing")?;
+    let hw = registration.hw_init;
+    let callbacks = [
+        ("HwFindAdapter", hw.HwFindAdapter.is_some()),
+        ("HwInitialize", hw.HwInitialize.is_some()),
+        ("HwBuildIo", hw.HwBuildIo.is_some()),
+        ("HwStartIo", hw.HwStartIo.is_some()),
+        ("HwInterrupt", hw.HwInterrupt.is_some()),
+        ("HwResetBus", hw.HwResetBus.is_some()),
+        ("HwAdapterControl", hw.HwAdapterControl.is_some()),
+        ("HwUnitControl", hw.HwUnitControl.is_some()),
+    ];
+    let (full_duplex, per_message) = stack.adapter.synchronization();
+    let (channels, perf_flags) = stack.adapter.perf();
+    Ok(crate::report::DriverRegistration {
+        driver_entry_status: registration.status,
+        hw_initialization_data_size: hw.HwInitializationDataSize,
+        callbacks: callbacks
+            .iter()
+            .map(|(n, p)| ((*n).to_owned(), *p))
+            .collect(),
+        device_extension_size: hw.DeviceExtensionSize,
+        specific_lu_extension_size: hw.SpecificLuExtensionSize,
+        srb_extension_size: hw.SrbExtensionSize,
+        srb_type_flags: hw.SrbTypeFlags,
+        feature_support: hw.FeatureSupport,
+        adapter_interface_type: hw.AdapterInterfaceType,
+        map_buffers: hw.MapBuffers,
+        number_of_access_ranges: hw.NumberOfAccessRanges,
+        flags: vec![
+            (
+                "NeedPhysicalAddresses".to_owned(),
+                hw.NeedPhysicalAddresses != 0,
+            ),
+            ("TaggedQueuing".to_owned(), hw.TaggedQueuing != 0),
+            ("AutoRequestSense".to_owned(), hw.AutoRequestSense != 0),
+            (
+                "MultipleRequestPerLu".to_owned(),
+                hw.MultipleRequestPerLu != 0,
+            ),
+        ],
+        extra: vec![
+            (
+                "SynchronizationModel".to_owned(),
+                if full_duplex {
+                    "full duplex"
+                } else {
+                    "half duplex"
+                }
+                .to_owned(),
+            ),
+            (
+                "InterruptSynchronizationMode".to_owned(),
+                if per_message { "per message" } else { "all" }.to_owned(),
+            ),
+            ("ConcurrentChannels".to_owned(), channels.to_string()),
+            ("PerfFlags".to_owned(), format!("0x{perf_flags:x}")),
+        ],
+    })
 }

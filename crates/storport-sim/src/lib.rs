@@ -31,6 +31,7 @@ pub mod device;
 mod dpc;
 mod exports;
 mod interrupt;
+pub mod memfd;
 mod memory;
 mod port;
 mod registers;
