@@ -128,6 +128,8 @@ struct Link {
     /// The back end announced a configuration change not fetched yet.
     config_dirty: AtomicBool,
     generation: AtomicU8,
+    /// BACKEND_CONFIG_CHANGE_MSGs received.
+    config_changes: AtomicU64,
     counters: Vec<Counters>,
     /// Ends the forwarders.
     stopping: AtomicBool,
@@ -181,6 +183,7 @@ impl VhostUserFrontendReqHandler for ConfigWatch {
         // Fetched on the next read: asking now (GET_CONFIG on the main channel) while the back
         // end waits for this reply could deadlock.
         link.config_dirty.store(true, Ordering::Release);
+        link.config_changes.fetch_add(1, Ordering::AcqRel);
         link.generation.fetch_add(1, Ordering::AcqRel);
         if link.live.load(Ordering::Acquire) {
             link.interrupts
@@ -288,6 +291,7 @@ impl VhostUserDevice {
             live: AtomicBool::new(false),
             config_dirty: AtomicBool::new(false),
             generation: AtomicU8::new(0),
+            config_changes: AtomicU64::new(0),
             counters: (0..nq).map(|_| Counters::default()).collect(),
             stopping: AtomicBool::new(false),
             events: Signal::new(),
@@ -371,6 +375,18 @@ impl VhostUserDevice {
     pub fn capacity(&self) -> u64 {
         let c = self.blk_config();
         u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+    }
+
+    /// Configuration changes the back end announced (BACKEND_CONFIG_CHANGE_MSG).
+    pub fn config_changes(&self) -> u64 {
+        self.link.config_changes.load(Ordering::Acquire)
+    }
+
+    /// Asks the back end for its configuration again (GET_CONFIG) without an announcement, as
+    /// a test does to learn whether a back end changed it silently.
+    pub fn refresh_config(&self) {
+        self.link.config_dirty.store(true, Ordering::Release);
+        let _ = self.blk_config();
     }
 
     /// The device status as the driver would read it (polling a reset under way along).
