@@ -245,6 +245,11 @@ impl QemuStorageDaemon {
         self.image.as_deref()
     }
 
+    /// The daemon's process id (for its CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The daemon's version line.
     pub fn version(&self) -> &str {
         &self.version

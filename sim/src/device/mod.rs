@@ -31,6 +31,7 @@ mod msix;
 mod pci;
 mod queue_thread;
 mod transport;
+pub mod vhost_direct;
 mod vhost_user;
 
 pub use config::{BackendConfig, DeviceConfig, features};
