@@ -973,6 +973,7 @@ mod tests {
             ),
             ("-t", "option -t needs a value"),
             ("--json=yes", "option --json takes no value"),
+            ("--device nvme", "--device must be model or qemu, got nvme"),
             (
                 "extra",
                 "unexpected argument 'extra' (see vioblk-sim --help)",

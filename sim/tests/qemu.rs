@@ -408,3 +408,31 @@ fn capacity_change_by_block_resize_reaches_the_driver() {
     );
     assert_clean(&q);
 }
+
+#[test]
+fn vhost_user_socket_of_a_daemon_the_user_runs() {
+    if !daemon_or_skip("vhost_user_socket_of_a_daemon_the_user_runs") {
+        return;
+    }
+    let daemon = vioblk_sim::qemu::QemuStorageDaemon::start(&DaemonOptions::default())
+        .expect("the daemon starts");
+    let argv: Vec<String> = [
+        "--vhost-user",
+        &daemon.socket().display().to_string(),
+        "--ios",
+        "4000",
+        "--json",
+        "--no-progress",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_cli(&argv, &[("driver", &DriverBackend)], &mut out, &mut err);
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("a JSON report");
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["verification"]["mismatches"], 0);
+    let backing = report["disk"]["backing"].as_str().unwrap_or_default();
+    assert!(backing.starts_with("vhost-user back end at "), "{backing}");
+}
