@@ -209,7 +209,9 @@ pub fn random_reads(
         if epoll.wait(30_000, &mut ready).map_err(|e| e.to_string())? == 0 {
             return Err("the back end stopped completing requests (30 s)".to_owned());
         }
-        call.read().map_err(|e| e.to_string())?;
+        // Non-blocking (the back end made the shared file description so): EAGAIN after a
+        // wake-up only means another read took the count.
+        let _ = call.read();
         let used: u16 = mem
             .load::<u16>(GuestAddress(GPA + USED + 2), Ordering::Acquire)
             .map(u16::from_le)

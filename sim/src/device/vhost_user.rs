@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
 use storport_sim::Signal;
 use storport_sim::device::{Bar, GuestMemory, InterruptSink, PciDevice};
 use vhost::vhost_user::message::VhostUserConfigFlags;
@@ -47,6 +48,8 @@ use vhost::vhost_user::{
 };
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::config::features;
@@ -316,10 +319,11 @@ impl VhostUserDevice {
         let mut forwarders = Vec::with_capacity(nq);
         for (q, call) in calls.iter().enumerate() {
             let (link, call) = (link.clone(), call.clone());
+            let epoll = watch(&call)?;
             forwarders.push(
                 std::thread::Builder::new()
                     .name(format!("vhost-user-call-q{q}"))
-                    .spawn(move || forward_calls(&link, q, &call))?,
+                    .spawn(move || forward_calls(&link, q, &call, &epoll))?,
             );
         }
         let offered = backend_features & PASSED_TO_DRIVER;
@@ -759,15 +763,31 @@ fn get_config(fe: &mut Frontend) -> std::io::Result<[u8; blk_cfg::SIZE]> {
     Ok(config)
 }
 
+/// An epoll set watching one call eventfd.
+fn watch(call: &EventFd) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    epoll.ctl(
+        ControlOperation::Add,
+        call.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, 0),
+    )?;
+    Ok(epoll)
+}
+
 /// Call eventfd -> the queue's MSI-X message (or INTx), as KVM's irqfd does for QEMU.
-fn forward_calls(link: &Link, q: usize, call: &EventFd) {
+///
+/// Waits in epoll, never in a blocking read: the back end receives the same open file
+/// description and QEMU makes it non-blocking (O_NONBLOCK is shared), which turned a blocking
+/// read loop into a busy one.
+fn forward_calls(link: &Link, q: usize, call: &EventFd, epoll: &Epoll) {
+    let mut ready = [EpollEvent::default()];
     loop {
-        // Blocking read; the device's Drop writes the eventfd after setting `stopping`.
-        let fired = call.read().is_ok();
+        // The device's Drop writes the eventfd after setting `stopping`.
+        let woke = matches!(epoll.wait(-1, &mut ready), Ok(n) if n > 0);
         if link.stopping.load(Ordering::Acquire) {
             return;
         }
-        if !fired {
+        if !woke || call.read().is_err() {
             continue;
         }
         let counters = &link.counters[q];
