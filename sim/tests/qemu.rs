@@ -436,3 +436,30 @@ fn vhost_user_socket_of_a_daemon_the_user_runs() {
     let backing = report["disk"]["backing"].as_str().unwrap_or_default();
     assert!(backing.starts_with("vhost-user back end at "), "{backing}");
 }
+
+/// Runs a `vioblk-sim` command line in-process; returns the exit code, stdout and stderr.
+fn cli(line: &str) -> (i32, String, String) {
+    let argv: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run_cli(&argv, &[("driver", &DriverBackend)], &mut out, &mut err);
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+#[test]
+fn cdb_and_info_over_qemu() {
+    if !daemon_or_skip("cdb_and_info_over_qemu") {
+        return;
+    }
+    // READ CAPACITY(10) of a 16 MiB export with 4 KiB blocks: last LBA 4095, block 4096.
+    let (code, out, err) =
+        cli("cdb 25 00 00 00 00 00 00 00 00 00 --device qemu -c 16M --block-size 4096");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("00 00 0f ff 00 00 10 00"), "{out}");
+    let (code, out, err) = cli("info --device qemu --queues 4");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ConcurrentChannels"), "{out}");
+}
