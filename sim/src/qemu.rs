@@ -162,7 +162,7 @@ impl QemuStorageDaemon {
             Some(path) => {
                 cmd.arg("--blockdev").arg(format!(
                     "driver=file,node-name=file,filename={},cache.direct=off",
-                    path.display()
+                    qemu_opt(&path.display().to_string())
                 ));
                 cmd.arg("--blockdev")
                     .arg(format!("driver=raw,node-name={NODE},file=file"));
@@ -174,7 +174,7 @@ impl QemuStorageDaemon {
         let mut export = format!(
             "type=vhost-user-blk,id=export,node-name={NODE},addr.type=unix,addr.path={},\
              writable={},num-queues={}",
-            socket.display(),
+            qemu_opt(&socket.display().to_string()),
             if options.read_only { "off" } else { "on" },
             options.num_queues.max(1)
         );
@@ -187,7 +187,7 @@ impl QemuStorageDaemon {
         cmd.arg("--export").arg(export);
         cmd.arg("--chardev").arg(format!(
             "socket,id=qmp,path={},server=on,wait=off",
-            qmp.display()
+            qemu_opt(&qmp.display().to_string())
         ));
         cmd.arg("--monitor").arg("chardev=qmp");
         let log = dir.join("stderr.log");
@@ -325,6 +325,11 @@ impl Drop for QemuStorageDaemon {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A value inside a QEMU option string: a comma is written twice (QemuOpts escaping).
+fn qemu_opt(value: &str) -> String {
+    value.replace(',', ",,")
 }
 
 /// Removes a temporary directory unless disarmed.
