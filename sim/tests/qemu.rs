@@ -463,3 +463,37 @@ fn cdb_and_info_over_qemu() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ConcurrentChannels"), "{out}");
 }
+
+#[test]
+fn mode_select_switches_the_back_ends_write_cache() {
+    if !daemon_or_skip("mode_select_switches_the_back_ends_write_cache") {
+        return;
+    }
+    let q = start(
+        DaemonOptions::default(),
+        VhostUserOptions::default(),
+        PortOptions::default(),
+    );
+    let (adapter, device) = (&q.stack.adapter, &q.stack.device);
+    let wce = || {
+        let c = adapter.execute(Request::data_in(&[0x1A, 0x08, 0x08, 0x00, 24, 0x00], 24));
+        assert!(c.is_success(), "MODE SENSE: {c:?}");
+        c.data[4 + 2] & 0x04 != 0
+    };
+    for on in [true, false, true] {
+        // MODE SELECT(10): 8-byte header, caching page with WCE as asked.
+        let mut params = vec![0u8; 8];
+        params.extend([0x08, 0x12, if on { 0x04 } else { 0 }]);
+        params.resize(28, 0);
+        let c = adapter.execute(Request::data_out(
+            &[0x55, 0x10, 0, 0, 0, 0, 0, 0, 28, 0],
+            params,
+        ));
+        assert!(c.is_success(), "MODE SELECT(10) WCE={on}: {c:?}");
+        assert_eq!(wce(), on, "MODE SENSE shows WCE={on}");
+        // SET_CONFIG reached the back end: its own GET_CONFIG answer says so.
+        device.refresh_config();
+        assert_eq!(device.writeback(), on, "the back end's writeback field");
+    }
+    assert_clean(&q);
+}

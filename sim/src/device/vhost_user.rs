@@ -381,6 +381,11 @@ impl VhostUserDevice {
         u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
     }
 
+    /// The `writeback` field as the back end last reported it (or as SET_CONFIG last set it).
+    pub fn writeback(&self) -> bool {
+        self.blk_config()[blk_cfg::WRITEBACK as usize] != 0
+    }
+
     /// Configuration changes the back end announced (BACKEND_CONFIG_CHANGE_MSG).
     pub fn config_changes(&self) -> u64 {
         self.link.config_changes.load(Ordering::Acquire)
@@ -718,9 +723,12 @@ impl VhostUserDevice {
             return;
         };
         let v = u8::from(v != 0);
+        // Flags 0: "front-end message for a writable field" (vhost-user.rst, VHOST_USER_SET_CONFIG;
+        // QEMU refuses anything else). The crate's WRITABLE is 1, which QEMU reads as a
+        // migration message and ignores.
         let sent = lock(&self.frontend).set_config(
             blk_cfg::WRITEBACK as u32,
-            VhostUserConfigFlags::WRITABLE,
+            VhostUserConfigFlags::empty(),
             &[v],
         );
         match sent {
