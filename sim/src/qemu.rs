@@ -214,9 +214,10 @@ impl QemuStorageDaemon {
     fn wait_listening(&mut self, log: &Path) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            // The vhost-user export takes one front end at a time: probe only that the file is
-            // a listening socket, not by connecting (which would occupy it). QMP is probed by
-            // connecting, which it allows.
+            // The vhost-user export takes one front end at a time: probe only that its socket
+            // file exists, not by connecting (which would occupy it). QMP is probed by
+            // connecting, which it allows; the daemon handles its options in order and the
+            // monitor comes after the export, so a QMP answer means the export listens.
             if self.socket.exists() && UnixStream::connect(&self.qmp).is_ok() {
                 return Ok(());
             }

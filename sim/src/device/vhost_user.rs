@@ -204,8 +204,23 @@ impl VhostUserFrontendReqHandler for ConfigWatch {
         link.config_changes.fetch_add(1, Ordering::AcqRel);
         link.generation.fetch_add(1, Ordering::AcqRel);
         if link.live.load(Ordering::Acquire) {
-            link.interrupts
-                .signal(link.msix_config.load(Ordering::Acquire), ISR_CONFIG);
+            // From another thread, after this reply: an interrupt handler run on the raising
+            // thread could read the common configuration while a register thread holds it
+            // waiting for a GET_VRING_BASE reply, which the back end sends only once this
+            // request is answered.
+            let link = link.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vhost-user-config-irq".to_owned())
+                .spawn(move || {
+                    link.interrupts
+                        .signal(link.msix_config.load(Ordering::Acquire), ISR_CONFIG);
+                    link.events.notify();
+                });
+            if spawned.is_err() {
+                return Err(std::io::Error::other(
+                    "no thread for the configuration interrupt",
+                ));
+            }
         }
         link.events.notify();
         Ok(0)
@@ -1109,7 +1124,13 @@ mod tests {
         watch.handle_config_change().expect("answered");
         assert_eq!(link.generation.load(Ordering::Acquire), 2);
         assert_eq!(link.config_changes.load(Ordering::Acquire), 2);
-        assert_eq!(sink.count(0), 1, "the configuration vector fired");
+        link.events
+            .wait_until(
+                "the configuration interrupt",
+                storport_sim::PATIENCE,
+                || sink.count(0) == 1,
+            )
+            .expect("the configuration vector fired");
     }
 
     /// A reset with requests in the back end: device_status reads non-zero until the back end
