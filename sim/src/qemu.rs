@@ -67,10 +67,11 @@ impl Default for DaemonOptions {
 }
 
 /// The qemu-storage-daemon binary: `$VIOBLK_QEMU_STORAGE_DAEMON`, else the first on `PATH`,
-/// else `/usr/bin/qemu-storage-daemon`; `None` if there is none.
+/// else `/usr/bin/qemu-storage-daemon`; `None` if there is none, or if the variable is set but
+/// empty (which is how to see the tests' SKIPPED path on a machine that has the daemon).
 pub fn daemon_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VIOBLK_QEMU_STORAGE_DAEMON") {
-        return Some(PathBuf::from(p));
+        return (!p.is_empty()).then(|| PathBuf::from(p));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
