@@ -799,6 +799,10 @@ fn run_job(
     if let Some(path) = &r.disk.disk.file {
         job.starts_empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
     }
+    // Nor is a vhost-user back end somebody else runs.
+    if let crate::qemu::DeviceKind::VhostUser(_) = r.disk.disk.device {
+        job.starts_empty = false;
+    }
     let disk = backend.open(&r.disk.disk)?;
     let geometry = match start_disk(disk.target()) {
         Ok(g) => g,
