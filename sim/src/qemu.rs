@@ -1,6 +1,6 @@
 //! QEMU's block layer as the disk: `qemu-storage-daemon` with a vhost-user-blk export, run by
 //! the simulator ([`QemuStorageDaemon`]), and the `--device qemu` / `--vhost-user SOCKET`
-//! disks of the command line ([`open`]).
+//! disks of the command line ([`QemuStack`]).
 //!
 //! The daemon (Debian package qemu-system-common) serves one export over a unix socket in a
 //! temporary directory; the image is a raw file in tmpfs (`/dev/shm`) sized by `-c`, or the
