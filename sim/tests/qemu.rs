@@ -501,3 +501,63 @@ fn mode_select_switches_the_back_ends_write_cache() {
     }
     assert_clean(&q);
 }
+
+#[test]
+fn the_daemon_dying_with_requests_in_flight_fails_them_without_hanging() {
+    if !daemon_or_skip("the_daemon_dying_with_requests_in_flight_fails_them_without_hanging") {
+        return;
+    }
+    // Requests take a second in the back end, so they are in flight when it dies; Storport
+    // times them out after 1 s (TimeOutValue 2 s, scaled by 0.5) and resets the bus.
+    let mut q = start(
+        DaemonOptions {
+            null_latency_ns: Some(1_000_000_000),
+            ..DaemonOptions::default()
+        },
+        VhostUserOptions {
+            drain_timeout: Duration::from_millis(300),
+            ..VhostUserOptions::default()
+        },
+        PortOptions {
+            timeout_scale: 0.5,
+            ..patient_port()
+        },
+    );
+    let handles: Vec<_> = {
+        let (adapter, device) = (&q.stack.adapter, &q.stack.device);
+        let handles: Vec<_> = (0..8u32)
+            .map(|i| adapter.submit(Request::data_in(&rw10(0x28, 64 * i, 8), 8 * 512).timeout(2)))
+            .collect();
+        device
+            .wait_until(
+                "the driver to hand requests to the back end",
+                PATIENCE,
+                || {
+                    device
+                        .counters()
+                        .iter()
+                        .map(|c| c.notifications)
+                        .sum::<u64>()
+                        > 0
+                },
+            )
+            .expect("requests reach the back end");
+        handles
+    };
+    drop(q.daemon.take());
+    for h in handles {
+        let c = h
+            .wait_timeout(PATIENCE)
+            .expect("a request completes after the back end died");
+        assert!(!c.is_success(), "nobody completed it: {c:?}");
+    }
+    let device = &q.stack.device;
+    device
+        .wait_until("the device to give up", PATIENCE, || {
+            device.failure().is_some()
+        })
+        .expect("the device failed");
+    let why = device.failure().unwrap_or_default();
+    println!("the device failed: {why}");
+    assert!(why.contains("vhost-user"), "{why}");
+}
