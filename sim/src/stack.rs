@@ -236,78 +236,75 @@ impl crate::cli::Backend for DriverBackend {
         &self,
         options: &crate::cli::DiskOptions,
     ) -> Result<crate::report::DriverRegistration, String> {
-        if options.device != crate::qemu::DeviceKind::Model {
-            let qemu = crate::qemu::open(&options.device, options, Self::options(options))?;
-            return registration(&qemu.stack);
-        }
-        registration(&Stack::start(Self::options(options))?)
+        // The model, or QEMU's block layer (`--device qemu`, `--vhost-user`).
+        let (qemu, model);
+        let (port, adapter) = if options.device != crate::qemu::DeviceKind::Model {
+            qemu = crate::qemu::open(&options.device, options, Self::options(options))?;
+            (&qemu.stack.port, &qemu.stack.adapter)
+        } else {
+            model = Stack::start(Self::options(options))?;
+            (&model.port, &model.adapter)
+        };
+        let registration = port
+            .registration()
+            .ok_or("DriverEntry registered nothing")?;
+        let hw = registration.hw_init;
+        let callbacks = [
+            ("HwFindAdapter", hw.HwFindAdapter.is_some()),
+            ("HwInitialize", hw.HwInitialize.is_some()),
+            ("HwBuildIo", hw.HwBuildIo.is_some()),
+            ("HwStartIo", hw.HwStartIo.is_some()),
+            ("HwInterrupt", hw.HwInterrupt.is_some()),
+            ("HwResetBus", hw.HwResetBus.is_some()),
+            ("HwAdapterControl", hw.HwAdapterControl.is_some()),
+            ("HwUnitControl", hw.HwUnitControl.is_some()),
+        ];
+        let (full_duplex, per_message) = adapter.synchronization();
+        let (channels, perf_flags) = adapter.perf();
+        Ok(crate::report::DriverRegistration {
+            driver_entry_status: registration.status,
+            hw_initialization_data_size: hw.HwInitializationDataSize,
+            callbacks: callbacks
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), *p))
+                .collect(),
+            device_extension_size: hw.DeviceExtensionSize,
+            specific_lu_extension_size: hw.SpecificLuExtensionSize,
+            srb_extension_size: hw.SrbExtensionSize,
+            srb_type_flags: hw.SrbTypeFlags,
+            feature_support: hw.FeatureSupport,
+            adapter_interface_type: hw.AdapterInterfaceType,
+            map_buffers: hw.MapBuffers,
+            number_of_access_ranges: hw.NumberOfAccessRanges,
+            flags: vec![
+                (
+                    "NeedPhysicalAddresses".to_owned(),
+                    hw.NeedPhysicalAddresses != 0,
+                ),
+                ("TaggedQueuing".to_owned(), hw.TaggedQueuing != 0),
+                ("AutoRequestSense".to_owned(), hw.AutoRequestSense != 0),
+                (
+                    "MultipleRequestPerLu".to_owned(),
+                    hw.MultipleRequestPerLu != 0,
+                ),
+            ],
+            extra: vec![
+                (
+                    "SynchronizationModel".to_owned(),
+                    if full_duplex {
+                        "full duplex"
+                    } else {
+                        "half duplex"
+                    }
+                    .to_owned(),
+                ),
+                (
+                    "InterruptSynchronizationMode".to_owned(),
+                    if per_message { "per message" } else { "all" }.to_owned(),
+                ),
+                ("ConcurrentChannels".to_owned(), channels.to_string()),
+                ("PerfFlags".to_owned(), format!("0x{perf_flags:x}")),
+            ],
+        })
     }
-}
-
-/// What the driver registered with Storport and how the adapter runs, for `vioblk-sim info`.
-fn registration<D: PciDevice + 'static>(
-    stack: &Stack<D>,
-) -> Result<crate::report::DriverRegistration, String> {
-    let registration = stack
-        .port
-        .registration()
-        .ok_or("DriverEntry registered nothing")?;
-    let hw = registration.hw_init;
-    let callbacks = [
-        ("HwFindAdapter", hw.HwFindAdapter.is_some()),
-        ("HwInitialize", hw.HwInitialize.is_some()),
-        ("HwBuildIo", hw.HwBuildIo.is_some()),
-        ("HwStartIo", hw.HwStartIo.is_some()),
-        ("HwInterrupt", hw.HwInterrupt.is_some()),
-        ("HwResetBus", hw.HwResetBus.is_some()),
-        ("HwAdapterControl", hw.HwAdapterControl.is_some()),
-        ("HwUnitControl", hw.HwUnitControl.is_some()),
-    ];
-    let (full_duplex, per_message) = stack.adapter.synchronization();
-    let (channels, perf_flags) = stack.adapter.perf();
-    Ok(crate::report::DriverRegistration {
-        driver_entry_status: registration.status,
-        hw_initialization_data_size: hw.HwInitializationDataSize,
-        callbacks: callbacks
-            .iter()
-            .map(|(n, p)| ((*n).to_owned(), *p))
-            .collect(),
-        device_extension_size: hw.DeviceExtensionSize,
-        specific_lu_extension_size: hw.SpecificLuExtensionSize,
-        srb_extension_size: hw.SrbExtensionSize,
-        srb_type_flags: hw.SrbTypeFlags,
-        feature_support: hw.FeatureSupport,
-        adapter_interface_type: hw.AdapterInterfaceType,
-        map_buffers: hw.MapBuffers,
-        number_of_access_ranges: hw.NumberOfAccessRanges,
-        flags: vec![
-            (
-                "NeedPhysicalAddresses".to_owned(),
-                hw.NeedPhysicalAddresses != 0,
-            ),
-            ("TaggedQueuing".to_owned(), hw.TaggedQueuing != 0),
-            ("AutoRequestSense".to_owned(), hw.AutoRequestSense != 0),
-            (
-                "MultipleRequestPerLu".to_owned(),
-                hw.MultipleRequestPerLu != 0,
-            ),
-        ],
-        extra: vec![
-            (
-                "SynchronizationModel".to_owned(),
-                if full_duplex {
-                    "full duplex"
-                } else {
-                    "half duplex"
-                }
-                .to_owned(),
-            ),
-            (
-                "InterruptSynchronizationMode".to_owned(),
-                if per_message { "per message" } else { "all" }.to_owned(),
-            ),
-            ("ConcurrentChannels".to_owned(), channels.to_string()),
-            ("PerfFlags".to_owned(), format!("0x{perf_flags:x}")),
-        ],
-    })
 }
