@@ -17,8 +17,9 @@
 //! - (c) IOPS through the driver on storport-sim vs the device model driven directly
 //!   (`direct::random_reads`), best of 3 alternating rounds, and the ratio.
 //! - (d) the SRB extension size at `MAX_SEGMENTS` scatter-gather segments.
-//! - (e) one job three ways (`io_path_parts/three_way.rs`): the driver over the device model, the driver over
-//!   qemu-storage-daemon, a vhost-user client with no driver; IOPS and CPU time per read.
+//! - (f) one job three ways (`io_path_parts/three_way.rs`): the driver over the device model,
+//!   the driver over qemu-storage-daemon, a vhost-user client with no driver; IOPS and CPU time
+//!   per read.
 //!
 //! Targets are reported, never asserted: the process exits non-zero only when a run is broken
 //! (failed reads, Storport rule violations, a failed valgrind run).
@@ -241,7 +242,7 @@ fn main() {
 fn three_way_report(broken: &mut Vec<String>) {
     println!();
     println!(
-        "(e) one job three ways: {} random 4 KiB reads at QD{}, CPU time per read from /proc",
+        "(f) one job three ways: {} random 4 KiB reads at QD{}, CPU time per read from /proc",
         three_way::IOS,
         qd32::QUEUE_DEPTH
     );

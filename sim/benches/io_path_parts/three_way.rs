@@ -1,4 +1,4 @@
-//! (e) One job three ways: 4 KiB random reads at queue depth 32 through the driver over the
+//! (f) One job three ways: 4 KiB random reads at queue depth 32 through the driver over the
 //! project's device model, through the driver over qemu-storage-daemon (vhost-user-blk, raw
 //! image in tmpfs), and by a vhost-user client with no driver against the same kind of daemon
 //! (`vioblk_sim::device::vhost_direct`). For each: IOPS, and CPU time per read of this process
@@ -150,7 +150,7 @@ pub fn run(broken: &mut Vec<String>) -> Result<Vec<Way>, String> {
     let m = Meter::start(None);
     match driver_reads(&stack.adapter, capacity, IOS) {
         Ok((ok, t)) => ways.push(m.finish("driver over the device model", ok, t)),
-        Err(e) => broken.push(format!("(e) driver over the model: {e}")),
+        Err(e) => broken.push(format!("(f) driver over the model: {e}")),
     }
     drop(stack);
 
@@ -179,12 +179,12 @@ pub fn run(broken: &mut Vec<String>) -> Result<Vec<Way>, String> {
     let m = Meter::start(pid);
     match driver_reads(&q.stack.adapter, capacity, IOS) {
         Ok((ok, t)) => ways.push(m.finish("driver over qemu-storage-daemon", ok, t)),
-        Err(e) => broken.push(format!("(e) driver over qemu-storage-daemon: {e}")),
+        Err(e) => broken.push(format!("(f) driver over qemu-storage-daemon: {e}")),
     }
     let violations = q.stack.violations();
     if !violations.is_empty() {
         broken.push(format!(
-            "(e) violations over qemu-storage-daemon: {violations:?}"
+            "(f) violations over qemu-storage-daemon: {violations:?}"
         ));
     }
     drop(q);
@@ -196,8 +196,8 @@ pub fn run(broken: &mut Vec<String>) -> Result<Vec<Way>, String> {
         Ok(r) if r.errors == 0 => {
             ways.push(m.finish("vhost-user client, no driver", r.ok, r.elapsed))
         }
-        Ok(r) => broken.push(format!("(e) direct vhost-user client: {r:?}")),
-        Err(e) => broken.push(format!("(e) direct vhost-user client: {e}")),
+        Ok(r) => broken.push(format!("(f) direct vhost-user client: {r:?}")),
+        Err(e) => broken.push(format!("(f) direct vhost-user client: {e}")),
     }
     Ok(ways)
 }
