@@ -24,6 +24,9 @@
 //!   example prints it): the image's code, none of the user-mode Storport's, the gates' or the
 //!   MMIO emulation's. Submission and completion together: the image has no symbols to split
 //!   them by. A run with 0 reads gives the setup cost to subtract.
+//! - (f) one job three ways (`io_path_parts/three_way.rs`): the driver over the device model,
+//!   the driver over qemu-storage-daemon, a vhost-user client with no driver; IOPS and CPU time
+//!   per read.
 //!
 //! Targets are reported, never asserted: the process exits non-zero only when a run is broken
 //! (failed reads, Storport rule violations, a failed valgrind run).
@@ -32,6 +35,8 @@
 
 #[path = "../examples/qd32_reads.rs"]
 mod qd32;
+#[path = "io_path_parts/three_way.rs"]
+mod three_way;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -256,11 +261,43 @@ fn main() {
         }
     }
 
+    three_way_report(&mut broken);
+
     if !broken.is_empty() {
         for b in &broken {
             eprintln!("io_path: broken run: {b}");
         }
         std::process::exit(1);
+    }
+}
+
+fn three_way_report(broken: &mut Vec<String>) {
+    println!();
+    println!(
+        "(f) one job three ways: {} random 4 KiB reads at QD{}, CPU time per read from /proc",
+        three_way::IOS,
+        qd32::QUEUE_DEPTH
+    );
+    match three_way::run(broken) {
+        Ok(ways) => {
+            println!(
+                "  {:<34} {:>10} {:>16} {:>16} {:>12}",
+                "way", "IOPS", "CPU us/read sim", "CPU us/read qsd", "total"
+            );
+            for w in ways {
+                let daemon = w.cpu_us_daemon.unwrap_or(0.0);
+                println!(
+                    "  {:<34} {:>10.0} {:>16.2} {:>16} {:>12.2}",
+                    w.name,
+                    w.iops,
+                    w.cpu_us_self,
+                    w.cpu_us_daemon
+                        .map_or_else(|| "-".to_owned(), |d| format!("{d:.2}")),
+                    w.cpu_us_self + daemon
+                );
+            }
+        }
+        Err(e) => println!("  skipped: {e}"),
     }
 }
 

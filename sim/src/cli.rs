@@ -58,6 +58,8 @@ pub struct DiskOptions {
     pub max_outstanding: u32,
     /// Run this driver image (vioblk.sys) instead of the linked driver (`--driver-image`).
     pub driver_image: Option<PathBuf>,
+    /// The device under the driver: the model, or QEMU's block layer (`--device`, `--vhost-user`).
+    pub device: crate::qemu::DeviceKind,
 }
 
 impl Default for DiskOptions {
@@ -70,6 +72,7 @@ impl Default for DiskOptions {
             interrupts: InterruptMode::Msix,
             max_outstanding: 32,
             driver_image: None,
+            device: crate::qemu::DeviceKind::Model,
         }
     }
 }
@@ -96,6 +99,12 @@ pub trait OpenDisk {
 
     /// The driver image running in place of the linked driver, when there is one.
     fn driver_image(&self) -> Option<crate::image_report::ImageReport> {
+        None
+    }
+
+    /// What serves the data, when it is not the RAM or `--file` of the options (e.g. the
+    /// vhost-user back end and its version).
+    fn backing(&self) -> Option<String> {
         None
     }
 
@@ -263,6 +272,11 @@ DISK OPTIONS (all commands):
         --driver-image PATH  run this vioblk.sys (PE loader) instead of the linked driver
         --queues N           request queues, 1 to 64 [2]
         --interrupts MODE    msix or intx [msix]
+        --device DEVICE      under the driver: model (this project's) or qemu (a
+                             qemu-storage-daemon started for the run, over a raw image in
+                             tmpfs sized by -c, or --file) [model]
+        --vhost-user SOCKET  under the driver: the vhost-user-blk back end at SOCKET (any
+                             QEMU block driver: qcow2, NBD, iSCSI, ...)
 
 CDB OPTIONS (cdb):
     <HEX>...                 the CDB, e.g. `12 00 00 00 24 00` or 120000002400
@@ -433,6 +447,11 @@ fn disk_flag<'a>(
         }
         "--file" => d.disk.file = Some(PathBuf::from(args.value(flag, inline)?)),
         "--driver-image" => d.disk.driver_image = Some(PathBuf::from(args.value(flag, inline)?)),
+        "--device" => d.disk.device = crate::qemu::parse_device(args.value(flag, inline)?)?,
+        "--vhost-user" => {
+            let socket = PathBuf::from(args.value(flag, inline)?);
+            d.disk.device = crate::qemu::DeviceKind::VhostUser(socket);
+        }
         "--queues" => {
             let v = args.value(flag, inline)?;
             match v.trim().parse::<u16>() {
@@ -797,6 +816,10 @@ fn run_job(
     if let Some(path) = &r.disk.disk.file {
         job.starts_empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
     }
+    // Nor is a vhost-user back end somebody else runs.
+    if let crate::qemu::DeviceKind::VhostUser(_) = r.disk.disk.device {
+        job.starts_empty = false;
+    }
     let disk = backend.open(&r.disk.disk)?;
     let geometry = match start_disk(disk.target()) {
         Ok(g) => g,
@@ -812,6 +835,7 @@ fn run_job(
     let queues = disk.queue_stats();
     let interrupts = disk.interrupts();
     let image = disk.driver_image();
+    let backing = disk.backing();
     let mut violations = disk.violations();
     violations.extend(disk.close());
     let report = Report {
@@ -819,12 +843,13 @@ fn run_job(
             target: name.to_owned(),
             queues: r.disk.disk.queues,
             interrupts: interrupts.unwrap_or_else(|| "none".to_owned()),
-            backing: r
-                .disk
-                .disk
-                .file
-                .as_ref()
-                .map_or_else(|| "ram".to_owned(), |p| p.display().to_string()),
+            backing: backing.unwrap_or_else(|| {
+                r.disk
+                    .disk
+                    .file
+                    .as_ref()
+                    .map_or_else(|| "ram".to_owned(), |p| p.display().to_string())
+            }),
         },
         job,
         disk: geometry,
@@ -974,6 +999,7 @@ mod tests {
             ),
             ("-t", "option -t needs a value"),
             ("--json=yes", "option --json takes no value"),
+            ("--device nvme", "--device must be model or qemu, got nvme"),
             (
                 "extra",
                 "unexpected argument 'extra' (see vioblk-sim --help)",

@@ -4,6 +4,7 @@ pub mod class;
 pub mod cli;
 pub mod device;
 pub mod image_report;
+pub mod qemu;
 pub mod report;
 pub mod stack;
 pub mod target;

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use storport_sim::device::{GuestMemory, PciDevice};
 use storport_sim::{Adapter, AdapterOptions, InterruptMode, Port, PortOptions, Request};
 
 use crate::device::{DeviceConfig, VirtioBlkDevice};
@@ -44,14 +45,15 @@ pub fn driver_image(options: &StackOptions) -> Option<std::path::PathBuf> {
     })
 }
 
-/// The driver running on the user-mode Storport over a virtio-blk device model.
-pub struct Stack {
+/// The driver running on the user-mode Storport over a virtio-blk device: the model, or
+/// (`Stack<VhostUserDevice>`) QEMU's block layer behind the same transport.
+pub struct Stack<D: PciDevice + 'static = VirtioBlkDevice> {
     /// The user-mode Storport (violations are collected here).
     pub port: Port,
     /// The started adapter.
     pub adapter: Adapter,
-    /// The device model under it.
-    pub device: Arc<VirtioBlkDevice>,
+    /// The device under it.
+    pub device: Arc<D>,
     /// The driver image running in place of the linked driver, if any.
     pub image: Option<&'static storport_sim::image::Image>,
 }
@@ -59,10 +61,24 @@ pub struct Stack {
 impl Stack {
     /// Builds the device, loads the driver and starts the adapter.
     pub fn start(options: StackOptions) -> Result<Stack, String> {
-        let image = driver_image(&options);
         let device = Arc::new(
-            VirtioBlkDevice::new(options.device).map_err(|e| format!("device model: {e:?}"))?,
+            VirtioBlkDevice::new(options.device.clone())
+                .map_err(|e| format!("device model: {e:?}"))?,
         );
+        let memory = device.guest_memory();
+        Stack::on_device(device, memory, options)
+    }
+}
+
+impl<D: PciDevice + 'static> Stack<D> {
+    /// Loads the driver and starts the adapter on `device`, whose DMA-able memory is `memory`
+    /// (`options.device` is not used).
+    pub fn on_device(
+        device: Arc<D>,
+        memory: GuestMemory,
+        options: StackOptions,
+    ) -> Result<Stack<D>, String> {
+        let image = driver_image(&options);
         let port = Port::new(options.port);
         let image = match image {
             Some(path) => Some(
@@ -79,7 +95,7 @@ impl Stack {
         let adapter = port
             .start_adapter(
                 device.clone(),
-                device.guest_memory(),
+                memory,
                 AdapterOptions {
                     interrupts: if options.intx {
                         InterruptMode::Intx
@@ -142,7 +158,7 @@ fn to_completion(c: storport_sim::Completion) -> ScsiCompletion {
     }
 }
 
-impl ScsiTarget for Stack {
+impl<D: PciDevice + 'static> ScsiTarget for Stack<D> {
     fn execute(&self, request: ScsiRequest) -> ScsiCompletion {
         to_completion(self.adapter.execute(to_request(&request)))
     }
@@ -240,6 +256,13 @@ impl crate::cli::Backend for DriverBackend {
         &self,
         options: &crate::cli::DiskOptions,
     ) -> Result<Box<dyn crate::cli::OpenDisk>, String> {
+        if options.device != crate::qemu::DeviceKind::Model {
+            return Ok(Box::new(crate::qemu::open(
+                &options.device,
+                options,
+                Self::options(options),
+            )?));
+        }
         Ok(Box::new(DriverDisk(Stack::start(Self::options(options))?)))
     }
 
@@ -247,9 +270,16 @@ impl crate::cli::Backend for DriverBackend {
         &self,
         options: &crate::cli::DiskOptions,
     ) -> Result<crate::report::DriverRegistration, String> {
-        let stack = Stack::start(Self::options(options))?;
-        let registration = stack
-            .port
+        // The model, or QEMU's block layer (`--device qemu`, `--vhost-user`).
+        let (qemu, model);
+        let (port, adapter, image) = if options.device != crate::qemu::DeviceKind::Model {
+            qemu = crate::qemu::open(&options.device, options, Self::options(options))?;
+            (&qemu.stack.port, &qemu.stack.adapter, qemu.stack.image)
+        } else {
+            model = Stack::start(Self::options(options))?;
+            (&model.port, &model.adapter, model.image)
+        };
+        let registration = port
             .registration()
             .ok_or("DriverEntry registered nothing")?;
         let hw = registration.hw_init;
@@ -263,8 +293,8 @@ impl crate::cli::Backend for DriverBackend {
             ("HwAdapterControl", hw.HwAdapterControl.is_some()),
             ("HwUnitControl", hw.HwUnitControl.is_some()),
         ];
-        let (full_duplex, per_message) = stack.adapter.synchronization();
-        let (channels, perf_flags) = stack.adapter.perf();
+        let (full_duplex, per_message) = adapter.synchronization();
+        let (channels, perf_flags) = adapter.perf();
         Ok(crate::report::DriverRegistration {
             driver_entry_status: registration.status,
             hw_initialization_data_size: hw.HwInitializationDataSize,
@@ -310,7 +340,7 @@ impl crate::cli::Backend for DriverBackend {
                 ("PerfFlags".to_owned(), format!("0x{perf_flags:x}")),
             ]
             .into_iter()
-            .chain(stack.image.map(|image| {
+            .chain(image.map(|image| {
                 let r = crate::image_report::ImageReport::of(image);
                 (
                     "DriverImage".to_owned(),

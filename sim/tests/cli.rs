@@ -45,6 +45,8 @@ fn help_lists_every_flag() {
         "--file",
         "--queues",
         "--interrupts",
+        "--device",
+        "--vhost-user",
         "--data-out",
         "--data-in-len",
         "cdb",

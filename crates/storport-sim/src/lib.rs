@@ -32,6 +32,7 @@ mod dpc;
 mod exports;
 pub mod image;
 mod interrupt;
+pub mod memfd;
 mod memory;
 mod port;
 mod registers;

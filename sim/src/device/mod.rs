@@ -12,6 +12,8 @@
 //! - `backend`: the disk contents, in RAM or in a file.
 //! - `queue_thread`: one I/O thread per virtqueue over rust-vmm `virtio-queue`.
 //! - `fault`: deterministic fault injection for the driver's trust tests.
+//! - `vhost_user`: [`VhostUserDevice`], the same PCI function with a vhost-user back end (QEMU's
+//!   block layer) serving the queues instead of the model's queue threads.
 //! - [`direct`]: a small pure-Rust virtio driver that drives the model without Storport, used by
 //!   the tests and as the benchmark's "device model driven directly" baseline.
 //!
@@ -29,12 +31,15 @@ mod msix;
 mod pci;
 mod queue_thread;
 mod transport;
+pub mod vhost_direct;
+mod vhost_user;
 
 pub use config::{BackendConfig, DeviceConfig, features};
 pub use fault::FaultMode;
 pub use model::{DeviceError, VirtioBlkDevice};
 pub use queue_thread::QueueCounters;
 pub use transport::status;
+pub use vhost_user::{VhostUserDevice, VhostUserOptions};
 
 /// BAR index of the virtio register block (common, ISR, device, notify), a 64-bit memory BAR.
 pub const VIRTIO_BAR: u8 = 4;
