@@ -42,9 +42,19 @@ pub struct Stack {
 impl Stack {
     /// Builds the device, loads the driver and starts the adapter.
     pub fn start(options: StackOptions) -> Result<Stack, String> {
+        Self::start_with(options, |_| {})
+    }
+
+    /// As [`Stack::start`], with `prepare` run on the device before the driver sees it (to arm
+    /// a fault for the start-up requests, for instance).
+    pub fn start_with(
+        options: StackOptions,
+        prepare: impl FnOnce(&VirtioBlkDevice),
+    ) -> Result<Stack, String> {
         let device = Arc::new(
             VirtioBlkDevice::new(options.device).map_err(|e| format!("device model: {e:?}"))?,
         );
+        prepare(&device);
         let port = Port::new(options.port);
         port.load_driver(vioblk::DriverEntry)
             .map_err(|e| format!("DriverEntry failed: {e:?}"))?;
