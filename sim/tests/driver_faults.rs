@@ -256,7 +256,9 @@ fn used_idx_jump_on_get_id_then_an_interrupt_does_not_hang() {
         prepare_data(d, 2048, 32);
         d.arm_fault(FaultMode::UsedIdxJump, 1);
     });
-    assert_eq!(stack.device.faults_fired(), 1, "the GET_ID was the victim");
+    wait_for(&stack, "the GET_ID was the victim", |s| {
+        s.device.faults_fired() == 1
+    });
     // Queue 0 is served by message 1.
     stack.adapter.raise_interrupt(1);
     recovers(&stack, 2048);
@@ -278,23 +280,38 @@ fn bad_get_id_completion_leaves_every_queue_working() {
                 prepare_data(d, 4096, 16);
                 d.arm_fault(mode, 1);
             }));
-            assert_eq!(stack.device.faults_fired(), 1, "{interrupts:?} {mode:?}");
+            wait_for(&stack, "the GET_ID was the victim", |s| {
+                s.device.faults_fired() == 1
+            });
             // Sixteen reads from sixteen threads (new threads are new CPUs: every queue).
-            let threads: Vec<_> = (0..16u32)
+            let handles: Vec<RequestHandle> = (0..16u32)
                 .map(|i| {
                     let s = stack.clone();
-                    std::thread::spawn(move || s.adapter.execute(read(4096 + 8 * i, 40)))
+                    std::thread::spawn(move || s.adapter.submit(read(4096 + 8 * i, 40)))
+                        .join()
+                        .unwrap()
                 })
                 .collect();
-            for (i, t) in threads.into_iter().enumerate() {
-                let c = t.join().unwrap();
+            let done = wait_all(&stack, handles, Instant::now() + DEADLINE);
+            for (i, c) in done.iter().enumerate() {
+                let lba = 4096 + 8 * i as u32;
+                // On a loaded machine the GET_ID may complete after the driver stopped polling for
+                // it; its duplicate then breaks the ring under the first requests, and the reset
+                // hands them back (BUS_RESET, retried by the class driver). Never a HARDWARE
+                // ERROR, and the retry succeeds.
+                let c = if status(c) == ffi::SRB_STATUS_BUS_RESET {
+                    let h = stack.adapter.submit(read(lba, 40));
+                    wait_all(&stack, vec![h], Instant::now() + DEADLINE).remove(0)
+                } else {
+                    c.clone()
+                };
                 assert_eq!(
                     status(&c),
                     ffi::SRB_STATUS_SUCCESS,
                     "{interrupts:?} {mode:?}: read {i}: {}",
                     brief(&c)
                 );
-                assert!(c.data == pattern(4096 + 8 * i as u64, 4096));
+                assert!(c.data == pattern(u64::from(lba), 4096));
             }
             assert_clean(&stack);
         }
@@ -329,6 +346,13 @@ fn unacknowledged_reset_cuts_dma_before_completing() {
         wait_for(&stack, "the device's hold ended", |s| {
             s.device.holds_ended() == 1
         });
+        assert_eq!(
+            stack.device.watch().hits(),
+            0,
+            "{interrupts:?}: the device wrote into a request already completed \
+             (virtio-win #1326): {:?}",
+            stack.violations()
+        );
         assert!(
             stack
                 .adapter
@@ -395,6 +419,8 @@ fn reset_of_a_device_that_does_not_acknowledge_never_waits_in_a_callback() {
         let done = wait_all(&stack, handles, Instant::now() + DEADLINE);
         check_burst(&done, 256, |c| status(c) == ffi::SRB_STATUS_BUS_RESET);
         recovers(&stack, 256);
+        // No callback of the driver waited for the device (the watchdog is quiet).
+        assert_clean(&stack);
         // Stop on a device that ignores its reset: the DMA is cut instead of a long poll.
         stack.device.ignore_resets(1);
         assert_eq!(stack.adapter.stop(), Some(0), "{interrupts:?}: stop");

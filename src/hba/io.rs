@@ -384,11 +384,10 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         Ok(Some(Ok(Some(notifier)))) => notifier.notify(),
         Ok(Some(Ok(None))) => {}
         Ok(Some(Err(SubmitError::Full(request)))) => busy(adapter, request),
+        // The ring broke between the reset check and the lock. Whoever found it broken (a drain)
+        // has started the reset; Storport sends the request again once the device is back.
         Ok(Some(Err(SubmitError::Broken(request)))) => {
-            let _ = check_condition(
-                request.srb,
-                &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
-            );
+            let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
         }
         // The closure did not run (the queue's DPC is not bound yet, or Storport refused the
         // lock): the request is still ours, in `pending`.
