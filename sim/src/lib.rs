@@ -2,6 +2,7 @@
 pub mod class;
 pub mod cli;
 pub mod device;
+pub mod faults;
 pub mod report;
 pub mod stack;
 pub mod target;

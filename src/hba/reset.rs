@@ -227,7 +227,9 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
         return;
     }
     if adapter.removed.load(Ordering::Acquire) || vanished(adapter) {
-        adapter.removed.store(true, Ordering::Release);
+        if !adapter.removed.swap(true, Ordering::AcqRel) {
+            port.log_error(None, LOG_SURPRISE_REMOVAL, 0);
+        }
         cancel_all(adapter, ctx, ffi::SRB_STATUS_NO_DEVICE);
         complete_held(adapter, ctx, ffi::SRB_STATUS_NO_DEVICE);
         set_stage(adapter, Stage::Idle);
