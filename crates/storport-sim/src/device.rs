@@ -154,3 +154,34 @@ impl DmaWatch {
         self.hits.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DmaWatch;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn a_write_into_freed_memory_is_reported_until_the_block_is_reused() {
+        let watch = DmaWatch::new();
+        let reported = Arc::new(AtomicU64::new(0));
+        let r = reported.clone();
+        watch.connect(Box::new(move |addr, _| r.store(addr, Ordering::SeqCst)));
+        // Nothing freed: every write is fine.
+        assert!(watch.device_write(0x1000, 4096));
+        watch.freed(0x2000, 0x1000);
+        // Before, after and touching the edges of the freed block: fine.
+        assert!(watch.device_write(0x1000, 0x1000));
+        assert!(watch.device_write(0x3000, 16));
+        // Inside it, or overlapping it: reported.
+        assert!(!watch.device_write(0x2FFF, 1));
+        assert_eq!(reported.load(Ordering::SeqCst), 0x2FFF);
+        assert!(!watch.device_write(0x1800, 0x1000));
+        assert_eq!(watch.hits(), 2);
+        // Handed out again: the new owner's memory.
+        watch.reused(0x2000);
+        assert!(watch.device_write(0x2000, 0x1000));
+        assert!(watch.device_write(0x2000, 0));
+        assert_eq!(watch.hits(), 2);
+    }
+}
