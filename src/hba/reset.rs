@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!  begin_reset (ISR, DPC, HwStorResetBus, StartIo of an LU/device reset SRB, passive init)
-//!    | write device_status = 0, issue the reset DPC
+//!    | issue the reset DPC, which writes device_status = 0
 //!    v
 //!  Waiting --- reset DPC: device_status == 0? --no--> HwStorTimer in RESET_POLL_US re-issues
 //!    |                                                the DPC; after ACK_POLLS polls: clear Bus
@@ -110,9 +110,10 @@ fn set_stage(adapter: &Adapter, stage: Stage) {
     adapter.reset_stage.store(stage as u8, Ordering::Release);
 }
 
-/// Starts a reset: writes it to the device (so it stops at once) and issues the reset DPC that
-/// watches it. A reset already in progress absorbs this one: it hands back every request that
-/// is outstanding when it gets to that step.
+/// Starts a reset: issues the reset DPC, which writes the reset to the device and watches it.
+/// The write is left to the DPC because a device may take its time over it (a register write that
+/// makes the host drain its I/O): not in the ISR. A reset already in progress absorbs this one:
+/// it hands back every request that is outstanding when it gets to that step.
 pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
     match adapter.mode() {
         Mode::Stopped => return,
@@ -128,9 +129,9 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
     if adapter.resetting.swap(true, Ordering::AcqRel) {
         return;
     }
+    // Polls 0: the reset is not written yet.
     adapter.reset_polls.store(0, Ordering::Release);
     set_stage(adapter, Stage::Waiting);
-    write_reset(adapter);
     adapter.reset_dpc.issue(ctx, RESET_DPC, 0);
 }
 
@@ -235,6 +236,10 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
         set_stage(adapter, Stage::Idle);
         adapter.resetting.store(false, Ordering::Release);
         return;
+    }
+    if current == Stage::Waiting && adapter.reset_polls.load(Ordering::Acquire) == 0 {
+        write_reset(adapter);
+        adapter.reset_polls.store(1, Ordering::Release);
     }
     let acknowledged = adapter
         .transport
