@@ -38,7 +38,7 @@ pub(super) fn build_io(
     // SRB_FUNCTION_* codes are below 0x100; anything else is no function of ours.
     let function = u8::try_from(srb.function()).unwrap_or(u8::MAX);
     if adapter.broken.load(Ordering::Relaxed)
-        && !adapter.resetting.load(Ordering::Relaxed)
+        && !adapter.resetting()
         && function == ffi::SRB_FUNCTION_EXECUTE_SCSI
     {
         // A reset could not bring the device back; until another one does, fail fast.
@@ -339,7 +339,7 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
         return;
     };
-    if adapter.resetting.load(Ordering::Acquire) {
+    if adapter.resetting() {
         let _ = srb.complete(ffi::SRB_STATUS_BUSY);
         return;
     }
@@ -668,7 +668,7 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
 /// device stopped and will complete nothing more. Stop it and have the reset DPC hand its
 /// requests back and restart it, rather than wait for Storport's timeout and bus reset.
 fn reset_if_device_needs_it<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
-    if adapter.resetting.load(Ordering::Acquire) {
+    if adapter.resetting() {
         return;
     }
     let Some(status) = adapter.transport.as_ref().map(|t| t.device_status()) else {

@@ -117,10 +117,11 @@ pub struct Adapter {
     single_dpc: StorDpc,
     /// Runs a bus reset's work that needs the queues' DPC locks.
     reset_dpc: StorDpc,
-    /// A reset is in progress: new requests are answered BUSY until it ends.
-    resetting: AtomicBool,
-    /// The reset machine's stage (`reset::Stage` as u8).
+    /// The reset machine's stage (`reset::Stage` as u8); while it is not idle, new requests are
+    /// answered BUSY.
     reset_stage: AtomicU8,
+    /// A reset was asked for while one was ending: the machine starts again.
+    reset_again: AtomicBool,
     /// Looks at `device_status` in the current stage.
     reset_polls: AtomicU32,
     /// Bus Master Enable was cleared because the device ignored a reset.
@@ -139,6 +140,11 @@ const RESET_DPC: usize = usize::MAX;
 impl Adapter {
     fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Whether a reset is in progress.
+    fn resetting(&self) -> bool {
+        self.reset_stage.load(core::sync::atomic::Ordering::Acquire) != 0
     }
 
     fn set_mode(&self, mode: Mode) {
@@ -167,8 +173,8 @@ impl Miniport for Adapter {
         single: InterruptShared::new(queue::Queue::EMPTY),
         single_dpc: StorDpc::new(),
         reset_dpc: StorDpc::new(),
-        resetting: AtomicBool::new(false),
         reset_stage: AtomicU8::new(0),
+        reset_again: AtomicBool::new(false),
         reset_polls: AtomicU32::new(0),
         dma_cut: AtomicBool::new(false),
         removed: AtomicBool::new(false),

@@ -126,13 +126,31 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
         }
         Mode::MultiQueue | Mode::SingleInterrupt => {}
     }
-    if adapter.resetting.swap(true, Ordering::AcqRel) {
+    // Polls 0: the reset is not written yet (set before the stage, which publishes it).
+    if adapter
+        .reset_stage
+        .compare_exchange(
+            Stage::Idle as u8,
+            Stage::Waiting as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // One is in progress; if it is past handing requests back, it starts again when done.
+        adapter.reset_again.store(true, Ordering::Release);
         return;
     }
-    // Polls 0: the reset is not written yet.
     adapter.reset_polls.store(0, Ordering::Release);
-    set_stage(adapter, Stage::Waiting);
     adapter.reset_dpc.issue(ctx, RESET_DPC, 0);
+}
+
+/// The machine is back to idle: start again if a reset was asked for meanwhile.
+fn end_reset(adapter: &Adapter, ctx: &context::Dpc) {
+    set_stage(adapter, Stage::Idle);
+    if adapter.reset_again.swap(false, Ordering::AcqRel) {
+        begin_reset(adapter, ctx);
+    }
 }
 
 /// Writes the reset to `device_status`, unless the device is gone.
@@ -234,7 +252,6 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
         cancel_all(adapter, ctx, ffi::SRB_STATUS_NO_DEVICE);
         complete_held(adapter, ctx, ffi::SRB_STATUS_NO_DEVICE);
         set_stage(adapter, Stage::Idle);
-        adapter.resetting.store(false, Ordering::Release);
         return;
     }
     if current == Stage::Waiting && adapter.reset_polls.load(Ordering::Acquire) == 0 {
@@ -286,7 +303,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
                 return;
             }
             port.log_error(None, LOG_DEVICE_GIVEN_UP, polls);
-            give_up(adapter);
+            give_up(adapter, ctx);
         }
         Stage::Restarting => restart_after_reset(adapter, ctx),
         Stage::Idle => {}
@@ -302,16 +319,18 @@ fn hand_back(adapter: &Adapter, ctx: &mut context::Dpc) {
 /// The device acknowledged the reset: bring it back over the (now empty) rings.
 fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
     // Requests that reached a ring between the hand-back and now are handed back too: the ring
-    // is re-initialised under them.
+    // is re-initialised under them; so are reset SRBs that arrived meanwhile. A reset asked for
+    // before this point is served by it.
+    adapter.reset_again.store(false, Ordering::Release);
     cancel_all(adapter, ctx, ffi::SRB_STATUS_BUS_RESET);
+    complete_held(adapter, ctx, ffi::SRB_STATUS_SUCCESS);
     let restarted = adapter
         .control
         .synchronize(ctx, |control| restart_device(adapter, control))
         .unwrap_or(false);
     if restarted {
         adapter.broken.store(false, Ordering::Release);
-        set_stage(adapter, Stage::Idle);
-        adapter.resetting.store(false, Ordering::Release);
+        end_reset(adapter, ctx);
         // While the device was reset it could not announce a configuration change (it only
         // does once DRIVER_OK is set): look at the capacity again.
         super::io::config_changed(adapter);
@@ -322,16 +341,17 @@ fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
         if let Some(port) = adapter.port {
             port.log_error(None, LOG_DEVICE_GIVEN_UP, 0);
         }
-        give_up(adapter);
+        give_up(adapter, ctx);
     }
 }
 
 /// The device cannot be brought back: requests fail with HARDWARE ERROR until a later reset
 /// (Storport's, on a timeout) succeeds.
-fn give_up(adapter: &Adapter) {
+fn give_up(adapter: &Adapter, ctx: &mut context::Dpc) {
     adapter.broken.store(true, Ordering::Release);
+    complete_held(adapter, ctx, ffi::SRB_STATUS_SUCCESS);
+    adapter.reset_again.store(false, Ordering::Release);
     set_stage(adapter, Stage::Idle);
-    adapter.resetting.store(false, Ordering::Release);
     if let Some(port) = adapter.port {
         port.notify_reset_detected(0);
     }
