@@ -727,3 +727,77 @@ fn a_capacity_of_u64_max_is_refused() {
     });
     assert_clean(&stack);
 }
+
+// ------------------------------------------------------------------------------------------
+// Every request fault, in every interrupt mode, at start-up (the GET_ID), at queue depth 1 after
+// the disk sat idle, and with 32 requests in flight on one queue.
+
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// The start-up GET_ID is the victim.
+    StartUp,
+    /// One request at a time, the disk idle before.
+    QueueDepth1,
+    /// The 5th of 32 requests in flight on one queue.
+    Burst32,
+}
+
+/// Whether a failure is a clean one for `mode`: a request the device mishandled fails with
+/// HARDWARE ERROR (a completion the driver can see is wrong) or comes back with BUS_RESET (the
+/// device was reset under it); nothing else.
+fn clean_failure(c: &Completion) -> bool {
+    status(c) == ffi::SRB_STATUS_BUS_RESET || is_hardware_error(c)
+}
+
+fn fault_matrix(interrupts: Interrupts) {
+    for mode in FaultMode::ALL {
+        for when in [When::StartUp, When::QueueDepth1, When::Burst32] {
+            let stack = start_with(interrupts, 2, |d| {
+                prepare_data(d, 8192, 32);
+                d.set_slow_ms(100);
+                if let When::StartUp = when {
+                    d.arm_fault(mode, 1);
+                }
+            });
+            match when {
+                When::StartUp => {}
+                When::QueueDepth1 => {
+                    stack.device.arm_fault(mode, 1);
+                    // TimeOutValue 1 s (500 ms scaled): a lost request is timed out quickly.
+                    let h = stack.adapter.submit(read(8192, 1));
+                    let done = wait_all(&stack, vec![h], Instant::now() + DEADLINE);
+                    check_burst(&done, 8192, clean_failure);
+                }
+                When::Burst32 => {
+                    stack.device.arm_fault(mode, 5);
+                    let handles = burst(&stack, 8192, 32, 1);
+                    let done = wait_all(&stack, handles, Instant::now() + DEADLINE);
+                    check_burst(&done, 8192, clean_failure);
+                }
+            }
+            wait_for(&stack, "the fault fired", |s| s.device.faults_fired() == 1);
+            recovers(&stack, 8192);
+            let violations = stack.violations();
+            assert!(
+                violations.is_empty() && stack.device.watch().hits() == 0,
+                "{interrupts:?} {mode:?} {when:?}:\n{}",
+                violations.join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn every_fault_at_start_up_depth_one_and_in_a_burst_multi_queue() {
+    fault_matrix(Interrupts::MultiQueue);
+}
+
+#[test]
+fn every_fault_at_start_up_depth_one_and_in_a_burst_intx() {
+    fault_matrix(Interrupts::Intx);
+}
+
+#[test]
+fn every_fault_at_start_up_depth_one_and_in_a_burst_single_message() {
+    fault_matrix(Interrupts::SingleMessage);
+}
