@@ -178,3 +178,18 @@ impl DiskState {
             && self.unit_attention.swap(false, Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_limit() {
+        assert!(capacity_is_valid(0));
+        assert!(capacity_is_valid(MAX_SECTORS));
+        assert!(!capacity_is_valid(MAX_SECTORS + 1));
+        assert!(!capacity_is_valid(u64::MAX));
+        // Every accepted capacity's byte count fits in 64 bits.
+        assert!(MAX_SECTORS.checked_mul(512).is_some());
+    }
+}

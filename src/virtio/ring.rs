@@ -1103,6 +1103,23 @@ pub(crate) mod tests {
         );
         assert!(q.is_broken());
         assert_eq!(q.pop_used(), None);
+        // Broken: nothing is "pending" any more (a caller draining until enable_interrupts says
+        // false would otherwise spin: issue 10), and the first rule broken is kept.
+        assert!(!q.enable_interrupts());
+        assert_eq!(
+            q.error(),
+            Some(RingError::IndexOutOfRange {
+                used_idx: 3,
+                last_used: 0
+            })
+        );
+        q.reset();
+        assert_eq!(q.error(), None);
+        // Negative: a healthy ring with a completion waiting says so.
+        q.push_indirect(0x1000, 16).unwrap();
+        q.publish();
+        dev.set_used_idx(1);
+        assert!(q.enable_interrupts());
         // A jump backwards is a jump of almost 2^16 forwards.
         let (mut q, dev) = queue(8, false);
         q.push_indirect(0x1000, 16).unwrap();
