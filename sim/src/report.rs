@@ -33,6 +33,7 @@
 //!     "flushes": u64, "bytes_read": u64, "bytes_written": u64,
 //!     "iops": f64, "mib_per_s": f64,  // MiB = 2^20 bytes
 //!     "errors": u64, "error_samples": [string],       // the first 8 failures, described
+//!     "failures": [{ "how": string, "count": u64 }],  // failures by status and sense
 //!     "retries": u64                  // sent again after BUSY, TASK SET FULL, UNIT ATTENTION
 //!   },
 //!   "latency_us": {                   // each: null when no such request completed
@@ -284,6 +285,7 @@ impl Report {
                 "mib_per_s": r.mib_per_s(),
                 "errors": r.counts.errors,
                 "error_samples": r.errors,
+                "failures": r.failures.iter().map(|(how, n)| json!({ "how": how, "count": n })).collect::<Vec<_>>(),
                 "retries": r.counts.retries,
             },
             "latency_us": {
@@ -512,6 +514,9 @@ impl Report {
 
         if let Some(f) = &self.faults {
             s.push_str(&f.to_text());
+            for (how, n) in &r.failures {
+                let _ = writeln!(s, "  failed:     {n} x {how}");
+            }
         }
         if self.violations.is_empty() {
             s.push_str("\nstorport: no violations\n");
@@ -872,6 +877,7 @@ mod tests {
                     all: latency,
                 },
                 errors: Vec::new(),
+                failures: Vec::new(),
                 verification: Verification {
                     enabled: true,
                     blocks_verified: 16,
@@ -933,6 +939,7 @@ mod tests {
             "verification",
             "queues",
             "violations",
+            "faults",
         ];
         want.sort_unstable();
         let mut keys = keys;

@@ -167,6 +167,15 @@ impl DriverBackend {
                 // With faults injected, a lost request is timed out within the job (1 s for the
                 // class driver's 10 s), not after it.
                 timeout_scale: if options.faults { 0.1 } else { 1.0 },
+                // The watchdog measures wall time: with faults (resets, DMA cuts) and a loaded
+                // machine, budgets that still catch a wait of the old kind (a second) but not a
+                // preempted thread.
+                isr_budget: std::time::Duration::from_millis(if options.faults { 250 } else { 50 }),
+                dpc_budget: std::time::Duration::from_millis(if options.faults {
+                    250
+                } else {
+                    100
+                }),
                 ..storport_sim::PortOptions::default()
             },
             intx: options.interrupts == crate::cli::InterruptMode::Intx,

@@ -93,7 +93,7 @@ pub(super) fn find_adapter(
     };
 
     let mut stall = |us: u32| port.stall(us);
-    if transport.begin_init(&mut stall).is_err() {
+    if transport.begin_init_patient(&mut stall).is_err() {
         return FindAdapterStatus::Error;
     }
     let wanted = if dump {

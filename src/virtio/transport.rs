@@ -82,6 +82,11 @@ pub const NO_VECTOR: u16 = 0xFFFF;
 const RESET_POLLS: u32 = 100;
 const RESET_POLL_INTERVAL_US: u32 = 10;
 
+/// How long [`Transport::begin_init_patient`] waits for a reset: 1000 x 1 ms. Only for
+/// HwStorFindAdapter, which runs at PASSIVE_LEVEL (a device may take that long to come up).
+const PATIENT_RESET_POLLS: u32 = 1000;
+const PATIENT_RESET_POLL_INTERVAL_US: u32 = 1000;
+
 /// How often a device configuration read is repeated while `config_generation` changes.
 const CONFIG_READ_ATTEMPTS: u32 = 16;
 
@@ -310,12 +315,22 @@ impl Transport {
     /// Only after `Ok` may the driver reuse memory the device could write (rings, request
     /// areas): the device no longer accesses it.
     pub fn reset(&mut self, stall: &mut dyn FnMut(u32)) -> Result<(), TransportError> {
+        self.reset_within(stall, RESET_POLLS, RESET_POLL_INTERVAL_US)
+    }
+
+    /// [`Self::reset`], polling `polls` times `interval_us` apart.
+    fn reset_within(
+        &mut self,
+        stall: &mut dyn FnMut(u32),
+        polls: u32,
+        interval_us: u32,
+    ) -> Result<(), TransportError> {
         self.request_reset();
-        for _ in 0..RESET_POLLS {
+        for _ in 0..polls {
             if self.reset_acknowledged() {
                 return Ok(());
             }
-            stall(RESET_POLL_INTERVAL_US);
+            stall(interval_us);
         }
         if self.reset_acknowledged() {
             Ok(())
@@ -341,6 +356,18 @@ impl Transport {
     /// (3.1.1 steps 1-4).
     pub fn begin_init(&mut self, stall: &mut dyn FnMut(u32)) -> Result<u64, TransportError> {
         self.reset(stall)?;
+        self.set_status(status::ACKNOWLEDGE);
+        self.set_status(status::DRIVER);
+        Ok(self.device_features())
+    }
+
+    /// [`Self::begin_init`] waiting up to about a second for the reset: for the first start,
+    /// at PASSIVE_LEVEL, where a device slow to come up is worth waiting for.
+    pub fn begin_init_patient(
+        &mut self,
+        stall: &mut dyn FnMut(u32),
+    ) -> Result<u64, TransportError> {
+        self.reset_within(stall, PATIENT_RESET_POLLS, PATIENT_RESET_POLL_INTERVAL_US)?;
         self.set_status(status::ACKNOWLEDGE);
         self.set_status(status::DRIVER);
         Ok(self.device_features())
