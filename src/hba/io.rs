@@ -17,6 +17,9 @@ use super::queue::{Batch, Drained, InFlight, SubmitError};
 use super::request::{self, Extension, Op, Preparation, Prepared};
 use super::{Adapter, Mode};
 
+/// StorPortLogError code: the device reported a capacity the driver refuses (`disk::MAX_SECTORS`).
+const LOG_CAPACITY_REFUSED: u32 = 0x0013_0004;
+
 /// SCSISTAT_CHECK_CONDITION.
 const CHECK_CONDITION: u8 = 2;
 /// The INQUIRY operation code (SPC-4 6.6).
@@ -474,9 +477,9 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
             }
             Drained::Idle => break,
             Drained::Broken(_) => {
-                // The device is stopped at once; the reset DPC hands its requests back and
-                // restarts it, as in the multi-queue mode (else they would wait for Storport's
-                // timeout, and the disk for Storport's bus reset).
+                // The reset DPC resets the device, hands its requests back once it can no longer
+                // write into them, and restarts it, as in the multi-queue mode (else they would
+                // wait for Storport's timeout, and the disk for Storport's bus reset).
                 super::reset::begin_reset(adapter, &*ctx);
                 break;
             }
@@ -687,15 +690,16 @@ pub(super) fn config_changed(adapter: &Adapter) {
     let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) else {
         return;
     };
-    if adapter.removed.load(Ordering::Acquire) {
+    // A vanished device's configuration reads all ones: nothing to learn from it.
+    if adapter.removed.load(Ordering::Acquire) || transport.device_status().vanished() {
         return;
     }
     let Ok(config) = crate::virtio::BlkConfig::read(transport, adapter.features) else {
         return;
     };
     if !super::disk::capacity_is_valid(config.capacity) {
-        // Nonsense (or a vanished device's all ones): keep the capacity the disk had.
-        port.log_error(None, 0x0013_0004, 0);
+        // Nonsense: keep the capacity the disk had, and say so in the event log.
+        port.log_error(None, LOG_CAPACITY_REFUSED, 0);
         return;
     }
     if adapter.disk.resize(config.capacity) {

@@ -126,7 +126,6 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
         }
         Mode::MultiQueue | Mode::SingleInterrupt => {}
     }
-    // Polls 0: the reset is not written yet (set before the stage, which publishes it).
     if adapter
         .reset_stage
         .compare_exchange(
@@ -141,6 +140,7 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
         adapter.reset_again.store(true, Ordering::Release);
         return;
     }
+    // Polls 0: the reset is not written yet (the DPC writes it), set before the DPC is issued.
     adapter.reset_polls.store(0, Ordering::Release);
     adapter.reset_dpc.issue(ctx, RESET_DPC, 0);
 }
