@@ -1179,9 +1179,14 @@ impl Adapter {
     /// PnP stop: waits for outstanding requests, then HwAdapterControl(ScsiStopAdapter) at DIRQL
     /// with the interrupt lock held. Returns the SCSI_ADAPTER_CONTROL_STATUS.
     pub fn stop(&self) -> Option<u32> {
+        self.stop_after(Duration::from_secs(30))
+    }
+
+    /// [`Adapter::stop`], waiting at most `drain` for outstanding requests.
+    fn stop_after(&self, drain: Duration) -> Option<u32> {
         let a = &self.inner;
         a.quiesce(gate::STOPPED);
-        self.drain(Duration::from_secs(30));
+        self.drain(drain);
         let r = a.adapter_control(abi::SCSI_STOP_ADAPTER, std::ptr::null_mut());
         a.interrupts_enabled.store(false, Ordering::SeqCst);
         a.timer.cancel_hw_timer();
@@ -1261,7 +1266,8 @@ impl Adapter {
                 );
             }
         }
-        self.stop();
+        // The remove: Storport has waited for what it could.
+        self.stop_after(Duration::ZERO);
         (adapter, unit)
     }
 
