@@ -803,3 +803,47 @@ fn every_fault_at_start_up_depth_one_and_in_a_burst_intx() {
 fn every_fault_at_start_up_depth_one_and_in_a_burst_single_message() {
     fault_matrix(Interrupts::SingleMessage);
 }
+
+// ------------------------------------------------------------------------------------------
+// A crash-dump stack (polled, no DPC, no timer): a broken ring is reset by the polled ISR.
+
+#[test]
+fn a_dump_stack_recovers_from_a_broken_ring() {
+    for mode in [
+        FaultMode::UsedIdxJump,
+        FaultMode::UsedIdOutOfRange,
+        FaultMode::DuplicateUsedId,
+    ] {
+        let stack = Stack::start_with(
+            StackOptions {
+                dump: true,
+                ..StackOptions::default()
+            },
+            |d| prepare_data(d, 64, 4),
+        )
+        .expect("the dump stack starts");
+        stack.device.arm_fault(mode, 1);
+        let h = stack.adapter.submit(read(64, 40));
+        let victim = wait_all(&stack, vec![h], Instant::now() + DEADLINE).remove(0);
+        assert!(
+            status(&victim) == ffi::SRB_STATUS_BUS_RESET
+                || (status(&victim) == ffi::SRB_STATUS_SUCCESS && victim.data == pattern(64, 4096)),
+            "{mode:?}: victim {}",
+            brief(&victim)
+        );
+        // The next requests are served (the old driver failed them with HARDWARE ERROR until the
+        // stack was torn down).
+        for i in 0..4u32 {
+            let h = stack.adapter.submit(read(64 + 8 * i, 40));
+            let c = wait_all(&stack, vec![h], Instant::now() + DEADLINE).remove(0);
+            assert_eq!(
+                status(&c),
+                ffi::SRB_STATUS_SUCCESS,
+                "{mode:?}: {}",
+                brief(&c)
+            );
+            assert!(c.data == pattern(u64::from(64 + 8 * i), 4096));
+        }
+        assert_clean(&stack);
+    }
+}

@@ -479,8 +479,13 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
             Drained::Broken(_) => {
                 // The reset DPC resets the device, hands its requests back once it can no longer
                 // write into them, and restarts it, as in the multi-queue mode (else they would
-                // wait for Storport's timeout, and the disk for Storport's bus reset).
-                super::reset::begin_reset(adapter, &*ctx);
+                // wait for Storport's timeout, and the disk for Storport's bus reset). A dump
+                // stack has no DPC: its polled ISR does it.
+                if mode == Mode::Dump {
+                    super::reset::dump_reset(adapter, ctx);
+                } else {
+                    super::reset::begin_reset(adapter, &*ctx);
+                }
                 break;
             }
         }

@@ -145,6 +145,41 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
     adapter.reset_dpc.issue(ctx, RESET_DPC, 0);
 }
 
+/// A dump stack has no DPC and no timer, and one request at a time: the polled ISR that found
+/// the ring broken resets the device itself, waiting the transport's bounded 1 ms, hands the
+/// request back (BUS_RESET) and brings the device back. A device that does not acknowledge stays
+/// stopped, and requests fail, until the stack is torn down.
+pub(super) fn dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
+    let Some(port) = adapter.port else {
+        return;
+    };
+    let acknowledged = adapter
+        .control
+        .get(ctx)
+        .transport
+        .as_mut()
+        .is_some_and(|t| t.reset(&mut |us| port.stall(us)).is_ok());
+    if !acknowledged {
+        adapter.broken.store(true, Ordering::Release);
+        return;
+    }
+    loop {
+        let mut batch = Batch::new();
+        let more = cancel(adapter.single.get(ctx), &mut batch);
+        complete_all(&mut batch, ffi::SRB_STATUS_BUS_RESET);
+        if !more {
+            break;
+        }
+    }
+    let restarted = adapter
+        .control
+        .get(ctx)
+        .transport
+        .as_mut()
+        .is_some_and(|t| super::setup::reprogram(adapter, t, port));
+    adapter.broken.store(!restarted, Ordering::Release);
+}
+
 /// The machine is back to idle: start again if a reset was asked for meanwhile.
 fn end_reset(adapter: &Adapter, ctx: &context::Dpc) {
     set_stage(adapter, Stage::Idle);
