@@ -264,7 +264,7 @@ JOB OPTIONS (run):
         --no-verify          do not stamp blocks or check reads
         --json               print the report as JSON (schema vioblk-sim/report/v1)
         --fault SPEC         inject a device fault into the running job (repeatable; driver
-                             target): MODE[,queue=Q][,at=N][,after=MS][,ms=N][,count=N]
+                             target): MODE[,queue=Q][,at=N|seed=S][,after=MS][,ms=N][,count=N]
                              [,sectors=N][,seed=S][,every=MS]. MODE: bad-id, duplicate-id,
                              len-too-long, len-zero, idx-jump, bad-status, lost, needs-reset,
                              slow, reset-ignored, removal, capacity, chaos. The job passes when

@@ -12,8 +12,9 @@
 //! | `chaos` | random request faults (and ignored resets) every `every=MS` milliseconds, from `seed=N` |
 //!
 //! Settings: `queue=Q` (only requests on queue Q), `at=N` (the Nth request after arming, default
-//! 1), `after=MS` (arm MS milliseconds into the job, default 0), `ms=N` (how long `slow` holds its
-//! request, default 200). Several `--fault` are armed one after the other, each once the previous
+//! 1), `seed=S` (a request fault without `at`: the Nth request with N drawn from 1..=1000 by the
+//! seed), `after=MS` (arm MS milliseconds into the job, default 0), `ms=N` (how long `slow` holds
+//! its request, default 200). Several `--fault` are armed one after the other, each once the previous
 //! one fired.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,6 +95,8 @@ impl FaultSpec {
             seed: 1,
             text: text.to_owned(),
         };
+        let mut at_given = false;
+        let mut seed_given = false;
         for part in parts {
             let (key, value) = part
                 .split_once('=')
@@ -110,7 +113,10 @@ impl FaultSpec {
                             .map_err(|_| format!("queue {value} is too large"))?,
                     );
                 }
-                "at" => spec.at = number("at")?.max(1),
+                "at" => {
+                    spec.at = number("at")?.max(1);
+                    at_given = true;
+                }
                 "after" => spec.after_ms = number("after")?,
                 "ms" => spec.slow_ms = number("ms")?,
                 "count" => {
@@ -119,9 +125,19 @@ impl FaultSpec {
                 }
                 "sectors" => spec.sectors = Some(number("sectors")?),
                 "every" => spec.every_ms = number("every")?.max(1),
-                "seed" => spec.seed = number("seed")?,
+                "seed" => {
+                    spec.seed = number("seed")?;
+                    seed_given = true;
+                }
                 other => return Err(format!("unknown fault setting `{other}`")),
             }
+        }
+        if matches!(spec.kind, FaultKind::Request(_)) && seed_given && !at_given {
+            // splitmix64 of the seed: the same seed picks the same request.
+            let mut z = spec.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            spec.at = 1 + (z ^ (z >> 31)) % 1000;
         }
         Ok(spec)
     }
@@ -405,6 +421,11 @@ mod tests {
             FaultSpec::parse("capacity,sectors=4096").unwrap().sectors,
             Some(4096)
         );
+        // A seed without `at` draws the request; the same seed, the same request.
+        let a = FaultSpec::parse("lost,seed=9").unwrap();
+        assert!((1..=1000).contains(&a.at));
+        assert_eq!(FaultSpec::parse("lost,seed=9").unwrap().at, a.at);
+        assert_eq!(FaultSpec::parse("lost,seed=9,at=3").unwrap().at, 3);
         assert!(FaultSpec::parse("nonsense").is_err());
         assert!(FaultSpec::parse("lost,at").is_err());
         assert!(FaultSpec::parse("lost,at=x").is_err());
