@@ -221,3 +221,32 @@ fn a_bad_spec_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `--help` documents `--fault` and every mode.
+#[test]
+fn help_lists_the_fault_modes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vioblk-sim"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "--fault",
+        "bad-id",
+        "duplicate-id",
+        "len-too-long",
+        "len-zero",
+        "idx-jump",
+        "bad-status",
+        "lost",
+        "needs-reset",
+        "slow",
+        "reset-ignored",
+        "removal",
+        "capacity",
+        "chaos",
+        "msi",
+    ] {
+        assert!(help.contains(word), "--help does not mention {word}");
+    }
+}
