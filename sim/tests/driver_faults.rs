@@ -660,6 +660,16 @@ fn a_device_that_can_serve_no_request_is_not_a_disk() {
         .is_some(),
         "queue size 2 without indirect descriptors"
     );
+    // A queue of 3 (not a power of two): the driver may use 2, which leaves no descriptor for
+    // data, not even in an indirect table (a chain is at most the queue size long, 2.7.5.3.1).
+    assert!(
+        refused(DeviceConfig {
+            max_queue_size: 3,
+            ..DeviceConfig::default()
+        })
+        .is_some(),
+        "queue size 3"
+    );
     // size_max 1: 4096 segments per page.
     assert!(
         refused(DeviceConfig {

@@ -174,13 +174,10 @@ impl VirtioBlkDevice {
         if config.num_queues == 0 || config.num_queues > 1024 {
             return Err(DeviceError::Config("num_queues must be 1..=1024"));
         }
-        if config.max_queue_size == 0
-            || !config.max_queue_size.is_power_of_two()
-            || config.max_queue_size > 32768
-        {
-            return Err(DeviceError::Config(
-                "max_queue_size must be a power of two <= 32768",
-            ));
+        // Not necessarily a power of two: a hostile device may offer 3 (the driver must then use
+        // a power of two below it, or refuse the device).
+        if config.max_queue_size == 0 || config.max_queue_size > 32768 {
+            return Err(DeviceError::Config("max_queue_size must be 1..=32768"));
         }
         if !matches!(config.logical_block_size, 512 | 1024 | 2048 | 4096) {
             return Err(DeviceError::Config("logical_block_size must be 512..=4096"));
@@ -524,7 +521,13 @@ impl VirtioBlkDevice {
         let regs = common.queues[usize::from(q)];
         let negotiated = self.shared.negotiated.load(Ordering::Acquire);
         let built = (|| -> Option<Queue> {
-            let mut queue = Queue::new(common.max_queue_size()).ok()?;
+            // virtio-queue wants a power-of-two maximum; the size the driver chose is checked
+            // against the register value below.
+            let max = common.max_queue_size();
+            if regs.size > max {
+                return None;
+            }
+            let mut queue = Queue::new(max.checked_next_power_of_two()?).ok()?;
             queue.try_set_size(regs.size).ok()?;
             queue
                 .try_set_desc_table_address(GuestAddress(regs.desc))
