@@ -857,3 +857,29 @@ fn a_dump_stack_recovers_from_a_broken_ring() {
         assert_clean(&stack);
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// A device slow to reset (30 ms): the reset machine waits for it from its timer, never in a
+// callback; stop cuts its DMA instead of waiting, and restart leaves it to the machine.
+
+#[test]
+fn a_device_slow_to_reset_is_waited_for_by_the_machine() {
+    for interrupts in ALL_MODES {
+        let stack = start_with(interrupts, 2, |d| prepare_data(d, 1500, 32));
+        stack.device.set_reset_delay_ms(30);
+        stack.device.arm_fault(FaultMode::NeedsReset, 5);
+        let handles = burst(&stack, 1500, 32, 40);
+        let done = wait_all(&stack, handles, Instant::now() + DEADLINE);
+        check_burst(&done, 1500, |c| status(c) == ffi::SRB_STATUS_BUS_RESET);
+        recovers(&stack, 1500);
+        assert_eq!(stack.adapter.stop(), Some(0), "{interrupts:?}: stop");
+        assert!(
+            stack.device.dma_cut(),
+            "{interrupts:?}: stop did not wait 30 ms"
+        );
+        stack.adapter.restart().expect("restart");
+        recovers(&stack, 1500);
+        assert!(!stack.device.dma_cut(), "{interrupts:?}: DMA back");
+        assert_clean(&stack);
+    }
+}

@@ -492,7 +492,7 @@ pub(super) fn stop(adapter: &Adapter, _ctx: &mut context::AdapterControl) -> Ada
 /// and each queue forgets its ring state when it next runs (the epoch).
 pub(super) fn restart(
     adapter: &Adapter,
-    _ctx: &mut context::AdapterControl,
+    ctx: &mut context::AdapterControl,
 ) -> AdapterControlStatus {
     if adapter.removed.load(Ordering::Acquire) {
         return AdapterControlStatus::Unsuccessful;
@@ -500,11 +500,23 @@ pub(super) fn restart(
     let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) else {
         return AdapterControlStatus::Unsuccessful;
     };
+    let mut transport = transport.clone();
+    // The device was reset at stop; if it has not finished (or takes longer than the 1 ms this
+    // DIRQL routine may wait), the reset machine brings it back: requests are answered BUSY
+    // meanwhile.
+    let acknowledged = transport.reset(&mut |us| port.stall(us)).is_ok();
     for (_, region) in adapter.rings.iter().flatten() {
         region.zero();
     }
     adapter.epoch.fetch_add(1, Ordering::AcqRel);
-    let mut transport = transport.clone();
+    if !acknowledged {
+        if transport.device_status().vanished() {
+            adapter.removed.store(true, Ordering::Release);
+            return AdapterControlStatus::Unsuccessful;
+        }
+        begin_reset(adapter, &*ctx);
+        return AdapterControlStatus::Success;
+    }
     if super::setup::reprogram(adapter, &mut transport, port) {
         adapter.broken.store(false, Ordering::Release);
         // The disk may have been resized while the adapter was stopped, when the device could

@@ -360,13 +360,14 @@ fn program(
     Some(notifiers)
 }
 
-/// Re-initialises the device after a reset with the features, rings and vectors it had
-/// (the driver side of every ring must already be back at its initial state).
+/// Re-initialises the device after a reset it acknowledged (`device_status` read 0) with the
+/// features, rings and vectors it had (the driver side of every ring must already be back at its
+/// initial state). No second reset: a device slow to reset would make this wait again.
 pub(super) fn reprogram(adapter: &Adapter, transport: &mut Transport, port: Port) -> bool {
-    let mut stall = |us: u32| port.stall(us);
-    if transport.begin_init(&mut stall).is_err() {
+    if !transport.reset_acknowledged() {
         return false;
     }
+    transport.begin_init_acknowledged();
     // The device acknowledged its reset: it may use memory again.
     if adapter.dma_cut.load(Ordering::Acquire) {
         if !port.set_bus_master(true) {

@@ -361,6 +361,13 @@ impl Transport {
         Ok(self.device_features())
     }
 
+    /// Sets ACKNOWLEDGE and DRIVER after a reset the caller saw acknowledged (3.1.1 steps 2-3).
+    pub fn begin_init_acknowledged(&mut self) {
+        self.driver_status = 0;
+        self.set_status(status::ACKNOWLEDGE);
+        self.set_status(status::DRIVER);
+    }
+
     /// [`Self::begin_init`] waiting up to about a second for the reset: for the first start,
     /// at PASSIVE_LEVEL, where a device slow to come up is worth waiting for.
     pub fn begin_init_patient(

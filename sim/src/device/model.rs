@@ -76,6 +76,13 @@ pub struct Shared {
     held_queues: AtomicU64,
     /// Device writes into completed requests' memory are reported here.
     pub(crate) watch: Arc<DmaWatch>,
+    /// A reset was written but a queue thread has not stopped yet: `device_status` keeps its
+    /// value until they all have (the driver polls it, VIRTIO 1.2 4.1.4.3.2).
+    reset_pending: AtomicBool,
+    /// How long a reset takes at least, in milliseconds (a device slow to reset).
+    reset_delay_ms: AtomicU64,
+    /// When the pending reset was written.
+    reset_started: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -242,6 +249,9 @@ impl VirtioBlkDevice {
             hold_interrupts: AtomicBool::new(false),
             held_queues: AtomicU64::new(0),
             watch: Arc::new(DmaWatch::new()),
+            reset_pending: AtomicBool::new(false),
+            reset_delay_ms: AtomicU64::new(0),
+            reset_started: Mutex::new(None),
             config,
         };
         Ok(Self {
@@ -429,11 +439,73 @@ impl VirtioBlkDevice {
         self.shared.backend.write_bytes(offset, input)
     }
 
-    /// Device reset (VIRTIO 1.2 4.1.4.3.1): stops and joins the queue threads, so that no
-    /// device write to guest memory follows, then returns every register to its initial value.
+    /// Device reset (VIRTIO 1.2 4.1.4.3.1): stops the queue threads, so that no device write to
+    /// guest memory follows, then returns every register to its initial value. A thread busy with
+    /// a request gets 1 ms to stop; after that the write returns and the reset completes when the
+    /// last thread has stopped, seen at a later register access (`device_status` keeps its
+    /// value until then, as a device whose reset takes a while).
     pub fn reset(&self) {
         let mut workers = lock(&self.workers);
-        self.stop_workers(&mut workers);
+        for (i, w) in workers.iter().enumerate() {
+            if w.is_some() {
+                self.shared.queue_ctl[i].stop();
+            }
+        }
+        let now = std::time::Instant::now();
+        *lock(&self.shared.reset_started) = Some(now);
+        let slow = self.shared.reset_delay_ms.load(Ordering::Acquire) > 0;
+        let end = now + std::time::Duration::from_millis(1);
+        while slow || !Self::workers_stopped(&workers) {
+            if slow || std::time::Instant::now() >= end {
+                self.shared.reset_pending.store(true, Ordering::Release);
+                return;
+            }
+            std::thread::yield_now();
+        }
+        self.complete_reset(&mut workers);
+    }
+
+    /// Every reset from now on takes at least `ms` milliseconds: `device_status` keeps its value
+    /// that long after the write of 0 (0: as fast as the queue threads stop).
+    pub fn set_reset_delay_ms(&self, ms: u64) {
+        self.shared.reset_delay_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether the reset's minimum time has passed.
+    fn reset_time_passed(&self) -> bool {
+        let delay = self.shared.reset_delay_ms.load(Ordering::Acquire);
+        lock(&self.shared.reset_started)
+            .is_none_or(|started| started.elapsed() >= std::time::Duration::from_millis(delay))
+    }
+
+    /// Whether every queue thread has ended (or is the calling thread, which a port delivering an
+    /// interrupt synchronously could make it: it ends on its own).
+    fn workers_stopped(workers: &[Option<JoinHandle<()>>]) -> bool {
+        let me = std::thread::current().id();
+        workers
+            .iter()
+            .flatten()
+            .all(|h| h.is_finished() || h.thread().id() == me)
+    }
+
+    /// A reset waiting for its queue threads: completed once they have all stopped.
+    fn settle_reset(&self) {
+        if !self.shared.reset_pending.load(Ordering::Acquire) {
+            return;
+        }
+        let mut workers = lock(&self.workers);
+        if self.shared.reset_pending.load(Ordering::Acquire)
+            && Self::workers_stopped(&workers)
+            && self.reset_time_passed()
+        {
+            self.complete_reset(&mut workers);
+        }
+    }
+
+    /// Joins the (stopped) queue threads and returns every register to its initial value.
+    fn complete_reset(&self, workers: &mut [Option<JoinHandle<()>>]) {
+        self.stop_workers(workers);
+        self.shared.reset_pending.store(false, Ordering::Release);
         let mut common = lock(&self.common);
         *common = CommonCfg::new(
             self.shared.config.offered_features(),
@@ -562,6 +634,14 @@ impl VirtioBlkDevice {
     }
 
     fn common_write(&self, offset: u64, data: &[u8]) {
+        self.settle_reset();
+        if self.shared.reset_pending.load(Ordering::Acquire) {
+            // Still resetting: only another reset is taken.
+            if offset == transport::common::DEVICE_STATUS && data.first() == Some(&0) {
+                self.reset();
+            }
+            return;
+        }
         let effect = {
             let mut common = lock(&self.common);
             let effect = common.write(offset, data);
@@ -709,6 +789,7 @@ impl PciDevice for VirtioBlkDevice {
         match bar {
             VIRTIO_BAR => match offset & !(layout::REGION - 1) {
                 layout::COMMON => {
+                    self.settle_reset();
                     let s = lock(&self.common).snapshot(
                         if self.shared.is_broken() {
                             status::DEVICE_NEEDS_RESET
