@@ -267,7 +267,7 @@ JOB OPTIONS (run):
                              target): MODE[,queue=Q][,at=N|seed=S][,after=MS][,ms=N][,count=N]
                              [,sectors=N][,seed=S][,every=MS]. MODE: bad-id, duplicate-id,
                              len-too-long, len-zero, idx-jump, bad-status, lost, needs-reset,
-                             slow, reset-ignored, removal, capacity, chaos. The job passes when
+                             slow, reset-ignored, reset-slow, removal, capacity, chaos. The job passes when
                              nothing hangs, no data is wrong, Storport saw no violation, and the
                              disk serves I/O afterwards (after removal: fails it with NO_DEVICE)
         --no-progress        no progress bar (it is only drawn when stderr is a terminal)

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `bad-id`, `duplicate-id`, `len-too-long`, `len-zero`, `idx-jump`, `bad-status`, `lost`, `needs-reset`, `slow` | one request misbehaves ([`FaultMode`]) |
 //! | `reset-ignored` | the device ignores its next reset(s) (`count=N`, default 1) |
+//! | `reset-slow` | every reset from now on takes `ms` milliseconds (default 200) |
 //! | `removal` | surprise removal: every register reads all ones, nothing more is served |
 //! | `capacity` | the host resizes the disk (`sectors=N`, default: 1 MiB larger) |
 //! | `chaos` | random request faults (and ignored resets) every `every=MS` milliseconds, from `seed=N` |
@@ -33,6 +34,8 @@ pub enum FaultKind {
     Request(FaultMode),
     /// The device ignores its next `count` resets.
     ResetIgnored,
+    /// Every reset takes `slow_ms`.
+    ResetSlow,
     /// The device vanishes.
     SurpriseRemoval,
     /// The disk is resized.
@@ -73,12 +76,13 @@ impl FaultSpec {
         let mode = parts.next().unwrap_or_default();
         let kind = match mode {
             "reset-ignored" => FaultKind::ResetIgnored,
+            "reset-slow" => FaultKind::ResetSlow,
             "removal" => FaultKind::SurpriseRemoval,
             "capacity" => FaultKind::CapacityChange,
             "chaos" => FaultKind::Chaos,
             other => FaultKind::Request(other.parse().map_err(|e| {
                 format!(
-                    "{e}; modes: {}, reset-ignored, removal, capacity, chaos",
+                    "{e}; modes: {}, reset-ignored, reset-slow, removal, capacity, chaos",
                     FaultMode::ALL.map(FaultMode::name).join(", ")
                 )
             })?),
@@ -287,6 +291,7 @@ impl Injector {
         }
         device.arm_fault(FaultMode::None, 1);
         device.ignore_resets(0);
+        device.set_reset_delay_ms(0);
         let injected =
             std::mem::take(&mut *self.injected.lock().unwrap_or_else(PoisonError::into_inner));
         (injected, std::mem::take(&mut self.specs))
@@ -343,6 +348,10 @@ fn run(
             FaultKind::ResetIgnored => {
                 device.ignore_resets(spec.count);
                 note(injected, format!("reset-ignored x{}", spec.count));
+            }
+            FaultKind::ResetSlow => {
+                device.set_reset_delay_ms(spec.slow_ms);
+                note(injected, format!("reset-slow {} ms", spec.slow_ms));
             }
             FaultKind::SurpriseRemoval => {
                 device.surprise_remove();

@@ -136,6 +136,27 @@ fn ignored_reset_in_every_interrupt_mode() {
     }
 }
 
+/// A device slow to reset, then a fault that needs a reset: the machine waits for it.
+#[test]
+fn slow_reset_in_every_interrupt_mode() {
+    for interrupts in INTERRUPTS {
+        let json = report(&[
+            "--ios",
+            "3000",
+            "-c",
+            "8M",
+            "--interrupts",
+            interrupts,
+            "--fault",
+            "reset-slow,ms=30",
+            "--fault",
+            "needs-reset,at=300",
+        ]);
+        assert_eq!(json["faults"]["resets"]["dma_cut"], 0, "{interrupts}");
+        assert_eq!(json["faults"]["recovered"], true);
+    }
+}
+
 /// Surprise removal in the middle of a job: recognised, and afterwards every read fails with
 /// NO_DEVICE.
 #[test]
@@ -242,6 +263,7 @@ fn help_lists_the_fault_modes() {
         "needs-reset",
         "slow",
         "reset-ignored",
+        "reset-slow",
         "removal",
         "capacity",
         "chaos",
