@@ -28,14 +28,17 @@ pub enum InterruptMode {
     Msix,
     /// The legacy INTx line with the ISR status register.
     Intx,
+    /// One MSI-X message for the configuration and the one queue.
+    Msi,
 }
 
 impl InterruptMode {
-    /// `"msix"` or `"intx"`.
+    /// `"msix"`, `"intx"` or `"msi"`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Msix => "msix",
             Self::Intx => "intx",
+            Self::Msi => "msi",
         }
     }
 }
@@ -60,6 +63,9 @@ pub struct DiskOptions {
     pub driver_image: Option<PathBuf>,
     /// The device under the driver: the model, or QEMU's block layer (`--device`, `--vhost-user`).
     pub device: crate::qemu::DeviceKind,
+    /// Faults will be injected (`--fault`): the backend shortens Storport's timeouts so that
+    /// lost requests are recovered within the job.
+    pub faults: bool,
 }
 
 impl Default for DiskOptions {
@@ -73,6 +79,7 @@ impl Default for DiskOptions {
             max_outstanding: 32,
             driver_image: None,
             device: crate::qemu::DeviceKind::Model,
+            faults: false,
         }
     }
 }
@@ -105,6 +112,20 @@ pub trait OpenDisk {
     /// What serves the data, when it is not the RAM or `--file` of the options (e.g. the
     /// vhost-user back end and its version).
     fn backing(&self) -> Option<String> {
+        None
+    }
+
+    /// Starts injecting `faults` into the running disk.
+    ///
+    /// # Errors
+    /// A sentence saying why not (backends without a device model cannot).
+    fn start_faults(&self, faults: Vec<crate::faults::FaultSpec>) -> Result<(), String> {
+        let _ = faults;
+        Err("this target has no device to inject faults into (try --target driver)".to_owned())
+    }
+
+    /// Stops injecting, checks the disk serves I/O again, and reports.
+    fn finish_faults(&self) -> Option<crate::faults::FaultReport> {
         None
     }
 
@@ -218,6 +239,8 @@ pub struct RunArgs {
     pub job: WorkloadOptions,
     /// Print the JSON report instead of the text one.
     pub json: bool,
+    /// Faults to inject (`--fault`), in order.
+    pub faults: Vec<crate::faults::FaultSpec>,
 }
 
 /// `vioblk-sim cdb`.
@@ -262,6 +285,13 @@ JOB OPTIONS (run):
         --seed N             seed of the offsets and the read/write mix [24301]
         --no-verify          do not stamp blocks or check reads
         --json               print the report as JSON (schema vioblk-sim/report/v1)
+        --fault SPEC         inject a device fault into the running job (repeatable; driver
+                             target): MODE[,queue=Q][,at=N|seed=S][,after=MS][,ms=N][,count=N]
+                             [,sectors=N][,seed=S][,every=MS]. MODE: bad-id, duplicate-id,
+                             len-too-long, len-zero, idx-jump, bad-status, lost, needs-reset,
+                             slow, reset-ignored, reset-slow, removal, capacity, chaos. The job passes when
+                             nothing hangs, no data is wrong, Storport saw no violation, and the
+                             disk serves I/O afterwards (after removal: fails it with NO_DEVICE)
         --no-progress        no progress bar (it is only drawn when stderr is a terminal)
 
 DISK OPTIONS (all commands):
@@ -271,7 +301,7 @@ DISK OPTIONS (all commands):
         --file PATH          back the disk with a file instead of RAM
         --driver-image PATH  run this vioblk.sys (PE loader) instead of the linked driver
         --queues N           request queues, 1 to 64 [2]
-        --interrupts MODE    msix or intx [msix]
+        --interrupts MODE    msix (one message per queue), msi (one message) or intx [msix]
         --device DEVICE      under the driver: model (this project's) or qemu (a
                              qemu-storage-daemon started for the run, over a raw image in
                              tmpfs sized by -c, or --file) [model]
@@ -464,7 +494,8 @@ fn disk_flag<'a>(
             d.disk.interrupts = match v.to_ascii_lowercase().as_str() {
                 "msix" | "msi-x" => InterruptMode::Msix,
                 "intx" => InterruptMode::Intx,
-                _ => return usage(format!("--interrupts must be msix or intx, got {v}")),
+                "msi" => InterruptMode::Msi,
+                _ => return usage(format!("--interrupts must be msix, msi or intx, got {v}")),
             };
         }
         _ => return Ok(false),
@@ -516,6 +547,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
     };
     let mut job = WorkloadOptions::default();
     let mut json = false;
+    let mut faults = Vec::new();
     let mut duration: Option<Duration> = None;
     let mut ios: Option<u64> = None;
     let mut pattern: Option<&str> = None;
@@ -617,6 +649,10 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             ("run", "--no-verify") => job.verify = false,
             ("run", "--json") => json = true,
             ("run", "--no-progress") => job.progress = false,
+            ("run", "--fault") => {
+                let spec = args.value(flag, inline)?;
+                faults.push(crate::faults::FaultSpec::parse(spec).map_err(UsageError)?);
+            }
             ("cdb", "--data-out") => data_out = parse_hex("--data-out", args.value(flag, inline)?)?,
             ("cdb", "--data-in-len") => {
                 data_in_len = Some(parse_number(flag, args.value(flag, inline)?)?);
@@ -682,7 +718,13 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 ));
             }
             disk.disk.max_outstanding = job.threads.saturating_mul(job.outstanding);
-            Ok(Command::Run(RunArgs { disk, job, json }))
+            disk.disk.faults = !faults.is_empty();
+            Ok(Command::Run(RunArgs {
+                disk,
+                job,
+                json,
+                faults,
+            }))
         }
     }
 }
@@ -831,7 +873,16 @@ fn run_job(
             return Err(message);
         }
     };
-    let result = workload::run(disk.target(), &geometry, &job)?;
+    if !r.faults.is_empty() {
+        disk.start_faults(r.faults.clone())?;
+    }
+    let result = workload::run(disk.target(), &geometry, &job);
+    let faults = if r.faults.is_empty() {
+        None
+    } else {
+        disk.finish_faults()
+    };
+    let result = result?;
     let queues = disk.queue_stats();
     let interrupts = disk.interrupts();
     let image = disk.driver_image();
@@ -856,6 +907,7 @@ fn run_job(
         result,
         queues,
         violations,
+        faults,
     };
     let text = if r.json {
         let mut json = report.to_json();
@@ -989,8 +1041,8 @@ mod tests {
             ("-r -s", "-r and -s cannot be used together"),
             ("--queues 0", "--queues must be between 1 and 64, got 0"),
             (
-                "--interrupts msi",
-                "--interrupts must be msix or intx, got msi",
+                "--interrupts msi2",
+                "--interrupts must be msix, msi or intx, got msi2",
             ),
             ("--target nvme", "--target must be driver or ram, got nvme"),
             (

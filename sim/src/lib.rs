@@ -3,6 +3,7 @@
 pub mod class;
 pub mod cli;
 pub mod device;
+pub mod faults;
 pub mod image_report;
 pub mod qemu;
 pub mod report;

@@ -9,7 +9,8 @@
 //! ```text
 //! {
 //!   "schema": "vioblk-sim/report/v1",
-//!   "passed": bool,                 // no failed request, no mismatch, no violation
+//!   "passed": bool,                 // no failed request (with faults: recovered), no mismatch,
+//!                                   // no violation
 //!   "target": string,               // the backend: "ram", "driver", ...
 //!   "job": {
 //!     "threads": u32, "outstanding_per_thread": u32, "io_size": u32,
@@ -25,13 +26,14 @@
 //!     "write_cache_enabled": bool, "fua_supported": bool,
 //!     "unmap_supported": bool, "lbprz": bool,
 //!     "max_transfer_blocks": u32 | null, "max_unmap_lba_count": u32 | null,
-//!     "queues": u16, "interrupts": "msix" | "intx" | "none", "backing": string  // "ram" or a file path
+//!     "queues": u16, "interrupts": "msix" | "msi" | "intx" | "none", "backing": string  // "ram" or a file path
 //!   },
 //!   "result": {
 //!     "elapsed_s": f64, "ios": u64, "reads": u64, "writes": u64, "unmaps": u64,
 //!     "flushes": u64, "bytes_read": u64, "bytes_written": u64,
 //!     "iops": f64, "mib_per_s": f64,  // MiB = 2^20 bytes
 //!     "errors": u64, "error_samples": [string],       // the first 8 failures, described
+//!     "failures": [{ "how": string, "count": u64 }],  // failures by status and sense
 //!     "retries": u64                  // sent again after BUSY, TASK SET FULL, UNIT ATTENTION
 //!   },
 //!   "latency_us": {                   // each: null when no such request completed
@@ -56,6 +58,13 @@
 //!     "notifications": u64 | null, "interrupts": u64 | null
 //!   } ],
 //!   "violations": [string]            // Storport rule violations, as the port reported them
+//!   "faults": null | {                 // `--fault`: what was injected and how the driver recovered
+//!     "specs": [string], "injected": [string],
+//!     "resets": { "lu": u64, "device": u64, "bus": u64, "detected": u64, "dma_cut": u64 },
+//!     "removal_detected": bool, "removed": bool,
+//!     "check": { "reads": u32, "as_expected": u32 },  // reads after the job: served, or
+//!     "recovered": bool                               // NO_DEVICE after a removal
+//!   }
 //! }
 //! ```
 
@@ -145,6 +154,8 @@ pub struct Report {
     pub queues: Option<Vec<QueueStats>>,
     /// Storport rule violations.
     pub violations: Vec<String>,
+    /// The faults injected (`--fault`) and how the driver recovered.
+    pub faults: Option<crate::faults::FaultReport>,
 }
 
 fn size(bytes: u64) -> String {
@@ -175,9 +186,13 @@ fn latency_json(l: &LatencySummary) -> Value {
 impl Report {
     /// Whether the job passed: no failed request, no mismatch, no violation.
     pub fn passed(&self) -> bool {
-        self.result.counts.errors == 0
-            && self.result.verification.mismatches == 0
-            && self.violations.is_empty()
+        // With faults injected, failed requests are expected (and reported); wrong data never,
+        // and the disk must serve I/O again afterwards (or, removed, fail it with NO_DEVICE).
+        let errors_ok = match &self.faults {
+            Some(f) => f.recovered(),
+            None => self.result.counts.errors == 0,
+        };
+        errors_ok && self.result.verification.mismatches == 0 && self.violations.is_empty()
     }
 
     /// The report as JSON (the schema is in this module's documentation).
@@ -270,6 +285,7 @@ impl Report {
                 "mib_per_s": r.mib_per_s(),
                 "errors": r.counts.errors,
                 "error_samples": r.errors,
+                "failures": r.failures.iter().map(|(how, n)| json!({ "how": how, "count": n })).collect::<Vec<_>>(),
                 "retries": r.counts.retries,
             },
             "latency_us": {
@@ -286,6 +302,7 @@ impl Report {
             },
             "queues": queues,
             "violations": self.violations,
+            "faults": self.faults.as_ref().map_or(Value::Null, crate::faults::FaultReport::to_json),
         })
     }
 
@@ -495,6 +512,12 @@ impl Report {
             }
         }
 
+        if let Some(f) = &self.faults {
+            s.push_str(&f.to_text());
+            for (how, n) in &r.failures {
+                let _ = writeln!(s, "  failed:     {n} x {how}");
+            }
+        }
         if self.violations.is_empty() {
             s.push_str("\nstorport: no violations\n");
         } else {
@@ -854,6 +877,7 @@ mod tests {
                     all: latency,
                 },
                 errors: Vec::new(),
+                failures: Vec::new(),
                 verification: Verification {
                     enabled: true,
                     blocks_verified: 16,
@@ -873,6 +897,7 @@ mod tests {
                 ..QueueStats::default()
             }]),
             violations: vec!["STORPORT_VIOLATION 0x1: lock order\n  held: StartIo".into()],
+            faults: None,
         }
     }
 
@@ -914,6 +939,7 @@ mod tests {
             "verification",
             "queues",
             "violations",
+            "faults",
         ];
         want.sort_unstable();
         let mut keys = keys;

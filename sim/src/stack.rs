@@ -61,10 +61,20 @@ pub struct Stack<D: PciDevice + 'static = VirtioBlkDevice> {
 impl Stack {
     /// Builds the device, loads the driver and starts the adapter.
     pub fn start(options: StackOptions) -> Result<Stack, String> {
+        Self::start_with(options, |_| {})
+    }
+
+    /// As [`Stack::start`], with `prepare` run on the device before the driver sees it (to arm
+    /// a fault for the start-up requests, for instance).
+    pub fn start_with(
+        options: StackOptions,
+        prepare: impl FnOnce(&VirtioBlkDevice),
+    ) -> Result<Stack, String> {
         let device = Arc::new(
             VirtioBlkDevice::new(options.device.clone())
                 .map_err(|e| format!("device model: {e:?}"))?,
         );
+        prepare(&device);
         let memory = device.guest_memory();
         Stack::on_device(device, memory, options)
     }
@@ -195,23 +205,84 @@ impl DriverBackend {
                 guest_memory_size: guest,
                 ..DeviceConfig::default()
             },
+            port: storport_sim::PortOptions {
+                // What Storport does on a timeout: LU reset, device reset, then the bus.
+                multi_tier_reset: true,
+                reset_tier_wait: std::time::Duration::from_millis(300),
+                // With faults injected, a lost request is timed out within the job (1 s for the
+                // class driver's 10 s), not after it.
+                timeout_scale: if options.faults { 0.1 } else { 1.0 },
+                ..storport_sim::PortOptions::default()
+            },
             intx: options.interrupts == crate::cli::InterruptMode::Intx,
             driver_image: options.driver_image.clone(),
+            max_messages: (options.interrupts == crate::cli::InterruptMode::Msi).then_some(1),
             ..StackOptions::default()
         }
     }
 }
 
-struct DriverDisk(Stack);
+struct DriverDisk {
+    stack: Arc<Stack>,
+    queues: u16,
+    single_message: bool,
+    injector: std::sync::Mutex<Option<crate::faults::Injector>>,
+}
+
+impl DriverDisk {
+    fn new(stack: Stack, queues: u16, single_message: bool) -> Self {
+        Self {
+            stack: Arc::new(stack),
+            queues,
+            single_message,
+            injector: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// After the job: reads of one block at LBAs 0, 1, ... until each gets a final answer (BUSY
+    /// and BUS_RESET are sent again, as disk.sys does, for up to 10 s). Returns how many got
+    /// `expected`.
+    fn check(&self, reads: u32, expected: u8) -> u32 {
+        let block = self.stack.device.config().logical_block_size;
+        let mut ok = 0;
+        for lba in 0..reads {
+            let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+            cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let handle = self
+                    .stack
+                    .adapter
+                    .submit(Request::data_in(&cdb, block).timeout(10));
+                let Some(c) = handle.wait_timeout(end - std::time::Instant::now().min(end)) else {
+                    return ok;
+                };
+                let status = c.srb_status & 0x3F;
+                if status == expected {
+                    ok += 1;
+                    break;
+                }
+                let retry = matches!(
+                    status,
+                    storport::ffi::SRB_STATUS_BUSY | storport::ffi::SRB_STATUS_BUS_RESET
+                );
+                if !retry || std::time::Instant::now() >= end {
+                    break;
+                }
+            }
+        }
+        ok
+    }
+}
 
 impl crate::cli::OpenDisk for DriverDisk {
     fn target(&self) -> &dyn ScsiTarget {
-        &self.0
+        &*self.stack
     }
 
     fn queue_stats(&self) -> Option<Vec<crate::report::QueueStats>> {
         Some(
-            self.0
+            self.stack
                 .device
                 .counters()
                 .iter()
@@ -227,24 +298,70 @@ impl crate::cli::OpenDisk for DriverDisk {
     }
 
     fn violations(&self) -> Vec<String> {
-        self.0.violations()
+        self.stack.violations()
     }
 
     fn interrupts(&self) -> Option<String> {
-        let (_, per_message) = self.0.adapter.synchronization();
-        Some(if per_message {
-            "msix".to_owned()
-        } else {
+        let (_, per_message) = self.stack.adapter.synchronization();
+        Some(if !per_message {
             "intx".to_owned()
+        } else if self.queues == 1 && self.single_message {
+            "msi".to_owned()
+        } else {
+            "msix".to_owned()
+        })
+    }
+
+    fn start_faults(&self, faults: Vec<crate::faults::FaultSpec>) -> Result<(), String> {
+        let injector =
+            crate::faults::Injector::start(self.stack.device.clone(), self.queues, faults);
+        *self
+            .injector
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(injector);
+        Ok(())
+    }
+
+    fn finish_faults(&self) -> Option<crate::faults::FaultReport> {
+        let injector = self
+            .injector
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        let (injected, specs) = injector.finish(&self.stack.device);
+        let removed = self.stack.device.removed();
+        let check_reads = 32;
+        let check_ok = self.check(
+            check_reads,
+            if removed {
+                storport::ffi::SRB_STATUS_NO_DEVICE
+            } else {
+                storport::ffi::SRB_STATUS_SUCCESS
+            },
+        );
+        let log = self.stack.adapter.log();
+        let count = |f: &dyn Fn(&str) -> bool| log.iter().filter(|l| f(l)).count() as u64;
+        Some(crate::faults::FaultReport {
+            specs: specs.iter().map(|s| s.text.clone()).collect(),
+            injected,
+            lu_resets: count(&|l| l == "multi-tier reset: SRB_FUNCTION_RESET_LOGICAL_UNIT"),
+            device_resets: count(&|l| l == "multi-tier reset: SRB_FUNCTION_RESET_DEVICE"),
+            bus_resets: count(&|l| l == "multi-tier reset: HwStorResetBus"),
+            resets_detected: count(&|l| l.starts_with("ResetDetected")),
+            dma_cuts: count(&|l| l.contains("code 0x130001")),
+            removal_detected: count(&|l| l.contains("code 0x130003")) > 0,
+            check_reads,
+            check_ok,
+            removed,
         })
     }
 
     fn driver_image(&self) -> Option<crate::image_report::ImageReport> {
-        self.0.image.map(crate::image_report::ImageReport::of)
+        self.stack.image.map(crate::image_report::ImageReport::of)
     }
 
     fn close(self: Box<Self>) -> Vec<String> {
-        let stack = self.0;
+        let stack = &self.stack;
         let before = stack.violations().len();
         let _ = stack.adapter.stop();
         stack.violations().into_iter().skip(before).collect()
@@ -263,7 +380,16 @@ impl crate::cli::Backend for DriverBackend {
                 Self::options(options),
             )?));
         }
-        Ok(Box::new(DriverDisk(Stack::start(Self::options(options))?)))
+        // INTx and one message: one queue in use.
+        let queues = match options.interrupts {
+            crate::cli::InterruptMode::Msix => options.queues,
+            _ => 1,
+        };
+        Ok(Box::new(DriverDisk::new(
+            Stack::start(Self::options(options))?,
+            queues,
+            options.interrupts == crate::cli::InterruptMode::Msi,
+        )))
     }
 
     fn registration(

@@ -18,6 +18,16 @@ pub const PRODUCT: &str = "virtio-blk disk";
 /// Product revision in INQUIRY data.
 pub const REVISION: &str = "0001";
 
+/// The largest capacity, in 512-byte sectors, the driver accepts: one whose byte count fits in
+/// 64 bits. Anything above is a device reporting nonsense (VIRTIO 1.2 5.2.4 gives no limit, so the
+/// driver draws it where its arithmetic ends).
+pub const MAX_SECTORS: u64 = u64::MAX >> 9;
+
+/// Whether `sectors` is a capacity the driver accepts (see [`MAX_SECTORS`]).
+pub fn capacity_is_valid(sectors: u64) -> bool {
+    sectors <= MAX_SECTORS
+}
+
 /// Builds the SCSI description of a disk the device describes with `config`, where one request
 /// moves at most `max_transfer_bytes`.
 pub fn describe(config: &BlkConfig, max_transfer_bytes: u32, serial: Serial) -> DiskInfo {
@@ -125,6 +135,9 @@ impl DiskState {
         let Some(info) = self.info.as_ref() else {
             return false;
         };
+        if !capacity_is_valid(sectors) {
+            return false;
+        }
         let blocks = info.block_size.blocks_from_sectors(sectors);
         let old = self.capacity.swap(blocks, Ordering::Relaxed);
         if old != blocks {
@@ -163,5 +176,20 @@ impl DiskState {
     pub fn take_unit_attention(&self) -> bool {
         self.unit_attention.load(Ordering::Relaxed)
             && self.unit_attention.swap(false, Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_limit() {
+        assert!(capacity_is_valid(0));
+        assert!(capacity_is_valid(MAX_SECTORS));
+        assert!(!capacity_is_valid(MAX_SECTORS + 1));
+        assert!(!capacity_is_valid(u64::MAX));
+        // Every accepted capacity's byte count fits in 64 bits.
+        assert!(MAX_SECTORS.checked_mul(512).is_some());
     }
 }

@@ -17,6 +17,9 @@ use super::queue::{Batch, Drained, InFlight, SubmitError};
 use super::request::{self, Extension, Op, Preparation, Prepared};
 use super::{Adapter, Mode};
 
+/// StorPortLogError code: the device reported a capacity the driver refuses (`disk::MAX_SECTORS`).
+const LOG_CAPACITY_REFUSED: u32 = 0x0013_0004;
+
 /// SCSISTAT_CHECK_CONDITION.
 const CHECK_CONDITION: u8 = 2;
 /// The INQUIRY operation code (SPC-4 6.6).
@@ -31,10 +34,17 @@ pub(super) fn build_io(
     let Some(start) = adapter.disk.at_start() else {
         return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
     };
+    // The device vanished: nothing reaches it again.
+    if adapter.removed.load(Ordering::Relaxed) {
+        return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+    }
     // SRB_FUNCTION_* codes are below 0x100; anything else is no function of ours.
     let function = u8::try_from(srb.function()).unwrap_or(u8::MAX);
-    if adapter.broken.load(Ordering::Relaxed) && function == ffi::SRB_FUNCTION_EXECUTE_SCSI {
-        // The device was stopped after misbehaving; until a reset brings it back, fail fast.
+    if adapter.broken.load(Ordering::Relaxed)
+        && !adapter.resetting()
+        && function == ffi::SRB_FUNCTION_EXECUTE_SCSI
+    {
+        // A reset could not bring the device back; until another one does, fail fast.
         return BuildIoOutcome::Completed(check_condition(
             srb,
             &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
@@ -51,14 +61,15 @@ pub(super) fn build_io(
             };
             return prepared(srb, &extension, request::prepare_flush(builder, &extension));
         }
-        // virtio-blk cannot abort one request; a reset of the LU or the bus is HwStorResetBus's
-        // work, which Storport calls itself when requests time out.
+        // Storport's multi-tier reset: the LU (then the device, then the bus) reset completes
+        // every request outstanding on its scope. The adapter has one unit, so each resets the
+        // device; StartIo holds the SRB until the reset has handed everything back.
         ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT
         | ffi::SRB_FUNCTION_RESET_DEVICE
-        | ffi::SRB_FUNCTION_RESET_BUS
-        | ffi::SRB_FUNCTION_ABORT_COMMAND
-        | ffi::SRB_FUNCTION_PNP
-        | ffi::SRB_FUNCTION_POWER => {
+        | ffi::SRB_FUNCTION_RESET_BUS => return BuildIoOutcome::StartIo(srb),
+        // virtio-blk cannot abort one request: the request ends with its device, or with the
+        // reset Storport sends when it times out.
+        ffi::SRB_FUNCTION_ABORT_COMMAND | ffi::SRB_FUNCTION_PNP | ffi::SRB_FUNCTION_POWER => {
             return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS));
         }
         _ => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_REQUEST)),
@@ -300,8 +311,29 @@ pub(super) fn check_condition(mut srb: Srb, sense: &Sense) -> Completed {
     srb.complete(status)
 }
 
+/// Whether `srb` is one of the reset SRBs StartIo holds until the reset completes.
+fn is_reset_request(srb: &Srb) -> bool {
+    matches!(
+        u8::try_from(srb.function()),
+        Ok(ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT
+            | ffi::SRB_FUNCTION_RESET_DEVICE
+            | ffi::SRB_FUNCTION_RESET_BUS)
+    )
+}
+
 /// HwStorStartIo: put the prepared request on a ring.
 pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
+    if adapter.removed.load(Ordering::Acquire) {
+        let _ = srb.complete(ffi::SRB_STATUS_NO_DEVICE);
+        return;
+    }
+    if is_reset_request(&srb) {
+        match ctx {
+            StartIo::Concurrent(token) => super::reset::hold_reset_request(adapter, token, srb),
+            StartIo::Serialized(token) => super::reset::hold_reset_request(adapter, token, srb),
+        }
+        return;
+    }
     let Some(extension) = extension_of(&srb) else {
         let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
         return;
@@ -310,7 +342,7 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
         return;
     };
-    if adapter.resetting.load(Ordering::Acquire) {
+    if adapter.resetting() {
         let _ = srb.complete(ffi::SRB_STATUS_BUSY);
         return;
     }
@@ -355,11 +387,10 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         Ok(Some(Ok(Some(notifier)))) => notifier.notify(),
         Ok(Some(Ok(None))) => {}
         Ok(Some(Err(SubmitError::Full(request)))) => busy(adapter, request),
+        // The ring broke between the reset check and the lock. Whoever found it broken (a drain)
+        // has started the reset; Storport sends the request again once the device is back.
         Ok(Some(Err(SubmitError::Broken(request)))) => {
-            let _ = check_condition(
-                request.srb,
-                &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
-            );
+            let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
         }
         // The closure did not run (the queue's DPC is not bound yet, or Storport refused the
         // lock): the request is still ours, in `pending`.
@@ -402,6 +433,12 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
         };
         // Reading the ISR status acknowledges the (level-triggered) interrupt.
         let isr = transport.read_isr();
+        if isr.0 == 0xFF && super::reset::vanished(adapter) {
+            // All ones: the device is gone (surprise removal). Not our interrupt; fail what is
+            // outstanding and touch the device no more.
+            super::reset::device_removed(adapter, &*ctx);
+            return false;
+        }
         if !isr.queue() && !isr.config_changed() {
             return false;
         }
@@ -413,8 +450,9 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
             return true;
         }
     }
-    // Single queue behind the interrupt lock, which this routine holds: drain and complete here.
-    loop {
+    // Single queue behind the interrupt lock, which this routine holds: drain and complete here,
+    // at most MAX_BATCHES batches; the rest is the DPC's.
+    for round in 1..=MAX_BATCHES {
         let mut batch = Batch::new();
         let drained = adapter.single.get(ctx).drain(&mut batch);
         let resubmit = finish_batch(adapter, &mut batch);
@@ -428,20 +466,36 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
             }
         }
         match drained {
-            Drained::More => continue,
+            Drained::More if round < MAX_BATCHES => continue,
+            Drained::More => {
+                // Enough for one interrupt: the single queue's DPC drains the rest. Without one
+                // (dump stack), the next poll does.
+                if mode != Mode::Dump {
+                    adapter.single_dpc.issue(&*ctx, 0, 0);
+                }
+                break;
+            }
             Drained::Idle => break,
             Drained::Broken(_) => {
-                // The device is stopped at once; the reset DPC hands its requests back and
-                // restarts it, as in the multi-queue mode (else they would wait for Storport's
-                // timeout, and the disk for Storport's bus reset).
-                super::reset::device_broken(adapter);
-                super::reset::schedule_reset(adapter, &*ctx);
+                // The reset DPC resets the device, hands its requests back once it can no longer
+                // write into them, and restarts it, as in the multi-queue mode (else they would
+                // wait for Storport's timeout, and the disk for Storport's bus reset). A dump
+                // stack has no DPC: its polled ISR does it.
+                if mode == Mode::Dump {
+                    super::reset::dump_reset(adapter, ctx);
+                } else {
+                    super::reset::begin_reset(adapter, &*ctx);
+                }
                 break;
             }
         }
     }
     true
 }
+
+/// Batches one DPC (or ISR) run completes at most before it leaves the rest to a new run: the
+/// time spent at DISPATCH (or DIRQL) per run is bounded, whatever the device does.
+pub(super) const MAX_BATCHES: usize = 2;
 
 /// HwMSInterruptRoutine.
 pub(super) fn message_interrupt(
@@ -487,7 +541,7 @@ pub(super) fn message_interrupt(
 
 /// HwStorDpcRoutine of a queue (or of the single queue).
 pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize) {
-    loop {
+    for round in 1..=MAX_BATCHES {
         let mut batch = Batch::new();
         let epoch = adapter.epoch.load(Ordering::Acquire);
         let drained = match adapter.mode() {
@@ -530,11 +584,25 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
             }
         }
         match drained {
-            Ok(Drained::More) => continue,
+            Ok(Drained::More) if round < MAX_BATCHES => continue,
+            Ok(Drained::More) => {
+                // Bounded work per run: queue this DPC again for the rest (it runs after this
+                // one returns, so other DPCs and StartIo get the CPU and the lock in between).
+                match adapter.mode() {
+                    Mode::MultiQueue => {
+                        if let Some(cell) = adapter.queues.get(queue) {
+                            cell.dpc().issue(&*ctx, queue, 0);
+                        }
+                    }
+                    _ => {
+                        adapter.single_dpc.issue(&*ctx, 0, 0);
+                    }
+                }
+                return;
+            }
             Ok(Drained::Idle) | Err(_) => return,
             Ok(Drained::Broken(_)) => {
-                super::reset::device_broken(adapter);
-                super::reset::schedule_reset(adapter, &*ctx);
+                super::reset::begin_reset(adapter, &*ctx);
                 return;
             }
         }
@@ -608,16 +676,16 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
 /// device stopped and will complete nothing more. Stop it and have the reset DPC hand its
 /// requests back and restart it, rather than wait for Storport's timeout and bus reset.
 fn reset_if_device_needs_it<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
-    if adapter.resetting.load(Ordering::Acquire) {
+    if adapter.resetting() {
         return;
     }
-    let needs_reset = adapter
-        .transport
-        .as_ref()
-        .is_some_and(|t| t.device_status().needs_reset());
-    if needs_reset {
-        super::reset::device_broken(adapter);
-        super::reset::schedule_reset(adapter, ctx);
+    let Some(status) = adapter.transport.as_ref().map(|t| t.device_status()) else {
+        return;
+    };
+    if status.vanished() {
+        super::reset::device_removed(adapter, ctx);
+    } else if status.needs_reset() {
+        super::reset::begin_reset(adapter, ctx);
     }
 }
 
@@ -627,9 +695,18 @@ pub(super) fn config_changed(adapter: &Adapter) {
     let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) else {
         return;
     };
+    // A vanished device's configuration reads all ones: nothing to learn from it.
+    if adapter.removed.load(Ordering::Acquire) || transport.device_status().vanished() {
+        return;
+    }
     let Ok(config) = crate::virtio::BlkConfig::read(transport, adapter.features) else {
         return;
     };
+    if !super::disk::capacity_is_valid(config.capacity) {
+        // Nonsense: keep the capacity the disk had, and say so in the event log.
+        port.log_error(None, LOG_CAPACITY_REFUSED, 0);
+        return;
+    }
     if adapter.disk.resize(config.capacity) {
         port.notify_bus_change(0);
     }

@@ -36,8 +36,10 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32};
 use storport::context;
 use storport::dma::DmaRegion;
 use storport::dpc::StorDpc;
+use storport::ffi;
 use storport::miniport::{
     AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
+    UnitControl, UnitControlStatus,
 };
 use storport::sync::{DpcShared, InterruptShared};
 use storport::{Miniport, Port, PortConfiguration, Srb};
@@ -115,9 +117,20 @@ pub struct Adapter {
     single_dpc: StorDpc,
     /// Runs a bus reset's work that needs the queues' DPC locks.
     reset_dpc: StorDpc,
-    /// A reset is in progress: new requests are answered BUSY until it ends.
-    resetting: AtomicBool,
-    /// The device misbehaved and was stopped; requests fail until a reset brings it back.
+    /// The reset machine's stage (`reset::Stage` as u8); while it is not idle, new requests are
+    /// answered BUSY.
+    reset_stage: AtomicU8,
+    /// A reset was asked for while one was ending: the machine starts again.
+    reset_again: AtomicBool,
+    /// Looks at `device_status` in the current stage.
+    reset_polls: AtomicU32,
+    /// Bus Master Enable was cleared because the device ignored a reset.
+    dma_cut: AtomicBool,
+    /// The device vanished (surprise removal): it is never touched again.
+    removed: AtomicBool,
+    /// LU, device and bus reset SRBs waiting for the reset in progress.
+    held_resets: InterruptShared<reset::HeldResets>,
+    /// A reset could not bring the device back; requests fail until another reset does.
     broken: AtomicBool,
 }
 
@@ -127,6 +140,11 @@ const RESET_DPC: usize = usize::MAX;
 impl Adapter {
     fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Whether a reset is in progress.
+    fn resetting(&self) -> bool {
+        self.reset_stage.load(core::sync::atomic::Ordering::Acquire) != 0
     }
 
     fn set_mode(&self, mode: Mode) {
@@ -155,11 +173,18 @@ impl Miniport for Adapter {
         single: InterruptShared::new(queue::Queue::EMPTY),
         single_dpc: StorDpc::new(),
         reset_dpc: StorDpc::new(),
-        resetting: AtomicBool::new(false),
+        reset_stage: AtomicU8::new(0),
+        reset_again: AtomicBool::new(false),
+        reset_polls: AtomicU32::new(0),
+        dma_cut: AtomicBool::new(false),
+        removed: AtomicBool::new(false),
+        held_resets: InterruptShared::new(reset::HeldResets::EMPTY),
         broken: AtomicBool::new(false),
     };
 
     const SRB_EXTENSION_SIZE: u32 = SRB_EXTENSION_SIZE as u32;
+    const ADAPTER_CONTROL_TYPES: &'static [u32] = &[ffi::ScsiAdapterSurpriseRemoval];
+    const UNIT_CONTROL_TYPES: &'static [u32] = &[ffi::ScsiUnitRemove, ffi::ScsiUnitSurpriseRemoval];
 
     fn find_adapter(
         &mut self,
@@ -195,8 +220,30 @@ impl Miniport for Adapter {
     }
 
     fn reset_bus(&self, ctx: &mut context::ResetBus, path_id: u32) -> bool {
+        // One bus: every path id names it.
         let _ = path_id;
         reset::reset_bus(self, ctx)
+    }
+
+    fn timer(&self, ctx: &mut context::Timer) {
+        reset::timer(self, ctx);
+    }
+
+    fn unit_control(
+        &self,
+        ctx: &mut context::UnitControl,
+        control: UnitControl,
+    ) -> UnitControlStatus {
+        match control {
+            UnitControl::SurpriseRemoval(_) => {
+                reset::surprise_removal(self, &*ctx);
+                UnitControlStatus::Success
+            }
+            // An orderly removal: Storport has drained the unit; nothing to do until the adapter
+            // stops.
+            UnitControl::Remove(_) => UnitControlStatus::Success,
+            UnitControl::Other(_) => UnitControlStatus::Unsuccessful,
+        }
     }
 
     fn adapter_control(
@@ -207,6 +254,10 @@ impl Miniport for Adapter {
         match control {
             AdapterControl::Stop => reset::stop(self, ctx),
             AdapterControl::Restart => reset::restart(self, ctx),
+            AdapterControl::Other(ffi::ScsiAdapterSurpriseRemoval) => {
+                reset::surprise_removal(self, &*ctx);
+                AdapterControlStatus::Success
+            }
             AdapterControl::Other(_) => AdapterControlStatus::Unsuccessful,
         }
     }

@@ -169,6 +169,11 @@ impl Queue {
         let Some(ring) = self.ring.as_mut() else {
             return Drained::Idle;
         };
+        // A ring broken earlier (by the start-up GET_ID poll, or by a drain on another CPU whose
+        // reset has not run yet) yields nothing more: say so every time, never "pending".
+        if let Some(error) = ring.error() {
+            return Drained::Broken(error);
+        }
         loop {
             while !batch.is_full() {
                 match ring.pop_used() {
@@ -188,6 +193,9 @@ impl Queue {
             // VIRTIO 1.2 2.7.10: re-enable, then look again, or a completion that arrived in
             // between would wait for an interrupt that is not coming.
             let pending = ring.enable_interrupts();
+            if let Some(error) = ring.error() {
+                return Drained::Broken(error);
+            }
             if !pending {
                 // Also when the batch is exactly full: the ring is empty, so the caller need
                 // not take the lock again just to find that out.
@@ -243,6 +251,11 @@ impl Queue {
         self.notifier
     }
 
+    /// Whether the queue's ring is broken (the device broke the used ring's rules).
+    pub fn is_broken(&self) -> bool {
+        self.ring.as_ref().is_some_and(SplitQueue::is_broken)
+    }
+
     /// Whether the driver's own request completed (one used element that names no slot).
     pub fn poll_internal(&mut self) -> bool {
         let Some(ring) = self.ring.as_mut() else {
@@ -254,7 +267,12 @@ impl Queue {
                 // 0, the device would never interrupt for this queue's next completions
                 // (VIRTIO 1.2 2.7.7.2), and the first requests on it would wait for Storport's
                 // timeout. Nothing else is in flight during HwStorInitialize.
-                let _ = ring.enable_interrupts();
+                if ring.enable_interrupts() {
+                    // More than one element for the one request in flight: a duplicate or an
+                    // invented completion. Taking it breaks the ring (the id is no longer in
+                    // flight), which the caller sees and repairs before any request uses it.
+                    let _ = ring.pop_used();
+                }
                 self.slots
                     .get(usize::from(used.id))
                     .is_some_and(Option::is_none)

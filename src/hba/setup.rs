@@ -40,8 +40,9 @@ const MAX_TRANSFER: u32 = 1 << 20;
 const PAGE_SIZE: u32 = 4096;
 /// Bytes GET_ID returns (VIRTIO 1.2 5.2.6).
 const ID_BYTES: usize = 20;
-/// Polls of the used ring (10 us apart) while waiting for GET_ID at start.
-const ID_POLLS: u32 = 10_000;
+/// Polls of the used ring (10 us apart) while waiting for GET_ID at start: 5 ms at most, at
+/// DIRQL. A device slower than that is used without a serial number.
+const ID_POLLS: u32 = 500;
 
 /// The features the driver can use (VIRTIO 1.2 5.2.3 and 6): everything it implements.
 pub(super) const WANTED_FEATURES: u64 =
@@ -56,6 +57,7 @@ pub(super) fn find_adapter(
     adapter.port = Some(port);
     adapter.control.bind(port);
     adapter.single.bind(port);
+    adapter.held_resets.bind(port);
     let dump = config.dump_mode().is_some();
 
     // The PCI function: ours only if it is a virtio-blk device.
@@ -91,7 +93,7 @@ pub(super) fn find_adapter(
     };
 
     let mut stall = |us: u32| port.stall(us);
-    if transport.begin_init(&mut stall).is_err() {
+    if transport.begin_init_patient(&mut stall).is_err() {
         return FindAdapterStatus::Error;
     }
     let wanted = if dump {
@@ -106,6 +108,11 @@ pub(super) fn find_adapter(
         transport.fail();
         return FindAdapterStatus::Error;
     };
+    // A capacity whose byte count does not fit 64 bits is nonsense, not a disk.
+    if !super::disk::capacity_is_valid(blk.capacity) {
+        transport.fail();
+        return FindAdapterStatus::Error;
+    }
 
     // How many rings, of what size.
     let device_queues = if dump {
@@ -180,7 +187,16 @@ pub(super) fn find_adapter(
         max if max >= PAGE_SIZE => 1,
         max => PAGE_SIZE.div_ceil(max),
     };
-    let elements = (u32::from(limits.max_data_segments) / per_page).max(2);
+    // Storport's NumberOfPhysicalBreaks is one less than the pages a request may touch, and a
+    // buffer of one page may touch two: a device whose ring or segment limits cannot carry that
+    // much (a queue of 2 or 3 leaves no data descriptor; size_max 1 needs 4096 per page) could
+    // serve no request, and is refused rather than presented as a disk that fails every I/O.
+    let elements = u32::from(limits.max_data_segments) / per_page;
+    let block_bytes = blk.blk_size.unwrap_or(512).max(512);
+    if elements < 2 || (elements - 1).saturating_mul(PAGE_SIZE) < block_bytes {
+        transport.fail();
+        return FindAdapterStatus::Error;
+    }
     let max_transfer = ((elements - 1) * PAGE_SIZE).min(MAX_TRANSFER);
     config.set_transfer_limits(max_transfer, elements - 1);
     config.set_bus_master_adapter(0x3, 1);
@@ -265,10 +281,55 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
     if let Some(serial) = serial {
         adapter.disk.set_serial(serial);
     }
+    // A device that answered GET_ID by breaking queue 0's ring (a bad id, a used index that ran
+    // ahead) left that queue unusable: reset it now (at most the transport's 1 ms), or, if it
+    // does not acknowledge, have passive initialization start the reset machine.
+    let queue_zero_broken = match mode {
+        Mode::MultiQueue => adapter
+            .queues
+            .first()
+            .is_some_and(|cell| cell.get_in_initialize(ctx).is_broken()),
+        _ => adapter.single.get(ctx).is_broken(),
+    };
+    if queue_zero_broken && !restart_at_start(adapter, ctx, port, mode) {
+        adapter.broken.store(true, Ordering::Release);
+    }
 
     // DPCs (queue completion, reset) can only be initialised, and perf options are best set, at
     // PASSIVE_LEVEL. A dump stack has neither.
     dump || enable_passive_initialization::<Adapter>(ctx, port)
+}
+
+/// Resets the device after a broken GET_ID, forgets queue 0's ring and brings the device back.
+fn restart_at_start(
+    adapter: &Adapter,
+    ctx: &mut context::Initialize,
+    port: Port,
+    mode: Mode,
+) -> bool {
+    let acknowledged = {
+        let control = adapter.control.get(ctx);
+        let Some(transport) = control.transport.as_mut() else {
+            return false;
+        };
+        transport.reset(&mut |us| port.stall(us)).is_ok()
+    };
+    if !acknowledged {
+        return false;
+    }
+    match mode {
+        Mode::MultiQueue => {
+            if let Some(cell) = adapter.queues.first() {
+                cell.get_in_initialize(ctx).reset_ring();
+            }
+        }
+        _ => adapter.single.get(ctx).reset_ring(),
+    }
+    let control = adapter.control.get(ctx);
+    control
+        .transport
+        .as_mut()
+        .is_some_and(|transport| reprogram(adapter, transport, port))
 }
 
 /// Gives the device the rings and MSI-X vectors of the current mode, then DRIVER_OK
@@ -299,12 +360,20 @@ fn program(
     Some(notifiers)
 }
 
-/// Re-initialises the device after a reset with the features, rings and vectors it had
-/// (the driver side of every ring must already be back at its initial state).
+/// Re-initialises the device after a reset it acknowledged (`device_status` read 0) with the
+/// features, rings and vectors it had (the driver side of every ring must already be back at its
+/// initial state). No second reset: a device slow to reset would make this wait again.
 pub(super) fn reprogram(adapter: &Adapter, transport: &mut Transport, port: Port) -> bool {
-    let mut stall = |us: u32| port.stall(us);
-    if transport.begin_init(&mut stall).is_err() {
+    if !transport.reset_acknowledged() {
         return false;
+    }
+    transport.begin_init_acknowledged();
+    // The device acknowledged its reset: it may use memory again.
+    if adapter.dma_cut.load(Ordering::Acquire) {
+        if !port.set_bus_master(true) {
+            return false;
+        }
+        adapter.dma_cut.store(false, Ordering::Release);
     }
     match transport.negotiate(adapter.features) {
         Ok(accepted) if accepted == adapter.features => program(adapter, transport).is_some(),
@@ -335,6 +404,10 @@ pub(super) fn passive_initialize<'a>(
         Mode::Dump | Mode::Stopped => return true,
     }
     adapter.reset_dpc.initialize(ctx, port, adapter);
+    if adapter.broken.load(Ordering::Acquire) {
+        // HwStorInitialize could not bring the device back after a broken GET_ID.
+        super::reset::begin_reset(adapter, &*ctx);
+    }
     if adapter.mode() == Mode::MultiQueue && active > 1 {
         let request = PerfRequest {
             dpc_redirection: true,
@@ -375,6 +448,9 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
                 *dst = src.load(Ordering::Relaxed);
             }
             return Some(Serial::from_id(&id));
+        }
+        if queue.is_broken() {
+            return None;
         }
         port.stall(10);
     }

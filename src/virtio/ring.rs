@@ -358,7 +358,8 @@ const IDLE_SLOT: Slot = Slot {
 /// - `last_used <= used_seen <= published <= next_avail` in wrapping u16 arithmetic, each
 ///   distance at most `size`: `published - last_used` chains are with the device,
 ///   `next_avail - published` written but not yet published.
-/// - `broken` is set once the device broke the used ring; nothing more is taken from it.
+/// - `broken` is set once the device broke the used ring (with the first rule it broke);
+///   nothing more is taken from it until [`SplitQueue::reset`].
 #[derive(Debug)]
 pub struct SplitQueue {
     desc: DescriptorTable,
@@ -379,7 +380,7 @@ pub struct SplitQueue {
     last_used: u16,
     /// The last `used.idx` read and validated.
     used_seen: u16,
-    broken: bool,
+    broken: Option<RingError>,
 }
 
 impl SplitQueue {
@@ -425,7 +426,7 @@ impl SplitQueue {
             notified_at: 0,
             last_used: 0,
             used_seen: 0,
-            broken: false,
+            broken: None,
         };
         queue.reset();
         Ok(queue)
@@ -454,7 +455,7 @@ impl SplitQueue {
         self.notified_at = 0;
         self.last_used = 0;
         self.used_seen = 0;
-        self.broken = false;
+        self.broken = None;
     }
 
     /// The bus addresses to give the transport.
@@ -484,6 +485,11 @@ impl SplitQueue {
 
     /// Whether the device broke the used ring (see [`RingError`]).
     pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
+    /// The rule the device broke, once the queue is broken.
+    pub fn error(&self) -> Option<RingError> {
         self.broken
     }
 
@@ -633,7 +639,7 @@ impl SplitQueue {
     /// device breaks the ring's rules; the queue is then broken and returns `None` until
     /// [`Self::reset`], so `while let Some(r) = q.pop_used()` always ends.
     pub fn pop_used(&mut self) -> Option<Result<UsedElem, RingError>> {
-        if self.broken {
+        if self.broken.is_some() {
             return None;
         }
         if self.last_used == self.used_seen {
@@ -684,7 +690,14 @@ impl SplitQueue {
     /// completions are already pending, in which case the caller must drain again: they may
     /// have arrived before the request took effect, and no interrupt would announce them
     /// (2.7.14, the classic lost-wakeup race).
+    ///
+    /// A broken queue answers false: nothing more will be taken from it, so "pending"
+    /// completions there are no reason to drain again (a caller looping on this answer would
+    /// never stop).
     pub fn enable_interrupts(&mut self) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
         if self.event_idx {
             // Interrupt when the device writes used element `last_used` (2.7.7).
             let used_event = self.avail_word(2 + self.size.usize());
@@ -727,7 +740,7 @@ impl SplitQueue {
     }
 
     fn fail(&mut self, error: RingError) -> RingError {
-        self.broken = true;
+        self.broken = Some(error);
         error
     }
 
@@ -1090,6 +1103,23 @@ pub(crate) mod tests {
         );
         assert!(q.is_broken());
         assert_eq!(q.pop_used(), None);
+        // Broken: nothing is "pending" any more (a caller draining until enable_interrupts says
+        // false would otherwise spin: issue 10), and the first rule broken is kept.
+        assert!(!q.enable_interrupts());
+        assert_eq!(
+            q.error(),
+            Some(RingError::IndexOutOfRange {
+                used_idx: 3,
+                last_used: 0
+            })
+        );
+        q.reset();
+        assert_eq!(q.error(), None);
+        // Negative: a healthy ring with a completion waiting says so.
+        q.push_indirect(0x1000, 16).unwrap();
+        q.publish();
+        dev.set_used_idx(1);
+        assert!(q.enable_interrupts());
         // A jump backwards is a jump of almost 2^16 forwards.
         let (mut q, dev) = queue(8, false);
         q.push_indirect(0x1000, 16).unwrap();

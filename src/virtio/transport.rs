@@ -75,10 +75,17 @@ mod common {
 /// assign the one written, 4.1.5.1.2).
 pub const NO_VECTOR: u16 = 0xFFFF;
 
-/// How often reset polls `device_status`, and how long it stalls between polls: 1000 x 1 ms.
-/// Each stall stays well under the verifier's 0.1 s limit for one `StorPortStallExecution`.
-const RESET_POLLS: u32 = 1000;
-const RESET_POLL_INTERVAL_US: u32 = 1000;
+/// How often [`Transport::reset`] polls `device_status`, and how long it stalls between polls:
+/// 100 x 10 us, 1 ms in all. A device that takes longer is reset with the adapter's state machine
+/// (`hba::reset`), which writes the reset and watches for it from a timer, never waiting at
+/// raised IRQL.
+const RESET_POLLS: u32 = 100;
+const RESET_POLL_INTERVAL_US: u32 = 10;
+
+/// How long [`Transport::begin_init_patient`] waits for a reset: 1000 x 1 ms. Only for
+/// HwStorFindAdapter, which runs at PASSIVE_LEVEL (a device may take that long to come up).
+const PATIENT_RESET_POLLS: u32 = 1000;
+const PATIENT_RESET_POLL_INTERVAL_US: u32 = 1000;
 
 /// How often a device configuration read is repeated while `config_generation` changes.
 const CONFIG_READ_ATTEMPTS: u32 = 16;
@@ -144,6 +151,12 @@ impl DeviceStatus {
     /// surprise-removed device reads all ones and is therefore broken.
     pub fn is_live(self) -> bool {
         self.driver_ok() && !self.needs_reset() && !self.failed()
+    }
+
+    /// Whether the register reads all ones: no device answers (surprise removal). No valid
+    /// status has every bit set (bits 4 and 5 are reserved, 2.1).
+    pub fn vanished(self) -> bool {
+        self.0 == 0xFF
     }
 }
 
@@ -297,30 +310,71 @@ impl Transport {
     }
 
     /// Resets the device: writes 0 to `device_status` and waits until it reads 0
-    /// (4.1.4.3.2), polling with `stall(microseconds)` in between, for at most about a second.
+    /// (4.1.4.3.2), polling with `stall(microseconds)` in between, for at most about 1 ms.
     ///
     /// Only after `Ok` may the driver reuse memory the device could write (rings, request
     /// areas): the device no longer accesses it.
     pub fn reset(&mut self, stall: &mut dyn FnMut(u32)) -> Result<(), TransportError> {
-        self.driver_status = 0;
-        self.common.write_u8(common::DEVICE_STATUS, 0);
-        for _ in 0..RESET_POLLS {
-            if self.common.read_u8(common::DEVICE_STATUS) == 0 {
+        self.reset_within(stall, RESET_POLLS, RESET_POLL_INTERVAL_US)
+    }
+
+    /// [`Self::reset`], polling `polls` times `interval_us` apart.
+    fn reset_within(
+        &mut self,
+        stall: &mut dyn FnMut(u32),
+        polls: u32,
+        interval_us: u32,
+    ) -> Result<(), TransportError> {
+        self.request_reset();
+        for _ in 0..polls {
+            if self.reset_acknowledged() {
                 return Ok(());
             }
-            stall(RESET_POLL_INTERVAL_US);
+            stall(interval_us);
         }
-        if self.common.read_u8(common::DEVICE_STATUS) == 0 {
+        if self.reset_acknowledged() {
             Ok(())
         } else {
             Err(TransportError::ResetTimeout)
         }
     }
 
+    /// Writes the reset (0 to `device_status`, 4.1.4.3.2) without waiting for it: the caller
+    /// watches [`Self::reset_acknowledged`] later.
+    pub fn request_reset(&mut self) {
+        self.driver_status = 0;
+        self.common.write_u8(common::DEVICE_STATUS, 0);
+    }
+
+    /// Whether the device finished a reset: `device_status` reads 0 (4.1.4.3.2: "the driver
+    /// MUST wait for a read of device_status to return 0 before reinitializing the device").
+    pub fn reset_acknowledged(&self) -> bool {
+        self.common.read_u8(common::DEVICE_STATUS) == 0
+    }
+
     /// Resets the device, sets ACKNOWLEDGE and DRIVER and returns the features it offers
     /// (3.1.1 steps 1-4).
     pub fn begin_init(&mut self, stall: &mut dyn FnMut(u32)) -> Result<u64, TransportError> {
         self.reset(stall)?;
+        self.set_status(status::ACKNOWLEDGE);
+        self.set_status(status::DRIVER);
+        Ok(self.device_features())
+    }
+
+    /// Sets ACKNOWLEDGE and DRIVER after a reset the caller saw acknowledged (3.1.1 steps 2-3).
+    pub fn begin_init_acknowledged(&mut self) {
+        self.driver_status = 0;
+        self.set_status(status::ACKNOWLEDGE);
+        self.set_status(status::DRIVER);
+    }
+
+    /// [`Self::begin_init`] waiting up to about a second for the reset: for the first start,
+    /// at PASSIVE_LEVEL, where a device slow to come up is worth waiting for.
+    pub fn begin_init_patient(
+        &mut self,
+        stall: &mut dyn FnMut(u32),
+    ) -> Result<u64, TransportError> {
+        self.reset_within(stall, PATIENT_RESET_POLLS, PATIENT_RESET_POLL_INTERVAL_US)?;
         self.set_status(status::ACKNOWLEDGE);
         self.set_status(status::DRIVER);
         Ok(self.device_features())

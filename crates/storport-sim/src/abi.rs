@@ -475,6 +475,9 @@ pub const SCSI_QUERY_SUPPORTED_CONTROL_TYPES: u32 = 0;
 pub const SCSI_STOP_ADAPTER: u32 = 1;
 pub const SCSI_RESTART_ADAPTER: u32 = 2;
 pub const SCSI_ADAPTER_CONTROL_MAX: u32 = 26;
+pub const SCSI_ADAPTER_SURPRISE_REMOVAL: u32 = 16;
+// SCSI_UNIT_CONTROL_TYPE.
+pub const SCSI_UNIT_SURPRISE_REMOVAL: u32 = 10;
 
 /// IRQLs of the simulated machine.
 pub mod irql {

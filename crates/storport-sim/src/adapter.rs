@@ -145,6 +145,10 @@ pub(crate) struct AdapterInner {
     pub lock_counts: LockCounters,
     pub activity: ActivityCounters,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The most RequestComplete calls one DPC or ISR run made.
+    pub max_completions_per_run: AtomicU32,
+    /// A multi-tier reset is running.
+    escalating: AtomicBool,
 }
 
 /// Callbacks run and lock acquisitions of one adapter, for the I/O-path benchmark
@@ -776,6 +780,96 @@ impl AdapterInner {
         ok != 0
     }
 
+    /// Storport's answer to SRB timeouts (multi-tier reset), on a thread of its own so that the
+    /// timer keeps running HwStorTimer meanwhile: SRB_FUNCTION_RESET_LOGICAL_UNIT to the LU, then
+    /// SRB_FUNCTION_RESET_DEVICE, then HwStorResetBus, each waiting `reset_tier_wait` for the
+    /// timed-out requests `ids` to come back. One escalation at a time.
+    pub fn escalate(&self, ids: Vec<u64>) {
+        if !self.port.options.multi_tier_reset {
+            self.reset_bus(0);
+            return;
+        }
+        if self.escalating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(me) = self.self_weak.upgrade() else {
+            return;
+        };
+        self.spawn("sim-reset".into(), move || {
+            me.run_escalation(&ids);
+            me.escalating.store(false, Ordering::Release);
+        });
+    }
+
+    fn run_escalation(&self, ids: &[u64]) {
+        let wait = self.port.options.reset_tier_wait;
+        for (name, function) in [
+            (
+                "RESET_LOGICAL_UNIT",
+                crate::request::function::RESET_LOGICAL_UNIT,
+            ),
+            ("RESET_DEVICE", crate::request::function::RESET_DEVICE),
+        ] {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+            self.log(format!("multi-tier reset: SRB_FUNCTION_{name}"));
+            // The reset SRB itself gets a long timeout: it is the port's, and the next tier
+            // follows after `wait` whatever became of it.
+            let request = crate::request::Request::function(function).timeout(600);
+            let handle = crate::request::submit_internal(self, request);
+            let end = Instant::now() + wait;
+            let completion = handle.wait_timeout(wait);
+            while self.requests.any_outstanding(ids) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let status = completion.map(|c| c.srb_status & 0x3F);
+            self.log(format!(
+                "multi-tier reset: SRB_FUNCTION_{name} completed with {status:?}"
+            ));
+            if status == Some(abi::SRB_STATUS_SUCCESS) && !self.requests.any_outstanding(ids) {
+                return;
+            }
+        }
+        self.log("multi-tier reset: HwStorResetBus".into());
+        self.reset_bus(0);
+    }
+
+    /// HwStorUnitControl with the port's locks (none, PASSIVE_LEVEL).
+    pub fn unit_control(&self, control: u32, param: *mut c_void) -> Option<u32> {
+        let f = self.hw.HwUnitControl?;
+        let devext = self.devext_ptr();
+        // SAFETY: `f` is the miniport's HwUnitControl, called with its device extension and a
+        // parameter of the shape `control` requires.
+        Some(cpu::invoke(
+            self,
+            Callback::UnitControl,
+            irql::PASSIVE,
+            &[],
+            || unsafe { f(devext, control, param) },
+        ))
+    }
+
+    /// Whether the miniport supports unit-control type `control`
+    /// (ScsiQuerySupportedUnitControlTypes).
+    fn supports_unit(&self, control: u32) -> bool {
+        const MAX: usize = 20;
+        let mut buf = vec![0u8; 4 + MAX + 16];
+        buf[..4].copy_from_slice(&(MAX as u32).to_le_bytes());
+        buf[4 + MAX..].fill(0xA5);
+        if self.unit_control(0, buf.as_mut_ptr().cast()).is_none() {
+            return false;
+        }
+        if buf[4 + MAX..].iter().any(|&b| b != 0xA5) {
+            self.report(
+                Rule::AdapterControl,
+                [0; 3],
+                "HwUnitControl wrote past SupportedTypeList[MaxControlType]".into(),
+            );
+        }
+        buf.get(4 + control as usize).is_some_and(|&b| b != 0)
+    }
+
     fn shutdown_threads(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         self.irq.wake_all();
@@ -949,7 +1043,7 @@ pub(crate) fn start(
         port: port.clone(),
         hw,
         device: device.clone(),
-        alloc: GuestAllocator::new(memory),
+        alloc: GuestAllocator::new(memory).with_watch(device.dma_watch()),
         devext,
         devext_layout: layout,
         dump,
@@ -989,6 +1083,8 @@ pub(crate) fn start(
         lock_counts: LockCounters::default(),
         activity: ActivityCounters::default(),
         threads: Mutex::new(Vec::new()),
+        max_completions_per_run: AtomicU32::new(0),
+        escalating: AtomicBool::new(false),
     });
     ADAPTERS
         .write()
@@ -1000,6 +1096,21 @@ pub(crate) fn start(
         .insert(serial, Arc::downgrade(&inner));
     let adapter = Adapter { inner };
     let a = &adapter.inner;
+    enable_function(device.as_ref());
+    if let Some(watch) = device.dma_watch() {
+        let weak = Arc::downgrade(&adapter.inner);
+        watch.connect(Box::new(move |addr, len| {
+            if let Some(a) = weak.upgrade() {
+                a.report(
+                    Rule::WriteAfterCompletion,
+                    [addr, len as u64, 0],
+                    format!(
+                        "the device wrote {len} bytes at {addr:#x}, memory of a request already completed"
+                    ),
+                );
+            }
+        }));
+    }
     a.find_adapter(&opts, false)?;
     a.query_controls();
     // Threads: per-CPU DPCs, the timer, one per interrupt line.
@@ -1171,9 +1282,14 @@ impl Adapter {
     /// PnP stop: waits for outstanding requests, then HwAdapterControl(ScsiStopAdapter) at DIRQL
     /// with the interrupt lock held. Returns the SCSI_ADAPTER_CONTROL_STATUS.
     pub fn stop(&self) -> Option<u32> {
+        self.stop_after(Duration::from_secs(30))
+    }
+
+    /// [`Adapter::stop`], waiting at most `drain` for outstanding requests.
+    fn stop_after(&self, drain: Duration) -> Option<u32> {
         let a = &self.inner;
         a.quiesce(gate::STOPPED);
-        let _ = self.drain(Duration::from_secs(30));
+        let _ = self.drain(drain);
         let r = a.adapter_control(abi::SCSI_STOP_ADAPTER, std::ptr::null_mut());
         a.interrupts_enabled.store(false, Ordering::SeqCst);
         a.timer.cancel_hw_timer();
@@ -1207,6 +1323,57 @@ impl Adapter {
         self.inner.reset_bus(0)
     }
 
+    /// HwStorResetBus with `path_id`.
+    pub fn reset_bus_path(&self, path_id: u32) -> bool {
+        self.inner.reset_bus(path_id)
+    }
+
+    /// The most requests one DPC or ISR run completed (how much work the miniport does per run).
+    pub fn max_completions_per_run(&self) -> u32 {
+        self.inner.max_completions_per_run.load(Ordering::Relaxed)
+    }
+
+    /// PnP surprise removal as Windows does it: HwStorAdapterControl(ScsiAdapterSurpriseRemoval)
+    /// when the miniport supports it (PASSIVE_LEVEL), HwStorUnitControl(ScsiUnitSurpriseRemoval)
+    /// for LU 0:0:0 when supported; then outstanding requests get `reset_grace` to come back
+    /// (any left is reported as 0xF0/1); then the remove: ScsiStopAdapter. Returns the adapter-
+    /// and unit-control statuses (`None` when the type is not supported).
+    pub fn surprise_remove(&self) -> (Option<u32>, Option<u32>) {
+        let a = &self.inner;
+        a.log("PnP: surprise removal".into());
+        let adapter = a
+            .supports(abi::SCSI_ADAPTER_SURPRISE_REMOVAL)
+            .then(|| a.adapter_control(abi::SCSI_ADAPTER_SURPRISE_REMOVAL, std::ptr::null_mut()))
+            .flatten();
+        let unit = a
+            .supports_unit(abi::SCSI_UNIT_SURPRISE_REMOVAL)
+            .then(|| {
+                // STOR_ADDR_BTL8 { Type = STOR_ADDRESS_TYPE_BTL8 (1), Port 0, AddressLength 4,
+                // Path 0, Target 0, Lun 0, Reserved 0 }.
+                let mut address = [0u8; 16];
+                address[0] = 1;
+                address[4] = 4;
+                a.unit_control(abi::SCSI_UNIT_SURPRISE_REMOVAL, address.as_mut_ptr().cast())
+            })
+            .flatten();
+        let grace = a.port.options.reset_grace;
+        if self.drain(grace).is_err() {
+            for (srb, id) in a
+                .requests
+                .expired(Instant::now() + Duration::from_secs(1 << 30))
+            {
+                a.report(
+                    Rule::NotCompletedAfterReset,
+                    [srb as u64, id, 1],
+                    format!("request {id} (SRB {srb:#x}) not completed after surprise removal"),
+                );
+            }
+        }
+        // The remove: Storport has waited for what it could.
+        self.stop_after(Duration::ZERO);
+        (adapter, unit)
+    }
+
     /// Raises interrupt line `message` as the device would (tests of ISR paths).
     pub fn raise_interrupt(&self, message: u16) {
         crate::device::InterruptSink::raise(&*self.inner.irq, message);
@@ -1218,6 +1385,15 @@ impl Drop for Adapter {
         self.inner.interrupts_enabled.store(false, Ordering::SeqCst);
         self.inner.shutdown_threads();
     }
+}
+
+/// What the PCI bus driver does when it starts a function: memory decoding and bus mastering on
+/// (PCI 3.0 6.2.2, command register bits 1 and 2).
+fn enable_function(device: &dyn crate::device::PciDevice) {
+    let mut command = [0u8; 2];
+    device.config_read(4, &mut command);
+    let value = u16::from_le_bytes(command) | 0x6;
+    device.config_write(4, &value.to_le_bytes());
 }
 
 /// What the PnP manager does before starting an adapter with MSI-X: enables the function's

@@ -30,6 +30,10 @@ pub trait PciDevice: Send + Sync {
     fn msix_message_count(&self) -> u16;
     /// Level of the INTx line (for INTx mode; a device without INTx may always answer false).
     fn intx_asserted(&self) -> bool;
+    /// The device's [`DmaWatch`], if it checks its writes against completed requests' memory.
+    fn dma_watch(&self) -> Option<Arc<DmaWatch>> {
+        None
+    }
 }
 
 /// One memory BAR as assigned by the (simulated) PnP manager.
@@ -71,3 +75,113 @@ unsafe impl Send for GuestMemory {}
 // SAFETY: as for Send: the region is shared memory by design; accesses are synchronised by the
 // miniport's and the device's own protocols (rings, barriers), as on real hardware.
 unsafe impl Sync for GuestMemory {}
+
+/// Where a [`DmaWatch`] reports a write (guest address, length).
+type WatchReport = Box<dyn Fn(u64, usize) + Send + Sync>;
+
+/// Memory of completed requests, watched for device writes.
+///
+/// viostor's bug virtio-win #1326 (and vioscsi PR #965) was a reset that completed requests the
+/// device still owned: the host later wrote into pages Windows had reused. The port marks the
+/// guest memory of every request it completes (SRB extension, data buffer) as freed until it
+/// hands that block out again; a device model calls [`DmaWatch::device_write`] before it writes
+/// into guest memory, and a write into a freed block is reported as a violation
+/// ([`crate::Rule::WriteAfterCompletion`]) of the adapter the device belongs to.
+#[derive(Default)]
+pub struct DmaWatch {
+    freed: std::sync::Mutex<std::collections::BTreeMap<u64, u64>>,
+    report: std::sync::Mutex<Option<WatchReport>>,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+impl DmaWatch {
+    /// A watch with nothing freed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The port freed `[guest, guest + len)` (a completed request's memory).
+    pub(crate) fn freed(&self, guest: u64, len: usize) {
+        self.freed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(guest, guest.saturating_add(len as u64));
+    }
+
+    /// The port handed the block at `guest` out again.
+    pub(crate) fn reused(&self, guest: u64) {
+        self.freed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&guest);
+    }
+
+    /// Where violations go (the port connects its adapter).
+    pub(crate) fn connect(&self, report: Box<dyn Fn(u64, usize) + Send + Sync>) {
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    /// The device is about to write `len` bytes at guest address `addr`. Returns false (and
+    /// reports the violation) when that memory belongs to a request the port already completed.
+    pub fn device_write(&self, addr: u64, len: usize) -> bool {
+        if len == 0 {
+            return true;
+        }
+        let last = addr.saturating_add(len as u64 - 1);
+        let hit = self
+            .freed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(..=last)
+            .next_back()
+            .is_some_and(|(_, &end)| end > addr);
+        if hit {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(report) = self
+                .report
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                report(addr, len);
+            }
+        }
+        !hit
+    }
+
+    /// How many device writes hit freed memory.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DmaWatch;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn a_write_into_freed_memory_is_reported_until_the_block_is_reused() {
+        let watch = DmaWatch::new();
+        let reported = Arc::new(AtomicU64::new(0));
+        let r = reported.clone();
+        watch.connect(Box::new(move |addr, _| r.store(addr, Ordering::SeqCst)));
+        // Nothing freed: every write is fine.
+        assert!(watch.device_write(0x1000, 4096));
+        watch.freed(0x2000, 0x1000);
+        // Before, after and touching the edges of the freed block: fine.
+        assert!(watch.device_write(0x1000, 0x1000));
+        assert!(watch.device_write(0x3000, 16));
+        // Inside it, or overlapping it: reported.
+        assert!(!watch.device_write(0x2FFF, 1));
+        assert_eq!(reported.load(Ordering::SeqCst), 0x2FFF);
+        assert!(!watch.device_write(0x1800, 0x1000));
+        assert_eq!(watch.hits(), 2);
+        // Handed out again: the new owner's memory.
+        watch.reused(0x2000);
+        assert!(watch.device_write(0x2000, 0x1000));
+        assert!(watch.device_write(0x2000, 0));
+        assert_eq!(watch.hits(), 2);
+    }
+}

@@ -153,10 +153,12 @@ pub(crate) fn run_cpu(a: Arc<AdapterInner>, c: u32) {
         let devext = a.devext_ptr();
         let routine = obj.routine;
         let dpc = obj.stor_dpc as *mut c_void;
+        crate::request::begin_run();
         // SAFETY: `routine` is the miniport's DPC routine registered with this STOR_DPC.
         cpu::invoke(&a, Callback::Dpc, irql::DISPATCH, &[], || unsafe {
             routine(dpc, devext, a1 as *mut c_void, a2 as *mut c_void)
         });
         a.happened(&a.activity.dpcs);
+        crate::request::end_run(&a);
     }
 }

@@ -69,12 +69,14 @@ impl InterruptSink for IrqLines {
 
 /// Runs the ISR for line `l` once, with Storport's locks.
 pub(crate) fn service(a: &AdapterInner, l: u32) -> bool {
-    let claimed = run_isr(a, l);
+    crate::request::begin_run();
+    let claimed = service_once(a, l);
+    crate::request::end_run(a);
     a.happened(&a.activity.interrupts);
     claimed
 }
 
-fn run_isr(a: &AdapterInner, l: u32) -> bool {
+fn service_once(a: &AdapterInner, l: u32) -> bool {
     let devext = a.devext_ptr();
     let lvl = if a.dump_mode() {
         irql::HIGH

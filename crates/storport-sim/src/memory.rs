@@ -28,6 +28,7 @@ pub(crate) struct GuestAllocator {
     pub mem: GuestMemory,
     next: AtomicUsize,
     free: Vec<Mutex<Vec<usize>>>,
+    watch: Option<std::sync::Arc<crate::device::DmaWatch>>,
 }
 
 impl GuestAllocator {
@@ -36,7 +37,14 @@ impl GuestAllocator {
             mem,
             next: AtomicUsize::new(0),
             free: (0..CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+            watch: None,
         }
+    }
+
+    /// Records frees and reuses in `watch` (the device's [`crate::device::DmaWatch`]).
+    pub fn with_watch(mut self, watch: Option<std::sync::Arc<crate::device::DmaWatch>>) -> Self {
+        self.watch = watch;
+        self
     }
 
     /// Allocates at least `size` bytes, aligned to `min(class size, 4096)`. Not zeroed.
@@ -53,6 +61,9 @@ impl GuestAllocator {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
         {
+            if let Some(watch) = &self.watch {
+                watch.reused(self.mem.guest_base + off as u64);
+            }
             return Some(Block {
                 host: self.mem.host_base as usize + off,
                 size: csize,
@@ -89,6 +100,9 @@ impl GuestAllocator {
     /// Returns a block to its class.
     pub fn free(&self, b: Block) {
         let off = b.host - self.mem.host_base as usize;
+        if let Some(watch) = &self.watch {
+            watch.freed(self.mem.guest_base + off as u64, b.size);
+        }
         self.free[b.class as usize]
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -65,6 +65,13 @@ pub struct PortOptions {
     pub poison: bool,
     /// Print StorPortDebugPrint output to stderr.
     pub debug_print: bool,
+    /// On an SRB timeout (with `reset_on_timeout`), Storport's multi-tier reset: an
+    /// SRB_FUNCTION_RESET_LOGICAL_UNIT, then SRB_FUNCTION_RESET_DEVICE, then HwStorResetBus, each
+    /// given `reset_tier_wait` to bring the timed-out requests back. Off (the default, for
+    /// miniports written against the simpler model): HwStorResetBus at once.
+    pub multi_tier_reset: bool,
+    /// How long each tier of the multi-tier reset waits before the next.
+    pub reset_tier_wait: Duration,
 }
 
 impl Default for PortOptions {
@@ -86,6 +93,8 @@ impl Default for PortOptions {
             sg_mode: SgMode::PerPage,
             poison: true,
             debug_print: false,
+            multi_tier_reset: false,
+            reset_tier_wait: Duration::from_secs(1),
         }
     }
 }

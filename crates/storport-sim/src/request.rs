@@ -405,6 +405,13 @@ impl RequestTable {
         v
     }
 
+    /// Whether any of the requests `ids` is still outstanding.
+    pub fn any_outstanding(&self, ids: &[u64]) -> bool {
+        let mut found = false;
+        self.each(|r| found |= ids.contains(&r.id));
+        found
+    }
+
     pub fn expired(&self, now: Instant) -> Vec<(usize, u64)> {
         let mut v = Vec::new();
         self.each(|r| {
@@ -817,6 +824,7 @@ impl AdapterInner {
 
 /// StorPortNotification(RequestComplete).
 pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
+    COMPLETIONS.with(|c| c.set(c.get().saturating_add(1)));
     let addr = srb as usize;
     let mut r = match a.requests.remove(addr) {
         Ok(r) => r,
@@ -1007,4 +1015,33 @@ impl Adapter {
     pub fn execute(&self, req: Request) -> Completion {
         self.submit(req).wait()
     }
+}
+
+/// Sends a request of the port's own (the reset SRBs of the multi-tier reset).
+pub(crate) fn submit_internal(a: &AdapterInner, req: Request) -> RequestHandle {
+    let slot = Arc::new(Slot::default());
+    match prepare(a, req, Waiter::Slot(slot.clone())) {
+        Ok(r) => dispatch(a, r),
+        Err((w, c)) => finish_rejected(w, c),
+    }
+    RequestHandle {
+        slot,
+        adapter: a.dump_mode().then(|| a.self_weak.upgrade()).flatten(),
+    }
+}
+
+thread_local! {
+    /// RequestComplete calls in the callback running on this thread (DPC and ISR runs).
+    static COMPLETIONS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts counting the completions of one DPC or ISR run.
+pub(crate) fn begin_run() {
+    COMPLETIONS.with(|c| c.set(0));
+}
+
+/// Ends one DPC or ISR run: records its completions in the adapter's maximum.
+pub(crate) fn end_run(a: &AdapterInner) {
+    let n = COMPLETIONS.with(|c| c.replace(0));
+    a.max_completions_per_run.fetch_max(n, Ordering::Relaxed);
 }

@@ -93,6 +93,9 @@ pub enum Rule {
     OutsideCallback,
     /// The adapter-control protocol: Stop/Restart not supported, or writes past MaxControlType.
     AdapterControl,
+    /// The device wrote into the memory of a request the miniport had already completed (a reset
+    /// that handed requests back before the device stopped: virtio-win #1326).
+    WriteAfterCompletion,
 }
 
 impl Rule {
@@ -135,6 +138,7 @@ impl Rule {
             InvalidParameter => sdv(24),
             OutsideCallback => sdv(25),
             AdapterControl => sdv(26),
+            WriteAfterCompletion => sdv(27),
         }
     }
 }

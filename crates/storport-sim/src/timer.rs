@@ -170,10 +170,15 @@ pub(crate) fn run(a: Arc<AdapterInner>) {
             if !expired.is_empty() {
                 if a.port.options.reset_on_timeout {
                     a.log(format!(
-                        "{} request(s) timed out: HwStorResetBus",
-                        expired.len()
+                        "{} request(s) timed out: reset{}",
+                        expired.len(),
+                        if a.port.options.multi_tier_reset {
+                            " (multi-tier)"
+                        } else {
+                            ": HwStorResetBus"
+                        }
                     ));
-                    a.reset_bus(0);
+                    a.escalate(expired.iter().map(|&(_, id)| id).collect());
                 } else {
                     for (srb, id) in expired {
                         a.report(

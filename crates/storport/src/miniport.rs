@@ -23,7 +23,7 @@ use crate::config::PortConfiguration;
 use crate::context;
 use crate::ffi;
 use crate::port::Port;
-use crate::srb::{Completed, Srb};
+use crate::srb::{Address, Completed, Srb};
 
 /// What HwStorFindAdapter reports (SP_RETURN_*).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +78,26 @@ pub enum MessageContext<'a> {
     PerMessage(&'a mut context::MessageInterruptPerMessage),
 }
 
+/// A unit-control request (HwStorUnitControl) for one logical unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitControl {
+    /// ScsiUnitRemove: the unit is being removed in an orderly way.
+    Remove(Option<Address>),
+    /// ScsiUnitSurpriseRemoval: the unit is gone (the device vanished).
+    SurpriseRemoval(Option<Address>),
+    /// Any other type the miniport listed in [`Miniport::UNIT_CONTROL_TYPES`].
+    Other(u32),
+}
+
+/// Whether a unit-control request succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitControlStatus {
+    /// ScsiUnitControlSuccess.
+    Success,
+    /// ScsiUnitControlUnsuccessful.
+    Unsuccessful,
+}
+
 /// Whether an adapter-control request succeeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdapterControlStatus {
@@ -107,6 +127,8 @@ pub trait Miniport: Sized + Sync + 'static {
     /// The adapter-control types the miniport supports besides stop and restart (which are
     /// mandatory and always reported).
     const ADAPTER_CONTROL_TYPES: &'static [u32] = &[];
+    /// The unit-control types the miniport supports (ScsiQuerySupportedUnitControlTypes).
+    const UNIT_CONTROL_TYPES: &'static [u32] = &[];
 
     /// HwStorFindAdapter: claim and configure the adapter described by `config`.
     fn find_adapter(
@@ -154,6 +176,21 @@ pub trait Miniport: Sized + Sync + 'static {
         ctx: &mut context::AdapterControl,
         control: AdapterControl,
     ) -> AdapterControlStatus;
+
+    /// HwStorUnitControl for the types in `UNIT_CONTROL_TYPES`.
+    fn unit_control(
+        &self,
+        ctx: &mut context::UnitControl,
+        control: UnitControl,
+    ) -> UnitControlStatus {
+        let _ = (ctx, control);
+        UnitControlStatus::Unsuccessful
+    }
+
+    /// HwStorTimer, after [`request_timer`] asked for it.
+    fn timer(&self, ctx: &mut context::Timer) {
+        let _ = ctx;
+    }
 }
 
 /// The header the layer keeps at the start of every device extension.
@@ -167,6 +204,9 @@ pub(crate) struct ExtensionHeader {
     pub(crate) dump_mode: AtomicBool,
     /// Whether message interrupts use InterruptSynchronizePerMessage (one lock per message).
     pub(crate) per_message: AtomicBool,
+    /// The adapter's system I/O bus number and slot (PCI configuration access).
+    pub(crate) pci_bus: AtomicU32,
+    pub(crate) pci_slot: AtomicU32,
 }
 
 /// The device extension: the layer's header, then the miniport.
@@ -215,6 +255,7 @@ pub const fn hw_initialization_data<M: Miniport>() -> ffi::HW_INITIALIZATION_DAT
     data.HwResetBus = Some(reset_bus_trampoline::<M>);
     data.HwAdapterControl = Some(adapter_control_trampoline::<M>);
     data.HwBuildIo = Some(build_io_trampoline::<M>);
+    data.HwUnitControl = Some(unit_control_trampoline::<M>);
     data.DeviceExtensionSize = Extension::<M>::SIZE;
     data.SpecificLuExtensionSize = 0;
     data.SrbExtensionSize = M::SRB_EXTENSION_SIZE;
@@ -272,6 +313,22 @@ pub fn enable_passive_initialization<M: Miniport>(_ctx: &context::Initialize, po
     result != 0
 }
 
+/// Asks Storport to call [`Miniport::timer`] once, in `microseconds` (RequestTimerCall); a new
+/// request replaces the pending one, and 0 cancels it. Any callback may ask.
+pub fn request_timer<M: Miniport>(port: Port, microseconds: u32) {
+    let routine: ffi::PHW_TIMER = Some(timer_trampoline::<M>);
+    // SAFETY: RequestTimerCall takes (PHW_TIMER, ULONG MiniportTimerValue) after the extension
+    // (storport.md s.4); `port` is this adapter.
+    unsafe {
+        ffi::StorPortNotification(
+            ffi::RequestTimerCall,
+            port.extension(),
+            routine,
+            microseconds,
+        )
+    };
+}
+
 /// Whether a BOOLEAN is TRUE.
 fn boolean(value: bool) -> ffi::BOOLEAN {
     ffi::BOOLEAN::from(value)
@@ -304,6 +361,8 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
         concurrent_channels: AtomicBool::new(false),
         dump_mode: AtomicBool::new(false),
         per_message: AtomicBool::new(false),
+        pci_bus: AtomicU32::new(0),
+        pci_slot: AtomicU32::new(0),
     };
     // SAFETY: Storport allocated DeviceExtensionSize = size_of::<Extension<M>>() bytes for this
     // adapter, suitably aligned (asserted in `Extension::SIZE`), and calls FindAdapter before any
@@ -326,6 +385,9 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     // and a NUL-terminated (or NULL) argument string.
     let mut config = unsafe { PortConfiguration::new(config_info, argument_string, port) };
     header_dump_mode(&port, config.dump_mode().is_some());
+    let (bus, slot) = config.bus_slot();
+    self::header(&port).pci_bus.store(bus, Ordering::Relaxed);
+    self::header(&port).pci_slot.store(slot, Ordering::Relaxed);
     // SAFETY: this is the HwStorFindAdapter trampoline.
     let mut ctx = unsafe { context::FindAdapter::new() };
     miniport
@@ -462,6 +524,69 @@ unsafe extern "C" fn reset_bus_trampoline<M: Miniport>(
     boolean(miniport.reset_bus(&mut ctx, path_id))
 }
 
+unsafe extern "C" fn timer_trampoline<M: Miniport>(device_extension: ffi::PVOID) {
+    // SAFETY: registered by `request_timer`, after FindAdapter initialised the extension.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: this is the HwStorTimer trampoline (full duplex: StartIo lock held).
+    let mut ctx = unsafe { context::Timer::new() };
+    miniport.timer(&mut ctx);
+}
+
+unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+    control_type: ffi::SCSI_UNIT_CONTROL_TYPE,
+    parameters: ffi::PVOID,
+) -> ffi::SCSI_UNIT_CONTROL_STATUS {
+    if control_type == ffi::ScsiQuerySupportedUnitControlTypes {
+        // SAFETY: for ScsiQuerySupportedUnitControlTypes Storport passes a
+        // SCSI_SUPPORTED_CONTROL_TYPE_LIST followed by MaxControlType BOOLEANs.
+        return unsafe { report_supported_types(parameters, &[], M::UNIT_CONTROL_TYPES) };
+    }
+    if !M::UNIT_CONTROL_TYPES.contains(&control_type) {
+        return ffi::ScsiUnitControlUnsuccessful;
+    }
+    // SAFETY: Storport sends unit controls only after FindAdapter succeeded.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    let control = match control_type {
+        ffi::ScsiUnitRemove | ffi::ScsiUnitSurpriseRemoval => {
+            // SAFETY: for these types Storport passes the unit's STOR_ADDRESS (or NULL).
+            let address = unsafe { unit_address(parameters) };
+            if control_type == ffi::ScsiUnitRemove {
+                UnitControl::Remove(address)
+            } else {
+                UnitControl::SurpriseRemoval(address)
+            }
+        }
+        other => UnitControl::Other(other),
+    };
+    // SAFETY: this is the HwStorUnitControl trampoline.
+    let mut ctx = unsafe { context::UnitControl::new() };
+    match miniport.unit_control(&mut ctx, control) {
+        UnitControlStatus::Success => ffi::ScsiUnitControlSuccess,
+        UnitControlStatus::Unsuccessful => ffi::ScsiUnitControlUnsuccessful,
+    }
+}
+
+/// The BTL8 address a unit control names.
+///
+/// # Safety
+///
+/// `parameters` is NULL or points at a STOR_ADDRESS Storport passed for the unit.
+unsafe fn unit_address(parameters: ffi::PVOID) -> Option<Address> {
+    let address = parameters.cast::<ffi::STOR_ADDR_BTL8>();
+    if address.is_null() {
+        return None;
+    }
+    // SAFETY: by this function's `# Safety`, a non-NULL `parameters` is a STOR_ADDRESS, whose
+    // BTL8 form is 16 bytes (the STOR_ADDRESS header is as large).
+    let a = unsafe { address.read_unaligned() };
+    (a.Type == ffi::STOR_ADDRESS_TYPE_BTL8).then_some(Address {
+        path: a.Path,
+        target: a.Target,
+        lun: a.Lun,
+    })
+}
+
 unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     control_type: ffi::SCSI_ADAPTER_CONTROL_TYPE,
@@ -470,7 +595,13 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
     if control_type == ffi::ScsiQuerySupportedControlTypes {
         // SAFETY: for ScsiQuerySupportedControlTypes Storport passes a
         // SCSI_SUPPORTED_CONTROL_TYPE_LIST followed by MaxControlType BOOLEANs.
-        return unsafe { report_supported_control_types::<M>(parameters) };
+        return unsafe {
+            report_supported_types(
+                parameters,
+                &[ffi::ScsiStopAdapter, ffi::ScsiRestartAdapter],
+                M::ADAPTER_CONTROL_TYPES,
+            )
+        };
     }
     // SAFETY: Storport sends other control types only after FindAdapter succeeded.
     let miniport = unsafe { miniport::<M>(device_extension) };
@@ -488,15 +619,17 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
     }
 }
 
-/// Answers ScsiQuerySupportedControlTypes: stop, restart and `M::ADAPTER_CONTROL_TYPES`, never at
-/// or beyond MaxControlType.
+/// Answers ScsiQuerySupportedControlTypes (or the unit variant): `mandatory` and `supported`,
+/// never at or beyond MaxControlType. Both status enumerations have success 0, failure 1.
 ///
 /// # Safety
 ///
 /// `parameters` is NULL or the SCSI_SUPPORTED_CONTROL_TYPE_LIST Storport passed, whose
 /// `SupportedTypeList` has `MaxControlType` entries.
-unsafe fn report_supported_control_types<M: Miniport>(
+unsafe fn report_supported_types(
     parameters: ffi::PVOID,
+    mandatory: &[u32],
+    supported: &[u32],
 ) -> ffi::SCSI_ADAPTER_CONTROL_STATUS {
     let list = parameters.cast::<ffi::SCSI_SUPPORTED_CONTROL_TYPE_LIST>();
     if list.is_null() {
@@ -507,8 +640,7 @@ unsafe fn report_supported_control_types<M: Miniport>(
     // SAFETY: the BOOLEAN array starts at SupportedTypeList, inside the same allocation.
     let entries =
         unsafe { core::ptr::addr_of_mut!((*list).SupportedTypeList) }.cast::<ffi::BOOLEAN>();
-    let supported = [ffi::ScsiStopAdapter, ffi::ScsiRestartAdapter];
-    for control_type in supported.iter().chain(M::ADAPTER_CONTROL_TYPES.iter()) {
+    for control_type in mandatory.iter().chain(supported.iter()) {
         if *control_type < max {
             // SAFETY: `control_type < MaxControlType`, the array's length (this function's
             // `# Safety`).

@@ -129,10 +129,60 @@ impl Port {
         unsafe { ffi::StorPortResume(self.extension()) != 0 }
     }
 
-    /// Reports that the adapter reset the bus (ResetDetected notification).
-    pub fn notify_reset_detected(&self) {
-        // SAFETY: ResetDetected takes no argument after the extension.
-        unsafe { ffi::StorPortNotification(ffi::ResetDetected, self.extension()) };
+    /// Reports that the adapter reset bus `path_id` (ResetDetected notification).
+    pub fn notify_reset_detected(&self, path_id: u8) {
+        // SAFETY: ResetDetected takes a UCHAR PathId (promoted to int) after the extension.
+        unsafe {
+            ffi::StorPortNotification(ffi::ResetDetected, self.extension(), u32::from(path_id))
+        };
+    }
+
+    /// Sets or clears Bus Master Enable (bit 2 of the PCI command register) of the adapter's PCI
+    /// function (StorPortGetBusData, StorPortSetBusDataByOffset). Cleared, the function can no
+    /// longer read or write memory (PCI 3.0 6.2.2): what a miniport does when a device does not
+    /// stop on its own. Returns whether the write was accepted.
+    pub fn set_bus_master(&self, enabled: bool) -> bool {
+        const COMMAND: u32 = 4;
+        const BUS_MASTER: u16 = 1 << 2;
+        let header = crate::miniport::header(self);
+        let bus = header.pci_bus.load(core::sync::atomic::Ordering::Relaxed);
+        let slot = header.pci_slot.load(core::sync::atomic::Ordering::Relaxed);
+        let mut config = [0u8; 8];
+        // SAFETY: `config` is valid for its length; bus and slot are the adapter's own, recorded
+        // by the FindAdapter trampoline.
+        let read = unsafe {
+            ffi::StorPortGetBusData(
+                self.extension(),
+                ffi::PCIConfiguration,
+                bus,
+                slot,
+                config.as_mut_ptr().cast(),
+                config.len() as u32,
+            )
+        };
+        if read < 6 {
+            return false;
+        }
+        let command = u16::from_le_bytes([config[4], config[5]]);
+        let command = if enabled {
+            command | BUS_MASTER
+        } else {
+            command & !BUS_MASTER
+        };
+        let mut bytes = command.to_le_bytes();
+        // SAFETY: `bytes` is valid for 2 bytes; the command register is at offset 4.
+        let written = unsafe {
+            ffi::StorPortSetBusDataByOffset(
+                self.extension(),
+                ffi::PCIConfiguration,
+                bus,
+                slot,
+                bytes.as_mut_ptr().cast(),
+                COMMAND,
+                2,
+            )
+        };
+        written == 2
     }
 
     /// Asks Storport to re-enumerate the bus (BusChangeDetected notification).

@@ -160,6 +160,14 @@ impl Segments {
         }
     }
 
+    /// The device-writable buffers of the chain (data in, status), as (guest address, length).
+    pub fn writable(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.buffers
+            .iter()
+            .filter(|b| b.writable)
+            .map(|b| (b.addr.raw_value(), b.len))
+    }
+
     /// Fills `self.ranges` with the bytes of the buffers of one direction, skipping the first
     /// `skip` bytes and dropping the last `drop` bytes; returns how many bytes that is.
     fn select(&mut self, writable: bool, skip: u64, drop: u64) -> u64 {

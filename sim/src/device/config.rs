@@ -66,7 +66,7 @@ pub struct DeviceConfig {
     pub features: Option<u64>,
     /// Number of request queues (`num_queues` in both common and device configuration).
     pub num_queues: u16,
-    /// Maximum queue size (a power of two, at most 32768).
+    /// Maximum queue size (at most 32768; a power of two for a well-behaved device).
     pub max_queue_size: u16,
     /// Capacity in 512-byte sectors.
     pub capacity_sectors: u64,

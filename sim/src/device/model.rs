@@ -1,11 +1,11 @@
 //! [`VirtioBlkDevice`]: the PCI function, its lifecycle, and the state its queue threads share.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use storport_sim::Signal;
-use storport_sim::device::{Bar, GuestMemory, InterruptSink, PciDevice};
+use storport_sim::device::{Bar, DmaWatch, GuestMemory, InterruptSink, PciDevice};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -63,9 +63,62 @@ pub struct Shared {
     /// Notified when a queue thread is done with a chain and when the device sets
     /// DEVICE_NEEDS_RESET ([`VirtioBlkDevice::wait_until`]).
     pub(crate) events: Signal,
+    /// Bus Master Enable was cleared in the PCI command register: no DMA (as QEMU: memory
+    /// accesses of a function without bus mastering fail).
+    dma_off: AtomicBool,
+    /// The device was surprise-removed: registers read all ones, nothing is processed.
+    removed: AtomicBool,
+    /// Resets (writes of 0 to `device_status`) to ignore.
+    ignore_resets: AtomicU32,
+    /// How long a `Slow` request is held, in milliseconds.
+    slow_ms: AtomicU64,
+    /// `Slow` holds that ended (the request was then served, dropped, or abandoned).
+    pub(crate) holds_ended: AtomicU64,
+    /// Queue interrupts are held back (recorded, sent on release).
+    hold_interrupts: AtomicBool,
+    /// Queues whose interrupt was held back, as a bit mask (queues 0..63).
+    held_queues: AtomicU64,
+    /// Device writes into completed requests' memory are reported here.
+    pub(crate) watch: Arc<DmaWatch>,
+    /// A reset was written but a queue thread has not stopped yet: `device_status` keeps its
+    /// value until they all have (the driver polls it, VIRTIO 1.2 4.1.4.3.2).
+    reset_pending: AtomicBool,
+    /// How long a reset takes at least, in milliseconds (a device slow to reset).
+    reset_delay_ms: AtomicU64,
+    /// When the pending reset was written.
+    reset_started: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
+    /// Whether the device may access guest memory: bus mastering on and still present.
+    pub(crate) fn dma_allowed(&self) -> bool {
+        !self.dma_off.load(Ordering::Acquire) && !self.removed.load(Ordering::Acquire)
+    }
+
+    /// Whether the device was surprise-removed.
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// How long a `Slow` request is held.
+    pub(crate) fn slow_time(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.slow_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sends queue `index`'s interrupt, or records it while interrupts are held back.
+    pub(crate) fn signal_queue(&self, index: u16) {
+        if self.hold_interrupts.load(Ordering::Acquire) {
+            self.held_queues
+                .fetch_or(1u64 << (index % 64), Ordering::AcqRel);
+            // Released between the check and the record: send it now.
+            if self.hold_interrupts.load(Ordering::Acquire) {
+                return;
+            }
+        }
+        self.interrupts
+            .signal(self.queue_vector(index), super::msix::ISR_QUEUE);
+    }
+
     /// Whether the device stopped processing (DEVICE_NEEDS_RESET).
     pub(crate) fn is_broken(&self) -> bool {
         self.needs_reset.load(Ordering::Acquire)
@@ -133,13 +186,10 @@ impl VirtioBlkDevice {
         if config.num_queues == 0 || config.num_queues > 1024 {
             return Err(DeviceError::Config("num_queues must be 1..=1024"));
         }
-        if config.max_queue_size == 0
-            || !config.max_queue_size.is_power_of_two()
-            || config.max_queue_size > 32768
-        {
-            return Err(DeviceError::Config(
-                "max_queue_size must be a power of two <= 32768",
-            ));
+        // Not necessarily a power of two: a hostile device may offer 3 (the driver must then use
+        // a power of two below it, or refuse the device).
+        if config.max_queue_size == 0 || config.max_queue_size > 32768 {
+            return Err(DeviceError::Config("max_queue_size must be 1..=32768"));
         }
         if !matches!(config.logical_block_size, 512 | 1024 | 2048 | 4096) {
             return Err(DeviceError::Config("logical_block_size must be 512..=4096"));
@@ -197,6 +247,17 @@ impl VirtioBlkDevice {
             needs_reset: AtomicBool::new(false),
             driver_ok: AtomicBool::new(false),
             events: Signal::new(),
+            dma_off: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            ignore_resets: AtomicU32::new(0),
+            slow_ms: AtomicU64::new(200),
+            holds_ended: AtomicU64::new(0),
+            hold_interrupts: AtomicBool::new(false),
+            held_queues: AtomicU64::new(0),
+            watch: Arc::new(DmaWatch::new()),
+            reset_pending: AtomicBool::new(false),
+            reset_delay_ms: AtomicU64::new(0),
+            reset_started: Mutex::new(None),
             config,
         };
         Ok(Self {
@@ -266,9 +327,90 @@ impl VirtioBlkDevice {
         self.shared.fault.arm(mode, nth);
     }
 
+    /// Arms a fault for the `nth` request from now taken off `queue` (any queue if `None`).
+    pub fn arm_fault_on(&self, mode: FaultMode, queue: Option<u16>, nth: u64) {
+        self.shared.fault.arm_on(mode, queue, nth);
+    }
+
+    /// Whether an armed fault has not fired yet.
+    pub fn fault_armed(&self) -> bool {
+        self.shared.fault.armed()
+    }
+
     /// How many armed faults have fired.
     pub fn faults_fired(&self) -> u64 {
         self.shared.fault.fired()
+    }
+
+    /// The request faults that fired, with their queues, in order.
+    pub fn fired_faults(&self) -> Vec<(FaultMode, u16)> {
+        self.shared.fault.fired_log()
+    }
+
+    /// How long a [`FaultMode::Slow`] request is held (default 200 ms).
+    pub fn set_slow_ms(&self, ms: u64) {
+        self.shared.slow_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The next `count` resets (writes of 0 to `device_status`) are ignored: the status stays,
+    /// the queues keep running (a device that does not acknowledge its reset).
+    pub fn ignore_resets(&self, count: u32) {
+        self.shared.ignore_resets.store(count, Ordering::Release);
+    }
+
+    /// Surprise removal: from now on every register and configuration read returns all ones,
+    /// writes are dropped, no request is processed and no interrupt is sent.
+    pub fn surprise_remove(&self) {
+        self.shared.removed.store(true, Ordering::Release);
+        for ctl in &self.shared.queue_ctl {
+            ctl.kick();
+        }
+    }
+
+    /// `Slow` holds that have ended (the request then served, dropped or abandoned).
+    pub fn holds_ended(&self) -> u64 {
+        self.shared.holds_ended.load(Ordering::Acquire)
+    }
+
+    /// Holds queue interrupts back (`true`) or sends every held one (`false`): completions pile
+    /// up in the used rings meanwhile.
+    pub fn hold_interrupts(&self, hold: bool) {
+        self.shared.hold_interrupts.store(hold, Ordering::Release);
+        if !hold {
+            let held = self.shared.held_queues.swap(0, Ordering::AcqRel);
+            for q in 0..self.shared.queue_ctl.len().min(64) {
+                if held & (1u64 << q) != 0 {
+                    self.shared.signal_queue(q as u16);
+                }
+            }
+        }
+    }
+
+    /// Whether the device was surprise-removed.
+    pub fn removed(&self) -> bool {
+        self.shared.is_removed()
+    }
+
+    /// Whether Bus Master Enable is cleared (the driver cut the device's DMA).
+    pub fn dma_cut(&self) -> bool {
+        self.shared.dma_off.load(Ordering::Acquire)
+    }
+
+    /// Announces `capacity_sectors` in the configuration (with a configuration interrupt)
+    /// without resizing the backend: a device reporting a capacity it does not have.
+    pub fn announce_capacity(&self, capacity_sectors: u64) {
+        self.shared
+            .capacity
+            .store(capacity_sectors, Ordering::Release);
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        if self.shared.driver_ok.load(Ordering::Acquire) {
+            self.shared.signal_config();
+        }
+    }
+
+    /// The watch that records device writes into completed requests' memory.
+    pub fn watch(&self) -> &Arc<DmaWatch> {
+        &self.shared.watch
     }
 
     /// Counters of queue `index`.
@@ -315,11 +457,73 @@ impl VirtioBlkDevice {
         self.shared.backend.write_bytes(offset, input)
     }
 
-    /// Device reset (VIRTIO 1.2 4.1.4.3.1): stops and joins the queue threads, so that no
-    /// device write to guest memory follows, then returns every register to its initial value.
+    /// Device reset (VIRTIO 1.2 4.1.4.3.1): stops the queue threads, so that no device write to
+    /// guest memory follows, then returns every register to its initial value. A thread busy with
+    /// a request gets 1 ms to stop; after that the write returns and the reset completes when the
+    /// last thread has stopped, seen at a later register access (`device_status` keeps its
+    /// value until then, as a device whose reset takes a while).
     pub fn reset(&self) {
         let mut workers = lock(&self.workers);
-        self.stop_workers(&mut workers);
+        for (i, w) in workers.iter().enumerate() {
+            if w.is_some() {
+                self.shared.queue_ctl[i].stop();
+            }
+        }
+        let now = std::time::Instant::now();
+        *lock(&self.shared.reset_started) = Some(now);
+        let slow = self.shared.reset_delay_ms.load(Ordering::Acquire) > 0;
+        let end = now + std::time::Duration::from_millis(1);
+        while slow || !Self::workers_stopped(&workers) {
+            if slow || std::time::Instant::now() >= end {
+                self.shared.reset_pending.store(true, Ordering::Release);
+                return;
+            }
+            std::thread::yield_now();
+        }
+        self.complete_reset(&mut workers);
+    }
+
+    /// Every reset from now on takes at least `ms` milliseconds: `device_status` keeps its value
+    /// that long after the write of 0 (0: as fast as the queue threads stop).
+    pub fn set_reset_delay_ms(&self, ms: u64) {
+        self.shared.reset_delay_ms.store(ms, Ordering::Release);
+    }
+
+    /// Whether the reset's minimum time has passed.
+    fn reset_time_passed(&self) -> bool {
+        let delay = self.shared.reset_delay_ms.load(Ordering::Acquire);
+        lock(&self.shared.reset_started)
+            .is_none_or(|started| started.elapsed() >= std::time::Duration::from_millis(delay))
+    }
+
+    /// Whether every queue thread has ended (or is the calling thread, which a port delivering an
+    /// interrupt synchronously could make it: it ends on its own).
+    fn workers_stopped(workers: &[Option<JoinHandle<()>>]) -> bool {
+        let me = std::thread::current().id();
+        workers
+            .iter()
+            .flatten()
+            .all(|h| h.is_finished() || h.thread().id() == me)
+    }
+
+    /// A reset waiting for its queue threads: completed once they have all stopped.
+    fn settle_reset(&self) {
+        if !self.shared.reset_pending.load(Ordering::Acquire) {
+            return;
+        }
+        let mut workers = lock(&self.workers);
+        if self.shared.reset_pending.load(Ordering::Acquire)
+            && Self::workers_stopped(&workers)
+            && self.reset_time_passed()
+        {
+            self.complete_reset(&mut workers);
+        }
+    }
+
+    /// Joins the (stopped) queue threads and returns every register to its initial value.
+    fn complete_reset(&self, workers: &mut [Option<JoinHandle<()>>]) {
+        self.stop_workers(workers);
+        self.shared.reset_pending.store(false, Ordering::Release);
         let mut common = lock(&self.common);
         *common = CommonCfg::new(
             self.shared.config.offered_features(),
@@ -360,7 +564,14 @@ impl VirtioBlkDevice {
 
     fn write_status(&self, value: u8) {
         if value == 0 {
-            self.reset();
+            let ignored = self
+                .shared
+                .ignore_resets
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+            if !ignored {
+                self.reset();
+            }
             return;
         }
         let mut workers = lock(&self.workers);
@@ -400,7 +611,13 @@ impl VirtioBlkDevice {
         let regs = common.queues[usize::from(q)];
         let negotiated = self.shared.negotiated.load(Ordering::Acquire);
         let built = (|| -> Option<Queue> {
-            let mut queue = Queue::new(common.max_queue_size()).ok()?;
+            // virtio-queue wants a power-of-two maximum; the size the driver chose is checked
+            // against the register value below.
+            let max = common.max_queue_size();
+            if regs.size > max {
+                return None;
+            }
+            let mut queue = Queue::new(max.checked_next_power_of_two()?).ok()?;
             queue.try_set_size(regs.size).ok()?;
             queue
                 .try_set_desc_table_address(GuestAddress(regs.desc))
@@ -435,6 +652,14 @@ impl VirtioBlkDevice {
     }
 
     fn common_write(&self, offset: u64, data: &[u8]) {
+        self.settle_reset();
+        if self.shared.reset_pending.load(Ordering::Acquire) {
+            // Still resetting: only another reset is taken.
+            if offset == transport::common::DEVICE_STATUS && data.first() == Some(&0) {
+                self.reset();
+            }
+            return;
+        }
         let effect = {
             let mut common = lock(&self.common);
             let effect = common.write(offset, data);
@@ -510,6 +735,10 @@ impl Drop for VirtioBlkDevice {
 
 impl PciDevice for VirtioBlkDevice {
     fn config_read(&self, offset: u16, data: &mut [u8]) {
+        if self.shared.is_removed() {
+            data.fill(0xFF);
+            return;
+        }
         let window = {
             let pci = lock(&self.pci);
             pci.read(offset, data);
@@ -532,12 +761,21 @@ impl PciDevice for VirtioBlkDevice {
     }
 
     fn config_write(&self, offset: u16, data: &[u8]) {
+        if self.shared.is_removed() {
+            return;
+        }
         let start = usize::from(offset);
         let (command, msix_control, window) = {
             let mut pci = lock(&self.pci);
             pci.write(offset, data);
             (pci.command(), pci.msix_control(), pci.pci_cfg_window())
         };
+        if start <= 4 && start + data.len() > 4 {
+            self.shared.dma_off.store(
+                command & super::pci::COMMAND_BUS_MASTER == 0,
+                Ordering::Release,
+            );
+        }
         self.shared.interrupts.update_pci(command, msix_control);
         if start == PCI_CFG_DATA {
             let len = (window.length as usize).min(data.len());
@@ -561,10 +799,15 @@ impl PciDevice for VirtioBlkDevice {
     }
 
     fn bar_read(&self, bar: u8, offset: u64, data: &mut [u8]) {
+        if self.shared.is_removed() {
+            data.fill(0xFF);
+            return;
+        }
         data.fill(0);
         match bar {
             VIRTIO_BAR => match offset & !(layout::REGION - 1) {
                 layout::COMMON => {
+                    self.settle_reset();
                     let s = lock(&self.common).snapshot(
                         if self.shared.is_broken() {
                             status::DEVICE_NEEDS_RESET
@@ -595,6 +838,9 @@ impl PciDevice for VirtioBlkDevice {
     }
 
     fn bar_write(&self, bar: u8, offset: u64, data: &[u8]) {
+        if self.shared.is_removed() {
+            return;
+        }
         match bar {
             VIRTIO_BAR => match offset & !(layout::REGION - 1) {
                 layout::COMMON => self.common_write(offset, data),
@@ -620,6 +866,10 @@ impl PciDevice for VirtioBlkDevice {
     }
 
     fn intx_asserted(&self) -> bool {
-        self.shared.interrupts.intx_asserted()
+        !self.shared.is_removed() && self.shared.interrupts.intx_asserted()
+    }
+
+    fn dma_watch(&self) -> Option<Arc<DmaWatch>> {
+        Some(self.shared.watch.clone())
     }
 }

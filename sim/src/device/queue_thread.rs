@@ -20,7 +20,6 @@ use vm_memory::{Address, Bytes, GuestAddress};
 use super::blk::{self, ChainError, Kind, Segments, req_status};
 use super::fault::FaultMode;
 use super::model::Shared;
-use super::msix::ISR_QUEUE;
 
 /// Wakes and stops one queue thread.
 #[derive(Default)]
@@ -200,7 +199,10 @@ fn run(shared: &Shared, index: u16, mut queue: Queue) {
     let mut segs = Segments::default();
     // Serve whatever is already there, then wait for doorbells.
     loop {
-        if !shared.is_broken() && drain(shared, index, &mut queue, &mut segs).is_err() {
+        if !shared.is_broken()
+            && shared.dma_allowed()
+            && drain(shared, index, &mut queue, &mut segs).is_err()
+        {
             shared.set_needs_reset();
         }
         if !ctl.wait() {
@@ -220,7 +222,7 @@ fn drain(
     loop {
         queue.disable_notification(mem).map_err(|_| Broken)?;
         loop {
-            if shared.is_broken() || ctl.stopping() {
+            if shared.is_broken() || ctl.stopping() || !shared.dma_allowed() {
                 return Ok(());
             }
             // `iter` checks that avail.idx moved by at most the queue size
@@ -248,15 +250,56 @@ fn serve(
     segs: &mut Segments,
 ) -> Result<(), Broken> {
     let mem = &*shared.mem;
-    let stats = &shared.queue_stats[usize::from(index)];
     let head = chain.head_index();
     let chain_len = match segs.collect(chain, mem) {
         Ok(len) => len,
         Err(ChainError::Malformed | ChainError::NoStatus) => return Err(Broken),
     };
-    let fault = shared.fault.next_request();
+    let fault = shared.fault.next_request(index);
     if fault == FaultMode::NeedsReset {
         return Err(Broken);
+    }
+    if fault == FaultMode::Slow {
+        // Held, in short slices so that a reset (which joins this thread) is not held up.
+        let until = std::time::Instant::now() + shared.slow_time();
+        while std::time::Instant::now() < until {
+            if ctl_stopping(shared, index) {
+                // Reset while held: the request is dropped with the rest of the device's state.
+                shared.holds_ended.fetch_add(1, Ordering::AcqRel);
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    let held = fault == FaultMode::Slow;
+    let outcome = serve_now(shared, index, queue, head, chain_len, fault, segs);
+    if held {
+        shared.holds_ended.fetch_add(1, Ordering::AcqRel);
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_now(
+    shared: &Shared,
+    index: u16,
+    queue: &mut Queue,
+    head: u16,
+    chain_len: u64,
+    fault: FaultMode,
+    segs: &mut Segments,
+) -> Result<(), Broken> {
+    let mem = &*shared.mem;
+    let stats = &shared.queue_stats[usize::from(index)];
+    // Bus mastering off (or the device gone): its memory accesses fail, and the request with
+    // them (QEMU drops a disabled function's DMA).
+    if !shared.dma_allowed() {
+        return Ok(());
+    }
+    // Every device-writable byte of the chain is about to be written (data in, status): report
+    // it if the request was already completed (virtio-win #1326).
+    for (addr, len) in segs.writable() {
+        shared.watch.device_write(addr, len as usize);
     }
     let ctx = shared.blk_context();
     let outcome = blk::execute(&ctx, segs);
@@ -288,6 +331,17 @@ fn serve(
             let len = u32::try_from(chain_len + 4096).unwrap_or(u32::MAX);
             queue.add_used(mem, head, len).map_err(|_| Broken)?;
         }
+        FaultMode::UsedLenZero => {
+            queue.add_used(mem, head, 0).map_err(|_| Broken)?;
+        }
+        FaultMode::DuplicateUsedId => {
+            queue
+                .add_used(mem, head, outcome.used_len)
+                .map_err(|_| Broken)?;
+            queue
+                .add_used(mem, head, outcome.used_len)
+                .map_err(|_| Broken)?;
+        }
         FaultMode::UsedIdxJump => {
             queue
                 .add_used(mem, head, outcome.used_len)
@@ -303,13 +357,19 @@ fn serve(
     let wanted = fault != FaultMode::None || wants_interrupt(shared, queue)?;
     if wanted {
         stats.interrupts.fetch_add(1, Ordering::Relaxed);
-        shared
-            .interrupts
-            .signal(shared.queue_vector(index), ISR_QUEUE);
+        shared.signal_queue(index);
     } else {
         stats.suppressed.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+fn ctl_stopping(shared: &Shared, index: u16) -> bool {
+    shared
+        .queue_ctl
+        .get(usize::from(index))
+        .is_none_or(QueueControl::stopping)
+        || shared.is_removed()
 }
 
 fn publish_used_idx(shared: &Shared, queue: &mut Queue, next: u16) -> Result<(), Broken> {

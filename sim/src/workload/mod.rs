@@ -106,6 +106,9 @@ pub struct WorkloadResult {
     pub latencies: Latencies,
     /// The first failed requests, described.
     pub errors: Vec<String>,
+    /// Failed requests by how they failed (SRB status, SCSI status and sense, in words), most
+    /// frequent first.
+    pub failures: Vec<(String, u64)>,
     /// The verification tally.
     pub verification: Verification,
 }
@@ -297,6 +300,11 @@ pub fn run(
         counts: total.counts,
         latencies: total.latencies(),
         errors: total.errors.clone(),
+        failures: {
+            let mut f: Vec<(String, u64)> = total.failures.clone().into_iter().collect();
+            f.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            f
+        },
         verification: job.shadow.as_ref().map(Shadow::summary).unwrap_or_default(),
     })
 }
@@ -544,6 +552,7 @@ fn complete(
             Op::Flush => String::new(),
             _ => format!(" of LBA {}+{}", p.lba, blocks),
         };
+        stats.failed_as(what.clone());
         stats.error(format!("{}{range}: {what}", p.op.name()));
         job.live.errors.fetch_add(1, Ordering::Relaxed);
         // A failed write or unmap may have changed some, all or none of its blocks.

@@ -109,6 +109,8 @@ pub struct ThreadStats {
     all: Histogram<u64>,
     /// The first failed requests, described.
     pub errors: Vec<String>,
+    /// Failed requests by how they failed (SRB status, SCSI status and sense, in words).
+    pub failures: std::collections::BTreeMap<String, u64>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -143,6 +145,7 @@ impl ThreadStats {
             write: histogram(),
             all: histogram(),
             errors: Vec::new(),
+            failures: std::collections::BTreeMap::new(),
         }
     }
 
@@ -167,8 +170,16 @@ impl ThreadStats {
         }
     }
 
+    /// Counts a failed request under `how` it failed.
+    pub fn failed_as(&mut self, how: String) {
+        *self.failures.entry(how).or_insert(0) += 1;
+    }
+
     /// Adds another thread's statistics to these.
     pub fn merge(&mut self, other: &Self) {
+        for (how, n) in &other.failures {
+            *self.failures.entry(how.clone()).or_insert(0) += n;
+        }
         self.counts.add(&other.counts);
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.read.add(&other.read);
