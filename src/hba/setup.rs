@@ -194,6 +194,10 @@ pub(super) fn find_adapter(
     adapter
         .disk
         .set(super::disk::describe(&blk, max_transfer, Serial::NONE));
+    // Until GET_ID gives a serial (and when it gives an empty one) the unit's VPD 80h/83h
+    // identifiers come from the adapter's location, unique per adapter in the machine.
+    let (bus, slot) = config.bus_slot();
+    adapter.disk.set_serial(Serial::from_location(bus, slot));
     adapter.features = accepted;
     adapter.config = Some(blk);
     adapter.control.get_mut().transport = Some(transport.clone());
@@ -262,7 +266,7 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
             .and_then(|cell| identify(adapter, port, cell.get_in_initialize(ctx))),
         _ => identify(adapter, port, adapter.single.get(ctx)),
     };
-    if let Some(serial) = serial {
+    if let Some(serial) = serial.filter(|serial| !serial.is_empty()) {
         adapter.disk.set_serial(serial);
     }
 
