@@ -11,6 +11,7 @@
 //! - `blk`: the virtio-blk request parser and executor (VIRTIO 1.2 5.2.6).
 //! - `backend`: the disk contents, in RAM or in a file.
 //! - `queue_thread`: one I/O thread per virtqueue over rust-vmm `virtio-queue`.
+//! - [`packed`]: the packed virtqueue's device side (VIRTIO 1.2 2.8), which `virtio-queue` lacks.
 //! - `fault`: deterministic fault injection for the driver's trust tests.
 //! - [`direct`]: a small pure-Rust virtio driver that drives the model without Storport, used by
 //!   the tests and as the benchmark's "device model driven directly" baseline.
@@ -26,6 +27,7 @@ pub mod direct;
 mod fault;
 mod model;
 mod msix;
+pub mod packed;
 mod pci;
 mod queue_thread;
 mod transport;
