@@ -25,6 +25,7 @@ mod packed;
 mod pci;
 mod ring;
 mod transport;
+mod virtqueue;
 
 pub use blk::{
     AREA_SIZE, BlkConfig, BlkConfigError, BuildError, BuiltRequest, DiscardLimits, Geometry,
@@ -40,6 +41,7 @@ pub use ring::{
 pub use transport::{
     DeviceConfig, DeviceStatus, Isr, NO_VECTOR, QueueNotifier, Transport, TransportError,
 };
+pub use virtqueue::{QueueError, Virtqueue};
 
 /// Feature bits, as masks of the 64-bit feature word (VIRTIO 1.2 6 and 5.2.3).
 pub mod feature {
