@@ -154,7 +154,10 @@ pub enum PackedRingError {
         id: u16,
     },
     /// The device says it wrote more bytes than the buffer's device-writable elements hold
-    /// (2.8.4: a used descriptor's len is the bytes written into the writable elements).
+    /// (2.8.4: a used descriptor's len is the bytes written into the writable elements). The
+    /// buffer is taken off the ring and its id freed; unlike the other errors this one does
+    /// not break the queue, since the ring itself is intact: only that buffer's result is
+    /// wrong.
     LengthTooLong {
         /// The id read.
         id: u16,
@@ -526,14 +529,10 @@ impl PackedQueue {
         let Some(slot) = self.slot(id).copied().filter(|s| s.count != 0) else {
             return Some(Err(self.fail(PackedRingError::UnknownId { id })));
         };
-        if len > slot.writable {
-            return Some(Err(self.fail(PackedRingError::LengthTooLong {
-                id,
-                len,
-                max: slot.writable,
-            })));
-        }
-        // 2.8.6: the device's next used position is after the buffer's chain.
+        // 2.8.6: the device's next used position is after the buffer's chain. The descriptor is
+        // well formed from here on, so it is taken off the ring even when its length lies: only
+        // that buffer is affected, and the queue stays usable.
+
         (self.last_used, self.used_wrap) = self.advance(position, self.used_wrap, slot.count);
         let free_id = self.free_id;
         if let Some(s) = self.slot_mut(id) {
@@ -546,6 +545,13 @@ impl PackedQueue {
         self.free_id = id;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.in_ring = self.in_ring.saturating_sub(slot.count);
+        if len > slot.writable {
+            return Some(Err(PackedRingError::LengthTooLong {
+                id,
+                len,
+                max: slot.writable,
+            }));
+        }
         Some(Ok(UsedElem { id, len }))
     }
 
@@ -1156,7 +1162,7 @@ mod tests {
     #[test]
     fn device_lies_are_errors_once_then_nothing() {
         type Lie = fn(&mut Device, u16) -> PackedRingError;
-        let lies: [(&str, Lie); 6] = [
+        let lies: [(&str, Lie); 5] = [
             ("id out of range", |dev, _| {
                 dev.write_used(0, 4, 0, AVAIL | USED);
                 PackedRingError::IdOutOfRange { id: 4 }
@@ -1165,10 +1171,6 @@ mod tests {
                 let other = (id + 1) % 4;
                 dev.write_used(0, other, 0, AVAIL | USED);
                 PackedRingError::UnknownId { id: other }
-            }),
-            ("length too long", |dev, id| {
-                dev.write_used(0, id, 9, AVAIL | USED);
-                PackedRingError::LengthTooLong { id, len: 9, max: 8 }
             }),
             ("previous lap's used pattern", |dev, id| {
                 dev.write_used(0, id, 0, 0);
@@ -1207,6 +1209,29 @@ mod tests {
             dev.complete(id, 4);
             assert_eq!(q.pop_used(), Some(Ok(UsedElem { id, len: 4 })), "{what}");
         }
+    }
+
+    #[test]
+    fn a_length_past_the_buffer_fails_that_buffer_only() {
+        let (mut q, mut dev) = queue(4, false);
+        let a = q.push_chain([readable(1, 16), writable(2, 8)]).unwrap();
+        let b = q.push_indirect(0x3000, 32, 513).unwrap();
+        dev.pop().unwrap();
+        dev.pop().unwrap();
+        dev.complete(a, 9);
+        dev.complete(b, 513);
+        assert_eq!(
+            q.pop_used(),
+            Some(Err(PackedRingError::LengthTooLong {
+                id: a,
+                len: 9,
+                max: 8
+            }))
+        );
+        assert!(!q.is_broken());
+        assert!(!q.is_in_flight(a), "the lying buffer is taken back");
+        assert_eq!(q.pop_used(), Some(Ok(UsedElem { id: b, len: 513 })));
+        assert_eq!((q.num_free(), q.outstanding()), (4, 0));
     }
 
     #[test]

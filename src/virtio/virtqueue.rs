@@ -149,10 +149,18 @@ impl Virtqueue {
     }
 
     /// Takes the next used buffer, validated; an error once, then `None` until reset.
+    ///
+    /// The used length is the device's in both layouts: a packed ring's
+    /// [`PackedRingError::LengthTooLong`] (which leaves the queue usable) comes back as the
+    /// element it is, so the caller's own length check fails that request alone, as it does on
+    /// a split ring.
     pub fn pop_used(&mut self) -> Option<Result<UsedElem, QueueError>> {
         match self {
             Self::Split(q) => q.pop_used().map(|r| r.map_err(QueueError::Split)),
-            Self::Packed(q) => q.pop_used().map(|r| r.map_err(QueueError::Packed)),
+            Self::Packed(q) => q.pop_used().map(|r| match r {
+                Err(PackedRingError::LengthTooLong { id, len, .. }) => Ok(UsedElem { id, len }),
+                r => r.map_err(QueueError::Packed),
+            }),
         }
     }
 

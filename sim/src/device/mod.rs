@@ -28,6 +28,7 @@ mod fault;
 mod model;
 mod msix;
 pub mod packed;
+mod packed_thread;
 mod pci;
 mod queue_thread;
 mod transport;

@@ -188,6 +188,16 @@ impl PackedRing {
         self.in_flight.len()
     }
 
+    /// The next used position and the device wrap counter there.
+    pub fn next_used(&self) -> (u16, bool) {
+        (self.next_used, self.used_wrap)
+    }
+
+    /// The guest address of the descriptor at `position`.
+    pub fn slot_address(&self, position: u16) -> u64 {
+        self.slot(position)
+    }
+
     fn step(&self, position: u16, wrap: bool) -> (u16, bool) {
         if position + 1 >= self.size {
             (0, !wrap)
