@@ -138,6 +138,9 @@ pub(super) fn find_adapter(
 
     // Memory: every ring, then the GET_ID area; each ring 64-aligned in bus addresses.
     let packed = accepted & feature::RING_PACKED != 0;
+    if packed {
+        port.debug_print(3, "vioblk: packed virtqueues (VIRTIO_F_RING_PACKED)");
+    }
     let ring_bytes = align_up(Virtqueue::memory_size(size, packed), 64);
     let identify_bytes = area_size(1) + ID_BYTES;
     let Some(total) = ring_bytes
