@@ -151,17 +151,20 @@ fn mode_sense_all_pages_for_every_page_control() {
 }
 
 #[test]
-fn saved_values_follow_the_device_configuration_and_mode_select_stays_consistent() {
+fn saved_values_are_the_power_on_values_and_mode_select_stays_consistent() {
     let stack = default_stack();
-    // Switch the cache off with MODE SELECT(6): the current, default and saved values all show
-    // the device's configuration, WCE = 0.
+    // Switch the cache off with MODE SELECT(6) (SP = 0: current values only). The current
+    // values show WCE = 0; the default and saved values stay what a power-on loads, the cache
+    // on as the device came up.
     let mut params = vec![0u8, 0, 0, 0];
     params.extend(caching(false));
     let c = stack.execute(ScsiRequest::data_out(vec![0x15, 0x10, 0, 0, 24, 0], params));
     assert_good(&c, "MODE SELECT(6) WCE=0");
-    for pc in [0u8, 2, 3] {
+    let data = data_in(&stack, vec![0x1A, 0x08, 0x3F, 0, 0xFF, 0], 255);
+    assert_eq!(data[4..], all_pages(false, false), "current after WCE=0");
+    for pc in [2u8, 3] {
         let data = data_in(&stack, vec![0x1A, 0x08, pc << 6 | 0x3F, 0, 0xFF, 0], 255);
-        assert_eq!(data[4..], all_pages(false, false), "PC={pc} after WCE=0");
+        assert_eq!(data[4..], all_pages(false, true), "PC={pc} after WCE=0");
     }
 
     // MODE SELECT(10) restating all four pages as MODE SENSE reported them, WCE back on.
@@ -173,12 +176,10 @@ fn saved_values_follow_the_device_configuration_and_mode_select_stays_consistent
         params.clone(),
     ));
     assert_good(&c, "MODE SELECT(10) of every page");
-    let data = data_in(&stack, vec![0x1A, 0x08, 0xFF, 0, 0xFF, 0], 255);
-    assert_eq!(
-        data[4..],
-        all_pages(false, true),
-        "saved values after WCE=1"
-    );
+    for pc in [0u8, 2, 3] {
+        let data = data_in(&stack, vec![0x1A, 0x08, pc << 6 | 0x3F, 0, 0xFF, 0], 255);
+        assert_eq!(data[4..], all_pages(false, true), "PC={pc} after WCE=1");
+    }
 
     // Informational exceptions on (DEXCPT = 0): not changeable. Parameter byte 8 + 20 + 12 +
     // 40 + 2 = 82, bit 3 (SPC-4 7.5.1: INVALID FIELD IN PARAMETER LIST, C/D = 0).

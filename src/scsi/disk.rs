@@ -255,6 +255,10 @@ pub struct DiskInfo {
     pub read_only: bool,
     /// The volatile write cache, if any (`None`: writes are write-through).
     pub write_cache: Option<WriteCache>,
+    /// Whether the write cache was enabled when the device came up: MODE SENSE's default and
+    /// saved WCE (the values a power-on loads; the device returns to them on a reset). `None`:
+    /// the current value.
+    pub write_cache_default: Option<bool>,
     /// The device can flush its cache.
     pub flush: bool,
     /// Discard limits, when the device discards.
@@ -286,6 +290,7 @@ impl DiskInfo {
             opt_io_blocks: 0,
             read_only: false,
             write_cache: None,
+            write_cache_default: None,
             flush: false,
             discard: None,
             write_zeroes: None,
@@ -300,6 +305,12 @@ impl DiskInfo {
     /// Whether the write cache is enabled.
     pub fn write_cache_enabled(&self) -> bool {
         self.write_cache.is_some_and(|cache| cache.enabled)
+    }
+
+    /// Whether the write cache is enabled at power-on (see [`Self::write_cache_default`]).
+    pub(super) fn write_cache_enabled_by_default(&self) -> bool {
+        self.write_cache
+            .is_some_and(|cache| self.write_cache_default.unwrap_or(cache.enabled))
     }
 
     /// Whether the FUA bit is honoured (by a flush after the write): the device can flush.

@@ -22,10 +22,11 @@
 //! **Saved values.** No page can be saved (every PS bit is 0, SPC-4 7.5.7). The saved values of a
 //! logical unit are the values it loads when it powers on (SPC-4 7.5.3); with nothing saved, what
 //! a power-on loads are the default values, so PC = 11b (saved values) reports the default
-//! values. Default values are the current values (the device's own configuration is the only
-//! source of defaults the driver has). MODE SELECT stays consistent with PS = 0: SP = 1 (save the
-//! pages) is INVALID FIELD IN CDB, as SPC-4 6.9 requires of a logical unit that implements no
-//! saved pages.
+//! values. The default values are the device's own: WCE as the device came up
+//! ([`DiskInfo::write_cache_default`]; a reset of the device returns to it), every other field
+//! as it always is. MODE SELECT changes current values only and stays consistent with PS = 0:
+//! SP = 1 (save the pages) is INVALID FIELD IN CDB, as SPC-4 6.9 requires of a logical unit that
+//! implements no saved pages.
 //!
 //! MODE SELECT (SPC-4 6.9, 6.10) accepts a parameter list whose every field equals the current
 //! value except the caching page's WCE when it is changeable; any other difference is INVALID
@@ -128,9 +129,8 @@ fn caching_page(disk: &DiskInfo, control: PageControl) -> Page {
     // Byte 2: IC ABPF CAP DISC SIZE WCE MF RCD. RCD = 0: the read cache is enabled.
     let wce = match control {
         PageControl::Changeable => disk.write_cache.is_some_and(|cache| cache.changeable),
-        PageControl::Current | PageControl::Default | PageControl::Saved => {
-            disk.write_cache_enabled()
-        }
+        PageControl::Current => disk.write_cache_enabled(),
+        PageControl::Default | PageControl::Saved => disk.write_cache_enabled_by_default(),
     };
     page.set(2, if wce { 0x04 } else { 0 });
     page
@@ -822,14 +822,25 @@ mod tests {
             enabled: false,
             changeable: true,
         });
-        let saved = sense(
-            ModeSense {
-                control: PageControl::Saved,
-                ..request
-            },
-            &off,
-        );
-        assert_eq!(saved[6], 0x00);
+        let wce = |control, disk: &DiskInfo| sense(ModeSense { control, ..request }, disk)[6];
+        assert_eq!(wce(PageControl::Saved, &off), 0x00);
+        // A cache switched off by MODE SELECT after coming up on: the default and saved values
+        // are the power-on ones, the current value is the new one.
+        off.write_cache_default = Some(true);
+        assert_eq!(wce(PageControl::Current, &off), 0x00);
+        assert_eq!(wce(PageControl::Default, &off), 0x04);
+        assert_eq!(wce(PageControl::Saved, &off), 0x04);
+        // And the other way round.
+        let mut on = d;
+        on.write_cache_default = Some(false);
+        assert_eq!(wce(PageControl::Current, &on), 0x04);
+        assert_eq!(wce(PageControl::Default, &on), 0x00);
+        assert_eq!(wce(PageControl::Saved, &on), 0x00);
+        // Without a cache there is nothing to enable, whatever the default says.
+        let mut none = on;
+        none.write_cache = None;
+        none.write_cache_default = Some(true);
+        assert_eq!(wce(PageControl::Default, &none), 0x00);
     }
 
     #[test]
