@@ -173,3 +173,58 @@ fn packed_0_refuses_packed_rings() {
     let _ = disk.adapter.stop();
     assert_clean(&disk);
 }
+
+/// A device that lies on its packed ring: the driver notices each lie the way it does on a
+/// split ring, and the disk works again afterwards with its data intact.
+#[test]
+fn packed_ring_lies_are_handled() {
+    use vioblk_sim::device::FaultMode;
+    for (mode, expect) in [
+        // An id past the queue size, and a used descriptor with the previous lap's wrap
+        // pattern: the ring is broken, the device is reset, the victim comes back BUS_RESET.
+        (FaultMode::UsedIdOutOfRange, ffi::SRB_STATUS_BUS_RESET),
+        (FaultMode::UsedIdxJump, ffi::SRB_STATUS_BUS_RESET),
+        // A used length past the buffer: that request alone fails, HARDWARE ERROR.
+        (
+            FaultMode::UsedLenTooLarge,
+            ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID,
+        ),
+    ] {
+        let disk = start(
+            features::DEFAULT | features::RING_PACKED,
+            InterruptMode::MsiX,
+            None,
+        );
+        let data = pattern(mode as u32, 4096);
+        let c = disk
+            .adapter
+            .execute(Request::data_out(&rw10(0x2A, 64, 8), data.clone()));
+        assert_eq!(
+            c.srb_status,
+            ffi::SRB_STATUS_SUCCESS,
+            "{mode:?}: first write"
+        );
+        disk.device.arm_fault(mode, 1);
+        let victim = disk
+            .adapter
+            .execute(Request::data_in(&rw10(0x28, 64, 8), 4096).timeout(600));
+        assert_eq!(disk.device.faults_fired(), 1, "{mode:?}: the fault fired");
+        assert_eq!(victim.srb_status, expect, "{mode:?}: victim {victim:?}");
+        if expect != ffi::SRB_STATUS_BUS_RESET {
+            assert_eq!(victim.sense[2] & 0x0F, 0x4, "{mode:?}: HARDWARE ERROR");
+        }
+        assert_eq!(disk.adapter.activity().timeouts, 0, "{mode:?}: no timeout");
+        // The disk works again and the data survived.
+        let read = (0..100)
+            .map(|_| {
+                disk.adapter
+                    .execute(Request::data_in(&rw10(0x28, 64, 8), 4096).timeout(600))
+            })
+            .find(|c| c.srb_status == ffi::SRB_STATUS_SUCCESS)
+            .expect("a read succeeds after the recovery");
+        assert_eq!(read.data, data, "{mode:?}: data after recovery");
+        patterned_io(&disk, 100);
+        let _ = disk.adapter.stop();
+        assert_clean(&disk);
+    }
+}
