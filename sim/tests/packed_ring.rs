@@ -164,7 +164,7 @@ fn run(size: u16, event_idx: bool, rounds: usize, seed: u64) {
                     assert!(table.write(i as u16, *d));
                 }
                 let len = 16 * chain.len() as u32;
-                let pushed = q.push_indirect(table.physical_address(), len, writable_bytes(&chain));
+                let pushed = q.push_indirect(table.physical_address(), len);
                 if pushed.is_err() {
                     free_tables.push(slot);
                 }

@@ -120,6 +120,11 @@ impl Queue {
         self.indirect = indirect;
     }
 
+    /// The ring's bus addresses, once attached.
+    pub fn addresses(&self) -> Option<crate::virtio::QueueAddresses> {
+        self.ring.as_ref().map(Virtqueue::addresses)
+    }
+
     /// Records where to notify the device (HwStorInitialize, after queue setup).
     pub fn set_notifier(&mut self, notifier: QueueNotifier) {
         self.notifier = Some(notifier);
@@ -144,7 +149,7 @@ impl Queue {
             if ring.is_packed() && !request.area.repack_table(built) {
                 return Err(SubmitError::Broken(request));
             }
-            ring.push_indirect(built.table_address, built.table_len, built.max_written)
+            ring.push_indirect(built.table_address, built.table_len)
         } else {
             ring.push_chain(request.area.descriptors(built))
         };
@@ -247,7 +252,7 @@ impl Queue {
         if ring.is_packed() && !area.repack_table(built) {
             return None;
         }
-        ring.push_indirect(built.table_address, built.table_len, built.max_written)
+        ring.push_indirect(built.table_address, built.table_len)
             .ok()?;
         ring.publish();
         let _ = ring.needs_notify();

@@ -419,10 +419,11 @@ fn attach_ring(
     indirect: bool,
     packed: bool,
 ) -> Option<virtio::QueueAddresses> {
-    let ring = Virtqueue::new(region, size, event_idx, packed).ok()?;
-    let addresses = ring.addresses();
-    queue.attach(ring, indirect);
-    Some(addresses)
+    queue.attach(
+        Virtqueue::new(region, size, event_idx, packed).ok()?,
+        indirect,
+    );
+    queue.addresses()
 }
 
 /// The bus address a BAR decodes, from the configuration space (64-bit BARs included).

@@ -41,10 +41,12 @@
 //! the descriptor at the next used position must be either still available (the pattern the
 //! driver wrote) or used in the current lap, never the previous lap's pattern or the inverse of
 //! the driver's; the id must be below the queue size and name a buffer in flight (an invented id
-//! or a second completion of the same buffer is an error); the length may not exceed the
-//! device-writable bytes of the buffer. A violation is an error once, then the queue is broken
-//! and yields nothing more until [`PackedQueue::reset`]: never a panic, an out-of-bounds access
-//! or a loop that does not end. Every operation is O(1) except [`PackedQueue::push_chain`],
+//! or a second completion of the same buffer is an error). A violation is an error once, then the
+//! queue is broken and yields nothing more until [`PackedQueue::reset`]: never a panic, an
+//! out-of-bounds access or a loop that does not end. The used length is passed on for the caller
+//! to check against what the request could hold, as on the split ring ([`UsedElem::len`]): the
+//! caller knows that bound, and keeping it here would double the id table (the queue must stay
+//! small enough to be built in one stack page). Every operation is O(1) except [`PackedQueue::push_chain`],
 //! linear in the chain it writes, and [`PackedQueue::in_flight`], O(size).
 
 #![deny(
@@ -153,19 +155,6 @@ pub enum PackedRingError {
         /// The id read.
         id: u16,
     },
-    /// The device says it wrote more bytes than the buffer's device-writable elements hold
-    /// (2.8.4: a used descriptor's len is the bytes written into the writable elements). The
-    /// buffer is taken off the ring and its id freed; unlike the other errors this one does
-    /// not break the queue, since the ring itself is intact: only that buffer's result is
-    /// wrong.
-    LengthTooLong {
-        /// The id read.
-        id: u16,
-        /// The length read.
-        len: u32,
-        /// The device-writable bytes of the buffer.
-        max: u32,
-    },
 }
 
 /// The driver's bookkeeping for one buffer id.
@@ -175,14 +164,11 @@ struct IdSlot {
     next: u16,
     /// Ring positions the buffer takes while in flight; 0 when the id is free.
     count: u16,
-    /// Bytes of the buffer the device may write.
-    writable: u32,
 }
 
 const FREE_ID: IdSlot = IdSlot {
     next: NONE,
     count: 0,
-    writable: 0,
 };
 
 /// The driver side of one packed virtqueue.
@@ -341,14 +327,8 @@ impl PackedQueue {
     }
 
     /// Makes an indirect table of `table_len` bytes at bus address `table` available as one
-    /// ring descriptor (2.8.7); `writable` is how many bytes of the table's buffers the device
-    /// may write (the bound [`Self::pop_used`] holds the used length to). Returns the buffer id.
-    pub fn push_indirect(
-        &mut self,
-        table: u64,
-        table_len: u32,
-        writable: u32,
-    ) -> Result<u16, PushError> {
+    /// ring descriptor (2.8.7); returns the buffer id.
+    pub fn push_indirect(&mut self, table: u64, table_len: u32) -> Result<u16, PushError> {
         let size = u32::from(self.size.get());
         // 2.8.7 (as 2.7.5.3.1 for split rings): a table of whole descriptors, no longer than the queue.
         if table_len == 0
@@ -373,7 +353,7 @@ impl PackedQueue {
             return Err(PushError::Full);
         }
         let (next_avail, avail_wrap) = self.advance(self.next_avail, self.avail_wrap, 1);
-        self.commit(id, 1, writable, next_avail, avail_wrap);
+        self.commit(id, 1, next_avail, avail_wrap);
         Ok(id)
     }
 
@@ -401,7 +381,6 @@ impl PackedQueue {
         // once it reaches their positions after a later, shorter chain.
         let (mut position, mut wrap) = (self.next_avail, self.avail_wrap);
         let mut count: u16 = 0;
-        let mut writable: u32 = 0;
         let mut seen_writable = false;
         let mut head = None;
         while let Some(d) = chain.next() {
@@ -420,7 +399,6 @@ impl PackedQueue {
             let mut flags = self.avail_pattern(wrap);
             if d.device_writable {
                 flags |= desc_flags::WRITE;
-                writable = writable.saturating_add(d.len);
             }
             if chain.peek().is_some() {
                 flags |= desc_flags::NEXT;
@@ -440,7 +418,7 @@ impl PackedQueue {
         if !self.write(self.next_avail, address, len, id, flags, Ordering::Release) {
             return Err(PushError::Full);
         }
-        self.commit(id, count, writable, position, wrap);
+        self.commit(id, count, position, wrap);
         Ok(id)
     }
 
@@ -529,9 +507,7 @@ impl PackedQueue {
         let Some(slot) = self.slot(id).copied().filter(|s| s.count != 0) else {
             return Some(Err(self.fail(PackedRingError::UnknownId { id })));
         };
-        // 2.8.6: the device's next used position is after the buffer's chain. The descriptor is
-        // well formed from here on, so it is taken off the ring even when its length lies: only
-        // that buffer is affected, and the queue stays usable.
+        // 2.8.6: the device's next used position is after the buffer's chain.
 
         (self.last_used, self.used_wrap) = self.advance(position, self.used_wrap, slot.count);
         let free_id = self.free_id;
@@ -545,13 +521,6 @@ impl PackedQueue {
         self.free_id = id;
         self.in_flight = self.in_flight.saturating_sub(1);
         self.in_ring = self.in_ring.saturating_sub(slot.count);
-        if len > slot.writable {
-            return Some(Err(PackedRingError::LengthTooLong {
-                id,
-                len,
-                max: slot.writable,
-            }));
-        }
         Some(Ok(UsedElem { id, len }))
     }
 
@@ -612,14 +581,10 @@ impl PackedQueue {
     }
 
     /// Records buffer `id` of `count` positions in flight, ending at (`next_avail`, `wrap`).
-    fn commit(&mut self, id: u16, count: u16, writable: u32, next_avail: u16, wrap: bool) {
+    fn commit(&mut self, id: u16, count: u16, next_avail: u16, wrap: bool) {
         let next_free = self.slot(id).map_or(NONE, |s| s.next);
         if let Some(slot) = self.slot_mut(id) {
-            *slot = IdSlot {
-                next: NONE,
-                count,
-                writable,
-            };
+            *slot = IdSlot { next: NONE, count };
         }
         // INVARIANT: the id leaves the free list with its `count` positions.
         self.free_id = next_free;
@@ -985,22 +950,22 @@ mod tests {
     #[test]
     fn indirect_buffers_and_tables() {
         let (mut q, mut dev) = queue(4, false);
-        let id = q.push_indirect(0xA000, 3 * 16, 513).unwrap();
+        let id = q.push_indirect(0xA000, 3 * 16).unwrap();
         assert_eq!(dev.read(0), (0xA000, 48, id, AVAIL | desc_flags::INDIRECT));
         assert_eq!(dev.pop().unwrap().1, [(0xA000, 48, desc_flags::INDIRECT)]);
         dev.complete(id, 513);
         assert_eq!(q.pop_used(), Some(Ok(UsedElem { id, len: 513 })));
 
-        assert_eq!(q.push_indirect(0x1000, 0, 0), Err(PushError::InvalidTable));
-        assert_eq!(q.push_indirect(0x1000, 40, 0), Err(PushError::InvalidTable));
+        assert_eq!(q.push_indirect(0x1000, 0), Err(PushError::InvalidTable));
+        assert_eq!(q.push_indirect(0x1000, 40), Err(PushError::InvalidTable));
         assert_eq!(
-            q.push_indirect(0x1000, 5 * 16, 0),
+            q.push_indirect(0x1000, 5 * 16),
             Err(PushError::InvalidTable)
         );
         for _ in 0..4 {
-            q.push_indirect(0x1000, 4 * 16, 0).unwrap();
+            q.push_indirect(0x1000, 4 * 16).unwrap();
         }
-        assert_eq!(q.push_indirect(0x1000, 16, 0), Err(PushError::Full));
+        assert_eq!(q.push_indirect(0x1000, 16), Err(PushError::Full));
 
         // The table: packed layout, only WRITE in the flags, no NEXT.
         let table = IndirectTable::new(dma(64, 0x5000)).unwrap();
@@ -1076,7 +1041,7 @@ mod tests {
                     address += 0x1000;
                     let result = if next() % 4 == 0 {
                         let writable = (next() % 4096) as u32;
-                        q.push_indirect(address, 16, writable).map(|id| {
+                        q.push_indirect(address, 16).map(|id| {
                             let e = (address, 16, desc_flags::INDIRECT);
                             (id, std::vec![e], writable)
                         })
@@ -1211,25 +1176,20 @@ mod tests {
         }
     }
 
+    /// The used length is the caller's to check (as on the split ring): passed on unchanged,
+    /// and the queue goes on.
     #[test]
-    fn a_length_past_the_buffer_fails_that_buffer_only() {
+    fn a_length_past_the_buffer_is_passed_on() {
         let (mut q, mut dev) = queue(4, false);
         let a = q.push_chain([readable(1, 16), writable(2, 8)]).unwrap();
-        let b = q.push_indirect(0x3000, 32, 513).unwrap();
+        let b = q.push_indirect(0x3000, 32).unwrap();
         dev.pop().unwrap();
         dev.pop().unwrap();
         dev.complete(a, 9);
         dev.complete(b, 513);
-        assert_eq!(
-            q.pop_used(),
-            Some(Err(PackedRingError::LengthTooLong {
-                id: a,
-                len: 9,
-                max: 8
-            }))
-        );
+        assert_eq!(q.pop_used(), Some(Ok(UsedElem { id: a, len: 9 })));
         assert!(!q.is_broken());
-        assert!(!q.is_in_flight(a), "the lying buffer is taken back");
+        assert!(!q.is_in_flight(a));
         assert_eq!(q.pop_used(), Some(Ok(UsedElem { id: b, len: 513 })));
         assert_eq!((q.num_free(), q.outstanding()), (4, 0));
     }
@@ -1252,7 +1212,7 @@ mod tests {
             for _ in 0..3000 {
                 for _ in 0..(next() % 4) {
                     let _ = if next() % 2 == 0 {
-                        q.push_indirect(next(), 16 * (1 + (next() % 2) as u32), next() as u32)
+                        q.push_indirect(next(), 16 * (1 + (next() % 2) as u32))
                     } else {
                         let n = 1 + next() % 3;
                         q.push_chain((0..n).map(|i| writable(i, next() as u32)))

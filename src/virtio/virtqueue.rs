@@ -3,10 +3,9 @@
 //!
 //! [`Virtqueue`] gives the adapter one set of operations over a [`SplitQueue`] (2.7) or a
 //! [`PackedQueue`] (2.8), so the I/O path does not care which the device took. The differences
-//! that leak through are two: a packed ring's indirect tables have the packed descriptor layout
-//! (the caller rewrites a request's table with `RequestArea::repack_table` before
-//! [`Virtqueue::push_indirect`]), and a packed ring bounds the used length itself, so
-//! `push_indirect` takes the device-writable byte count.
+//! that leaks through: a packed ring's indirect tables have the packed descriptor layout (the
+//! caller rewrites a request's table with `RequestArea::repack_table` before
+//! [`Virtqueue::push_indirect`]). In both layouts the caller checks the used length.
 
 use storport::dma::DmaRegion;
 
@@ -29,7 +28,7 @@ pub enum QueueError {
 #[expect(
     clippy::large_enum_variant,
     reason = "the driver has no heap to box into; a queue lives in the device extension either \
-              way, and the packed ring's per-id table (8 bytes an id) is 512 bytes larger"
+              way, and the split ring's bookkeeping is the larger (1.6 KiB against 1.1 KiB)"
 )]
 pub enum Virtqueue {
     /// VIRTIO_F_RING_PACKED not negotiated.
@@ -55,11 +54,28 @@ impl Virtqueue {
         event_idx: bool,
         packed: bool,
     ) -> Result<Self, LayoutError> {
-        Ok(if packed {
-            Self::Packed(PackedQueue::new(memory, size, event_idx)?)
+        if packed {
+            Self::new_packed(memory, size, event_idx)
         } else {
-            Self::Split(SplitQueue::new(memory, size, event_idx)?)
-        })
+            Self::new_split(memory, size, event_idx)
+        }
+    }
+
+    // Each layout is built in a frame of its own: a queue is a few KiB of bookkeeping, and one
+    // frame holding both (or a queue and its copy) would pass a page, which on Windows needs
+    // `__chkstk` (the kernel stack is 24 KiB; the driver links no stack probe).
+    #[inline(never)]
+    fn new_packed(
+        memory: DmaRegion,
+        size: QueueSize,
+        event_idx: bool,
+    ) -> Result<Self, LayoutError> {
+        PackedQueue::new(memory, size, event_idx).map(Self::Packed)
+    }
+
+    #[inline(never)]
+    fn new_split(memory: DmaRegion, size: QueueSize, event_idx: bool) -> Result<Self, LayoutError> {
+        SplitQueue::new(memory, size, event_idx).map(Self::Split)
     }
 
     /// Whether this is a packed ring.
@@ -107,17 +123,11 @@ impl Virtqueue {
         }
     }
 
-    /// Makes an indirect table available as one buffer; `writable` bounds the used length on
-    /// a packed ring (a split ring leaves that check to the caller).
-    pub fn push_indirect(
-        &mut self,
-        table: u64,
-        table_len: u32,
-        writable: u32,
-    ) -> Result<u16, PushError> {
+    /// Makes an indirect table available as one buffer.
+    pub fn push_indirect(&mut self, table: u64, table_len: u32) -> Result<u16, PushError> {
         match self {
             Self::Split(q) => q.push_indirect(table, table_len),
-            Self::Packed(q) => q.push_indirect(table, table_len, writable),
+            Self::Packed(q) => q.push_indirect(table, table_len),
         }
     }
 
@@ -148,19 +158,12 @@ impl Virtqueue {
         }
     }
 
-    /// Takes the next used buffer, validated; an error once, then `None` until reset.
-    ///
-    /// The used length is the device's in both layouts: a packed ring's
-    /// [`PackedRingError::LengthTooLong`] (which leaves the queue usable) comes back as the
-    /// element it is, so the caller's own length check fails that request alone, as it does on
-    /// a split ring.
+    /// Takes the next used buffer, validated; an error once, then `None` until reset. The
+    /// used length is the device's, for the caller to check.
     pub fn pop_used(&mut self) -> Option<Result<UsedElem, QueueError>> {
         match self {
             Self::Split(q) => q.pop_used().map(|r| r.map_err(QueueError::Split)),
-            Self::Packed(q) => q.pop_used().map(|r| match r {
-                Err(PackedRingError::LengthTooLong { id, len, .. }) => Ok(UsedElem { id, len }),
-                r => r.map_err(QueueError::Packed),
-            }),
+            Self::Packed(q) => q.pop_used().map(|r| r.map_err(QueueError::Packed)),
         }
     }
 
@@ -201,7 +204,7 @@ mod tests {
             let mut q = Virtqueue::new(memory, size, true, packed).unwrap();
             assert_eq!(q.is_packed(), packed);
             assert_eq!(q.addresses().descriptors, 0x4000);
-            let id = q.push_indirect(0x9000, 32, 8).unwrap();
+            let id = q.push_indirect(0x9000, 32).unwrap();
             q.publish();
             assert!(q.needs_notify());
             assert!(q.is_in_flight(id));
