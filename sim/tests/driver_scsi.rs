@@ -356,21 +356,16 @@ fn vpd_pages_sbc3() {
 }
 
 #[test]
-fn vpd_80_absent_without_serial() {
+fn vpd_80_without_serial_names_the_adapter_location() {
     let stack = start(DeviceConfig {
         serial: String::new(),
         ..DeviceConfig::default()
     });
     let p = inquiry_vpd(&stack, 0x00);
-    assert_eq!(p[4..], [0x00, 0x83, 0xB0, 0xB1, 0xB2]);
-    let c = stack.execute(ScsiRequest::data_in(vec![0x12, 1, 0x80, 0, 64, 0], 64));
-    assert_check(
-        &c,
-        key::ILLEGAL_REQUEST,
-        0x24,
-        0x00,
-        "VPD 80h without serial",
-    );
+    assert_eq!(p[4..], [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2]);
+    // Bus 0, slot 0: the serial the driver builds from the adapter's location.
+    let p = inquiry_vpd(&stack, 0x80);
+    assert_eq!(&p[4..], b"PCI-0000000000000000");
     assert_clean(&stack);
 }
 
@@ -569,18 +564,16 @@ fn mode_sense_6_and_10_caching_page() {
     assert_eq!(data[..4], [23, 0x00, 0x10, 0x00]);
     assert_eq!(data[4..], caching, "changeable mask: WCE");
 
-    // All pages: caching then control (SPC-4 7.5.8).
+    // All pages: caching, control (SPC-4 7.5.8), power condition, informational exceptions
+    // (every page control value: tests/driver_scsi_compliance.rs).
     let data = data_in(&stack, vec![0x1A, 0x08, 0x3F, 0x00, 0xFF, 0x00], 255);
-    assert_eq!(data.len(), 4 + 20 + 12);
+    assert_eq!(data.len(), 4 + 20 + 12 + 40 + 12);
     assert_eq!(usize::from(data[0]) + 1, data.len());
     assert_eq!(data[4..24], caching);
     assert_eq!(data[24..26], [0x0A, 0x0A], "control page code and length");
-    // Saved values are not supported (SPC-4 6.11).
-    let c = stack.execute(ScsiRequest::data_in(vec![0x1A, 0, 0xC8, 0, 32, 0], 32));
-    assert_check(&c, key::ILLEGAL_REQUEST, 0x39, 0x00, "PC = saved");
     // An unsupported page.
-    let c = stack.execute(ScsiRequest::data_in(vec![0x1A, 0, 0x1C, 0, 32, 0], 32));
-    assert_check(&c, key::ILLEGAL_REQUEST, 0x24, 0x00, "page 1Ch");
+    let c = stack.execute(ScsiRequest::data_in(vec![0x1A, 0, 0x19, 0, 32, 0], 32));
+    assert_check(&c, key::ILLEGAL_REQUEST, 0x24, 0x00, "page 19h");
     assert_clean(&stack);
 }
 

@@ -48,6 +48,8 @@ pub fn describe(config: &BlkConfig, max_transfer_bytes: u32, serial: Serial) -> 
             enabled: config.write_cache == virtio::WriteCache::WriteBack,
             changeable: config.cache_mode_writable,
         }),
+        // The mode the device came up in stays the default when MODE SELECT changes it.
+        write_cache_default: Some(config.write_cache == virtio::WriteCache::WriteBack),
         flush: config.flush,
         discard: config.discard.map(|d| {
             scsi::DiscardLimits::from_config(d.max_sectors, d.max_segments, d.sector_alignment)

@@ -12,7 +12,7 @@ use storport::Srb;
 use storport::ffi;
 
 use crate::virtio::{
-    BuiltRequest, QueueNotifier, RequestArea, RequestBuilder, RingError, SplitQueue, UsedElem,
+    BuiltRequest, QueueError, QueueNotifier, RequestArea, RequestBuilder, UsedElem, Virtqueue,
 };
 
 use super::request::Op;
@@ -41,7 +41,7 @@ pub enum Drained {
     /// The batch is full: drain again after completing it.
     More,
     /// The device wrote nonsense into the ring; the queue is unusable until reset.
-    Broken(RingError),
+    Broken(QueueError),
 }
 
 /// Completed requests, moved out under the lock and completed after it is released.
@@ -88,7 +88,7 @@ impl Default for Batch {
 
 /// A request queue: the driver side of one virtqueue and its requests in flight.
 pub struct Queue {
-    ring: Option<SplitQueue>,
+    ring: Option<Virtqueue>,
     /// The adapter epoch this queue's ring state belongs to (see `Adapter::epoch`).
     epoch: u32,
     notifier: Option<QueueNotifier>,
@@ -115,9 +115,14 @@ impl Queue {
     };
 
     /// Attaches the ring (HwStorFindAdapter).
-    pub fn attach(&mut self, ring: SplitQueue, indirect: bool) {
+    pub fn attach(&mut self, ring: Virtqueue, indirect: bool) {
         self.ring = Some(ring);
         self.indirect = indirect;
+    }
+
+    /// The ring's bus addresses, once attached.
+    pub fn addresses(&self) -> Option<crate::virtio::QueueAddresses> {
+        self.ring.as_ref().map(Virtqueue::addresses)
     }
 
     /// Records where to notify the device (HwStorInitialize, after queue setup).
@@ -140,6 +145,10 @@ impl Queue {
             return Err(SubmitError::Broken(request));
         }
         let pushed = if self.indirect {
+            // A packed ring's indirect table has the packed layout (VIRTIO 1.2 2.8.7).
+            if ring.is_packed() && !request.area.repack_table(built) {
+                return Err(SubmitError::Broken(request));
+            }
             ring.push_indirect(built.table_address, built.table_len)
         } else {
             ring.push_chain(request.area.descriptors(built))
@@ -242,8 +251,15 @@ impl Queue {
 
     /// Puts a request of the driver's own on the ring (GET_ID at start) and always asks for a
     /// notification. Its completion is found with [`Queue::poll_internal`].
-    pub fn submit_internal(&mut self, built: &BuiltRequest) -> Option<QueueNotifier> {
+    pub fn submit_internal(
+        &mut self,
+        area: &RequestArea,
+        built: &BuiltRequest,
+    ) -> Option<QueueNotifier> {
         let ring = self.ring.as_mut()?;
+        if ring.is_packed() && !area.repack_table(built) {
+            return None;
+        }
         ring.push_indirect(built.table_address, built.table_len)
             .ok()?;
         ring.publish();
@@ -253,7 +269,7 @@ impl Queue {
 
     /// Whether the queue's ring is broken (the device broke the used ring's rules).
     pub fn is_broken(&self) -> bool {
-        self.ring.as_ref().is_some_and(SplitQueue::is_broken)
+        self.ring.as_ref().is_some_and(Virtqueue::is_broken)
     }
 
     /// Whether the driver's own request completed (one used element that names no slot).

@@ -20,8 +20,8 @@ use storport::{Port, PortConfiguration};
 
 use crate::scsi::Serial;
 use crate::virtio::{
-    self, BlkConfig, QueueSize, RequestArea, RequestBuilder, RequestLimits, RequestType,
-    SplitQueue, Transport, VirtioPciLayout, area_size, feature,
+    self, BlkConfig, QueueSize, RequestArea, RequestBuilder, RequestLimits, RequestType, Transport,
+    VirtioPciLayout, Virtqueue, area_size, feature,
 };
 
 use super::queue::{Queue, SLOTS};
@@ -45,8 +45,11 @@ const ID_BYTES: usize = 20;
 const ID_POLLS: u32 = 500;
 
 /// The features the driver can use (VIRTIO 1.2 5.2.3 and 6): everything it implements.
-pub(super) const WANTED_FEATURES: u64 =
-    feature::VERSION_1 | feature::INDIRECT_DESC | feature::EVENT_IDX | feature::BLK_SUPPORTED;
+pub(super) const WANTED_FEATURES: u64 = feature::VERSION_1
+    | feature::INDIRECT_DESC
+    | feature::EVENT_IDX
+    | feature::RING_PACKED
+    | feature::BLK_SUPPORTED;
 
 pub(super) fn find_adapter(
     adapter: &mut Adapter,
@@ -96,11 +99,15 @@ pub(super) fn find_adapter(
     if transport.begin_init_patient(&mut stall).is_err() {
         return FindAdapterStatus::Error;
     }
-    let wanted = if dump {
+    let mut wanted = if dump {
         WANTED_FEATURES & !feature::MQ
     } else {
         WANTED_FEATURES
     };
+    // `packed=0` in the adapter's argument string refuses packed rings when offered.
+    if contains(config.argument_string(), b"packed=0") {
+        wanted &= !feature::RING_PACKED;
+    }
     let Ok(accepted) = transport.negotiate(wanted) else {
         return FindAdapterStatus::Error;
     };
@@ -137,7 +144,11 @@ pub(super) fn find_adapter(
     };
 
     // Memory: every ring, then the GET_ID area; each ring 64-aligned in bus addresses.
-    let ring_bytes = align_up(SplitQueue::memory_size(size), 64);
+    let packed = accepted & feature::RING_PACKED != 0;
+    if packed {
+        port.debug_print(3, "vioblk: packed virtqueues (VIRTIO_F_RING_PACKED)");
+    }
+    let ring_bytes = align_up(Virtqueue::memory_size(size, packed), 64);
     let identify_bytes = area_size(1) + ID_BYTES;
     let Some(total) = ring_bytes
         .checked_mul(usize::from(queues))
@@ -163,7 +174,9 @@ pub(super) fn find_adapter(
         let Some(cell) = adapter.queues.get_mut(q) else {
             return FindAdapterStatus::Error;
         };
-        let Some(addresses) = attach_ring(cell.get_mut(), region, size, event_idx, indirect) else {
+        let Some(addresses) =
+            attach_ring(cell.get_mut(), region, size, event_idx, indirect, packed)
+        else {
             return FindAdapterStatus::Error;
         };
         if let Some(slot) = adapter.rings.get_mut(q) {
@@ -172,7 +185,15 @@ pub(super) fn find_adapter(
         // The single-interrupt mode uses the same ring memory; only one of the two queue objects
         // is ever used, as decided in HwStorInitialize.
         if q == 0
-            && attach_ring(adapter.single.get_mut(), region, size, event_idx, indirect).is_none()
+            && attach_ring(
+                adapter.single.get_mut(),
+                region,
+                size,
+                event_idx,
+                indirect,
+                packed,
+            )
+            .is_none()
         {
             return FindAdapterStatus::Error;
         }
@@ -210,6 +231,10 @@ pub(super) fn find_adapter(
     adapter
         .disk
         .set(super::disk::describe(&blk, max_transfer, Serial::NONE));
+    // Until GET_ID gives a serial (and when it gives an empty one) the unit's VPD 80h/83h
+    // identifiers come from the adapter's location, unique per adapter in the machine.
+    let (bus, slot) = config.bus_slot();
+    adapter.disk.set_serial(Serial::from_location(bus, slot));
     adapter.features = accepted;
     adapter.config = Some(blk);
     adapter.control.get_mut().transport = Some(transport.clone());
@@ -278,7 +303,7 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
             .and_then(|cell| identify(adapter, port, cell.get_in_initialize(ctx))),
         _ => identify(adapter, port, adapter.single.get(ctx)),
     };
-    if let Some(serial) = serial {
+    if let Some(serial) = serial.filter(|serial| !serial.is_empty()) {
         adapter.disk.set_serial(serial);
     }
     // A device that answered GET_ID by breaking queue 0's ring (a bad id, a used index that ran
@@ -436,7 +461,7 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
             [(buffer.physical_address(), ID_BYTES as u32)],
         )
         .ok()?;
-    let notifier = queue.submit_internal(&built)?;
+    let notifier = queue.submit_internal(&area, &built)?;
     notifier.notify();
     for _ in 0..ID_POLLS {
         if queue.poll_internal() {
@@ -468,11 +493,13 @@ fn attach_ring(
     size: QueueSize,
     event_idx: bool,
     indirect: bool,
+    packed: bool,
 ) -> Option<virtio::QueueAddresses> {
-    let ring = SplitQueue::new(region, size, event_idx).ok()?;
-    let addresses = ring.addresses();
-    queue.attach(ring, indirect);
-    Some(addresses)
+    queue.attach(
+        Virtqueue::new(region, size, event_idx, packed).ok()?,
+        indirect,
+    );
+    queue.addresses()
 }
 
 /// The bus address a BAR decodes, from the configuration space (64-bit BARs included).
@@ -489,6 +516,13 @@ fn bar_address(pci: &[u8; 256], bar: u8) -> Option<u64> {
         0
     };
     Some(u64::from(high) << 32 | u64::from(low & !0xF))
+}
+
+/// Whether `haystack` contains `needle`, ASCII case-insensitively.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 const fn align_up(value: usize, align: usize) -> usize {

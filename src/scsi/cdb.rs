@@ -25,7 +25,7 @@
 //! | INQUIRY, READ CAPACITY 10/16, MODE SENSE 6/10, REPORT LUNS | [`Command::DataIn`]          |
 //! | REQUEST SENSE (03h)                       | [`Command::RequestSense`]                   |
 //! | TEST UNIT READY (00h)                     | Good                                        |
-//! | START STOP UNIT (1Bh)                     | Good, or [`Command::Flush`] when stopping   |
+//! | START STOP UNIT (1Bh)                     | Good, or [`Command::Flush`] for stop/standby|
 //! | anything else                             | INVALID COMMAND OPERATION CODE              |
 
 use super::capacity::{read_capacity_10, read_capacity_16};
@@ -295,18 +295,7 @@ pub fn decode(cdb: &[u8], disk: &DiskInfo) -> Result<Command, Sense> {
             }
             Ok(data_in(Data::ReportLuns(select), c.be32(6)))
         }
-        op::START_STOP_UNIT => {
-            let c = Cdb::new(cdb, 6)?;
-            // A stop (POWER CONDITION 0, START 0) without NO_FLUSH writes the cache back first
-            // (SBC-3 5.25).
-            let stop = c.u8(4) & 0xF1 == 0;
-            let no_flush = c.bit(4, 2);
-            if stop && !no_flush && disk.flush {
-                Ok(Command::Flush)
-            } else {
-                Ok(Command::Good)
-            }
-        }
+        op::START_STOP_UNIT => start_stop_unit(cdb, disk),
         op::READ_6 | op::WRITE_6 => {
             let c = Cdb::new(cdb, 6)?;
             let lba = u32::from_be_bytes([0, c.u8(1) & 0x1F, c.u8(2), c.u8(3)]);
@@ -425,7 +414,7 @@ fn mode_sense(cdb: &[u8], ten: bool) -> Result<Command, Sense> {
         0 => PageControl::Current,
         1 => PageControl::Changeable,
         2 => PageControl::Default,
-        _ => return Err(Sense::SAVING_PARAMETERS_NOT_SUPPORTED),
+        _ => PageControl::Saved,
     };
     let page = c.u8(2) & 0x3F;
     if !mode::supports_page(page) {
@@ -462,6 +451,72 @@ fn mode_select(c: &Cdb<'_>, parameter_list_length: u16, ten: bool) -> Result<Com
         ten,
         page_format: c.bit(1, 4),
     }))
+}
+
+/// START STOP UNIT's POWER CONDITION values (SBC-3 table 78; SBC-4 5.31).
+mod power {
+    pub(super) const START_VALID: u8 = 0x0;
+    pub(super) const ACTIVE: u8 = 0x1;
+    pub(super) const IDLE: u8 = 0x2;
+    pub(super) const STANDBY: u8 = 0x3;
+    pub(super) const LU_CONTROL: u8 = 0x7;
+    pub(super) const FORCE_IDLE_0: u8 = 0xA;
+    pub(super) const FORCE_STANDBY_0: u8 = 0xB;
+}
+
+/// START STOP UNIT (SBC-3 5.25, SBC-4 5.31).
+///
+/// A virtio-blk device has no power conditions: the unit is always ready, so every transition
+/// is accepted and the unit stays in the active power condition (the Power Condition mode page
+/// enables no timer). What a transition must still do is keep the data: entering a condition
+/// in which the medium may not be accessed (stopped, standby) writes the cache back first
+/// unless NO_FLUSH is set. By POWER CONDITION (byte 4, bits 7:4):
+///
+/// - 0h START_VALID: START = 1 (and LOEJ = 1: load the medium already loaded) is GOOD;
+///   START = 0 stops: a flush. START = 0 with LOEJ = 1 would eject a medium that is not
+///   removable (RMB = 0): INVALID FIELD IN CDB.
+/// - 1h ACTIVE, 7h LU_CONTROL (no timer to start): GOOD.
+/// - 2h IDLE, Ah FORCE_IDLE_0: GOOD; POWER CONDITION MODIFIER 0-2 (idle_a, idle_b, idle_c).
+/// - 3h STANDBY, Bh FORCE_STANDBY_0: a flush; POWER CONDITION MODIFIER 0-1 (standby_z,
+///   standby_y).
+/// - Any other value is reserved or obsolete: INVALID FIELD IN CDB at byte 4, bit 7.
+///
+/// START and LOEJ are ignored unless POWER CONDITION is START_VALID (SBC-3 5.25); the
+/// modifier is reserved (not checked) for the conditions that have none. IMMED is ignored:
+/// completing after the flush is always allowed.
+fn start_stop_unit(cdb: &[u8], disk: &DiskInfo) -> Result<Command, Sense> {
+    let c = Cdb::new(cdb, 6)?;
+    let condition = c.u8(4) >> 4;
+    let modifier = c.u8(3) & 0x0F;
+    let no_flush = c.bit(4, 2);
+    let stops = match condition {
+        power::START_VALID => {
+            let (loej, start) = (c.bit(4, 1), c.bit(4, 0));
+            if loej && !start {
+                return Err(Sense::invalid_cdb_field(4, Some(1)));
+            }
+            !start
+        }
+        power::ACTIVE | power::LU_CONTROL => false,
+        power::IDLE | power::FORCE_IDLE_0 => {
+            if modifier > 2 {
+                return Err(Sense::invalid_cdb_field(3, Some(3)));
+            }
+            false
+        }
+        power::STANDBY | power::FORCE_STANDBY_0 => {
+            if modifier > 1 {
+                return Err(Sense::invalid_cdb_field(3, Some(3)));
+            }
+            true
+        }
+        _ => return Err(Sense::invalid_cdb_field(4, Some(7))),
+    };
+    Ok(if stops && !no_flush && disk.flush {
+        Command::Flush
+    } else {
+        Command::Good
+    })
 }
 
 /// How a READ/WRITE variant reads.
@@ -1062,10 +1117,69 @@ mod tests {
     #[test]
     fn start_stop_unit() {
         let d = disk512();
-        assert_eq!(decode(&[0x1B, 0, 0, 0, 0x01, 0], &d), Ok(Command::Good));
-        assert_eq!(decode(&[0x1B, 1, 0, 0, 0x00, 0], &d), Ok(Command::Flush));
-        assert_eq!(decode(&[0x1B, 0, 0, 0, 0x04, 0], &d), Ok(Command::Good));
-        assert_eq!(decode(&[0x1B, 0, 0, 0, 0x30, 0], &d), Ok(Command::Good));
+        let ssu = |modifier: u8, byte4: u8| decode(&[0x1B, 0, 0, modifier, byte4, 0], &d);
+        // START_VALID: start, stop (flush), stop with NO_FLUSH, load, eject (refused).
+        assert_eq!(ssu(0, 0x01), Ok(Command::Good));
+        assert_eq!(
+            decode(&[0x1B, 1, 0, 0, 0x00, 0], &d),
+            Ok(Command::Flush),
+            "IMMED"
+        );
+        assert_eq!(ssu(0, 0x04), Ok(Command::Good));
+        assert_eq!(ssu(0, 0x03), Ok(Command::Good));
+        assert_eq!(ssu(0, 0x02), Err(Sense::invalid_cdb_field(4, Some(1))));
+        // ACTIVE and LU_CONTROL: nothing to do; START and LOEJ are ignored.
+        assert_eq!(ssu(0, 0x10), Ok(Command::Good));
+        assert_eq!(ssu(0, 0x12), Ok(Command::Good));
+        assert_eq!(ssu(0, 0x70), Ok(Command::Good));
+        // IDLE and FORCE_IDLE_0 with idle_a, idle_b, idle_c; a fourth modifier is refused.
+        for condition in [0x20, 0xA0] {
+            for modifier in 0..=2 {
+                assert_eq!(ssu(modifier, condition), Ok(Command::Good));
+            }
+            assert_eq!(ssu(3, condition), Err(Sense::invalid_cdb_field(3, Some(3))));
+            assert_eq!(
+                ssu(0x0F, condition),
+                Err(Sense::invalid_cdb_field(3, Some(3)))
+            );
+        }
+        // STANDBY and FORCE_STANDBY_0 with standby_z, standby_y: the cache is written back
+        // first unless NO_FLUSH.
+        for condition in [0x30, 0xB0] {
+            for modifier in 0..=1 {
+                assert_eq!(ssu(modifier, condition), Ok(Command::Flush));
+                assert_eq!(ssu(modifier, condition | 0x04), Ok(Command::Good));
+            }
+            assert_eq!(ssu(2, condition), Err(Sense::invalid_cdb_field(3, Some(3))));
+        }
+        // The modifier is reserved, not checked, where the condition has none.
+        assert_eq!(ssu(0x0F, 0x10), Ok(Command::Good));
+        assert_eq!(ssu(0x0F, 0x00), Ok(Command::Flush));
+        // Reserved and obsolete conditions.
+        for condition in [0x4, 0x5, 0x6, 0x8, 0x9, 0xC, 0xD, 0xE, 0xF] {
+            assert_eq!(
+                ssu(0, condition << 4 | 0x01),
+                Err(Sense::invalid_cdb_field(4, Some(7))),
+                "{condition:X}"
+            );
+        }
+        // A disk without a cache to flush stops without a flush.
+        let mut through = d;
+        through.flush = false;
+        through.write_cache = None;
+        assert_eq!(
+            decode(&[0x1B, 0, 0, 0, 0x00, 0], &through),
+            Ok(Command::Good)
+        );
+        assert_eq!(
+            decode(&[0x1B, 0, 0, 0, 0x30, 0], &through),
+            Ok(Command::Good)
+        );
+        // NACA in the CONTROL byte.
+        assert_eq!(
+            decode(&[0x1B, 0, 0, 0, 0x01, 0x04], &d),
+            Err(Sense::invalid_cdb_field(5, Some(2)))
+        );
     }
 
     #[test]
@@ -1177,27 +1291,40 @@ mod tests {
         assert_eq!(data[4..7], [0x08, 0x12, 0x04]);
         assert_eq!(
             answer(&[0x1A, 0, 0x3F, 0, 0xFF, 0], &d).len(),
-            4 + 8 + 20 + 12
+            4 + 8 + 20 + 12 + 40 + 12
         );
         assert_eq!(
             answer(&[0x1A, 0, 0x3F, 0xFF, 0xFF, 0], &d).len(),
-            4 + 8 + 20 + 12
+            4 + 8 + 20 + 12 + 40 + 12
         );
-        assert_eq!(answer(&[0x1A, 0, 0x3F, 0, 4, 0], &d), [43, 0, 0x10, 8]);
+        assert_eq!(answer(&[0x1A, 0, 0x3F, 0, 4, 0], &d), [95, 0, 0x10, 8]);
         let ten = answer(&[0x5A, 0x10, 0x0A, 0, 0, 0, 0, 0, 0xFF, 0], &d);
         assert_eq!(ten[..8], [0, 34, 0, 0x10, 1, 0, 0, 16]);
         assert_eq!(ten[24..28], [0x0A, 0x0A, 0x02, 0x10]);
         // Changeable values.
         assert_eq!(answer(&[0x1A, 0x08, 0x48, 0, 0xFF, 0], &d)[6], 0x04);
-        // Saved values cannot be reported.
+        // Saved values are the default values.
         assert_eq!(
-            decode(&[0x1A, 0, 0xC8, 0, 0xFF, 0], &d),
-            Err(Sense::SAVING_PARAMETERS_NOT_SUPPORTED)
+            answer(&[0x1A, 0, 0xFF, 0, 0xFF, 0], &d),
+            answer(&[0x1A, 0, 0xBF, 0, 0xFF, 0], &d)
+        );
+        assert_eq!(answer(&[0x1A, 0, 0xFF, 0, 0xFF, 0], &d).len(), 4 + 8 + 84);
+        // Informational exceptions and power condition, alone.
+        assert_eq!(
+            answer(&[0x1A, 0x08, 0xDC, 0, 0xFF, 0], &d),
+            [15, 0, 0x10, 0, 0x1C, 0x0A, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(
-            decode(&[0x1A, 0, 0x1C, 0, 0xFF, 0], &d),
-            Err(Sense::invalid_cdb_field(2, Some(5)))
+            answer(&[0x1A, 0x08, 0x1A, 0, 0xFF, 0], &d)[4..6],
+            [0x1A, 0x26]
         );
+        for unsupported in [0x00, 0x01, 0x19, 0x1B, 0x1D, 0x3E] {
+            assert_eq!(
+                decode(&[0x1A, 0, unsupported, 0, 0xFF, 0], &d),
+                Err(Sense::invalid_cdb_field(2, Some(5))),
+                "{unsupported:02X}"
+            );
+        }
         assert_eq!(
             decode(&[0x1A, 0, 0x08, 0x01, 0xFF, 0], &d),
             Err(Sense::invalid_cdb_field(3, None))

@@ -4,7 +4,10 @@
 //! type 00h) that claims SPC-4 and command queuing. Vital product data pages (SPC-4 7.8):
 //!
 //! - 00h Supported VPD Pages (SPC-4 7.8.16);
-//! - 80h Unit Serial Number (SPC-4 7.8.17), only when the device gave a serial;
+//! - 80h Unit Serial Number (SPC-4 7.8.17), only when [`DiskInfo::serial`] is not empty (the
+//!   HBA layer gives the device's GET_ID serial or, when that is empty, one built from the
+//!   adapter's location with [`Serial::from_location`](super::Serial::from_location), so two
+//!   disks in one machine never share an identifier);
 //! - 83h Device Identification (SPC-4 7.8.6): a T10 vendor ID designator (vendor, product,
 //!   serial) and, with a serial, an NAA 3h "locally assigned" designator whose 60-bit value is the
 //!   FNV-1a hash of the serial, so the identifier is the same on every boot;

@@ -1,5 +1,5 @@
-//! Mode parameters: the caching and control mode pages, reported by MODE SENSE and, for the
-//! write cache enable bit only, changed by MODE SELECT.
+//! Mode parameters: the mode pages MODE SENSE reports and, for the write cache enable bit only,
+//! MODE SELECT changes.
 //!
 //! Mode parameter data (SPC-4 7.5.4) is a header (SPC-4 7.5.5: 4 bytes for the 6-byte commands,
 //! 8 for the 10-byte ones), an optional block descriptor (SBC-3 6.4.2: short, 8 bytes, or long,
@@ -7,16 +7,32 @@
 //! PARAMETER (SBC-3 6.4.1) carries WP (the disk is write protected) and DPOFUA (the FUA bit is
 //! honoured).
 //!
-//! Pages: Caching (08h, SBC-3 6.4.5) with WCE, changeable only when the device lets the host
-//! switch its cache; Control (0Ah, SPC-4 7.5.8), read-only, reporting unrestricted reordering
-//! (the device completes requests in any order) and no log pages. Page 3Fh returns both.
-//! Parameters cannot be saved: PC = 11b (saved values) is SAVING PARAMETERS NOT SUPPORTED and
-//! MODE SELECT with SP = 1 is INVALID FIELD IN CDB. Default values are the current values.
+//! Pages, in the ascending page-code order page 3Fh (all pages) returns them in:
+//!
+//! - Caching (08h, SBC-3 6.4.5) with WCE, changeable only when the device lets the host switch
+//!   its cache;
+//! - Control (0Ah, SPC-4 7.5.8), read-only, reporting unrestricted reordering (the device
+//!   completes requests in any order) and no log pages;
+//! - Power Condition (1Ah, SPC-4 7.5.13), read-only: no idle or standby condition timer is
+//!   enabled (a virtio-blk device has no power conditions to enter on its own), and CHECK
+//!   CONDITION on a transition from idle, standby or stopped is disabled (CCF fields 01b);
+//! - Informational Exceptions Control (1Ch, SPC-4 7.5.14), read-only: DEXCPT = 1 and MRIE = 0
+//!   (the device predicts no failures, so no informational exception is ever reported).
+//!
+//! **Saved values.** No page can be saved (every PS bit is 0, SPC-4 7.5.7). The saved values of a
+//! logical unit are the values it loads when it powers on (SPC-4 7.5.3); with nothing saved, what
+//! a power-on loads are the default values, so PC = 11b (saved values) reports the default
+//! values. The default values are the device's own: WCE as the device came up
+//! ([`DiskInfo::write_cache_default`]; a reset of the device returns to it), every other field
+//! as it always is. MODE SELECT changes current values only and stays consistent with PS = 0:
+//! SP = 1 (save the pages) is INVALID FIELD IN CDB, as SPC-4 6.9 requires of a logical unit that
+//! implements no saved pages.
 //!
 //! MODE SELECT (SPC-4 6.9, 6.10) accepts a parameter list whose every field equals the current
 //! value except the caching page's WCE when it is changeable; any other difference is INVALID
-//! FIELD IN PARAMETER LIST, pointing at the first differing bit (SPC-4 7.5.1). With PF = 0 the
-//! pages would be vendor specific, so a list with pages and PF = 0 is INVALID FIELD IN CDB.
+//! FIELD IN PARAMETER LIST, pointing at the first differing bit (SPC-4 7.5.1). Each of the four
+//! pages may be restated. With PF = 0 the pages would be vendor specific, so a list with pages
+//! and PF = 0 is INVALID FIELD IN CDB.
 
 use super::data::Response;
 use super::disk::DiskInfo;
@@ -24,8 +40,14 @@ use super::sense::Sense;
 
 const CACHING: u8 = 0x08;
 const CONTROL: u8 = 0x0A;
+const POWER_CONDITION: u8 = 0x1A;
+const INFORMATIONAL_EXCEPTIONS: u8 = 0x1C;
 /// Page code for "all pages".
 pub(super) const ALL_PAGES: u8 = 0x3F;
+/// The supported pages, in the order page 3Fh returns them (ascending page code, SPC-4 6.11.1).
+const PAGES: [u8; 4] = [CACHING, CONTROL, POWER_CONDITION, INFORMATIONAL_EXCEPTIONS];
+/// The longest supported page: Power Condition, 40 bytes.
+const MAX_PAGE: usize = 40;
 
 /// Which values MODE SENSE reports (the PC field, SPC-4 6.11, table 98).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +55,8 @@ pub(super) enum PageControl {
     Current,
     Changeable,
     Default,
+    /// Saved values: the default values, as nothing can be saved (see the module documentation).
+    Saved,
 }
 
 /// A decoded MODE SENSE(6) or MODE SENSE(10) request.
@@ -50,42 +74,102 @@ pub(super) struct ModeSense {
 
 /// Whether MODE SENSE page code `page` (subpage 00h or FFh) is supported.
 pub(super) fn supports_page(page: u8) -> bool {
-    matches!(page, CACHING | CONTROL | ALL_PAGES)
+    page == ALL_PAGES || PAGES.contains(&page)
+}
+
+/// One mode page's bytes: page code, page length, parameters.
+///
+/// # Invariants
+///
+/// `len <= MAX_PAGE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Page {
+    bytes: [u8; MAX_PAGE],
+    len: usize,
+}
+
+impl Page {
+    /// A page of `code` with `parameters` bytes after the 2-byte header; the PS bit is 0 (the
+    /// page cannot be saved) and SPF is 0 (page_0 format).
+    fn new(code: u8, parameters: u8) -> Self {
+        let mut bytes = [0u8; MAX_PAGE];
+        bytes[0] = code;
+        bytes[1] = parameters;
+        // INVARIANT: clamped to the array.
+        let len = usize::from(parameters).saturating_add(2).min(MAX_PAGE);
+        Self { bytes, len }
+    }
+
+    fn set(&mut self, at: usize, value: u8) {
+        if let Some(byte) = self.bytes.get_mut(at) {
+            *byte = value;
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// Mode page `code` of `disk` with the values `control` selects, or `None` for an unsupported
+/// page.
+fn page(code: u8, disk: &DiskInfo, control: PageControl) -> Option<Page> {
+    match code {
+        CACHING => Some(caching_page(disk, control)),
+        CONTROL => Some(control_page(control)),
+        POWER_CONDITION => Some(power_condition_page(control)),
+        INFORMATIONAL_EXCEPTIONS => Some(informational_exceptions_page(control)),
+        _ => None,
+    }
 }
 
 /// The caching mode page, 20 bytes (SBC-3 table 182).
-fn caching_page(disk: &DiskInfo, control: PageControl) -> [u8; 20] {
-    let mut page = [0u8; 20];
-    page[0] = CACHING; // PS = 0: not savable; SPF = 0.
-    page[1] = 0x12;
+fn caching_page(disk: &DiskInfo, control: PageControl) -> Page {
+    let mut page = Page::new(CACHING, 0x12);
     // Byte 2: IC ABPF CAP DISC SIZE WCE MF RCD. RCD = 0: the read cache is enabled.
-    page[2] = match control {
-        PageControl::Changeable => {
-            if disk.write_cache.is_some_and(|cache| cache.changeable) {
-                0x04
-            } else {
-                0
-            }
-        }
-        PageControl::Current | PageControl::Default => {
-            if disk.write_cache_enabled() {
-                0x04
-            } else {
-                0
-            }
-        }
+    let wce = match control {
+        PageControl::Changeable => disk.write_cache.is_some_and(|cache| cache.changeable),
+        PageControl::Current => disk.write_cache_enabled(),
+        PageControl::Default | PageControl::Saved => disk.write_cache_enabled_by_default(),
     };
+    page.set(2, if wce { 0x04 } else { 0 });
     page
 }
 
 /// The control mode page, 12 bytes (SPC-4 table 457); nothing is changeable.
-fn control_page(control: PageControl) -> [u8; 12] {
-    let mut page = [0u8; 12];
-    page[0] = CONTROL;
-    page[1] = 0x0A;
+fn control_page(control: PageControl) -> Page {
+    let mut page = Page::new(CONTROL, 0x0A);
     if control != PageControl::Changeable {
-        page[2] = 0x02; // GLTSD = 1: no log parameters are saved.
-        page[3] = 0x10; // QUEUE ALGORITHM MODIFIER = 1: unrestricted reordering; QERR = 00b.
+        page.set(2, 0x02); // GLTSD = 1: no log parameters are saved.
+        page.set(3, 0x10); // QUEUE ALGORITHM MODIFIER = 1: unrestricted reordering; QERR = 00b.
+    }
+    page
+}
+
+/// The power condition mode page, 40 bytes (SPC-4 7.5.13); nothing is changeable.
+///
+/// Bytes 2-3 enable the condition timers (PM_BG_PRECEDENCE, STANDBY_Y; IDLE_C, IDLE_B, IDLE_A,
+/// STANDBY_Z): none is enabled and every timer (bytes 4-23) is 0. Byte 39: CCF IDLE (7:6),
+/// CCF STANDBY (5:4), CCF STOPPED (3:2), each 01b: returning CHECK CONDITION after a transition
+/// from that condition is disabled.
+fn power_condition_page(control: PageControl) -> Page {
+    let mut page = Page::new(POWER_CONDITION, 0x26);
+    if control != PageControl::Changeable {
+        page.set(39, 0x54);
+    }
+    page
+}
+
+/// The informational exceptions control mode page, 12 bytes (SPC-4 7.5.14); nothing is
+/// changeable.
+///
+/// Byte 2: PERF, EBF, EWASC, DEXCPT (bit 3), TEST, EBACKERR, LOGERR; byte 3: MRIE (3:0);
+/// bytes 4-7 INTERVAL TIMER, 8-11 REPORT COUNT. DEXCPT = 1 disables informational exception
+/// operations, MRIE = 0 reports none.
+fn informational_exceptions_page(control: PageControl) -> Page {
+    let mut page = Page::new(INFORMATIONAL_EXCEPTIONS, 0x0A);
+    if control != PageControl::Changeable {
+        page.set(2, 0x08);
     }
     page
 }
@@ -146,11 +230,12 @@ pub(super) fn mode_sense(request: &ModeSense, disk: &DiskInfo, r: &mut Response)
         }
         _ => {}
     }
-    if matches!(request.page, CACHING | ALL_PAGES) {
-        r.put(&caching_page(disk, request.control));
-    }
-    if matches!(request.page, CONTROL | ALL_PAGES) {
-        r.put(&control_page(request.control));
+    for code in PAGES {
+        if (request.page == code || request.page == ALL_PAGES)
+            && let Some(page) = page(code, disk, request.control)
+        {
+            r.put(page.as_bytes());
+        }
     }
     // MODE DATA LENGTH excludes itself and ignores truncation by the allocation length.
     if request.ten {
@@ -247,22 +332,20 @@ impl ModeSelect {
                 return Err(Sense::PARAMETER_LIST_LENGTH_ERROR);
             };
             // The PS bit is reserved in MODE SELECT; byte 0 is otherwise the page code.
-            let (current, changeable): ([u8; 20], [u8; 20]) = match code & 0x3F {
-                CACHING => (
-                    caching_page(disk, PageControl::Current),
-                    caching_page(disk, PageControl::Changeable),
-                ),
-                CONTROL => (pad(&control_page(PageControl::Current)), [0; 20]),
-                _ => return Err(field(offset, Some(5))),
+            let (Some(current), Some(changeable)) = (
+                self::page(code & 0x3F, disk, PageControl::Current),
+                self::page(code & 0x3F, disk, PageControl::Changeable),
+            ) else {
+                return Err(field(offset, Some(5)));
             };
-            let page_length = usize::from(current.get(1).copied().unwrap_or(0));
-            if usize::from(length) != page_length {
+            let page_length = current.as_bytes().get(1).copied().unwrap_or(0);
+            if length != page_length {
                 return Err(field(offset.saturating_add(1), None));
             }
             for (i, ((&sent, &now), &mask)) in page
                 .iter()
-                .zip(&current)
-                .zip(&changeable)
+                .zip(current.as_bytes())
+                .zip(changeable.as_bytes())
                 .enumerate()
                 .skip(2)
             {
@@ -318,14 +401,6 @@ fn check_block_descriptor(
         return Err(field(at.saturating_add(length_at), None));
     }
     Ok(())
-}
-
-fn pad(page: &[u8]) -> [u8; 20] {
-    let mut out = [0u8; 20];
-    for (dst, &src) in out.iter_mut().zip(page) {
-        *dst = src;
-    }
-    out
 }
 
 #[cfg(test)]
@@ -399,8 +474,8 @@ mod tests {
             ..SIX_CACHING
         };
         let data = sense(request, &d);
-        assert_eq!(data.len(), 8 + 16 + 20 + 12);
-        assert_eq!(data[..8], [0, 54, 0, 0x10, 0x01, 0, 0, 16]);
+        assert_eq!(data.len(), 8 + 16 + 20 + 12 + 40 + 12);
+        assert_eq!(data[..8], [0, 106, 0, 0x10, 0x01, 0, 0, 16]);
         assert_eq!(data[8..16], (1u64 << 33).to_be_bytes());
         assert_eq!(data[20..24], 512u32.to_be_bytes());
         assert_eq!(data[24..27], [0x08, 0x12, 0x04]);
@@ -413,7 +488,7 @@ mod tests {
             },
             &d,
         );
-        assert_eq!(data[..8], [0, 46, 0, 0x10, 0, 0, 0, 8]);
+        assert_eq!(data[..8], [0, 98, 0, 0x10, 0, 0, 0, 8]);
         assert_eq!(data[8..12], [0xFF; 4]);
     }
 
@@ -429,7 +504,12 @@ mod tests {
         assert_eq!(data[4..7], [0x08, 0x12, 0x04]);
         assert!(data[7..24].iter().all(|&b| b == 0));
         assert_eq!(data[24..26], [0x0A, 0x0A]);
-        assert!(data[26..].iter().all(|&b| b == 0));
+        assert!(data[26..36].iter().all(|&b| b == 0));
+        assert_eq!(data[36..38], [0x1A, 0x26]);
+        assert!(data[38..76].iter().all(|&b| b == 0));
+        assert_eq!(data[76..78], [0x1C, 0x0A]);
+        assert!(data[78..].iter().all(|&b| b == 0));
+        assert_eq!(data.len(), 88);
         let mut fixed = disk512();
         fixed.write_cache = Some(WriteCache {
             enabled: true,
@@ -549,7 +629,7 @@ mod tests {
             Err(Sense::invalid_parameter_field(5, None))
         );
         let mut list = caching_list(true);
-        list[4] = 0x1C; // informational exceptions: unsupported page
+        list[4] = 0x19; // protocol-specific port: unsupported page
         assert_eq!(
             select(false, &list, &disk512()),
             Err(Sense::invalid_parameter_field(4, Some(5)))
@@ -571,7 +651,7 @@ mod tests {
     #[test]
     fn mode_select_control_page_restated_is_accepted() {
         let mut list = std::vec![0u8, 0, 0, 0];
-        list.extend_from_slice(&control_page(PageControl::Current));
+        list.extend_from_slice(control_page(PageControl::Current).as_bytes());
         assert_eq!(select(false, &list, &disk512()), Ok(None));
         list[6] = 0x06; // D_SENSE
         assert_eq!(
@@ -628,5 +708,192 @@ mod tests {
             Err(Sense::invalid_cdb_field(1, Some(4)))
         );
         assert_eq!(request.parse(&list[..4], &disk512()), Ok(None));
+    }
+    /// The Power Condition page as SPC-4 7.5.13 lays it out: no timer enabled, CCF 01b.
+    fn power_condition_bytes() -> [u8; 40] {
+        let mut page = [0u8; 40];
+        page[0] = 0x1A;
+        page[1] = 0x26;
+        page[39] = 0x54;
+        page
+    }
+
+    /// The Informational Exceptions Control page (SPC-4 7.5.14): DEXCPT = 1, MRIE = 0.
+    const IEC_BYTES: [u8; 12] = [0x1C, 0x0A, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    #[test]
+    fn mode_sense_power_condition_and_informational_exceptions() {
+        let request = ModeSense {
+            page: POWER_CONDITION,
+            dbd: true,
+            ..SIX_CACHING
+        };
+        let data = sense(request, &disk512());
+        assert_eq!(data[..4], [43, 0, 0x10, 0]);
+        assert_eq!(data[4..], power_condition_bytes());
+        let data = sense(
+            ModeSense {
+                page: INFORMATIONAL_EXCEPTIONS,
+                ..request
+            },
+            &disk512(),
+        );
+        assert_eq!(data[..4], [15, 0, 0x10, 0]);
+        assert_eq!(data[4..], IEC_BYTES);
+        // Nothing in either page is changeable.
+        for page in [POWER_CONDITION, INFORMATIONAL_EXCEPTIONS] {
+            let data = sense(
+                ModeSense {
+                    page,
+                    control: PageControl::Changeable,
+                    ..request
+                },
+                &disk512(),
+            );
+            assert_eq!(data[4], page);
+            assert!(data[6..].iter().all(|&b| b == 0), "{page:02X}: {data:02X?}");
+        }
+    }
+
+    #[test]
+    fn all_pages_for_every_page_control() {
+        let d = disk512();
+        let request = ModeSense {
+            page: ALL_PAGES,
+            dbd: true,
+            ..SIX_CACHING
+        };
+        let mut caching = [0u8; 20];
+        caching[0] = 0x08;
+        caching[1] = 0x12;
+        caching[2] = 0x04;
+        let control = [0x0A, 0x0A, 0x02, 0x10, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut expected = std::vec![87u8, 0, 0x10, 0];
+        expected.extend_from_slice(&caching);
+        expected.extend_from_slice(&control);
+        expected.extend_from_slice(&power_condition_bytes());
+        expected.extend_from_slice(&IEC_BYTES);
+        // Current, default and saved values are the same: nothing is saved, defaults are the
+        // device's configuration.
+        for control in [
+            PageControl::Current,
+            PageControl::Default,
+            PageControl::Saved,
+        ] {
+            assert_eq!(
+                sense(ModeSense { control, ..request }, &d),
+                expected,
+                "{control:?}"
+            );
+        }
+        // Changeable: only WCE.
+        let changeable = sense(
+            ModeSense {
+                control: PageControl::Changeable,
+                ..request
+            },
+            &d,
+        );
+        assert_eq!(changeable.len(), expected.len());
+        let masks: Vec<(usize, u8)> = changeable
+            .iter()
+            .enumerate()
+            .skip(4)
+            .filter(|&(_, &b)| b != 0)
+            .map(|(i, &b)| (i, b))
+            .collect();
+        assert_eq!(
+            masks,
+            [
+                (4, 0x08),
+                (5, 0x12),
+                (6, 0x04),
+                (24, 0x0A),
+                (25, 0x0A),
+                (36, 0x1A),
+                (37, 0x26),
+                (76, 0x1C),
+                (77, 0x0A)
+            ]
+        );
+        // Saved values of a disk whose cache is off follow its configuration too.
+        let mut off = d;
+        off.write_cache = Some(WriteCache {
+            enabled: false,
+            changeable: true,
+        });
+        let wce = |control, disk: &DiskInfo| sense(ModeSense { control, ..request }, disk)[6];
+        assert_eq!(wce(PageControl::Saved, &off), 0x00);
+        // A cache switched off by MODE SELECT after coming up on: the default and saved values
+        // are the power-on ones, the current value is the new one.
+        off.write_cache_default = Some(true);
+        assert_eq!(wce(PageControl::Current, &off), 0x00);
+        assert_eq!(wce(PageControl::Default, &off), 0x04);
+        assert_eq!(wce(PageControl::Saved, &off), 0x04);
+        // And the other way round.
+        let mut on = d;
+        on.write_cache_default = Some(false);
+        assert_eq!(wce(PageControl::Current, &on), 0x04);
+        assert_eq!(wce(PageControl::Default, &on), 0x00);
+        assert_eq!(wce(PageControl::Saved, &on), 0x00);
+        // Without a cache there is nothing to enable, whatever the default says.
+        let mut none = on;
+        none.write_cache = None;
+        none.write_cache_default = Some(true);
+        assert_eq!(wce(PageControl::Default, &none), 0x00);
+    }
+
+    #[test]
+    fn mode_select_restates_power_condition_and_informational_exceptions() {
+        let d = disk512();
+        let mut list = std::vec![0u8, 0, 0, 0];
+        list.extend_from_slice(&power_condition_bytes());
+        list.extend_from_slice(&IEC_BYTES);
+        list.extend_from_slice(&caching_list(false)[4..]);
+        assert_eq!(
+            select(false, &list, &d),
+            Ok(Some(CacheChange {
+                write_cache_enabled: false
+            }))
+        );
+        // Enabling the idle_a timer is not possible: the first differing bit is named.
+        let mut idle = list.clone();
+        idle[4 + 3] = 0x02;
+        assert_eq!(
+            select(false, &idle, &d),
+            Err(Sense::invalid_parameter_field(7, Some(1)))
+        );
+        // A timer value.
+        let mut timer = list.clone();
+        timer[4 + 7] = 0x10;
+        assert_eq!(
+            select(false, &timer, &d),
+            Err(Sense::invalid_parameter_field(11, Some(4)))
+        );
+        // Turning informational exceptions on (DEXCPT = 0) or asking for reports (MRIE).
+        let mut dexcpt = list.clone();
+        dexcpt[44 + 2] = 0x00;
+        assert_eq!(
+            select(false, &dexcpt, &d),
+            Err(Sense::invalid_parameter_field(46, Some(3)))
+        );
+        let mut mrie = list.clone();
+        mrie[44 + 3] = 0x06;
+        assert_eq!(
+            select(false, &mrie, &d),
+            Err(Sense::invalid_parameter_field(47, Some(2)))
+        );
+        // The power condition page with a wrong page length.
+        let mut short = list.clone();
+        short[5] = 0x0A;
+        assert_eq!(
+            select(false, &short, &d),
+            Err(Sense::invalid_parameter_field(5, None))
+        );
+        // A list cut inside the power condition page.
+        assert_eq!(
+            select(false, &list[..30], &d),
+            Err(Sense::PARAMETER_LIST_LENGTH_ERROR)
+        );
     }
 }

@@ -27,6 +27,7 @@
 
 use core::sync::atomic::Ordering;
 
+use super::packed::IndirectTable;
 use super::ring::{DESCRIPTOR_SIZE, Descriptor, DescriptorTable, QueueSize, RawDescriptor};
 use super::transport::{DeviceConfig, Transport, TransportError};
 use storport::dma::DmaRegion;
@@ -547,6 +548,27 @@ impl RequestArea {
         (0..built.descriptors).map_while(move |i| Some(table?.read(i)?.descriptor()))
     }
 
+    /// Rewrites a built request's indirect table in the packed ring's layout (VIRTIO 1.2
+    /// 2.8.7: `addr, len, id, flags`, in order, no `next`), in place, for
+    /// [`super::Virtqueue::push_indirect`] on a packed ring. Returns `false` if the table is
+    /// not in the area (nothing is then pushed).
+    pub fn repack_table(&self, built: &BuiltRequest) -> bool {
+        let (Some(split), Some(packed)) = (self.table(), self.packed_table()) else {
+            return false;
+        };
+        // Entry i is read whole before it is written: the two layouts share each 16 bytes.
+        (0..built.descriptors).all(|i| {
+            split
+                .read(i)
+                .is_some_and(|raw| packed.write(i, raw.descriptor()))
+        })
+    }
+
+    fn packed_table(&self) -> Option<IndirectTable> {
+        let len = self.region.len().checked_sub(TABLE_OFFSET)?;
+        IndirectTable::new(self.region.subregion(TABLE_OFFSET, len)?)
+    }
+
     fn table(&self) -> Option<DescriptorTable> {
         let len = self.region.len().checked_sub(TABLE_OFFSET)?;
         DescriptorTable::new(self.region.subregion(TABLE_OFFSET, len)?)
@@ -943,6 +965,40 @@ mod tests {
         assert_eq!(l.discard.unwrap().max_segments, 1);
         assert!(RequestArea::new(dma(64, PHYS).subregion(0, 63).unwrap()).is_none());
         assert!(RequestArea::new(dma(128, PHYS).subregion(4, 100).unwrap()).is_none());
+    }
+
+    #[test]
+    fn repacked_table_has_the_packed_layout() {
+        let a = area(AREA_SIZE);
+        let built = builder()
+            .build_data(
+                &a,
+                RequestType::In,
+                0x1234,
+                [(0x10_0000, 4096), (0x20_0000, 512)],
+            )
+            .unwrap();
+        assert!(a.repack_table(&built));
+        // VIRTIO 1.2 2.8.7: le64 addr; le32 len; le16 id (unused, 0); le16 flags (WRITE only).
+        let words = a.region.u64s().unwrap();
+        let entry = |i: usize| {
+            let at = TABLE_OFFSET / 8 + 2 * i;
+            (
+                words[at].load(Ordering::Relaxed),
+                words[at + 1].load(Ordering::Relaxed),
+            )
+        };
+        let write = u64::from(WRITE) << 48;
+        assert_eq!(entry(0), (PHYS, 16));
+        assert_eq!(entry(1), (0x10_0000, 4096 | write));
+        assert_eq!(entry(2), (0x20_0000, 512 | write));
+        assert_eq!(entry(3), (PHYS + 16, 1 | write));
+        // A table that does not fit the area is refused.
+        let short = BuiltRequest {
+            descriptors: 200,
+            ..built
+        };
+        assert!(!a.repack_table(&short));
     }
 
     #[test]

@@ -16,19 +16,23 @@
 //! | [`VirtioPciLayout`] | the `virtio_pci_cap` list, 4.1.4 |
 //! | [`Transport`] | `virtio_pci_common_cfg`, notify, ISR and device config, 4.1.4.3 - 4.1.4.8 |
 //! | [`SplitQueue`] | the split virtqueue, driver side, 2.7 |
+//! | [`PackedQueue`], [`IndirectTable`] | the packed virtqueue, driver side, 2.8 (`struct pvirtq_desc[]`) |
 //! | [`DescriptorTable`] | `struct virtq_desc[]`, 2.7.5 (also indirect tables, 2.7.5.3) |
 //! | [`BlkConfig`], [`RequestBuilder`] | `virtio_blk_config`, `virtio_blk_req`, 5.2 |
 
 mod blk;
+mod packed;
 mod pci;
 mod ring;
 mod transport;
+mod virtqueue;
 
 pub use blk::{
     AREA_SIZE, BlkConfig, BlkConfigError, BuildError, BuiltRequest, DiscardLimits, Geometry,
     MAX_DATA_SEGMENTS, RangeSegment, RequestArea, RequestBuilder, RequestHeader, RequestLimits,
     RequestType, SECTOR_SIZE, Status, Topology, WriteCache, WriteZeroesLimits, area_size,
 };
+pub use packed::{IndirectTable, PackedQueue, PackedRingError};
 pub use pci::{PciError, Structure, StructureType, VirtioPciLayout};
 pub use ring::{
     Descriptor, DescriptorTable, LayoutError, MAX_QUEUE_SIZE, PushError, QueueAddresses, QueueSize,
@@ -37,6 +41,7 @@ pub use ring::{
 pub use transport::{
     DeviceConfig, DeviceStatus, Isr, NO_VECTOR, QueueNotifier, Transport, TransportError,
 };
+pub use virtqueue::{QueueError, Virtqueue};
 
 /// Feature bits, as masks of the 64-bit feature word (VIRTIO 1.2 6 and 5.2.3).
 pub mod feature {

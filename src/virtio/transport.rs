@@ -28,7 +28,7 @@ pub mod feature {
     pub const VERSION_1: u64 = 1 << 32;
     /// VIRTIO_F_ACCESS_PLATFORM (33): the device goes through the platform's DMA translation.
     pub const ACCESS_PLATFORM: u64 = 1 << 33;
-    /// VIRTIO_F_RING_PACKED (34): packed virtqueues (not used by this driver).
+    /// VIRTIO_F_RING_PACKED (34): packed virtqueues (VIRTIO 1.2 2.8).
     pub const RING_PACKED: u64 = 1 << 34;
     /// VIRTIO_F_IN_ORDER (35).
     pub const IN_ORDER: u64 = 1 << 35;
@@ -38,7 +38,8 @@ pub mod feature {
     pub const RING_RESET: u64 = 1 << 40;
 
     /// The transport features this driver implements; others are never accepted.
-    pub const TRANSPORT_SUPPORTED: u64 = INDIRECT_DESC | EVENT_IDX | VERSION_1 | ACCESS_PLATFORM;
+    pub const TRANSPORT_SUPPORTED: u64 =
+        INDIRECT_DESC | EVENT_IDX | VERSION_1 | ACCESS_PLATFORM | RING_PACKED;
 }
 
 /// Device status bits (VIRTIO 1.2 2.1).
@@ -798,7 +799,8 @@ pub(crate) mod tests {
         let mut t = dev.transport(4);
         assert_eq!(t.begin_init(&mut no_stall()).unwrap(), OFFERED);
         assert_eq!(dev.state.lock().unwrap().status, 3);
-        // Packed rings and unknown transport bits are never accepted; bit 13 is not offered.
+        // Packed rings are accepted when offered; unknown transport bits never; bit 13 is not
+        // offered.
         let wanted = feature::INDIRECT_DESC
             | feature::EVENT_IDX
             | feature::RING_PACKED
@@ -808,7 +810,11 @@ pub(crate) mod tests {
         let accepted = t.negotiate(wanted).unwrap();
         assert_eq!(
             accepted,
-            feature::VERSION_1 | feature::INDIRECT_DESC | feature::EVENT_IDX | (1 << 9)
+            feature::VERSION_1
+                | feature::INDIRECT_DESC
+                | feature::EVENT_IDX
+                | feature::RING_PACKED
+                | (1 << 9)
         );
         assert_eq!(dev.state.lock().unwrap().accepted, accepted);
         assert_eq!(dev.state.lock().unwrap().status, 0x0B);

@@ -25,7 +25,7 @@ use crate::pci::Location;
 use crate::say;
 
 /// The most disks one file may describe.
-pub const MAX_DISKS: usize = 8;
+pub const MAX_DISKS: usize = 12;
 
 /// The expectations of one disk.
 #[derive(Clone, Copy, Debug)]

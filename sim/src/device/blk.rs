@@ -168,6 +168,34 @@ impl Segments {
             .map(|b| (b.addr.raw_value(), b.len))
     }
 
+    /// Takes the elements of a packed ring's buffer (already walked by
+    /// [`super::packed::PackedRing::pop`]), checking them as [`Self::collect`] does.
+    pub fn collect_elements(
+        &mut self,
+        elements: &[super::packed::Element],
+        mem: &GuestMemoryMmap,
+    ) -> Result<u64, ChainError> {
+        self.buffers.clear();
+        let mut total = 0u64;
+        for e in elements {
+            let addr = GuestAddress(e.addr);
+            if e.len > 0 && !GuestMemoryBackend::check_range(mem, addr, e.len as usize) {
+                return Err(ChainError::Malformed);
+            }
+            total += u64::from(e.len);
+            self.buffers.push(Buffer {
+                addr,
+                len: e.len,
+                writable: e.writable,
+            });
+        }
+        match self.buffers.last() {
+            None => Err(ChainError::Malformed),
+            Some(b) if b.writable && b.len >= 1 => Ok(total),
+            _ => Err(ChainError::NoStatus),
+        }
+    }
+
     /// Fills `self.ranges` with the bytes of the buffers of one direction, skipping the first
     /// `skip` bytes and dropping the last `drop` bytes; returns how many bytes that is.
     fn select(&mut self, writable: bool, skip: u64, drop: u64) -> u64 {

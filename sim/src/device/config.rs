@@ -32,6 +32,9 @@ pub mod features {
     pub const EVENT_IDX: u64 = 1 << 29;
     /// Compliance with virtio 1.x (must be negotiated: the rings are little-endian).
     pub const VERSION_1: u64 = 1 << 32;
+    /// Packed virtqueues (VIRTIO 1.2 2.8): offered when asked for (see
+    /// [`super::DeviceConfig::offered_features`]).
+    pub const RING_PACKED: u64 = 1 << 34;
 
     /// What the device offers unless [`super::DeviceConfig::features`] overrides it.
     pub const DEFAULT: u64 = VERSION_1
@@ -129,11 +132,18 @@ impl Default for DeviceConfig {
 }
 
 impl DeviceConfig {
-    /// The feature bits the device offers.
+    /// The feature bits the device offers. With the default features, `VIOBLK_SIM_RING=packed`
+    /// in the environment adds RING_PACKED, so that any suite runs over packed rings
+    /// (`VIOBLK_SIM_RING=packed cargo test -p vioblk-sim`).
     pub fn offered_features(&self) -> u64 {
         let mut offered = self.features.unwrap_or(features::DEFAULT);
         if self.features.is_none() && self.num_queues <= 1 {
             offered &= !features::MQ;
+        }
+        if self.features.is_none()
+            && std::env::var("VIOBLK_SIM_RING").is_ok_and(|ring| ring == "packed")
+        {
+            offered |= features::RING_PACKED;
         }
         if self.read_only {
             offered |= features::RO;

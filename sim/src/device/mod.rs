@@ -11,6 +11,7 @@
 //! - `blk`: the virtio-blk request parser and executor (VIRTIO 1.2 5.2.6).
 //! - `backend`: the disk contents, in RAM or in a file.
 //! - `queue_thread`: one I/O thread per virtqueue over rust-vmm `virtio-queue`.
+//! - [`packed`]: the packed virtqueue's device side (VIRTIO 1.2 2.8), which `virtio-queue` lacks.
 //! - `fault`: deterministic fault injection for the driver's trust tests.
 //! - `vhost_user`: [`VhostUserDevice`], the same PCI function with a vhost-user back end (QEMU's
 //!   block layer) serving the queues instead of the model's queue threads.
@@ -28,6 +29,8 @@ pub mod direct;
 mod fault;
 mod model;
 mod msix;
+pub mod packed;
+mod packed_thread;
 mod pci;
 mod queue_thread;
 mod transport;

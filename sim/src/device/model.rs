@@ -14,6 +14,8 @@ use super::blk::Context;
 use super::config::{DeviceConfig, features};
 use super::fault::{FaultInjector, FaultMode};
 use super::msix::{ISR_CONFIG, Interrupts, NO_VECTOR};
+use super::packed::PackedRing;
+use super::packed_thread;
 use super::pci::{ConfigSpace, NOTIFY_OFF_MULTIPLIER, PCI_CFG_DATA};
 use super::queue_thread::{self, QueueControl, QueueCounters, QueueStats};
 use super::transport::{self, CommonCfg, blk as blk_cfg, layout, status};
@@ -610,6 +612,10 @@ impl VirtioBlkDevice {
     fn start_queue(&self, common: &CommonCfg, workers: &mut [Option<JoinHandle<()>>], q: u16) {
         let regs = common.queues[usize::from(q)];
         let negotiated = self.shared.negotiated.load(Ordering::Acquire);
+        if negotiated & features::RING_PACKED != 0 {
+            self.start_packed_queue(common, workers, q, negotiated);
+            return;
+        }
         let built = (|| -> Option<Queue> {
             // virtio-queue wants a power-of-two maximum; the size the driver chose is checked
             // against the register value below.
@@ -646,6 +652,36 @@ impl VirtioBlkDevice {
         }
         self.shared.queue_ctl[usize::from(q)].rearm();
         match queue_thread::spawn(self.shared.clone(), q, queue) {
+            Ok(handle) => workers[usize::from(q)] = Some(handle),
+            Err(_) => self.shared.set_needs_reset(),
+        }
+    }
+
+    /// Builds packed queue `q` (VIRTIO 1.2 2.8) from its registers and starts its thread.
+    fn start_packed_queue(
+        &self,
+        common: &CommonCfg,
+        workers: &mut [Option<JoinHandle<()>>],
+        q: u16,
+        negotiated: u64,
+    ) {
+        let regs = common.queues[usize::from(q)];
+        let ring = PackedRing::new(
+            regs.desc,
+            regs.driver,
+            regs.device,
+            regs.size,
+            negotiated & features::EVENT_IDX != 0,
+        );
+        let Ok(ring) = ring else {
+            self.shared.set_needs_reset();
+            return;
+        };
+        if workers[usize::from(q)].is_some() {
+            return;
+        }
+        self.shared.queue_ctl[usize::from(q)].rearm();
+        match packed_thread::spawn(self.shared.clone(), q, ring) {
             Ok(handle) => workers[usize::from(q)] = Some(handle),
             Err(_) => self.shared.set_needs_reset(),
         }

@@ -61,7 +61,7 @@ impl QueueControl {
     }
 
     /// Waits for a kick; false when asked to stop.
-    fn wait(&self) -> bool {
+    pub(super) fn wait(&self) -> bool {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         while !s.kicked && !s.stop {
             s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
@@ -70,7 +70,7 @@ impl QueueControl {
         !s.stop
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -92,9 +92,9 @@ pub struct QueueStats {
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     notifications: AtomicU64,
-    interrupts: AtomicU64,
-    suppressed: AtomicU64,
-    served: AtomicU64,
+    pub(super) interrupts: AtomicU64,
+    pub(super) suppressed: AtomicU64,
+    pub(super) served: AtomicU64,
 }
 
 /// A snapshot of one queue's counters, for the simulator's report.
@@ -158,7 +158,7 @@ impl QueueStats {
         }
     }
 
-    fn count(&self, outcome: &blk::Outcome) {
+    pub(super) fn count(&self, outcome: &blk::Outcome) {
         let c = match outcome.kind {
             Kind::Read => &self.reads,
             Kind::Write => &self.writes,
