@@ -57,7 +57,6 @@ fn inspect(path: &Path) -> (bool, Vec<String>) {
     let mut imports: Vec<String> = file
         .imports()
         .unwrap()
-        .into_iter()
         .map(|i| {
             let i = i.unwrap();
             format!(
