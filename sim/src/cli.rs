@@ -58,6 +58,8 @@ pub struct DiskOptions {
     pub max_outstanding: u32,
     /// Run this driver image (vioblk.sys) instead of the linked driver (`--driver-image`).
     pub driver_image: Option<PathBuf>,
+    /// Windows' rules only (`--windows-rules-only`): see `PortOptions::windows_rules_only`.
+    pub windows_rules_only: bool,
 }
 
 impl Default for DiskOptions {
@@ -70,6 +72,7 @@ impl Default for DiskOptions {
             interrupts: InterruptMode::Msix,
             max_outstanding: 32,
             driver_image: None,
+            windows_rules_only: false,
         }
     }
 }
@@ -261,6 +264,8 @@ DISK OPTIONS (all commands):
         --block-size N       logical block size, 512 or 4096 [512]
         --file PATH          back the disk with a file instead of RAM
         --driver-image PATH  run this vioblk.sys (PE loader) instead of the linked driver
+        --windows-rules-only  check Windows' rules only (the project's own are off; images may
+                             use plain mov/movzx register accesses): for viostor.sys
         --queues N           request queues, 1 to 64 [2]
         --interrupts MODE    msix or intx [msix]
 
@@ -433,6 +438,7 @@ fn disk_flag<'a>(
         }
         "--file" => d.disk.file = Some(PathBuf::from(args.value(flag, inline)?)),
         "--driver-image" => d.disk.driver_image = Some(PathBuf::from(args.value(flag, inline)?)),
+        "--windows-rules-only" => d.disk.windows_rules_only = true,
         "--queues" => {
             let v = args.value(flag, inline)?;
             match v.trim().parse::<u16>() {

@@ -63,6 +63,9 @@ impl Stack {
         let device = Arc::new(
             VirtioBlkDevice::new(options.device).map_err(|e| format!("device model: {e:?}"))?,
         );
+        if options.port.windows_rules_only {
+            storport_sim::image::accept_plain_register_accesses(true);
+        }
         let port = Port::new(options.port);
         let image = match image {
             Some(path) => Some(
@@ -181,6 +184,10 @@ impl DriverBackend {
             },
             intx: options.interrupts == crate::cli::InterruptMode::Intx,
             driver_image: options.driver_image.clone(),
+            port: PortOptions {
+                windows_rules_only: options.windows_rules_only,
+                ..StackOptions::default().port
+            },
             ..StackOptions::default()
         }
     }

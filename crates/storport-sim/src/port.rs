@@ -65,6 +65,9 @@ pub struct PortOptions {
     pub poison: bool,
     /// Print StorPortDebugPrint output to stderr.
     pub debug_print: bool,
+    /// Check Windows' rules only: the project's own stricter rules (`Rule::PROJECT_ONLY`,
+    /// RULES.md) are off, so a driver not written to them (viostor) is measured fairly.
+    pub windows_rules_only: bool,
 }
 
 impl Default for PortOptions {
@@ -86,6 +89,7 @@ impl Default for PortOptions {
             sg_mode: SgMode::PerPage,
             poison: true,
             debug_print: false,
+            windows_rules_only: false,
         }
     }
 }
@@ -164,7 +168,13 @@ impl Port {
         std::hint::black_box(crate::keep_exports());
         let reporter = Reporter {
             violations: Mutex::new(Vec::new()),
-            disabled: options.disabled_rules.clone(),
+            disabled: {
+                let mut disabled = options.disabled_rules.clone();
+                if options.windows_rules_only {
+                    disabled.extend_from_slice(Rule::PROJECT_ONLY);
+                }
+                disabled
+            },
             panic: options.panic_on_violation,
         };
         Port {
