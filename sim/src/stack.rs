@@ -63,10 +63,16 @@ impl Stack {
         let device = Arc::new(
             VirtioBlkDevice::new(options.device).map_err(|e| format!("device model: {e:?}"))?,
         );
-        if options.port.windows_rules_only {
+        let mut port_options = options.port;
+        // VIOBLK_WINDOWS_RULES_ONLY=1 does for every Stack what --windows-rules-only does for
+        // the command (tools/peer/compare.py's callgrind runs of the qd32_reads example).
+        if std::env::var_os("VIOBLK_WINDOWS_RULES_ONLY").is_some_and(|v| v == "1") {
+            port_options.windows_rules_only = true;
+        }
+        if port_options.windows_rules_only {
             storport_sim::image::accept_plain_register_accesses(true);
         }
-        let port = Port::new(options.port);
+        let port = Port::new(port_options);
         let image = match image {
             Some(path) => Some(
                 storport_sim::image::load(&path).map_err(|e| format!("{}: {e}", path.display()))?,

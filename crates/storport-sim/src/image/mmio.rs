@@ -291,11 +291,12 @@ fn emulate(
     let plain = instruction.memory_index() == Register::None
         && instruction.memory_displacement64() == 0
         && gpr(instruction.memory_base()).is_some();
-    if !marked && super::peer::plain_enabled() {
-        if let Some(access) = super::peer::decode(&instruction) {
-            emulate_plain(gregs, rip, &instruction, access, devext, port_address);
-            return;
-        }
+    if !marked
+        && super::peer::plain_enabled()
+        && let Some(access) = super::peer::decode(&instruction)
+    {
+        emulate_plain(gregs, rip, &instruction, access, devext, port_address);
+        return;
     }
     let (Some(form), true, true) = (form, plain, marked) else {
         fail(format!(
