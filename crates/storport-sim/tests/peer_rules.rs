@@ -77,7 +77,8 @@ fn register_access_with_a_null_extension_is_resolved_by_address() {
     let (a, _dev) = start(&p, bad::NONE, 2);
     let e = unsafe { &*(a.device_extension() as *const Ext) };
     let before = unattributed_calls();
-    let v = unsafe { StorPortReadRegisterUlong(std::ptr::null_mut(), e.regs.add(0x10).cast()) };
+    let register = unsafe { e.regs.add(0x10) };
+    let v = unsafe { StorPortReadRegisterUlong(std::ptr::null_mut(), register.cast()) };
     assert_eq!(v, 0xFEED_F00D);
     assert_eq!(unattributed_calls(), before);
     drop(a);
