@@ -141,6 +141,9 @@ def summarize(r):
         "cpu_us_per_io": round(r["cpu_s"] * 1e6 / max(res["ios"], 1), 2),
         "p50_us": lat["p50"], "p90_us": lat["p90"], "p99_us": lat["p99"], "p99_9_us": lat["p99_9"],
         "mismatches": rep["verification"]["mismatches"],
+        # Device-model counts: on a hypervisor each notify is a VM exit, each interrupt an injection.
+        "notifies_per_io": round(sum(q["notifications"] for q in rep.get("queues") or []) / max(res["ios"], 1), 3),
+        "interrupts_per_io": round(sum(q["interrupts"] for q in rep.get("queues") or []) / max(res["ios"], 1), 3),
         "violations": rep["violations"],
     }
 
@@ -198,6 +201,8 @@ def main():
     for k in ("p50_us", "p90_us", "p99_us", "p99_9_us"):
         row(f"latency {k[:-3].replace('_', '.')} (us)", lambda d, k=k: str(w(d).get(k, "-")))
     row("CPU time per I/O (us, whole process)", lambda d: str(w(d).get("cpu_us_per_io", "-")))
+    row("notifies per I/O (VM exits on a hypervisor)", lambda d: str(w(d).get("notifies_per_io", "-")))
+    row("interrupts per I/O", lambda d: str(w(d).get("interrupts_per_io", "-")))
     row("image instructions per 4 KiB read", lambda d: str(d.get("image_instructions_per_read", "-")))
     row("verified, mismatches", lambda d: str(w(d).get("mismatches", "-")))
     row("violations, Windows rules only", lambda d: str(len(w(d).get("violations", []))) if "violations" in w(d) else w(d)["ended"])
