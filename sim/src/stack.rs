@@ -69,7 +69,8 @@ impl Stack {
         if std::env::var_os("VIOBLK_WINDOWS_RULES_ONLY").is_some_and(|v| v == "1") {
             port_options.windows_rules_only = true;
         }
-        if port_options.windows_rules_only {
+        let windows = port_options.windows_rules_only;
+        if windows {
             storport_sim::image::accept_plain_register_accesses(true);
         }
         let port = Port::new(port_options);
@@ -101,6 +102,15 @@ impl Stack {
                 },
             )
             .map_err(|e| format!("adapter start failed: {e:?}"))?;
+        if windows && !options.dump {
+            // Windows' disk class driver reads the capacity before any I/O; viostor refuses
+            // reads until it has answered READ CAPACITY (it learns its last LBA there).
+            let mut cdb = vec![0u8; 16];
+            cdb[0] = 0x9E;
+            cdb[1] = 0x10;
+            cdb[13] = 32;
+            let _ = adapter.execute(Request::data_in(&cdb, 32));
+        }
         Ok(Stack {
             port,
             adapter,
