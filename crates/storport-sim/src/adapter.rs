@@ -904,30 +904,6 @@ pub struct Adapter {
     pub(crate) inner: Arc<AdapterInner>,
 }
 
-/// Windows' PCI bus driver enables MSI-X (Message Control bit 15 of the MSI-X capability) before
-/// the miniport's HwStorFindAdapter when it grants message-signaled interrupts; viostor reads
-/// that bit to choose MSI-X. vioblk enables it itself, so the default run leaves it to the
-/// driver; `PortOptions::windows_rules_only` does what Windows does.
-fn enable_msix_as_windows_does(device: &dyn PciDevice) {
-    let mut b = [0u8; 2];
-    device.config_read(0x34, &mut b[..1]);
-    let mut cap = u16::from(b[0] & 0xFC);
-    for _ in 0..48 {
-        if cap == 0 {
-            return;
-        }
-        device.config_read(cap, &mut b);
-        if b[0] == 0x11 {
-            let mut control = [0u8; 2];
-            device.config_read(cap + 2, &mut control);
-            let control = u16::from_le_bytes(control) | 0x8000;
-            device.config_write(cap + 2, &control.to_le_bytes());
-            return;
-        }
-        cap = u16::from(b[1] & 0xFC);
-    }
-}
-
 pub(crate) fn start(
     port: &Arc<PortShared>,
     device: Arc<dyn PciDevice>,
@@ -957,8 +933,11 @@ pub(crate) fn start(
         _ => 0,
     };
     let lines = messages.max(1);
-    if messages > 0 && port.options.windows_rules_only {
-        enable_msix_as_windows_does(device.as_ref());
+    // The PnP manager enables MSI-X before the miniport's HwStorFindAdapter; viostor reads the
+    // enable bit there to choose MSI-X (vioblk does not look), so with Windows' rules only the
+    // port does it this early (the same `enable_msix` as below, which then changes nothing).
+    if port.options.windows_rules_only && dump.is_none() && lines > 1 {
+        enable_msix(device.as_ref(), lines as usize);
     }
     let layout = Layout::from_size_align((hw.DeviceExtensionSize as usize).max(16), 16)
         .expect("device extension layout");
