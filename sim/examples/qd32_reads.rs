@@ -149,6 +149,16 @@ fn main() {
             image.size
         );
     }
+    // READ CAPACITY(16) first, as the disk class driver sends it before any I/O (viostor
+    // refuses reads until it has answered one: it learns the last LBA there).
+    let mut capacity = [0u8; 16];
+    capacity[0] = 0x9E;
+    capacity[1] = 0x10;
+    capacity[13] = 32;
+    let _ = stack
+        .adapter
+        .submit(storport_sim::Request::data_in(&capacity, 32))
+        .wait();
     let r = run(&stack, ios, seed);
     let violations = stack.violations();
     println!(

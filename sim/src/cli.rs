@@ -66,6 +66,8 @@ pub struct DiskOptions {
     /// Faults will be injected (`--fault`): the backend shortens Storport's timeouts so that
     /// lost requests are recovered within the job.
     pub faults: bool,
+    /// Windows' rules only (`--windows-rules-only`): see `PortOptions::windows_rules_only`.
+    pub windows_rules_only: bool,
 }
 
 impl Default for DiskOptions {
@@ -80,6 +82,7 @@ impl Default for DiskOptions {
             driver_image: None,
             device: crate::qemu::DeviceKind::Model,
             faults: false,
+            windows_rules_only: false,
         }
     }
 }
@@ -300,6 +303,8 @@ DISK OPTIONS (all commands):
         --block-size N       logical block size, 512 or 4096 [512]
         --file PATH          back the disk with a file instead of RAM
         --driver-image PATH  run this vioblk.sys (PE loader) instead of the linked driver
+        --windows-rules-only  check Windows' rules only (the project's own are off; images may
+                             use plain mov/movzx register accesses): for viostor.sys
         --queues N           request queues, 1 to 64 [2]
         --interrupts MODE    msix (one message per queue), msi (one message) or intx [msix]
         --device DEVICE      under the driver: model (this project's) or qemu (a
@@ -482,6 +487,7 @@ fn disk_flag<'a>(
             let socket = PathBuf::from(args.value(flag, inline)?);
             d.disk.device = crate::qemu::DeviceKind::VhostUser(socket);
         }
+        "--windows-rules-only" => d.disk.windows_rules_only = true,
         "--queues" => {
             let v = args.value(flag, inline)?;
             match v.trim().parse::<u16>() {

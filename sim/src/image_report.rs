@@ -72,6 +72,20 @@ impl ImageReport {
             self.mmio.iter().sum::<u64>(),
             forms.join(", ")
         );
+        let plain = image::PLAIN_ACCESSES
+            .each_ref()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
+        if plain.iter().any(|&n| n > 0) {
+            let _ = writeln!(
+                s,
+                "mmio:    {} unmarked mov/movzx accesses emulated (--windows-rules-only): \
+                 {} loads, {} register stores, {} immediate stores",
+                plain.iter().sum::<u64>(),
+                plain[0],
+                plain[1],
+                plain[2]
+            );
+        }
         s
     }
 

@@ -89,7 +89,17 @@ impl<D: PciDevice + 'static> Stack<D> {
         options: StackOptions,
     ) -> Result<Stack<D>, String> {
         let image = driver_image(&options);
-        let port = Port::new(options.port);
+        let mut port_options = options.port;
+        // VIOBLK_WINDOWS_RULES_ONLY=1 does for every Stack what --windows-rules-only does for
+        // the command (tools/peer/compare.py's callgrind runs of the qd32_reads example).
+        if std::env::var_os("VIOBLK_WINDOWS_RULES_ONLY").is_some_and(|v| v == "1") {
+            port_options.windows_rules_only = true;
+        }
+        let windows = port_options.windows_rules_only;
+        if windows {
+            storport_sim::image::accept_plain_register_accesses(true);
+        }
+        let port = Port::new(port_options);
         let image = match image {
             Some(path) => Some(
                 storport_sim::image::load(&path).map_err(|e| format!("{}: {e}", path.display()))?,
@@ -118,6 +128,15 @@ impl<D: PciDevice + 'static> Stack<D> {
                 },
             )
             .map_err(|e| format!("adapter start failed: {e:?}"))?;
+        if windows && !options.dump {
+            // Windows' disk class driver reads the capacity before any I/O; viostor refuses
+            // reads until it has answered READ CAPACITY (it learns its last LBA there).
+            let mut cdb = vec![0u8; 16];
+            cdb[0] = 0x9E;
+            cdb[1] = 0x10;
+            cdb[13] = 32;
+            let _ = adapter.execute(Request::data_in(&cdb, 32));
+        }
         Ok(Stack {
             port,
             adapter,
@@ -212,6 +231,7 @@ impl DriverBackend {
                 // With faults injected, a lost request is timed out within the job (1 s for the
                 // class driver's 10 s), not after it.
                 timeout_scale: if options.faults { 0.1 } else { 1.0 },
+                windows_rules_only: options.windows_rules_only,
                 ..storport_sim::PortOptions::default()
             },
             intx: options.interrupts == crate::cli::InterruptMode::Intx,

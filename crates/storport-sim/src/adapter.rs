@@ -105,6 +105,8 @@ pub(crate) struct AdapterInner {
     pub alloc: GuestAllocator,
     devext: usize,
     devext_layout: Layout,
+    /// The device extension's guest-memory block (`PortOptions::windows_rules_only`).
+    devext_block: Option<crate::memory::Block>,
     pub dump: Option<u8>,
     cpus: u32,
     /// Interrupt lines: MSI-X messages offered, or 1.
@@ -897,8 +899,11 @@ impl Drop for AdapterInner {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.serial);
-        // SAFETY: allocated in `start` with this layout and not freed elsewhere.
-        unsafe { std::alloc::dealloc(self.devext as *mut u8, self.devext_layout) };
+        match self.devext_block {
+            Some(b) => self.alloc.free(b),
+            // SAFETY: allocated in `start` with this layout and not freed elsewhere.
+            None => unsafe { std::alloc::dealloc(self.devext as *mut u8, self.devext_layout) },
+        }
         for (p, l) in self.pool.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             // SAFETY: allocated by ExtFunctionAllocatePool with this layout and never freed.
             unsafe { std::alloc::dealloc(p as *mut u8, l) };
@@ -1022,10 +1027,30 @@ pub(crate) fn start(
         _ => 0,
     };
     let lines = messages.max(1);
+    // The PnP manager enables MSI-X before the miniport's HwStorFindAdapter; viostor reads the
+    // enable bit there to choose MSI-X (vioblk does not look), so with Windows' rules only the
+    // port does it this early (the same `enable_msix` as below, which then changes nothing).
+    if port.options.windows_rules_only && dump.is_none() && lines > 1 {
+        enable_msix(device.as_ref(), lines as usize);
+    }
     let layout = Layout::from_size_align((hw.DeviceExtensionSize as usize).max(16), 16)
         .expect("device extension layout");
-    // SAFETY: the layout has a non-zero size.
-    let devext = unsafe { std::alloc::alloc_zeroed(layout) } as usize;
+    let alloc = GuestAllocator::new(memory);
+    // With Windows' rules only, the device extension is DMA-able (guest) memory, as nonpaged
+    // pool is on Windows: viostor hands the device its own extension (the serial-number buffer).
+    let devext_block = port
+        .options
+        .windows_rules_only
+        .then(|| alloc.alloc(layout.size()))
+        .flatten();
+    let devext = match devext_block {
+        Some(b) => {
+            alloc.fill(b.host, b.size, 0);
+            b.host
+        }
+        // SAFETY: the layout has a non-zero size.
+        None => (unsafe { std::alloc::alloc_zeroed(layout) }) as usize,
+    };
     assert!(devext != 0, "device extension allocation failed");
     let access_ranges: Vec<AccessRange> = device
         .bars()
@@ -1043,9 +1068,10 @@ pub(crate) fn start(
         port: port.clone(),
         hw,
         device: device.clone(),
-        alloc: GuestAllocator::new(memory).with_watch(device.dma_watch()),
+        alloc: alloc.with_watch(device.dma_watch()),
         devext,
         devext_layout: layout,
+        devext_block,
         dump,
         cpus,
         lines,

@@ -1045,12 +1045,30 @@ pub extern "C" fn StorPortLogError(
     });
 }
 
+/// `on` for the register accessors: a NULL extension is resolved by the register's address
+/// (the adapter whose StorPortGetDeviceBase made it), as Windows' x64 accessors never look at
+/// the extension.
+fn on_register<R: Default>(
+    devext: *mut c_void,
+    register: *mut c_void,
+    what: &str,
+    f: impl FnOnce(&AdapterInner) -> R,
+) -> R {
+    if devext.is_null()
+        && let Some(serial) = crate::registers::serial_of(register)
+        && let Some(a) = crate::adapter::lookup_serial(serial)
+    {
+        return f(&a);
+    }
+    on(devext, what, f)
+}
+
 macro_rules! registers {
     ($($read:ident $write:ident $t:ty;)*) => {$(
         /// Host-only register read: forwarded to the device's BAR.
         #[unsafe(no_mangle)]
         pub extern "C" fn $read(HwDeviceExtension: *mut c_void, Register: *mut $t) -> $t {
-            on(HwDeviceExtension, stringify!($read), |a| {
+            on_register(HwDeviceExtension, Register.cast(), stringify!($read), |a| {
                 let mut b = [0u8; size_of::<$t>()];
                 crate::registers::read(a, Register.cast(), &mut b);
                 <$t>::from_le_bytes(b)
@@ -1059,7 +1077,7 @@ macro_rules! registers {
         /// Host-only register write: forwarded to the device's BAR.
         #[unsafe(no_mangle)]
         pub extern "C" fn $write(HwDeviceExtension: *mut c_void, Register: *mut $t, Value: $t) {
-            on(HwDeviceExtension, stringify!($write), |a| {
+            on_register(HwDeviceExtension, Register.cast(), stringify!($write), |a| {
                 crate::registers::write(a, Register.cast(), &Value.to_le_bytes())
             })
         }

@@ -72,6 +72,9 @@ pub struct PortOptions {
     pub multi_tier_reset: bool,
     /// How long each tier of the multi-tier reset waits before the next.
     pub reset_tier_wait: Duration,
+    /// Check Windows' rules only: the project's own stricter rules (`Rule::PROJECT_ONLY`,
+    /// RULES.md) are off, so a driver not written to them (viostor) is measured fairly.
+    pub windows_rules_only: bool,
 }
 
 impl Default for PortOptions {
@@ -95,6 +98,7 @@ impl Default for PortOptions {
             debug_print: false,
             multi_tier_reset: false,
             reset_tier_wait: Duration::from_secs(1),
+            windows_rules_only: false,
         }
     }
 }
@@ -173,7 +177,13 @@ impl Port {
         std::hint::black_box(crate::keep_exports());
         let reporter = Reporter {
             violations: Mutex::new(Vec::new()),
-            disabled: options.disabled_rules.clone(),
+            disabled: {
+                let mut disabled = options.disabled_rules.clone();
+                if options.windows_rules_only {
+                    disabled.extend_from_slice(Rule::PROJECT_ONLY);
+                }
+                disabled
+            },
             panic: options.panic_on_violation,
         };
         Port {

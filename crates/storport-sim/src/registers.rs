@@ -116,3 +116,11 @@ pub(crate) fn write(a: &AdapterInner, reg: *mut c_void, buf: &[u8]) {
         a.device.bar_write(bar, off, buf);
     }
 }
+
+/// The adapter serial (low 16 bits) a register address made by `map` belongs to, for register
+/// calls with a NULL device extension: on x64 Windows the accessors ignore the extension
+/// (layouts.md), and viostor passes NULL. `None` for an address `map` did not make.
+pub(crate) fn serial_of(reg: *mut c_void) -> Option<u64> {
+    let v = reg as u64;
+    (v & TAG_MASK == TAG).then_some((v >> 40) & 0xFFFF)
+}

@@ -99,6 +99,14 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The rules that are this project's own, with no Windows mechanism behind them (RULES.md):
+    /// `PortOptions::windows_rules_only` turns them off. TwoDpcLocks is seed 003's project rule
+    /// (Windows allows a DPC routine to hold two STOR_DPC locks); OutsideCallback has no Windows
+    /// check (a lock taken on a thread running no callback: Windows cannot tell). The project's
+    /// other own rule, the register-access form (marker + fixed `mov`/`movzx`), is the image
+    /// loader's and is relaxed with `image::accept_plain_register_accesses`.
+    pub const PROJECT_ONLY: &'static [Rule] = &[Rule::TwoDpcLocks, Rule::OutsideCallback];
+
     /// The bug-check code and first parameter this rule reports.
     pub fn code(self) -> (u32, u64) {
         use Rule::*;

@@ -430,3 +430,75 @@ fn an_access_without_the_marker_ends_the_process_naming_it() {
         "{stderr}"
     );
 }
+
+// ---- Unmarked register accesses of images not built with crates/storport (issue 16) --------
+
+/// The child half of the plain-form tests: `accept_plain_register_accesses(true)` is process-wide,
+/// so they run in a child. `STORPORT_SIM_PLAIN_PROBE` picks the read: `mov` (`mov eax, [rbx]`,
+/// unmarked), `movzx-disp` (`movzx eax, word ptr [rbx + 0]`, unmarked, with a displacement) or
+/// `cmp` (`cmp dword ptr [rbx], 0`, unmarked: still refused).
+#[test]
+#[ignore = "run by the plain-form tests in a child process"]
+fn plain_probing_child() {
+    let read: &[u8] = match std::env::var("STORPORT_SIM_PLAIN_PROBE").as_deref() {
+        Ok("mov") => &READ32_RBX,
+        Ok("movzx-disp") => &[0x0f, 0xb7, 0x43, 0x00], // movzx eax, word ptr [rbx + 0]
+        Ok("cmp") => &[0x83, 0x3b, 0x00],              // cmp dword ptr [rbx], 0
+        other => panic!("STORPORT_SIM_PLAIN_PROBE is {other:?}"),
+    };
+    image::accept_plain_register_accesses(true);
+    let (image, _) = probe_image(read, false).load("plain-mmio").expect("loads");
+    let (p, a, _dev) = adapter();
+    let probe = image.driver_entry();
+    // SAFETY: the routine maps BAR0 of this adapter and touches two of its registers.
+    let value = unsafe { probe(a.device_extension(), std::ptr::null_mut()) };
+    let plain = image::PLAIN_ACCESSES
+        .each_ref()
+        .map(|n| n.load(Ordering::SeqCst));
+    println!("PLAIN value {value:#x} loads {}", plain[0]);
+    assert!(p.violations().is_empty(), "{:?}", p.violations());
+}
+
+fn plain_probe_in_child(which: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("STORPORT_SIM_PLAIN_PROBE", which)
+        .args(["--ignored", "--exact", "plain_probing_child", "--nocapture"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plain_mode_performs_an_unmarked_mov() {
+    let (code, stdout, stderr) = plain_probe_in_child("mov");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("PLAIN value 0xfeedf00d loads 1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plain_mode_performs_a_movzx_with_a_displacement() {
+    let (code, stdout, stderr) = plain_probe_in_child("movzx-disp");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("PLAIN value 0xf00d loads 1"), "{stdout}");
+}
+
+#[test]
+fn plain_mode_still_refuses_other_instructions() {
+    let (code, stdout, stderr) = plain_probe_in_child("cmp");
+    assert_eq!(
+        code,
+        Some(image::IMAGE_FAULT_EXIT_CODE),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown register access: `cmp dword ptr [rbx],0`"),
+        "{stderr}"
+    );
+}

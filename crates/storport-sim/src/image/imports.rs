@@ -403,7 +403,8 @@ pub(super) fn bind(dll: &str, function: &str) -> Option<usize> {
             match (dll, function) {
                 // Only the address of a static import stub is taken.
                 $(($dll, $name) => Some(std::ptr::addr_of!($stub) as usize),)*
-                _ => None,
+                // Imports of images built outside this project (viostor): `peer.rs`.
+                _ => super::peer::bind(dll, function),
             }
         };
     }

@@ -291,6 +291,13 @@ fn emulate(
     let plain = instruction.memory_index() == Register::None
         && instruction.memory_displacement64() == 0
         && gpr(instruction.memory_base()).is_some();
+    if !marked
+        && super::peer::plain_enabled()
+        && let Some(access) = super::peer::decode(&instruction)
+    {
+        emulate_plain(gregs, rip, &instruction, access, devext, port_address);
+        return;
+    }
     let (Some(form), true, true) = (form, plain, marked) else {
         fail(format!(
             "unknown register access: `{}` at {} in {} touched register window address \
@@ -345,6 +352,63 @@ fn emulate(
         *g = value as i64;
     }
     ACCESSES[form].fetch_add(1, Ordering::Relaxed);
+    gregs[libc::REG_RIP as usize] = (rip + instruction.len()) as i64;
+}
+
+/// An unmarked `mov`/`movzx` access of an image not built with `crates/storport` (see
+/// `peer.rs`; only with `accept_plain_register_accesses`). The fault address is the access's
+/// address whatever the addressing mode.
+fn emulate_plain(
+    gregs: &mut [libc::greg_t; 23],
+    rip: usize,
+    instruction: &Instruction,
+    access: super::peer::Plain,
+    devext: usize,
+    port_address: usize,
+) {
+    use super::peer::Plain;
+    let ext = devext as *mut c_void;
+    let at = port_address as *mut c_void;
+    let register = |operand: Register| match gpr(operand) {
+        Some(r) => r,
+        None => fail(format!(
+            "register access `{}` at {}: no general register operand",
+            format_instruction(instruction),
+            where_is(rip)
+        )),
+    };
+    match access {
+        Plain::Load {
+            width,
+            dest_width,
+            zero_upper,
+        } => {
+            let (reg, high) = register(instruction.op0_register());
+            let value = super::peer::read(ext, at, width);
+            let g = &mut gregs[GREG[reg] as usize];
+            let old = *g as u64;
+            *g = if zero_upper {
+                value as i64
+            } else if high {
+                ((old & !0xFF00) | ((value & 0xFF) << 8)) as i64
+            } else {
+                let mask = (1u64 << (dest_width * 8)) - 1;
+                ((old & !mask) | (value & mask)) as i64
+            };
+            super::peer::PLAIN_ACCESSES[0].fetch_add(1, Ordering::Relaxed);
+        }
+        Plain::StoreReg { width } => {
+            let (reg, high) = register(instruction.op1_register());
+            let g = gregs[GREG[reg] as usize] as u64;
+            let value = if high { (g >> 8) & 0xFF } else { g };
+            super::peer::write(ext, at, width, value);
+            super::peer::PLAIN_ACCESSES[1].fetch_add(1, Ordering::Relaxed);
+        }
+        Plain::StoreImm { width, value } => {
+            super::peer::write(ext, at, width, value);
+            super::peer::PLAIN_ACCESSES[2].fetch_add(1, Ordering::Relaxed);
+        }
+    }
     gregs[libc::REG_RIP as usize] = (rip + instruction.len()) as i64;
 }
 

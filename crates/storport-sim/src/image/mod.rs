@@ -22,6 +22,9 @@ mod imports;
 mod kstack;
 mod mmio;
 mod pe;
+mod peer;
+
+pub use peer::{PLAIN_ACCESSES, accept_plain_register_accesses};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
