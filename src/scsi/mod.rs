@@ -54,7 +54,9 @@ pub use sense::{BlockError, BlockOp, FieldPointer, Sense, SenseKey, request_sens
 pub use unmap::{Segments, UnmapList, parse as parse_unmap};
 pub use write_same::{WriteSame, WriteSamePlan};
 
+// Test-only (the garbage-in fuzz loop), kept under tests/ with the other test code.
 #[cfg(test)]
+#[path = "tests/fuzz.rs"]
 mod fuzz;
 #[cfg(test)]
 mod testdisk;
