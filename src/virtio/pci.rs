@@ -80,6 +80,17 @@ impl StructureType {
             Self::Device => 0,
         }
     }
+
+    /// The alignment the structure's offset must have (VIRTIO 1.2 4.1.4.3-4.1.4.6): the common
+    /// and device configurations hold 32-bit fields read with aligned accesses (4.1.3.1), the
+    /// notify structure is written 16 bits at a time, the ISR byte has no constraint.
+    fn offset_alignment(self) -> u32 {
+        match self {
+            Self::Common | Self::Device => 4,
+            Self::Notify => 2,
+            Self::Isr => 1,
+        }
+    }
 }
 
 /// Where one virtio structure lives: a BAR, an offset into it and a length.
@@ -207,6 +218,11 @@ impl Found {
         if cap.offset.checked_add(cap.length).is_none() {
             return;
         }
+        // A misaligned structure would make every register access in it misaligned (the
+        // register window refuses those): not usable.
+        if cap.offset % kind.offset_alignment() != 0 {
+            return;
+        }
         // INVARIANT: bar <= 5 and offset + length fits a u32 (checked above).
         let structure = Structure {
             bar: cap.bar,
@@ -225,6 +241,11 @@ impl Found {
                 let Some(multiplier) = le32(config, at + VIRTIO_CAP_LEN) else {
                     return;
                 };
+                // 4.1.4.4: an even power of 2, or 0; an odd one would misalign every queue's
+                // notify address after the first.
+                if multiplier % 2 != 0 {
+                    return;
+                }
                 self.notify.get_or_insert((structure, multiplier));
             }
             StructureType::Isr => {
@@ -314,6 +335,7 @@ fn le32(config: &[u8], at: usize) -> Option<u32> {
 mod tests {
     extern crate std;
     use super::*;
+    use core::sync::atomic::{AtomicU64, Ordering};
 
     /// A configuration space with a capability list, built capability by capability.
     struct Space {
@@ -521,5 +543,104 @@ mod tests {
                 let _ = VirtioPciLayout::parse(&bytes);
             }
         }
+    }
+
+    /// VIRTIO 1.2 4.1.4: a structure at a misaligned offset, or a notify multiplier that is odd,
+    /// is not usable; an aligned one later in the list is taken instead.
+    #[test]
+    fn misaligned_structures_are_not_used() {
+        for (bad, kind) in [(1u8, StructureType::Common), (4, StructureType::Device)] {
+            let mut s = Space::new();
+            s.virtio(bad, 4, 0x0002, 0x1000);
+            for t in [1u8, 3, 4] {
+                if t != bad {
+                    s.virtio(t, 4, 0x1000 * u32::from(t), 0x1000);
+                }
+            }
+            s.notify(4, 0x3000, 0x1000, 4);
+            assert_eq!(
+                VirtioPciLayout::parse(&s.bytes),
+                Err(PciError::Missing(kind)),
+                "{kind:?} at offset 2"
+            );
+            // The same with an aligned copy after it: that one is used.
+            s.virtio(bad, 4, 0x5000, 0x1000);
+            let layout = VirtioPciLayout::parse(&s.bytes).expect("the aligned copy is used");
+            let used = if kind == StructureType::Common {
+                layout.common
+            } else {
+                layout.device
+            };
+            assert_eq!(used.offset, 0x5000);
+        }
+        // Notify: 2-byte alignment and an even multiplier.
+        for (offset, multiplier) in [(0x3001u32, 4u32), (0x3000, 3)] {
+            let mut s = Space::new();
+            s.virtio(1, 4, 0x0000, 0x1000);
+            s.virtio(3, 4, 0x1000, 0x1000);
+            s.virtio(4, 4, 0x2000, 0x1000);
+            s.notify(4, offset, 0x1000, multiplier);
+            assert_eq!(
+                VirtioPciLayout::parse(&s.bytes),
+                Err(PciError::Missing(StructureType::Notify)),
+                "notify at {offset:#x}, multiplier {multiplier}"
+            );
+        }
+        // The ISR byte may be anywhere.
+        let mut s = Space::new();
+        s.virtio(1, 4, 0x0000, 0x1000);
+        s.virtio(3, 4, 0x1001, 1);
+        s.virtio(4, 4, 0x2000, 0x1000);
+        s.notify(4, 0x3000, 0x1000, 4);
+        assert_eq!(
+            VirtioPciLayout::parse(&s.bytes).map(|l| l.isr.offset),
+            Ok(0x1001)
+        );
+    }
+
+    /// 64 bytes that count the accesses that reach them.
+    struct Counting {
+        accesses: AtomicU64,
+    }
+
+    impl storport::register::TestRegisters for Counting {
+        fn read(&self, _offset: usize, _width: u8) -> u64 {
+            self.accesses.fetch_add(1, Ordering::Relaxed);
+            0
+        }
+        fn write(&self, _offset: usize, _width: u8, _value: u64) {
+            self.accesses.fetch_add(1, Ordering::Relaxed);
+        }
+        fn len(&self) -> usize {
+            64
+        }
+    }
+
+    #[test]
+    fn misaligned_accesses_never_reach_the_device() {
+        static DEV: Counting = Counting {
+            accesses: AtomicU64::new(0),
+        };
+        let w = storport::register::RegisterWindow::from_test_device(&DEV);
+        // Aligned accesses of every width reach the device.
+        assert_eq!(w.read_u8(3), 0);
+        assert_eq!(w.read_u16(2), 0);
+        assert_eq!(w.read_u32(4), 0);
+        assert_eq!(w.read_u64(8), 0);
+        w.write_u32(12, 1);
+        assert_eq!(DEV.accesses.load(Ordering::Relaxed), 5);
+        // Misaligned ones read all ones and write nothing.
+        assert_eq!(w.read_u16(1), u16::MAX);
+        assert_eq!(w.read_u32(2), u32::MAX);
+        assert_eq!(w.read_u64(4), u64::MAX);
+        w.write_u16(3, 1);
+        w.write_u32(6, 1);
+        w.write_u64(12, 1);
+        // A window at an odd offset (a device-given capability offset) misaligns everything
+        // wider than a byte in it.
+        let odd = w.subwindow(1, 32).expect("inside the window");
+        assert_eq!(odd.read_u32(3), 0, "offset 1 + 3 is aligned");
+        assert_eq!(odd.read_u32(0), u32::MAX);
+        assert_eq!(DEV.accesses.load(Ordering::Relaxed), 6);
     }
 }

@@ -18,7 +18,7 @@ use crate::ffi;
 ///
 /// `base..base + len` lies inside one range returned by `StorPortGetDeviceBase` for this
 /// adapter (`extension` is the adapter's device extension), and stays mapped for the adapter's
-/// lifetime. Every access is bounds-checked against `len`.
+/// lifetime. Every access is bounds-checked against `len` and must be naturally aligned.
 #[derive(Clone, Copy, Debug)]
 pub struct RegisterWindow {
     base: *mut u8,
@@ -118,11 +118,24 @@ impl RegisterWindow {
         })
     }
 
+    /// Whether an access of `width` bytes at `offset` lies inside the window and is naturally
+    /// aligned: a misaligned MMIO access may be split or fault, and the offsets come from the
+    /// device (its capabilities), which is not trusted.
     fn in_range(&self, offset: usize, width: usize) -> bool {
         offset.checked_add(width).is_some_and(|end| end <= self.len)
+            && self.address(offset).is_multiple_of(width)
     }
 
-    /// Reads an 8-bit register; all ones if `offset` is outside the window.
+    /// The address an access at `offset` touches (in a test register file, its offset there).
+    fn address(&self, offset: usize) -> usize {
+        #[cfg(any(test, feature = "test-utils"))]
+        if self.test.is_some() {
+            return self.test_origin.wrapping_add(offset);
+        }
+        (self.base as usize).wrapping_add(offset)
+    }
+
+    /// Reads an 8-bit register; all ones if `offset` is outside the window or misaligned.
     pub fn read_u8(&self, offset: usize) -> u8 {
         if !self.in_range(offset, 1) {
             return u8::MAX;
@@ -136,7 +149,7 @@ impl RegisterWindow {
         unsafe { read_register_u8(self.extension, register) }
     }
 
-    /// Reads a 16-bit register; all ones if `offset` is outside the window.
+    /// Reads a 16-bit register; all ones if `offset` is outside the window or misaligned.
     pub fn read_u16(&self, offset: usize) -> u16 {
         if !self.in_range(offset, 2) {
             return u16::MAX;
@@ -150,7 +163,7 @@ impl RegisterWindow {
         unsafe { read_register_u16(self.extension, register) }
     }
 
-    /// Reads a 32-bit register; all ones if `offset` is outside the window.
+    /// Reads a 32-bit register; all ones if `offset` is outside the window or misaligned.
     pub fn read_u32(&self, offset: usize) -> u32 {
         if !self.in_range(offset, 4) {
             return u32::MAX;
@@ -164,7 +177,7 @@ impl RegisterWindow {
         unsafe { read_register_u32(self.extension, register) }
     }
 
-    /// Writes an 8-bit register; ignored if `offset` is outside the window.
+    /// Writes an 8-bit register; ignored if `offset` is outside the window or misaligned.
     pub fn write_u8(&self, offset: usize, value: u8) {
         if !self.in_range(offset, 1) {
             return;
@@ -178,7 +191,7 @@ impl RegisterWindow {
         unsafe { write_register_u8(self.extension, register, value) }
     }
 
-    /// Writes a 16-bit register; ignored if `offset` is outside the window.
+    /// Writes a 16-bit register; ignored if `offset` is outside the window or misaligned.
     pub fn write_u16(&self, offset: usize, value: u16) {
         if !self.in_range(offset, 2) {
             return;
@@ -192,7 +205,7 @@ impl RegisterWindow {
         unsafe { write_register_u16(self.extension, register, value) }
     }
 
-    /// Writes a 32-bit register; ignored if `offset` is outside the window.
+    /// Writes a 32-bit register; ignored if `offset` is outside the window or misaligned.
     pub fn write_u32(&self, offset: usize, value: u32) {
         if !self.in_range(offset, 4) {
             return;
@@ -206,7 +219,7 @@ impl RegisterWindow {
         unsafe { write_register_u32(self.extension, register, value) }
     }
 
-    /// Reads a 64-bit register; all ones if `offset` is outside the window.
+    /// Reads a 64-bit register; all ones if `offset` is outside the window or misaligned.
     pub fn read_u64(&self, offset: usize) -> u64 {
         if !self.in_range(offset, 8) {
             return u64::MAX;
@@ -220,7 +233,7 @@ impl RegisterWindow {
         unsafe { read_register_u64(self.extension, register) }
     }
 
-    /// Writes a 64-bit register; ignored if `offset` is outside the window.
+    /// Writes a 64-bit register; ignored if `offset` is outside the window or misaligned.
     pub fn write_u64(&self, offset: usize, value: u64) {
         if !self.in_range(offset, 8) {
             return;
