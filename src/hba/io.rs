@@ -419,7 +419,16 @@ fn busy(adapter: &Adapter, request: InFlight) {
 fn queue_for(adapter: &Adapter, srb: &Srb) -> usize {
     let active = usize::from(adapter.active_queues.load(Ordering::Relaxed)).max(1);
     match perf::start_io_parameters(srb) {
-        Some((message, _)) if message >= 1 => (message as usize - 1) % active,
+        // Storport steers by the messages the driver asked for, so the queue is in range and
+        // no division is needed; the remainder only guards a message beyond them.
+        Some((message, _)) if message >= 1 => {
+            let queue = message as usize - 1;
+            if queue < active {
+                queue
+            } else {
+                queue % active
+            }
+        }
         _ => 0,
     }
 }
