@@ -890,6 +890,7 @@ mod tests {
                 },
                 errors: Vec::new(),
                 failures: Vec::new(),
+                transfers_per_request: 1,
                 verification: Verification {
                     enabled: true,
                     blocks_verified: 16,

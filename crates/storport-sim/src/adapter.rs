@@ -137,6 +137,10 @@ pub(crate) struct AdapterInner {
     /// `device_busy` may hold entries (completions skip its lock while it does not).
     pub device_busy_entries: AtomicBool,
     /// Finished request records, reused by the next requests (no allocation per request).
+    #[expect(
+        clippy::vec_box,
+        reason = "records travel as Box<Record> (the request table, the timer, the parked list); the pool keeps those boxes"
+    )]
     pub record_pool: Mutex<Vec<Box<crate::request::Record>>>,
     pub timer: TimerShared,
     pub irq: Arc<IrqLines>,

@@ -290,10 +290,14 @@ impl CompletionQueue {
     }
 }
 
+/// A completion waiting for its queue: the adapter (for its activity counter), the queue, the
+/// tag and the completion.
+type Queued = (Arc<AdapterInner>, Arc<CompletionQueue>, u64, Completion);
+
 thread_local! {
     /// Completions for [`CompletionQueue`]s made in the callbacks running on this CPU, handed
     /// over when the outermost callback returns (`flush_queued`).
-    static QUEUED: std::cell::RefCell<Vec<(Arc<AdapterInner>, Arc<CompletionQueue>, u64, Completion)>> =
+    static QUEUED: std::cell::RefCell<Vec<Queued>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -579,7 +583,8 @@ fn prepare(
             (at, e)
         })
     };
-    let srb_len = ex_blocks().last().map_or(
+    // The last block (the offsets are a running sum, so it is found by walking them).
+    let srb_len = ex_blocks().fold(None, |_, b| Some(b)).map_or(
         addr_off + 16 + cdb_at.map_or(0, |_| if req.cdb.len() > 16 { 56 } else { 40 }),
         |(at, e)| at + e.len().max(8),
     );
