@@ -616,7 +616,7 @@ impl RequestArea {
     }
 
     /// The request built in this area with `descriptors` table entries: the table is always at
-    /// [`TABLE_OFFSET`], so only the count and `max_written` need remembering.
+    /// offset 32, so only the count and `max_written` need remembering.
     pub fn built(&self, descriptors: u16, max_written: u32) -> BuiltRequest {
         BuiltRequest {
             table_address: self.physical(TABLE_OFFSET),
