@@ -336,7 +336,11 @@ fn a_call_through_a_null_pointer_is_bug_check_0x50_naming_the_caller() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(image::IMAGE_FAULT_EXIT_CODE), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(image::IMAGE_FAULT_EXIT_CODE),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("STOP 0x00000050")
             && stderr.contains("DriverEntry jumped to 0x0")
