@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod dma;
 pub mod dpc;
+pub mod etw;
 pub mod ffi;
 pub mod lock;
 pub mod miniport;

@@ -348,7 +348,10 @@ impl PackedRing {
     /// by hand (a fault injecting a lie in its place), and the ring moves on past it as if
     /// [`Self::add_used`] had written it.
     pub fn retire_by_hand(&mut self, id: u16) -> Result<(), PackedError> {
-        let count = self.in_flight.remove(&id).ok_or(PackedError::UnknownId(id))?;
+        let count = self
+            .in_flight
+            .remove(&id)
+            .ok_or(PackedError::UnknownId(id))?;
         for _ in 0..count {
             (self.next_used, self.used_wrap) = self.step(self.next_used, self.used_wrap);
         }
