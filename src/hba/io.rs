@@ -49,6 +49,20 @@ pub(super) fn build_io(
             &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
         ));
     }
+    // A power SRB that takes the unit out of D0 (the dump instance's before the machine
+    // hibernates or powers off, or a unit going to sleep) writes the device's cache back first:
+    // it is served as a FLUSH. Into D0, or without a state, there is nothing to do.
+    let function = if function == ffi::SRB_FUNCTION_POWER
+        && srb.power().is_some_and(|p| {
+            matches!(
+                p.device_state,
+                ffi::StorPowerDeviceD1 | ffi::StorPowerDeviceD2 | ffi::StorPowerDeviceD3
+            )
+        }) {
+        ffi::SRB_FUNCTION_FLUSH
+    } else {
+        function
+    };
     match function {
         ffi::SRB_FUNCTION_EXECUTE_SCSI => {}
         ffi::SRB_FUNCTION_FLUSH | ffi::SRB_FUNCTION_SHUTDOWN => {
