@@ -209,8 +209,7 @@ pub fn starts(input: &Input) -> bool {
             } else {
                 InterruptMode::MsiX
             },
-            max_messages: (input.max_messages % 20 != 0)
-                .then_some(u16::from(input.max_messages % 20)),
+            max_messages: Some(u16::from(input.max_messages % 20)).filter(|&m| m != 0),
             ..AdapterOptions::default()
         },
     );
