@@ -23,10 +23,12 @@ use vioblk::virtio::{RequestArea, RequestBuilder, RequestLimits, RequestType, ar
 /// One fuzz input.
 #[derive(Arbitrary, Debug, Clone)]
 pub struct Input {
-    /// The SRB's bytes (at most 4 KiB are used; the rest of the first 128 bytes is zero).
-    pub srb: Vec<u8>,
-    /// Make the header an SRB_EX (Function, Signature, a plausible SrbLength) so parsing goes
-    /// past the first check; otherwise the bytes are used as they are.
+    /// The SRB: laid out from parts, or raw bytes.
+    pub srb: Layout,
+    /// Bytes overwritten after layout: (offset modulo the SRB's length, value).
+    pub patches: Vec<(u16, u8)>,
+    /// Make the header an SRB_EX (Function, Signature, SrbLength at least the header) so
+    /// parsing goes past the first check; otherwise the bytes are used as they are.
     pub well_formed_header: bool,
     /// The data buffer's size.
     pub data_len: u16,
@@ -44,23 +46,206 @@ pub struct Input {
     pub max_segment_size: u32,
 }
 
+/// How the SRB's bytes are made.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Layout {
+    /// As a class driver lays it out: header, offset table, address, extended-data blocks.
+    Parts {
+        /// SrbFunction.
+        function: u32,
+        /// SrbFlags.
+        flags: u32,
+        /// The STOR_ADDR_BTL8: (Type, Path, Target, Lun), or no address.
+        address: Option<(u16, u8, u8, u8)>,
+        /// The extended-data blocks (at most 16 are listed in the offset table).
+        blocks: Vec<Block>,
+        /// NumSrbExData, if not the number of blocks.
+        count: Option<u32>,
+        /// SrbLength, if not the laid-out length.
+        length: Option<u16>,
+    },
+    /// Any bytes (at most 4 KiB; at least the 128-byte header, zero-padded).
+    Raw(Vec<u8>),
+}
+
+/// One extended-data block.
+#[derive(Arbitrary, Debug, Clone)]
+pub enum Block {
+    /// SRBEX_DATA_SCSI_CDB16 (or CDB32 when `long`).
+    Cdb {
+        /// SRBEX_DATA_SCSI_CDB32.
+        long: bool,
+        /// CdbLength (any value).
+        cdb_len: u8,
+        /// The CDB bytes.
+        cdb: [u8; 32],
+        /// SenseInfoBufferLength.
+        sense_len: u8,
+        /// SenseInfoBuffer is not NULL.
+        sense: bool,
+    },
+    /// SRBEX_DATA_PNP.
+    Pnp {
+        /// PnPAction.
+        action: u32,
+        /// SrbPnPFlags.
+        flags: u32,
+    },
+    /// SRBEX_DATA_POWER.
+    Power {
+        /// DevicePowerState.
+        state: u32,
+        /// PowerAction.
+        action: u32,
+    },
+    /// Any type and bytes.
+    Other {
+        /// Type.
+        kind: u32,
+        /// The rest.
+        bytes: Vec<u8>,
+    },
+    /// The offset table names this offset (anything: inside the header, misaligned, past
+    /// the end) instead of a block.
+    Offset(u32),
+}
+
+fn put(bytes: &mut Vec<u8>, at: usize, data: &[u8]) {
+    if bytes.len() < at + data.len() {
+        bytes.resize(at + data.len(), 0);
+    }
+    bytes[at..at + data.len()].copy_from_slice(data);
+}
+
+/// Lays out `layout` as a class driver would (SRB_EX header, `SrbExDataOffset[]` from 0x78,
+/// address and blocks after it, 8-aligned).
+pub fn lay_out(layout: &Layout, data_len: u16) -> Vec<u8> {
+    let Layout::Parts {
+        function,
+        flags,
+        address,
+        blocks,
+        count,
+        length,
+    } = layout
+    else {
+        let Layout::Raw(raw) = layout else {
+            unreachable!()
+        };
+        let mut bytes = raw.clone();
+        bytes.truncate(storport::fuzzing::MAX_SRB);
+        bytes.resize(bytes.len().max(128), 0);
+        return bytes;
+    };
+    let mut bytes = vec![0u8; 128];
+    put(&mut bytes, 0, &128u16.to_le_bytes()); // Length
+    bytes[2] = 0x28; // Function = SRB_FUNCTION_STORAGE_REQUEST_BLOCK
+    put(&mut bytes, 8, &0x5352_4258u32.to_le_bytes()); // Signature "SRBX"
+    put(&mut bytes, 12, &1u32.to_le_bytes()); // Version
+    put(&mut bytes, 20, &function.to_le_bytes()); // SrbFunction
+    put(&mut bytes, 24, &flags.to_le_bytes()); // SrbFlags
+    put(&mut bytes, 40, &10u32.to_le_bytes()); // TimeOutValue
+    if data_len > 0 {
+        put(&mut bytes, 60, &u32::from(data_len).to_le_bytes()); // DataTransferLength
+        put(&mut bytes, 64, &1u64.to_le_bytes()); // DataBuffer: not NULL
+    }
+    let blocks = &blocks[..blocks.len().min(16)];
+    put(
+        &mut bytes,
+        56,
+        &count.unwrap_or(blocks.len() as u32).to_le_bytes(),
+    ); // NumSrbExData
+    let mut next = (0x78 + 4 * blocks.len()).next_multiple_of(8);
+    if let Some((kind, path, target, lun)) = *address {
+        put(&mut bytes, 52, &(next as u32).to_le_bytes()); // AddressOffset
+        put(&mut bytes, next, &kind.to_le_bytes());
+        put(&mut bytes, next + 4, &4u32.to_le_bytes());
+        put(&mut bytes, next + 8, &[path, target, lun, 0]);
+        next += 16;
+    }
+    for (i, block) in blocks.iter().enumerate() {
+        let table = 0x78 + 4 * i;
+        let at = next;
+        let size = match block {
+            Block::Cdb {
+                long,
+                cdb_len,
+                cdb,
+                sense_len,
+                sense,
+            } => {
+                let (kind, size, cdb_bytes) = if *long {
+                    (0x41u32, 56, &cdb[..])
+                } else {
+                    (0x40u32, 40, &cdb[..16])
+                };
+                put(&mut bytes, at, &kind.to_le_bytes());
+                put(&mut bytes, at + 4, &(size as u32 - 8).to_le_bytes());
+                put(&mut bytes, at + 8, &[0, *sense_len, *cdb_len, 0]);
+                put(&mut bytes, at + 16, &u64::from(*sense).to_le_bytes());
+                put(&mut bytes, at + 24, cdb_bytes);
+                size
+            }
+            Block::Pnp { action, flags } => {
+                put(&mut bytes, at, &0x62u32.to_le_bytes());
+                put(&mut bytes, at + 4, &16u32.to_le_bytes());
+                put(&mut bytes, at + 12, &action.to_le_bytes());
+                put(&mut bytes, at + 16, &flags.to_le_bytes());
+                24
+            }
+            Block::Power { state, action } => {
+                put(&mut bytes, at, &0x61u32.to_le_bytes());
+                put(&mut bytes, at + 4, &16u32.to_le_bytes());
+                put(&mut bytes, at + 12, &state.to_le_bytes());
+                put(&mut bytes, at + 16, &action.to_le_bytes());
+                24
+            }
+            Block::Other { kind, bytes: rest } => {
+                put(&mut bytes, at, &kind.to_le_bytes());
+                put(&mut bytes, at + 4, &(rest.len() as u32).to_le_bytes());
+                put(&mut bytes, at + 8, rest);
+                8 + rest.len()
+            }
+            Block::Offset(offset) => {
+                put(&mut bytes, table, &offset.to_le_bytes());
+                continue;
+            }
+        };
+        put(&mut bytes, table, &(at as u32).to_le_bytes());
+        next = (at + size).next_multiple_of(8);
+        if next > storport::fuzzing::MAX_SRB {
+            break;
+        }
+    }
+    bytes.resize(next.max(bytes.len()), 0);
+    bytes.truncate(storport::fuzzing::MAX_SRB);
+    let srb_length = length.map_or(bytes.len() as u32, u32::from);
+    put(&mut bytes, 16, &srb_length.to_le_bytes());
+    bytes
+}
+
 /// Runs one input; panics naming the broken invariant.
 pub fn run(input: &Input) {
-    parse_srb(input);
+    let _ = parse_srb(input);
     build_from_sg(input);
 }
 
-fn parse_srb(input: &Input) {
-    let len = input.srb.len().clamp(128, storport::fuzzing::MAX_SRB);
-    let mut bytes = vec![0u8; len.next_multiple_of(8)];
-    let n = input.srb.len().min(bytes.len());
-    bytes[..n].copy_from_slice(&input.srb[..n]);
+/// Parses the input's SRB and checks what came out; what [`storport::Srb`] saw.
+pub fn parse_srb(input: &Input) -> storport::fuzzing::Parsed {
+    let mut bytes = lay_out(&input.srb, input.data_len);
+    bytes.resize(bytes.len().next_multiple_of(8), 0);
+    let len = bytes.len();
+    for &(offset, value) in &input.patches {
+        bytes[usize::from(offset) % len] = value;
+    }
     if input.well_formed_header {
         bytes[2] = 0x28; // Function = SRB_FUNCTION_STORAGE_REQUEST_BLOCK
         bytes[8..12].copy_from_slice(&0x5352_4258u32.to_le_bytes()); // "SRBX"
         let claimed = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
-        let length = 128 + claimed % (bytes.len() as u32 - 127);
-        bytes[16..20].copy_from_slice(&length.to_le_bytes());
+        if !(128..=len as u32).contains(&claimed) {
+            let length = 128 + claimed % (len as u32 - 127);
+            bytes[16..20].copy_from_slice(&length.to_le_bytes());
+        }
     }
     let mut words: Vec<u64> = bytes
         .chunks_exact(8)
@@ -70,7 +255,7 @@ fn parse_srb(input: &Input) {
     let mut sense = [0u8; 255];
     let parsed = storport::fuzzing::parse(&mut words, &mut data, &mut sense, &input.sense);
     if !parsed.accepted {
-        return;
+        return parsed;
     }
     assert!(parsed.cdb_inside, "the CDB slice lies outside the SRB");
     assert!(parsed.cdb_len <= 32, "a CDB of {} bytes", parsed.cdb_len);
@@ -85,6 +270,7 @@ fn parse_srb(input: &Input) {
     // Every byte of the data buffer the accessor handed out was touched once.
     assert!(data[..parsed.data_len].iter().all(|&b| b == 1));
     assert!(data[parsed.data_len..].iter().all(|&b| b == 0));
+    parsed
 }
 
 thread_local! {

@@ -102,6 +102,62 @@ fn bringup_of_a_well_behaved_device_starts() {
     bringup::run(&input);
 }
 
+/// The `srb` target's layout reaches what the driver reads: the CDB, the address, the sense
+/// buffer and the data buffer, and a CDB block the offset table does not name is not read.
+#[test]
+fn srb_layout_reaches_the_cdb_address_and_buffers() {
+    let mut cdb = [0u8; 32];
+    cdb[..6].copy_from_slice(&[0x12, 0, 0, 0, 36, 0]);
+    let mut input = srb::Input {
+        srb: srb::Layout::Parts {
+            function: 0,
+            flags: 0,
+            address: Some((1, 0, 2, 3)),
+            blocks: vec![
+                srb::Block::Pnp {
+                    action: 7,
+                    flags: 1,
+                },
+                srb::Block::Cdb {
+                    long: false,
+                    cdb_len: 6,
+                    cdb,
+                    sense_len: 18,
+                    sense: true,
+                },
+            ],
+            count: None,
+            length: None,
+        },
+        patches: vec![],
+        well_formed_header: false,
+        data_len: 36,
+        sense: vec![0x70; 40],
+        sg: vec![],
+        kind: 0,
+        sector: 0,
+        max_data_segments: 0,
+        max_segment_size: 0,
+    };
+    let parsed = srb::parse_srb(&input);
+    assert!(parsed.accepted);
+    assert_eq!(&parsed.cdb[..parsed.cdb_len], &cdb[..6]);
+    assert_eq!(
+        parsed.address.map(|a| (a.path, a.target, a.lun)),
+        Some((0, 2, 3))
+    );
+    assert_eq!(parsed.pnp.map(|p| p.action), Some(7));
+    assert_eq!(parsed.sense_written, Some(18));
+    assert_eq!(parsed.data_len, 36);
+    // NumSrbExData = 1: the CDB block (the second) is not listed, so there is no CDB.
+    if let srb::Layout::Parts { count, .. } = &mut input.srb {
+        *count = Some(1);
+    }
+    let parsed = srb::parse_srb(&input);
+    assert_eq!(parsed.cdb_len, 0);
+    assert_eq!(parsed.pnp.map(|p| p.action), Some(7));
+}
+
 // ---- The ring oracle's checks can fire. ----
 
 fn elem(id: u16) -> Result<UsedElem, ()> {
