@@ -368,10 +368,10 @@ pub struct SplitQueue {
     size: QueueSize,
     event_idx: bool,
     slots: [Slot; MAX_QUEUE_SIZE as usize],
-    /// The driver's own copy of the available ring's entries (`ring[i & mask]` = the head put
-    /// at available index `i`): which chains are pushed but not yet published, without reading
-    /// memory the device can write.
-    avail_heads: [u16; MAX_QUEUE_SIZE as usize],
+    /// Bit `h` set: the chain headed by `h` is pushed but not yet published. [`Self::publish`]
+    /// publishes every pushed chain at once, so it clears them all. Private, like every other
+    /// piece of bookkeeping: the device cannot write it.
+    unpublished: [u64; MAX_QUEUE_SIZE as usize / 64],
     free_head: u16,
     num_free: u16,
     /// Next free available ring index (free-running, wraps at 2^16).
@@ -423,7 +423,7 @@ impl SplitQueue {
             size,
             event_idx,
             slots: [IDLE_SLOT; MAX_QUEUE_SIZE as usize],
-            avail_heads: [NONE; MAX_QUEUE_SIZE as usize],
+            unpublished: [0; MAX_QUEUE_SIZE as usize / 64],
             free_head: 0,
             num_free: 0,
             next_avail: 0,
@@ -453,7 +453,7 @@ impl SplitQueue {
             };
         }
         // INVARIANT: the free list is 0, 1, ..., n - 1: all n descriptors; nothing in flight.
-        self.avail_heads = [NONE; MAX_QUEUE_SIZE as usize];
+        self.unpublished = [0; MAX_QUEUE_SIZE as usize / 64];
         self.free_head = 0;
         self.num_free = n;
         self.next_avail = 0;
@@ -612,6 +612,7 @@ impl SplitQueue {
             idx.store(self.next_avail.to_le(), Ordering::Release);
         }
         self.published = self.next_avail;
+        self.unpublished = [0; MAX_QUEUE_SIZE as usize / 64];
     }
 
     /// Whether the device must be notified of what was published since the last call
@@ -748,20 +749,17 @@ impl SplitQueue {
         if let Some(entry) = self.avail_word(2 + index) {
             entry.store(head.to_le(), Ordering::Relaxed);
         }
-        if let Some(copy) = self.avail_heads.get_mut(index) {
-            *copy = head;
+        if let Some(word) = self.unpublished.get_mut(usize::from(head / 64)) {
+            *word |= 1 << (head % 64);
         }
         self.next_avail = self.next_avail.wrapping_add(1);
     }
 
-    /// Whether `head` was made available after the last publish. O(chains not yet published):
-    /// none when the caller publishes as soon as it pushes, as the adapter does.
+    /// Whether `head` was made available after the last publish.
     fn is_unpublished(&self, head: u16) -> bool {
-        let pending = self.next_avail.wrapping_sub(self.published);
-        (0..pending).any(|i| {
-            let index = usize::from(self.published.wrapping_add(i) & self.size.mask());
-            self.avail_heads.get(index) == Some(&head)
-        })
+        self.unpublished
+            .get(usize::from(head / 64))
+            .is_some_and(|word| word & (1 << (head % 64)) != 0)
     }
 
     fn fail(&mut self, error: RingError) -> RingError {
