@@ -15,7 +15,7 @@
 //! - (b) lock acquisitions per read by kind and by callback, from storport-sim's counters
 //!   (`Adapter::lock_counts`).
 //! - (c) IOPS through the driver on storport-sim vs the device model driven directly
-//!   (`direct::random_reads`), best of 3 alternating rounds, and the ratio.
+//!   (`oracle::random_reads`), best of 3 alternating rounds, and the ratio.
 //! - (d) the SRB extension size at `MAX_SEGMENTS` scatter-gather segments.
 //! - (e) when `VIOBLK_BENCH_IMAGE` names a vioblk.sys (tools/bench.sh passes
 //!   `target/package/vioblk.sys` when it exists): the shipped image's own instructions per read,
@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use storport_sim::{CallbackKind, LockCounts, LockKind};
 use vioblk_sim::device::VirtioBlkDevice;
-use vioblk_sim::device::direct::{self, BenchParams};
+use vioblk_sim::device::oracle::{self as direct, BenchParams};
 
 /// Reads per callgrind run (fixed, with a fixed seed, so the count is repeatable).
 const CALLGRIND_IOS: u64 = 20_000;

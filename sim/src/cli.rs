@@ -17,183 +17,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::class::start_disk;
-use crate::report::{DriverRegistration, QueueStats, Report, Setup, cdb_result};
-use crate::target::{RamConfig, RamScsiTarget, ScsiRequest, ScsiTarget};
+pub use crate::disk::{Backend, DeviceKind, DiskOptions, InterruptMode, OpenDisk, RamBackend};
+use crate::report::cdb_result;
+use crate::stats::{Report, Setup};
+use crate::target::ScsiRequest;
 use crate::workload::{self, Mix, Pattern, Stop, WorkloadOptions};
-
-/// How the device interrupts the driver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InterruptMode {
-    /// MSI-X, one message per queue plus configuration.
-    Msix,
-    /// The legacy INTx line with the ISR status register.
-    Intx,
-    /// One MSI-X message for the configuration and the one queue.
-    Msi,
-}
-
-impl InterruptMode {
-    /// `"msix"`, `"intx"` or `"msi"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Msix => "msix",
-            Self::Intx => "intx",
-            Self::Msi => "msi",
-        }
-    }
-}
-
-/// The disk the command line asks a backend for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskOptions {
-    /// Capacity in bytes (a multiple of the logical block size).
-    pub capacity_bytes: u64,
-    /// Logical block size: 512 or 4096.
-    pub logical_block_size: u32,
-    /// A backing file instead of RAM.
-    pub file: Option<PathBuf>,
-    /// Request queues.
-    pub queues: u16,
-    /// The interrupt mode.
-    pub interrupts: InterruptMode,
-    /// Requests the workload keeps in flight in all (threads × outstanding), so a backend can
-    /// size its queues.
-    pub max_outstanding: u32,
-    /// Run this driver image (vioblk.sys) instead of the linked driver (`--driver-image`).
-    pub driver_image: Option<PathBuf>,
-    /// The device under the driver: the model, or QEMU's block layer (`--device`, `--vhost-user`).
-    pub device: crate::qemu::DeviceKind,
-    /// Faults will be injected (`--fault`): the backend shortens Storport's timeouts so that
-    /// lost requests are recovered within the job.
-    pub faults: bool,
-    /// Windows' rules only (`--windows-rules-only`): see `PortOptions::windows_rules_only`.
-    pub windows_rules_only: bool,
-}
-
-impl Default for DiskOptions {
-    fn default() -> Self {
-        Self {
-            capacity_bytes: 64 << 20,
-            logical_block_size: 512,
-            file: None,
-            queues: 2,
-            interrupts: InterruptMode::Msix,
-            max_outstanding: 32,
-            driver_image: None,
-            device: crate::qemu::DeviceKind::Model,
-            faults: false,
-            windows_rules_only: false,
-        }
-    }
-}
-
-/// A disk opened by a backend.
-pub trait OpenDisk {
-    /// The SCSI target the class model talks to.
-    fn target(&self) -> &dyn ScsiTarget;
-
-    /// Per-queue counters, when the backend has them.
-    fn queue_stats(&self) -> Option<Vec<QueueStats>> {
-        None
-    }
-
-    /// Storport rule violations seen so far, one description each.
-    fn violations(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    /// The interrupt mode actually in use (`"msix"`, `"intx"`), when there are interrupts.
-    fn interrupts(&self) -> Option<String> {
-        None
-    }
-
-    /// The driver image running in place of the linked driver, when there is one.
-    fn driver_image(&self) -> Option<crate::image_report::ImageReport> {
-        None
-    }
-
-    /// What serves the data, when it is not the RAM or `--file` of the options (e.g. the
-    /// vhost-user back end and its version).
-    fn backing(&self) -> Option<String> {
-        None
-    }
-
-    /// Starts injecting `faults` into the running disk.
-    ///
-    /// # Errors
-    /// A sentence saying why not (backends without a device model cannot).
-    fn start_faults(&self, faults: Vec<crate::faults::FaultSpec>) -> Result<(), String> {
-        let _ = faults;
-        Err("this target has no device to inject faults into (try --target driver)".to_owned())
-    }
-
-    /// Stops injecting, checks the disk serves I/O again, and reports.
-    fn finish_faults(&self) -> Option<crate::faults::FaultReport> {
-        None
-    }
-
-    /// Stops the disk (e.g. removes the adapter) and returns the violations seen while doing
-    /// so.
-    fn close(self: Box<Self>) -> Vec<String> {
-        Vec::new()
-    }
-}
-
-/// Something that can give the command line a disk: the RAM double, or the driver stack.
-pub trait Backend {
-    /// Opens a disk as `options` describe.
-    ///
-    /// # Errors
-    /// A sentence saying why not (printed after `error: `).
-    fn open(&self, options: &DiskOptions) -> Result<Box<dyn OpenDisk>, String>;
-
-    /// What the driver registered with Storport, for `vioblk-sim info`.
-    ///
-    /// # Errors
-    /// A sentence saying why not; backends without a driver say so.
-    fn registration(&self, options: &DiskOptions) -> Result<DriverRegistration, String> {
-        let _ = options;
-        Err("this target loads no driver (try --target driver)".to_owned())
-    }
-}
-
-/// The `ram` backend: [`RamScsiTarget`], no driver at all.
-pub struct RamBackend;
-
-struct RamDisk(RamScsiTarget);
-
-impl OpenDisk for RamDisk {
-    fn target(&self) -> &dyn ScsiTarget {
-        &self.0
-    }
-
-    fn queue_stats(&self) -> Option<Vec<QueueStats>> {
-        Some(self.0.queue_stats())
-    }
-}
-
-impl Backend for RamBackend {
-    fn open(&self, options: &DiskOptions) -> Result<Box<dyn OpenDisk>, String> {
-        if options.file.is_some() {
-            return Err(
-                "the ram target keeps its disk in memory: --file needs the driver target"
-                    .to_owned(),
-            );
-        }
-        if options.driver_image.is_some() {
-            return Err(
-                "the ram target runs no driver: --driver-image needs the driver target".into(),
-            );
-        }
-        let target = RamScsiTarget::new(RamConfig {
-            capacity_bytes: options.capacity_bytes,
-            logical_block_size: options.logical_block_size,
-            queues: options.queues,
-            ..RamConfig::default()
-        })?;
-        Ok(Box::new(RamDisk(target)))
-    }
-}
 
 /// A usage error: printed as `error: <message>`, exit code 2.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -482,10 +310,13 @@ fn disk_flag<'a>(
         }
         "--file" => d.disk.file = Some(PathBuf::from(args.value(flag, inline)?)),
         "--driver-image" => d.disk.driver_image = Some(PathBuf::from(args.value(flag, inline)?)),
-        "--device" => d.disk.device = crate::qemu::parse_device(args.value(flag, inline)?)?,
+        "--device" => {
+            d.disk.device =
+                crate::disk::parse_device(args.value(flag, inline)?).map_err(UsageError)?
+        }
         "--vhost-user" => {
             let socket = PathBuf::from(args.value(flag, inline)?);
-            d.disk.device = crate::qemu::DeviceKind::VhostUser(socket);
+            d.disk.device = DeviceKind::VhostUser(socket);
         }
         "--windows-rules-only" => d.disk.windows_rules_only = true,
         "--queues" => {
@@ -865,7 +696,7 @@ fn run_job(
         job.starts_empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
     }
     // Nor is a vhost-user back end somebody else runs.
-    if let crate::qemu::DeviceKind::VhostUser(_) = r.disk.disk.device {
+    if let DeviceKind::VhostUser(_) = r.disk.disk.device {
         job.starts_empty = false;
     }
     let disk = backend.open(&r.disk.disk)?;

@@ -1,12 +1,29 @@
 //! vioblk-sim: virtio-blk device model, class-driver model and workloads.
+//!
+//! The modules, leaves first (each names only modules above it in this list, so there is no
+//! import cycle; `tests/module_graph.rs` checks it):
+//!
+//! - [`scsi`], [`target`]: the SCSI vocabulary, and the SRB exchange a disk answers.
+//! - [`device`]: the virtio-blk PCI device model (and [`device::oracle`], the independent
+//!   driver that checks it); [`faults`], [`image_report`].
+//! - [`class`]: what disk.sys sends; [`workload`]: the diskspd-like job.
+//! - [`stats`]: what a run produced, as data; [`ram`]: the in-memory double.
+//! - [`report`]: formatting (text, JSON, HTML, comparison) and nothing else.
+//! - [`stack`], [`qemu`], [`disk`], [`driver`]: the disks the command line runs on.
+//! - [`cli`]: the command.
 #![forbid(unsafe_code)]
 pub mod class;
 pub mod cli;
 pub mod device;
+pub mod disk;
+pub mod driver;
 pub mod faults;
 pub mod image_report;
 pub mod qemu;
+pub mod ram;
 pub mod report;
+pub mod scsi;
 pub mod stack;
+pub mod stats;
 pub mod target;
 pub mod workload;

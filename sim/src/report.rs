@@ -1,5 +1,8 @@
 //! What `vioblk-sim` prints: the job report (text and JSON), the `cdb` answer and the `info` page.
 //!
+//! Formatting only: the data it formats ([`Report`], [`QueueStats`], [`DriverRegistration`])
+//! lives in [`crate::stats`] and is re-exported here.
+//!
 //! # The JSON report (`vioblk-sim --json`), schema `vioblk-sim/report/v1`
 //!
 //! One object on stdout. Fields are only ever added within a schema version; a removal or a
@@ -72,91 +75,13 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::class::{DiskGeometry, Sense, scsi_status_name, srb_status_name};
-use crate::device::QueueCounters;
+use crate::scsi::{Sense, scsi_status_name, srb_status_name};
+pub use crate::stats::{DriverRegistration, QueueStats, Report, Setup};
 use crate::target::{ScsiCompletion, ScsiRequest};
-use crate::workload::{LatencySummary, Pattern, Stop, WorkloadOptions, WorkloadResult};
+use crate::workload::{LatencySummary, Pattern, Stop};
 
 /// The schema name of the JSON report.
 pub const SCHEMA: &str = "vioblk-sim/report/v1";
-
-/// One request queue's counters, from the device model (or the RAM double's workers).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// The queue's index.
-    pub queue: u16,
-    /// Read requests.
-    pub reads: u64,
-    /// Write requests.
-    pub writes: u64,
-    /// Flush requests.
-    pub flushes: u64,
-    /// Discard (unmap) requests.
-    pub discards: u64,
-    /// Other requests.
-    pub other: u64,
-    /// Requests that failed.
-    pub errors: u64,
-    /// Bytes read.
-    pub bytes_read: u64,
-    /// Bytes written.
-    pub bytes_written: u64,
-    /// Doorbell writes the device saw, when known.
-    pub notifications: Option<u64>,
-    /// Interrupts the device raised, when known.
-    pub interrupts: Option<u64>,
-}
-
-impl QueueStats {
-    /// The report's view of the device model's counters of queue `queue`.
-    pub fn from_counters(queue: u16, c: &QueueCounters) -> Self {
-        Self {
-            queue,
-            reads: c.reads,
-            writes: c.writes,
-            flushes: c.flushes,
-            discards: c.discards + c.write_zeroes,
-            other: c.other + c.get_ids,
-            errors: c.errors,
-            bytes_read: c.bytes_read,
-            bytes_written: c.bytes_written,
-            notifications: Some(c.notifications),
-            interrupts: Some(c.interrupts),
-        }
-    }
-}
-
-/// How the disk under the job was set up (what the command line asked the backend for).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Setup {
-    /// The backend's name.
-    pub target: String,
-    /// Request queues.
-    pub queues: u16,
-    /// `"msix"` or `"intx"`.
-    pub interrupts: String,
-    /// `"ram"` or the backing file's path.
-    pub backing: String,
-}
-
-/// Everything one job's report says.
-#[derive(Clone, Debug)]
-pub struct Report {
-    /// How the disk was set up.
-    pub setup: Setup,
-    /// The job.
-    pub job: WorkloadOptions,
-    /// What the class model learnt at start.
-    pub disk: DiskGeometry,
-    /// What the job did.
-    pub result: WorkloadResult,
-    /// Per-queue counters, when the backend has them.
-    pub queues: Option<Vec<QueueStats>>,
-    /// Storport rule violations.
-    pub violations: Vec<String>,
-    /// The faults injected (`--fault`) and how the driver recovered.
-    pub faults: Option<crate::faults::FaultReport>,
-}
 
 fn size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [
@@ -184,17 +109,6 @@ fn latency_json(l: &LatencySummary) -> Value {
 }
 
 impl Report {
-    /// Whether the job passed: no failed request, no mismatch, no violation.
-    pub fn passed(&self) -> bool {
-        // With faults injected, failed requests are expected (and reported); wrong data never,
-        // and the disk must serve I/O again afterwards (or, removed, fail it with NO_DEVICE).
-        let errors_ok = match &self.faults {
-            Some(f) => f.recovered(),
-            None => self.result.counts.errors == 0,
-        };
-        errors_ok && self.result.verification.mismatches == 0 && self.violations.is_empty()
-    }
-
     /// The report as JSON (the schema is in this module's documentation).
     pub fn to_json(&self) -> Value {
         let job = &self.job;
@@ -627,40 +541,6 @@ pub fn cdb_result(request: &ScsiRequest, c: &ScsiCompletion) -> String {
     s
 }
 
-/// What the driver handed Storport in `StorPortInitialize` (and, when the adapter started, in
-/// `PORT_CONFIGURATION_INFORMATION`), for `vioblk-sim info`. The integrator fills it from the
-/// port.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DriverRegistration {
-    /// The NTSTATUS `DriverEntry` returned.
-    pub driver_entry_status: u32,
-    /// `HW_INITIALIZATION_DATA.HwInitializationDataSize`.
-    pub hw_initialization_data_size: u32,
-    /// Each `Hw*` callback by name, and whether the driver supplied it.
-    pub callbacks: Vec<(String, bool)>,
-    /// `DeviceExtensionSize`.
-    pub device_extension_size: u32,
-    /// `SpecificLuExtensionSize`.
-    pub specific_lu_extension_size: u32,
-    /// `SrbExtensionSize`.
-    pub srb_extension_size: u32,
-    /// `SrbTypeFlags` (`SRB_TYPE_FLAG_*`).
-    pub srb_type_flags: u32,
-    /// `FeatureSupport` (`STOR_FEATURE_*`).
-    pub feature_support: u32,
-    /// `AdapterInterfaceType` (5 is PCIBus).
-    pub adapter_interface_type: u32,
-    /// `MapBuffers` (`STOR_MAP_*`).
-    pub map_buffers: u8,
-    /// `NumberOfAccessRanges`.
-    pub number_of_access_ranges: u32,
-    /// `NeedPhysicalAddresses`, `TaggedQueuing`, `AutoRequestSense`, `MultipleRequestPerLu`.
-    pub flags: Vec<(String, bool)>,
-    /// Anything else worth showing (port configuration after HwFindAdapter, perf options), as
-    /// name and value, in order.
-    pub extra: Vec<(String, String)>,
-}
-
 fn bit_names(value: u32, names: &[(u32, &str)]) -> String {
     let mut parts: Vec<String> = names
         .iter()
@@ -824,7 +704,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::workload::{Counts, Latencies, Mismatch, MismatchKind, Mix, Verification};
+    use crate::class::DiskGeometry;
+    use crate::workload::{
+        Counts, Latencies, Mismatch, MismatchKind, Mix, Verification, WorkloadOptions,
+        WorkloadResult,
+    };
 
     fn report() -> Report {
         let latency = LatencySummary {

@@ -572,7 +572,8 @@ mod tests {
 
     use super::*;
     use crate::class::start_disk;
-    use crate::target::{Done, RamConfig, RamScsiTarget, ScsiRequest};
+    use crate::ram::{RamConfig, RamScsiTarget};
+    use crate::target::{Done, ScsiRequest};
 
     fn ram(capacity: u64, block: u32) -> RamScsiTarget {
         RamScsiTarget::new(RamConfig {
