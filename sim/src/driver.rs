@@ -172,7 +172,8 @@ impl crate::disk::OpenDisk for DriverDisk {
         let count = |f: &dyn Fn(&str) -> bool| log.iter().filter(|l| f(l)).count() as u64;
         Some(crate::faults::FaultReport {
             specs: specs.iter().map(|s| s.text.clone()).collect(),
-            injected,
+            injected_at_ms: injected.iter().map(|(at, _)| *at).collect(),
+            injected: injected.into_iter().map(|(_, what)| what).collect(),
             lu_resets: count(&|l| l == "multi-tier reset: SRB_FUNCTION_RESET_LOGICAL_UNIT"),
             device_resets: count(&|l| l == "multi-tier reset: SRB_FUNCTION_RESET_DEVICE"),
             bus_resets: count(&|l| l == "multi-tier reset: HwStorResetBus"),

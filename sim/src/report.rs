@@ -61,8 +61,17 @@
 //!     "notifications": u64 | null, "interrupts": u64 | null
 //!   } ],
 //!   "violations": [string]            // Storport rule violations, as the port reported them
+//!   "threads": [ {                    // each workload thread (diskspd's per-thread table)
+//!     "thread": u32, "ios": u64, "reads": u64, "writes": u64, "bytes": u64,
+//!     "mean_us": f64, "stdev_us": f64
+//!   } ],
+//!   "timeline": {                     // successful I/Os completed per interval, from the start
+//!     "interval_s": f64, "ios": [u64], "bytes": [u64]
+//!   },
+//!   "latency_curve_us": [ { "quantile": f64, "us": f64 } ],  // every request; [] if none
 //!   "faults": null | {                 // `--fault`: what was injected and how the driver recovered
 //!     "specs": [string], "injected": [string],
+//!     "injected_at_ms": [u64],         // when each was injected, from the start of the job
 //!     "resets": { "lu": u64, "device": u64, "bus": u64, "detected": u64, "dma_cut": u64 },
 //!     "removal_detected": bool, "removed": bool,
 //!     "check": { "reads": u32, "as_expected": u32 },  // reads after the job: served, or
@@ -78,7 +87,7 @@ use serde_json::{Value, json};
 use crate::scsi::{Sense, scsi_status_name, srb_status_name};
 pub use crate::stats::{DriverRegistration, QueueStats, Report, Setup};
 use crate::target::{ScsiCompletion, ScsiRequest};
-use crate::workload::{LatencySummary, Pattern, Stop};
+use crate::workload::{LatencySummary, Pattern, Stop, TIMELINE_INTERVAL};
 
 /// The schema name of the JSON report.
 pub const SCHEMA: &str = "vioblk-sim/report/v1";
@@ -216,6 +225,20 @@ impl Report {
             },
             "queues": queues,
             "violations": self.violations,
+            "threads": r.threads.iter().map(|t| json!({
+                "thread": t.thread, "ios": t.counts.ios(), "reads": t.counts.reads,
+                "writes": t.counts.writes,
+                "bytes": t.counts.bytes_read + t.counts.bytes_written,
+                "mean_us": t.mean_us, "stdev_us": t.stdev_us,
+            })).collect::<Vec<_>>(),
+            "timeline": {
+                "interval_s": TIMELINE_INTERVAL.as_secs_f64(),
+                "ios": r.timeline.iter().map(|i| i.ios).collect::<Vec<_>>(),
+                "bytes": r.timeline.iter().map(|i| i.bytes).collect::<Vec<_>>(),
+            },
+            "latency_curve_us": r.latency_curve.iter()
+                .map(|(q, us)| json!({ "quantile": q, "us": us }))
+                .collect::<Vec<_>>(),
             "faults": self.faults.as_ref().map_or(Value::Null, crate::faults::FaultReport::to_json),
         })
     }
@@ -333,6 +356,7 @@ impl Report {
         for e in &r.errors {
             let _ = writeln!(s, "  {e}");
         }
+        s.push_str(&thread_table(r, &self.setup.backing, disk.capacity_bytes()));
 
         let _ = writeln!(
             s,
@@ -449,6 +473,50 @@ impl Report {
         );
         s
     }
+}
+
+/// diskspd's "Total IO" table: one row per workload thread, then the total.
+fn thread_table(r: &crate::workload::WorkloadResult, backing: &str, capacity: u64) -> String {
+    if r.threads.len() < 2 {
+        return String::new();
+    }
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let rule = "-".repeat(103);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nTotal IO\n{:>6} | {:>15} | {:>12} | {:>10} | {:>10} | {:>8} | {:>9} | file",
+        "thread", "bytes", "I/Os", "MiB/s", "I/O per s", "AvgLat", "LatStdDev"
+    );
+    let _ = writeln!(s, "{rule}");
+    let file = format!("{backing} ({})", size(capacity));
+    for t in &r.threads {
+        let bytes = t.counts.bytes_read + t.counts.bytes_written;
+        let _ = writeln!(
+            s,
+            "{:>6} | {:>15} | {:>12} | {:>10.2} | {:>10.2} | {:>8.3} | {:>9.3} | {file}",
+            t.thread,
+            bytes,
+            t.counts.ios(),
+            bytes as f64 / secs / (1024.0 * 1024.0),
+            t.counts.ios() as f64 / secs,
+            t.mean_us / 1000.0,
+            t.stdev_us / 1000.0,
+        );
+    }
+    let _ = writeln!(s, "{rule}");
+    let bytes = r.counts.bytes_read + r.counts.bytes_written;
+    let _ = writeln!(
+        s,
+        "{:>6}   {:>15} | {:>12} | {:>10.2} | {:>10.2} | {:>8.3} |  (AvgLat, LatStdDev in ms)",
+        "total:",
+        bytes,
+        r.counts.ios(),
+        bytes as f64 / secs / (1024.0 * 1024.0),
+        r.counts.ios() as f64 / secs,
+        r.latencies.all.mean_us / 1000.0,
+    );
+    s
 }
 
 /// A hex dump in the style of sg_raw: offset, 16 bytes in two groups of 8, then ASCII.
@@ -706,8 +774,8 @@ mod tests {
     use super::*;
     use crate::class::DiskGeometry;
     use crate::workload::{
-        Counts, Latencies, Mismatch, MismatchKind, Mix, Verification, WorkloadOptions,
-        WorkloadResult,
+        Counts, Interval, Latencies, Mismatch, MismatchKind, Mix, ThreadSummary, Verification,
+        WorkloadOptions, WorkloadResult,
     };
 
     fn report() -> Report {
@@ -773,6 +841,40 @@ mod tests {
                         kind: MismatchKind::Stale { found: 2 },
                     }],
                 },
+                threads: vec![
+                    ThreadSummary {
+                        thread: 0,
+                        counts: Counts {
+                            reads: 2,
+                            bytes_read: 8192,
+                            ..Counts::default()
+                        },
+                        mean_us: 12.5,
+                        stdev_us: 2.5,
+                    },
+                    ThreadSummary {
+                        thread: 1,
+                        counts: Counts {
+                            writes: 1,
+                            bytes_written: 4096,
+                            ..Counts::default()
+                        },
+                        mean_us: 35.0,
+                        stdev_us: 0.0,
+                    },
+                ],
+                timeline: vec![
+                    Interval {
+                        ios: 2,
+                        bytes: 8192,
+                    },
+                    Interval::default(),
+                    Interval {
+                        ios: 1,
+                        bytes: 4096,
+                    },
+                ],
+                latency_curve: vec![(0.0, 10.0), (0.5, 15.0), (0.9, 30.0), (1.0, 35.0)],
             },
             queues: Some(vec![QueueStats {
                 queue: 0,
@@ -824,8 +926,19 @@ mod tests {
             "queues",
             "violations",
             "faults",
+            "threads",
+            "timeline",
+            "latency_curve_us",
         ];
         want.sort_unstable();
+        assert_eq!(j["threads"][1]["bytes"], 4096);
+        assert_eq!(j["threads"][0]["stdev_us"], 2.5);
+        assert_eq!(j["timeline"]["interval_s"], 0.1);
+        assert_eq!(j["timeline"]["ios"], json!([2, 0, 1]));
+        assert_eq!(
+            j["latency_curve_us"][3],
+            json!({ "quantile": 1.0, "us": 35.0 })
+        );
         let mut keys = keys;
         keys.sort_unstable();
         assert_eq!(keys, want);
@@ -847,6 +960,16 @@ mod tests {
         assert!(t.contains("verify:  16 blocks verified, 1 mismatch\n  LBA 42: expected generation 3, found generation 2 (stale data)"), "{t}");
         assert!(t.contains("storport: 1 violation(s)\n  - STORPORT_VIOLATION 0x1: lock order\n      held: StartIo"), "{t}");
         assert!(t.ends_with("result:  FAIL\n"), "{t}");
+        // diskspd's per-thread table, AvgLat and LatStdDev in milliseconds.
+        assert!(t.contains("\nTotal IO\nthread |           bytes |         I/Os |      MiB/s |  I/O per s |   AvgLat | LatStdDev | file\n"), "{t}");
+        assert!(t.contains("\n     0 |            8192 |            2 |       0.00 |       1.00 |    0.013 |     0.003 | ram (64 MiB)\n"), "{t}");
+        assert!(t.contains("\n     1 |            4096 |            1 |       0.00 |       0.50 |    0.035 |     0.000 | ram (64 MiB)\n"), "{t}");
+        assert!(
+            t.contains(
+                "\ntotal:             12288 |            3 |       0.01 |       1.50 |    0.020 |"
+            ),
+            "{t}"
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ use crate::class::{self, DiskGeometry, describe_completion};
 use crate::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
 
 pub use generator::{Mix, OpKind, Pattern};
-pub use stats::{Counts, Latencies, LatencySummary};
+pub use stats::{
+    CURVE_QUANTILES, Counts, Interval, Latencies, LatencySummary, TIMELINE_INTERVAL, ThreadSummary,
+};
 pub use verify::{Mismatch, MismatchKind, Verification};
 
 use generator::{Generator, SlotMap};
@@ -111,6 +113,12 @@ pub struct WorkloadResult {
     pub failures: Vec<(String, u64)>,
     /// The verification tally.
     pub verification: Verification,
+    /// Each thread's totals.
+    pub threads: Vec<ThreadSummary>,
+    /// Completed I/Os and bytes per [`TIMELINE_INTERVAL`], from the start of the job.
+    pub timeline: Vec<Interval>,
+    /// Latency of every request at [`CURVE_QUANTILES`]: (quantile, microseconds).
+    pub latency_curve: Vec<(f64, f64)>,
 }
 
 impl WorkloadResult {
@@ -218,6 +226,7 @@ struct Job<'a> {
     deadline: Option<Instant>,
     reserved: AtomicU64,
     live: Live,
+    start: Instant,
 }
 
 impl Job<'_> {
@@ -265,8 +274,10 @@ pub fn run(
         },
         reserved: AtomicU64::new(0),
         live: Live::default(),
+        start,
     };
     let mut total = ThreadStats::new();
+    let mut threads = Vec::new();
     std::thread::scope(|scope| {
         let job = &job;
         let bar = progress::wanted(opts.progress).then(|| {
@@ -282,9 +293,12 @@ pub fn run(
                     .spawn_scoped(scope, move || worker(job, t))
             })
             .collect();
-        for w in workers {
+        for (t, w) in (0..).zip(workers) {
             match w.map(|h| h.join()) {
-                Ok(Ok(stats)) => total.merge(&stats),
+                Ok(Ok(stats)) => {
+                    threads.push(stats.summary(t));
+                    total.merge(&stats);
+                }
                 Ok(Err(_)) => total.error("a workload thread panicked".to_owned()),
                 Err(e) => total.error(format!("cannot start a workload thread: {e}")),
             }
@@ -306,6 +320,9 @@ pub fn run(
             f
         },
         verification: job.shadow.as_ref().map(Shadow::summary).unwrap_or_default(),
+        threads,
+        latency_curve: total.latency_curve(),
+        timeline: total.timeline,
     })
 }
 
@@ -537,6 +554,7 @@ fn complete(
                 0
             };
             job.live.bytes.fetch_add(moved, Ordering::Relaxed);
+            stats.completed_at(job.start.elapsed(), moved);
         }
     } else {
         let what = if c.is_success() {
