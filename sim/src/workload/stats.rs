@@ -320,8 +320,8 @@ mod tests {
         assert!(near(l.write.max_us, 5000.0), "{}", l.write.max_us);
         let curve = a.latency_curve();
         assert_eq!(curve.len(), CURVE_QUANTILES.len());
-        assert!(near(curve[3].1, 500.0), "{curve:?}");
-        assert!(near(curve.last().unwrap().1, 5000.0), "{curve:?}");
+        assert!((curve[3].1 - 500.0).abs() < 5.0, "{curve:?}");
+        assert!((curve.last().unwrap().1 - 5000.0).abs() < 10.0, "{curve:?}");
         assert!(curve.windows(2).all(|w| w[0].1 <= w[1].1), "{curve:?}");
         let t = a.summary(3);
         assert_eq!((t.thread, t.counts), (3, a.counts));
