@@ -145,6 +145,9 @@ CDB OPTIONS (cdb):
     <HEX>...                 the CDB, e.g. `12 00 00 00 24 00` or 120000002400
         --data-out HEX       bytes to send (makes the SRB data-out)
         --data-in-len N      data-in buffer size [from the CDB's allocation or transfer length]
+    The data length comes from the CDB (READ/WRITE 6/10/12/16, VERIFY, WRITE SAME, MODE
+    SENSE/SELECT, INQUIRY, REQUEST SENSE, REPORT LUNS, READ CAPACITY, UNMAP); a given length
+    that disagrees is sent as given, with a note. A data-out CDB without --data-out sends zeroes.
 
 SIZE takes K, M, G, T (powers of 1024), with an optional iB or B: 4K, 4KiB, 1M, 4096.
 Short options take their value attached or separate: -t4 or -t 4; long ones --x=v or --x v.
@@ -510,6 +513,11 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                     cdb.len()
                 ));
             }
+            if data_in_len.is_some() && !data_out.is_empty() {
+                return usage(
+                    "--data-in-len and --data-out cannot be used together (an SRB moves data one way)",
+                );
+            }
             Ok(Command::Cdb(CdbArgs {
                 disk,
                 cdb,
@@ -563,30 +571,6 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 faults,
             }))
         }
-    }
-}
-
-/// The data-in length a CDB asks for, from its allocation or transfer length.
-fn guess_data_in(cdb: &[u8], block_size: u32) -> u32 {
-    use crate::class::opcode as op;
-    let be16 = |at: usize| {
-        cdb.get(at..at + 2)
-            .map_or(0, |b| u32::from(u16::from_be_bytes([b[0], b[1]])))
-    };
-    let be32 = |at: usize| {
-        cdb.get(at..at + 4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    match cdb.first().copied() {
-        Some(op::INQUIRY) => be16(3),
-        Some(op::REQUEST_SENSE | op::MODE_SENSE_6) => cdb.get(4).map_or(0, |&b| u32::from(b)),
-        Some(op::MODE_SENSE_10) => be16(7),
-        Some(op::READ_CAPACITY_10) => 8,
-        Some(op::SERVICE_ACTION_IN_16) => be32(10),
-        Some(op::REPORT_LUNS) => be32(6),
-        Some(op::READ_10) => be16(7).saturating_mul(block_size),
-        Some(op::READ_16) => be32(10).saturating_mul(block_size),
-        _ => 0,
     }
 }
 
@@ -654,23 +638,93 @@ pub fn run_cli(
     }
 }
 
-fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i32, String> {
-    let disk = backend.open(&c.disk.disk)?;
-    let data_in_len = c
-        .data_in_len
-        .unwrap_or_else(|| guess_data_in(&c.cdb, c.disk.disk.logical_block_size));
-    let request = if !c.data_out.is_empty() {
-        ScsiRequest::data_out(c.cdb.clone(), c.data_out.clone())
-    } else if data_in_len > 0 {
-        ScsiRequest::data_in(c.cdb.clone(), data_in_len)
-    } else {
-        ScsiRequest::no_data(c.cdb.clone())
+/// The largest buffer `cdb` allocates from a CDB's length fields alone (64 MiB).
+const MAX_DERIVED: u32 = 64 << 20;
+
+/// The SRB `vioblk-sim cdb` sends: the data phase the CDB asks for, unless the options say
+/// otherwise; each disagreement between the two is a note for the user (sent as given).
+pub fn cdb_request(c: &CdbArgs) -> (ScsiRequest, Vec<String>) {
+    use crate::scsi::{Transfer, transfer};
+    let (wanted, name) = transfer(&c.cdb, c.disk.disk.logical_block_size);
+    let cdb = c.cdb.clone();
+    let given_out = c.data_out.len();
+    let mut notes = Vec::new();
+    let mut note = |n: String| notes.push(n);
+    let request = match (c.data_in_len, c.data_out.is_empty()) {
+        // The options choose; the CDB only comments.
+        (Some(len), _) => {
+            match wanted {
+                Transfer::In(n) if n == len => {}
+                Transfer::In(n) => note(format!(
+                    "{name} asks for {n} bytes in; --data-in-len gives a {len}-byte buffer (sent as given)"
+                )),
+                Transfer::Out(n) => note(format!(
+                    "{name} sends {n} bytes out, not in; --data-in-len gives a {len}-byte data-in buffer (sent as given)"
+                )),
+                Transfer::None => note(format!(
+                    "{name} transfers no data; --data-in-len gives a {len}-byte buffer (sent as given)"
+                )),
+                Transfer::Unknown => {}
+            }
+            ScsiRequest::data_in(cdb, len)
+        }
+        (None, false) => {
+            match wanted {
+                Transfer::Out(n) if n as usize == given_out => {}
+                Transfer::Out(n) => note(format!(
+                    "{name} sends {n} bytes out; --data-out has {given_out} (sent as given)"
+                )),
+                Transfer::In(n) => note(format!(
+                    "{name} transfers {n} bytes in, not out; --data-out's {given_out} bytes are sent as given"
+                )),
+                Transfer::None => note(format!(
+                    "{name} transfers no data; --data-out's {given_out} bytes are sent as given"
+                )),
+                Transfer::Unknown => {}
+            }
+            ScsiRequest::data_out(cdb, c.data_out.clone())
+        }
+        // Nothing given: the CDB decides, within what vioblk-sim allocates for a buffer.
+        (None, true) => match wanted {
+            Transfer::In(n) | Transfer::Out(n) if n > MAX_DERIVED => {
+                note(format!(
+                    "{name} transfers {n} bytes, more than vioblk-sim allocates from the CDB \
+                     ({MAX_DERIVED}): sent with no buffer (give --data-in-len or --data-out)"
+                ));
+                ScsiRequest::no_data(cdb)
+            }
+            Transfer::In(n) => ScsiRequest::data_in(cdb, n),
+            Transfer::Out(0) | Transfer::None => ScsiRequest::no_data(cdb),
+            Transfer::Out(n) => {
+                note(format!(
+                    "{name} sends {n} bytes out: sending {n} zero bytes (choose them with --data-out HEX)"
+                ));
+                ScsiRequest::data_out(cdb, vec![0; n as usize])
+            }
+            Transfer::Unknown => {
+                note(format!(
+                    "operation code {:02x}h is not one vioblk-sim knows the data length of: sent \
+                     with no data (give --data-in-len N or --data-out HEX)",
+                    c.cdb.first().copied().unwrap_or(0)
+                ));
+                ScsiRequest::no_data(cdb)
+            }
+        },
     };
+    (request, notes)
+}
+
+fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i32, String> {
+    let (request, notes) = cdb_request(c);
+    let disk = backend.open(&c.disk.disk)?;
     let completion = disk.target().execute(request.clone());
     let image = disk.driver_image();
     let mut violations = disk.violations();
     violations.extend(disk.close());
     let mut text = image.map(|i| i.headline()).unwrap_or_default();
+    for n in &notes {
+        text.push_str(&format!("note:        {n}\n"));
+    }
     text.push_str(&cdb_result(&request, &completion));
     for v in &violations {
         text.push_str(&format!("storport violation: {v}\n"));
@@ -950,20 +1004,6 @@ mod tests {
         }
         assert!(parse_size("-b", "K").is_err());
         assert!(parse_size("-b", "99999999999T").is_err());
-    }
-
-    #[test]
-    fn data_in_is_guessed_from_the_cdb() {
-        assert_eq!(guess_data_in(&[0x12, 1, 0x80, 0, 0xFF, 0], 512), 255);
-        assert_eq!(
-            guess_data_in(&crate::class::cdb::read_10(0, 8, false), 512),
-            4096
-        );
-        assert_eq!(
-            guess_data_in(&crate::class::cdb::read_capacity_16(32), 512),
-            32
-        );
-        assert_eq!(guess_data_in(&crate::class::cdb::test_unit_ready(), 512), 0);
     }
 
     fn cli(line: &str) -> (i32, String, String) {

@@ -422,3 +422,133 @@ pub fn scsi_status_name(status: u8) -> &'static str {
         _ => "UNKNOWN",
     }
 }
+
+/// The data phase a CDB asks for, from its allocation, transfer or parameter list length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transfer {
+    /// No data.
+    None,
+    /// This many bytes from the device (data-in).
+    In(u32),
+    /// This many bytes to the device (data-out).
+    Out(u32),
+    /// An operation code this table does not know: the length cannot be derived.
+    Unknown,
+}
+
+/// What `cdb` transfers on a disk of `block_size`-byte blocks, and the command's name.
+///
+/// Covers every command the vioblk driver supports (SPC-4, SBC-3): READ and WRITE (6), (10),
+/// (12), (16), WRITE AND VERIFY, VERIFY (with BYTCHK), WRITE SAME, MODE SENSE and SELECT, INQUIRY,
+/// REQUEST SENSE, REPORT LUNS, READ CAPACITY (10) and (16), UNMAP, SYNCHRONIZE CACHE, TEST UNIT
+/// READY and START STOP UNIT. A CDB too short for its fields reads them as zero.
+pub fn transfer(cdb: &[u8], block_size: u32) -> (Transfer, &'static str) {
+    let byte = |at: usize| cdb.get(at).map_or(0, |&b| u32::from(b));
+    let be16 = |at: usize| (byte(at) << 8) | byte(at + 1);
+    let be32 = |at: usize| (be16(at) << 16) | be16(at + 2);
+    let blocks = |n: u32| n.saturating_mul(block_size);
+    // VERIFY's BYTCHK (SBC-3 5.27): 00b no data, 01b the blocks, 11b one block.
+    let verify = |n: u32| match (byte(1) >> 1) & 3 {
+        1 => Transfer::Out(blocks(n)),
+        3 => Transfer::Out(block_size),
+        _ => Transfer::None,
+    };
+    let Some(&op) = cdb.first() else {
+        return (Transfer::Unknown, "an empty CDB");
+    };
+    match op {
+        0x00 => (Transfer::None, "TEST UNIT READY"),
+        0x03 => (Transfer::In(byte(4)), "REQUEST SENSE"),
+        // TRANSFER LENGTH 0 means 256 blocks in the 6-byte commands (SBC-3 5.8).
+        0x08 => (
+            Transfer::In(blocks(if byte(4) == 0 { 256 } else { byte(4) })),
+            "READ(6)",
+        ),
+        0x0A => (
+            Transfer::Out(blocks(if byte(4) == 0 { 256 } else { byte(4) })),
+            "WRITE(6)",
+        ),
+        0x12 => (Transfer::In(be16(3)), "INQUIRY"),
+        0x15 => (Transfer::Out(byte(4)), "MODE SELECT(6)"),
+        0x1A => (Transfer::In(byte(4)), "MODE SENSE(6)"),
+        0x1B => (Transfer::None, "START STOP UNIT"),
+        0x25 => (Transfer::In(8), "READ CAPACITY(10)"),
+        0x28 => (Transfer::In(blocks(be16(7))), "READ(10)"),
+        0x2A => (Transfer::Out(blocks(be16(7))), "WRITE(10)"),
+        0x2E => (Transfer::Out(blocks(be16(7))), "WRITE AND VERIFY(10)"),
+        0x2F => (verify(be16(7)), "VERIFY(10)"),
+        0x35 => (Transfer::None, "SYNCHRONIZE CACHE(10)"),
+        // NDOB (SBC-3 5.45): no data-out buffer.
+        0x41 => (Transfer::Out(block_size), "WRITE SAME(10)"),
+        0x42 => (Transfer::Out(be16(7)), "UNMAP"),
+        0x55 => (Transfer::Out(be16(7)), "MODE SELECT(10)"),
+        0x5A => (Transfer::In(be16(7)), "MODE SENSE(10)"),
+        0x88 => (Transfer::In(blocks(be32(10))), "READ(16)"),
+        0x8A => (Transfer::Out(blocks(be32(10))), "WRITE(16)"),
+        0x8E => (Transfer::Out(blocks(be32(10))), "WRITE AND VERIFY(16)"),
+        0x8F => (verify(be32(10)), "VERIFY(16)"),
+        0x91 => (Transfer::None, "SYNCHRONIZE CACHE(16)"),
+        0x93 if byte(1) & 1 != 0 => (Transfer::None, "WRITE SAME(16)"),
+        0x93 => (Transfer::Out(block_size), "WRITE SAME(16)"),
+        0x9E if byte(1) & 0x1F == 0x10 => (Transfer::In(be32(10)), "READ CAPACITY(16)"),
+        0x9E => (Transfer::In(be32(10)), "SERVICE ACTION IN(16)"),
+        0xA0 => (Transfer::In(be32(6)), "REPORT LUNS"),
+        0xA8 => (Transfer::In(blocks(be32(6))), "READ(12)"),
+        0xAA => (Transfer::Out(blocks(be32(6))), "WRITE(12)"),
+        0xAE => (Transfer::Out(blocks(be32(6))), "WRITE AND VERIFY(12)"),
+        0xAF => (verify(be32(6)), "VERIFY(12)"),
+        _ => (Transfer::Unknown, "an unknown command"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfer_lengths_of_every_supported_cdb() {
+        let cases: &[(&[u8], Transfer)] = &[
+            (&[0x08, 0, 0, 1, 1, 0], Transfer::In(512)),
+            (&[0x08, 0, 0, 1, 0, 0], Transfer::In(256 * 512)),
+            (&[0x0A, 0, 0, 1, 2, 0], Transfer::Out(1024)),
+            (&[0xA8, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0], Transfer::In(512)),
+            (
+                &[0xAA, 0, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0],
+                Transfer::Out(1536),
+            ),
+            (&cdb::read_10(0, 8, false), Transfer::In(4096)),
+            (&cdb::write_16(0, 2, true), Transfer::Out(1024)),
+            (&cdb::read_16(0, 1, false), Transfer::In(512)),
+            (&[0x2F, 0, 0, 0, 0, 0, 0, 0, 4, 0], Transfer::None),
+            (&[0x2F, 2, 0, 0, 0, 0, 0, 0, 4, 0], Transfer::Out(2048)),
+            (&[0x2F, 6, 0, 0, 0, 0, 0, 0, 4, 0], Transfer::Out(512)),
+            (&[0x12, 1, 0x80, 0, 0xFF, 0], Transfer::In(255)),
+            (&[0x03, 0, 0, 0, 18, 0], Transfer::In(18)),
+            (&[0x1A, 0, 0x3F, 0, 192, 0], Transfer::In(192)),
+            (&[0x5A, 0, 0x3F, 0, 0, 0, 0, 1, 0, 0], Transfer::In(256)),
+            (&[0x15, 0x10, 0, 0, 24, 0], Transfer::Out(24)),
+            (&[0x55, 0x10, 0, 0, 0, 0, 0, 0, 28, 0], Transfer::Out(28)),
+            (&cdb::unmap(24), Transfer::Out(24)),
+            (&cdb::report_luns(16), Transfer::In(16)),
+            (&cdb::read_capacity_10(), Transfer::In(8)),
+            (&cdb::read_capacity_16(32), Transfer::In(32)),
+            (&cdb::test_unit_ready(), Transfer::None),
+            (&cdb::synchronize_cache_10(), Transfer::None),
+            (&[0x41, 0, 0, 0, 0, 0, 0, 0, 8, 0], Transfer::Out(512)),
+            (
+                &[0x93, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0],
+                Transfer::None,
+            ),
+            (&[0xC0, 0, 0, 0, 0, 0], Transfer::Unknown),
+            (&[0x28, 0], Transfer::In(0)),
+        ];
+        for (c, want) in cases {
+            assert_eq!(transfer(c, 512).0, *want, "{c:02x?}");
+        }
+        assert_eq!(
+            transfer(&cdb::read_10(0, 1, false), 4096).0,
+            Transfer::In(4096)
+        );
+        assert_eq!(transfer(&[0x28; 10], 512).1, "READ(10)");
+    }
+}
