@@ -10,7 +10,8 @@
 //! driver goes there.
 //!
 //! Exit codes: 0 success; 1 the job failed (a failed request, a data mismatch, a Storport
-//! violation), the disk did not start, or a CDB did not complete with GOOD; 2 bad usage.
+//! violation), the disk did not start, or a CDB did not complete with GOOD; 2 bad usage (an
+//! option, a value, a path that cannot be used, an option the target cannot honour).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -152,7 +153,8 @@ CDB OPTIONS (cdb):
 SIZE takes K, M, G, T (powers of 1024), with an optional iB or B: 4K, 4KiB, 1M, 4096.
 Short options take their value attached or separate: -t4 or -t 4; long ones --x=v or --x v.
 Exit status: 0 passed; 1 failed (I/O errors, data mismatches, Storport violations, a CDB not
-GOOD, a disk that did not start); 2 bad usage.
+GOOD, a disk that did not start, a missing qemu-storage-daemon); 2 bad usage (an option, a value,
+or a --file, --driver-image or --vhost-user path that cannot be used).
 ";
 
 /// Parses a size: digits with an optional K, M, G or T suffix (binary), optionally iB or B.
@@ -593,6 +595,25 @@ pub fn run_cli(
             return 2;
         }
     };
+    // A path that cannot work, or an option the target cannot honour, is bad usage too, said
+    // before anything starts.
+    let disk = match &command {
+        Command::Run(r) => Some(&r.disk),
+        Command::Cdb(c) => Some(&c.disk),
+        Command::Info(d) => Some(d),
+        _ => None,
+    };
+    if let Some(d) = disk {
+        let name = d.target.as_deref().or(names.first().copied());
+        let checked = crate::disk::check_paths(&d.disk).and_then(|()| match name {
+            Some("ram") => crate::disk::RamBackend::check(&d.disk),
+            _ => Ok(()),
+        });
+        if let Err(e) = checked {
+            let _ = writeln!(err, "error: {e}");
+            return 2;
+        }
+    }
     let pick = |d: &DiskArgs| {
         let name = d
             .target
@@ -730,11 +751,18 @@ fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i3
         text.push_str(&format!("storport violation: {v}\n"));
     }
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-    Ok(if completion.is_success() && violations.is_empty() {
-        0
-    } else {
-        1
-    })
+    // An underrun (fewer bytes than the allocation length allows, status GOOD) is how a short
+    // answer comes back through Storport; sg_raw counts it as success too.
+    let underrun = completion.status() == storport::ffi::SRB_STATUS_DATA_OVERRUN
+        && completion.scsi_status == storport::ffi::SCSISTAT_GOOD
+        && completion.data_transfer_length < request.data_in_len;
+    Ok(
+        if (completion.is_success() || underrun) && violations.is_empty() {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 fn run_job(
@@ -1027,7 +1055,7 @@ mod tests {
         assert_eq!(j["result"]["ios"], 300);
         assert_eq!(j["queues"].as_array().map(Vec::len), Some(2));
         let (code, _, err) = cli("--file /tmp/nope --ios 1");
-        assert_eq!(code, 1);
+        assert_eq!(code, 2);
         assert_eq!(
             err,
             "error: the ram target keeps its disk in memory: --file needs the driver target\n"

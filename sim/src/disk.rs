@@ -6,7 +6,7 @@
 //! line (`crate::cli`) takes the list, so it depends on this module and not the other way
 //! round.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::ram::{RamConfig, RamScsiTarget};
 use crate::stats::{DriverRegistration, QueueStats};
@@ -175,8 +175,12 @@ impl OpenDisk for RamDisk {
     }
 }
 
-impl Backend for RamBackend {
-    fn open(&self, options: &DiskOptions) -> Result<Box<dyn OpenDisk>, String> {
+impl RamBackend {
+    /// Whether the RAM target can honour `options`.
+    ///
+    /// # Errors
+    /// A sentence naming the option it cannot.
+    pub fn check(options: &DiskOptions) -> Result<(), String> {
         if options.file.is_some() {
             return Err(
                 "the ram target keeps its disk in memory: --file needs the driver target"
@@ -188,6 +192,20 @@ impl Backend for RamBackend {
                 "the ram target runs no driver: --driver-image needs the driver target".into(),
             );
         }
+        if options.device != DeviceKind::Model {
+            return Err(
+                "the ram target has no device under a driver: --device and --vhost-user need \
+                 the driver target"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Backend for RamBackend {
+    fn open(&self, options: &DiskOptions) -> Result<Box<dyn OpenDisk>, String> {
+        Self::check(options)?;
         let target = RamScsiTarget::new(RamConfig {
             capacity_bytes: options.capacity_bytes,
             logical_block_size: options.logical_block_size,
@@ -207,5 +225,121 @@ pub fn parse_device(text: &str) -> Result<DeviceKind, String> {
         "model" => Ok(DeviceKind::Model),
         "qemu" => Ok(DeviceKind::Qemu),
         _ => Err(format!("--device must be model or qemu, got {text}")),
+    }
+}
+
+/// Checks the paths in `options` before a backend is opened, so that a path that cannot work
+/// gets a sentence naming the option and what to do, not an I/O error from deep inside.
+///
+/// # Errors
+/// The sentence, for `error: ...`.
+pub fn check_paths(options: &DiskOptions) -> Result<(), String> {
+    if let Some(file) = &options.file {
+        check_file(file)?;
+    }
+    if let Some(image) = &options.driver_image {
+        match std::fs::metadata(image) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "--driver-image {} is not a file: give the path of a vioblk.sys",
+                    image.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "--driver-image {}: {} (build one with `bash .ci/windows-image`)",
+                    image.display(),
+                    io_words(&e)
+                ));
+            }
+        }
+    }
+    if let DeviceKind::VhostUser(socket) = &options.device {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::metadata(socket) {
+            Ok(m) if m.file_type().is_socket() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "--vhost-user {} is not a socket: give the socket a vhost-user-blk back end \
+                     listens on",
+                    socket.display()
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "--vhost-user {}: {}: start the back end first (e.g. qemu-storage-daemon \
+                     --export type=vhost-user-blk,addr.type=unix,addr.path=SOCKET,...), or use \
+                     --device qemu to have one started",
+                    socket.display(),
+                    io_words(&e)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An I/O error in words, without Rust's "(os error N)".
+fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "no such file or directory".to_owned(),
+        K::PermissionDenied => "permission denied".to_owned(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(at) => text[..at].to_owned(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// `--file`: an existing regular file (grown to `capacity` when shorter), or a new one in a
+/// directory that exists.
+fn check_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(format!(
+            "--file {shown} is a directory: give a file inside it, e.g. --file {}",
+            path.join("disk.img").display()
+        )),
+        Ok(m) if !m.is_file() => Err(format!(
+            "--file {shown} is not a regular file (a device, pipe or socket): give a disk image \
+             file (it is created if missing, and grown to -c)"
+        )),
+        Ok(_) => {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| {
+                    format!(
+                        "--file {shown} cannot be opened for reading and writing: {} (check \
+                         its permissions, or give another file)",
+                        io_words(&e)
+                    )
+                })?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            match std::fs::metadata(parent) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err(format!(
+                    "--file {shown}: {} is not a directory",
+                    parent.display()
+                )),
+                Err(_) => Err(format!(
+                    "--file {shown}: the directory {} does not exist (create it first)",
+                    parent.display()
+                )),
+            }
+        }
+        Err(e) => Err(format!("--file {shown}: {}", io_words(&e))),
     }
 }

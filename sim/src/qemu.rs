@@ -75,7 +75,13 @@ pub fn daemon_version(binary: &Path) -> Result<String, String> {
     let out = Command::new(binary)
         .arg("--version")
         .output()
-        .map_err(|e| format!("{}: {e}", binary.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot run qemu-storage-daemon at {} ({e}): install it (Debian: apt-get install \
+                 qemu-system-common) or point VIOBLK_QEMU_STORAGE_DAEMON at it",
+                binary.display()
+            )
+        })?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -116,7 +122,10 @@ impl QemuStorageDaemon {
     /// No daemon binary, the image could not be made, or the daemon exited or never listened
     /// (its stderr is quoted).
     pub fn start(options: &DaemonOptions) -> Result<Self, String> {
-        let binary = daemon_binary().ok_or("qemu-storage-daemon is not installed")?;
+        let binary = daemon_binary().ok_or(
+            "qemu-storage-daemon is not installed, and --device qemu runs it: install it (Debian: \
+             apt-get install qemu-system-common) or name it in VIOBLK_QEMU_STORAGE_DAEMON",
+        )?;
         let version = daemon_version(&binary)?;
         let dir = temp_dir();
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -72,7 +72,7 @@ impl Stack {
     ) -> Result<Stack, String> {
         let device = Arc::new(
             VirtioBlkDevice::new(options.device.clone())
-                .map_err(|e| format!("device model: {e:?}"))?,
+                .map_err(|e| format!("the device model did not start: {e}"))?,
         );
         prepare(&device);
         let memory = device.guest_memory();
