@@ -73,6 +73,8 @@ pub struct RunArgs {
     pub json: bool,
     /// Faults to inject (`--fault`), in order.
     pub faults: Vec<crate::faults::FaultSpec>,
+    /// Where to write the HTML report (`--html`).
+    pub html: Option<PathBuf>,
 }
 
 /// `vioblk-sim cdb`.
@@ -125,6 +127,15 @@ JOB OPTIONS (run):
                              nothing hangs, no data is wrong, Storport saw no violation, and the
                              disk serves I/O afterwards (after removal: fails it with NO_DEVICE)
         --no-progress        no progress bar (it is only drawn when stderr is a terminal)
+        --html FILE          also write the report as a self-contained HTML page with charts
+
+DISKSPD SPELLINGS (run): -b4K -o32 -t4 -r -w30 -d30 -c1G work as in diskspd. Also:
+    -L                       latency statistics: always on (accepted and ignored)
+    -S, -Su                  no software cache: there is none (accepted)
+    -Sh, -Sw                 write-through: writes with FUA (as --fua)
+    -r<ALIGN>                random, aligned to ALIGN, which must be the I/O size
+    PATH                     a last argument with a / or a . is the file (as --file PATH)
+    -W, -C, -D, -Z, ...      diskspd options with no equivalent get a sentence saying so
 
 DISK OPTIONS (all commands):
         --target NAME        where the disk comes from: TARGETS [TARGET0]
@@ -246,6 +257,31 @@ const SWITCHES: &[&str] = &[
     "--version",
 ];
 
+/// Short flags whose value, optional, can only be attached (diskspd's `-r4K`, `-Sh`).
+const ATTACHED_ONLY: &[&str] = &["-r", "-s", "-S"];
+
+/// diskspd options with no equivalent here, and what they do, for a sentence instead of
+/// "unknown option".
+const DISKSPD_ONLY: &[(&str, &str)] = &[
+    ("-W", "warm-up time"),
+    ("-C", "cool-down time"),
+    ("-D", "IOPS statistics per interval"),
+    ("-R", "the output format"),
+    ("-Z", "write buffer contents"),
+    ("-F", "total threads"),
+    ("-n", "disabling NUMA affinity"),
+    ("-a", "CPU affinity"),
+    ("-g", "throughput limit"),
+    ("-x", "completion routines"),
+    ("-B", "the base offset"),
+    ("-f", "the maximum offset"),
+    ("-T", "the stride between threads"),
+    ("-l", "large pages"),
+    ("-P", "progress dots"),
+    ("-v", "verbose output"),
+    ("-z", "the random seed (here: --seed)"),
+];
+
 /// Short flags that take a value, which may be attached (`-t4`).
 const SHORT_VALUED: &[&str] = &["-t", "-o", "-b", "-w", "-d", "-c"];
 
@@ -268,7 +304,8 @@ impl<'a> Args<'a> {
         }
         if a.len() > 2 && a.starts_with('-') && a.is_char_boundary(2) {
             let (flag, rest) = a.split_at(2);
-            if SHORT_VALUED.contains(&flag) {
+            // diskspd's -r4K, -si, -Sh: a value only when attached.
+            if SHORT_VALUED.contains(&flag) || ATTACHED_ONLY.contains(&flag) {
                 return Some(Arg::Flag(flag.to_owned(), Some(rest)));
             }
         }
@@ -389,10 +426,12 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
     };
     let mut job = WorkloadOptions::default();
     let mut json = false;
+    let mut html = None;
     let mut faults = Vec::new();
     let mut duration: Option<Duration> = None;
     let mut ios: Option<u64> = None;
     let mut pattern: Option<&str> = None;
+    let mut random_align: Option<(String, u64)> = None;
     let mut write_percent: u32 = u32::from(job.mix.write_percent);
     let mut unmap_percent: u32 = 0;
     let mut hex = Vec::new();
@@ -404,13 +443,67 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 hex.push(p);
                 continue;
             }
+            // diskspd's target: a path (it has a / or a .) at the end of a job.
+            Arg::Positional(p) if sub == "run" && (p.contains('/') || p.contains('.')) => {
+                if let Some(f) = &disk.disk.file {
+                    return usage(format!(
+                        "two files given ({} and {p}): vioblk-sim runs on one disk",
+                        f.display()
+                    ));
+                }
+                disk.disk.file = Some(PathBuf::from(p));
+                continue;
+            }
             Arg::Positional(p) => {
                 return usage(format!("unexpected argument '{p}' (see vioblk-sim --help)"));
             }
             Arg::Flag(f, v) => (f, v),
         };
         let flag = flag.as_str();
-        if inline.is_some() && SWITCHES.contains(&flag) {
+        // diskspd's spellings: -r[align], -s (not -si), -S[u|w|h|b], -L.
+        if sub == "run" {
+            match (flag, inline) {
+                ("-r", Some(align)) => {
+                    random_align = Some((align.to_owned(), parse_size("-r", align)?));
+                }
+                ("-s", Some(rest)) => {
+                    return usage(format!(
+                        "-s{rest}: vioblk-sim has plain sequential I/O only (-s: each thread its \
+                         own stream); diskspd's interlocked or strided forms are not supported"
+                    ));
+                }
+                ("-S", rest) => {
+                    let rest = rest.unwrap_or("");
+                    if rest.contains('b') {
+                        return usage(
+                            "-Sb asks for the OS cache, which vioblk-sim does not have: every \
+                             I/O goes to the driver (leave -S out, or -Sh for write-through)",
+                        );
+                    }
+                    if !rest.chars().all(|c| matches!(c, 'u' | 'w' | 'h' | 'r')) {
+                        return usage(format!(
+                            "-S{rest}: diskspd's caching flags are u, w, h, r or b (e.g. -Sh)"
+                        ));
+                    }
+                    // There is no software cache to bypass; write-through is FUA on writes.
+                    if rest.contains('w') || rest.contains('h') {
+                        job.fua = true;
+                    }
+                    continue;
+                }
+                ("-L", None) => continue,
+                _ => {}
+            }
+            let short = flag.get(..2).filter(|_| !flag.starts_with("--"));
+            if let Some((_, what)) = DISKSPD_ONLY.iter().find(|(f, _)| Some(*f) == short) {
+                return usage(format!(
+                    "{flag}{}: diskspd's option for {what} has no vioblk-sim equivalent; leave \
+                     it out (see vioblk-sim --help)",
+                    inline.unwrap_or("")
+                ));
+            }
+        }
+        if inline.is_some() && SWITCHES.contains(&flag) && !ATTACHED_ONLY.contains(&flag) {
             return usage(format!("option {flag} takes no value"));
         }
         match flag {
@@ -490,6 +583,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             ("run", "--seed") => job.seed = parse_number(flag, args.value(flag, inline)?)?,
             ("run", "--no-verify") => job.verify = false,
             ("run", "--json") => json = true,
+            ("run", "--html") => html = Some(PathBuf::from(args.value(flag, inline)?)),
             ("run", "--no-progress") => job.progress = false,
             ("run", "--fault") => {
                 let spec = args.value(flag, inline)?;
@@ -551,6 +645,18 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 (None, Some(n)) => Stop::Ios(n),
                 (None, None) => job.stop,
             };
+            if let Some((text, align)) = random_align {
+                if pattern == Some("-s") {
+                    return usage("-r and -s cannot be used together");
+                }
+                if align != u64::from(job.io_size) {
+                    return usage(format!(
+                        "-r{text}: random offsets are aligned to the I/O size (-b {}); another \
+                         alignment is not supported",
+                        job.io_size
+                    ));
+                }
+            }
             let bs = disk.disk.logical_block_size;
             if job.io_size % bs != 0 {
                 return usage(format!(
@@ -571,6 +677,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 job,
                 json,
                 faults,
+                html,
             }))
         }
     }
@@ -919,6 +1026,63 @@ mod tests {
         );
         assert!(!r.job.verify);
         assert_eq!(r.disk.disk.file, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn diskspd_spellings() {
+        let r = run_args("-b4K -o32 -t4 -r -w30 -d30 -L -Sh -c1G");
+        assert_eq!(
+            (r.job.io_size, r.job.outstanding, r.job.threads),
+            (4096, 32, 4)
+        );
+        assert_eq!(r.job.pattern, Pattern::Random);
+        assert_eq!(r.job.mix.write_percent, 30);
+        assert_eq!(r.job.stop, Stop::Duration(Duration::from_secs(30)));
+        assert!(r.job.fua, "-Sh is write-through");
+        assert_eq!(r.disk.disk.capacity_bytes, 1 << 30);
+        let r = run_args("-b64K -r64K -Su -S disk.img");
+        assert_eq!(r.job.io_size, 65536);
+        assert!(!r.job.fua);
+        assert_eq!(r.disk.disk.file, Some(PathBuf::from("disk.img")));
+        let r = run_args("-Sw -s /tmp/x.img");
+        assert!(r.job.fua);
+        assert_eq!(r.job.pattern, Pattern::Sequential);
+        assert_eq!(r.disk.disk.file, Some(PathBuf::from("/tmp/x.img")));
+        let r = run_args("--html /tmp/r.html");
+        assert_eq!(r.html, Some(PathBuf::from("/tmp/r.html")));
+        for (line, want) in [
+            (
+                "-Sb",
+                "-Sb asks for the OS cache, which vioblk-sim does not have: every I/O goes to \
+                 the driver (leave -S out, or -Sh for write-through)",
+            ),
+            (
+                "-Sx",
+                "-Sx: diskspd's caching flags are u, w, h, r or b (e.g. -Sh)",
+            ),
+            (
+                "-b4K -r8K",
+                "-r8K: random offsets are aligned to the I/O size (-b 4096); another alignment \
+                 is not supported",
+            ),
+            ("-s -r4K", "-r and -s cannot be used together"),
+            (
+                "-si",
+                "-si: vioblk-sim has plain sequential I/O only (-s: each thread its own stream); \
+                 diskspd's interlocked or strided forms are not supported",
+            ),
+            (
+                "-W5",
+                "-W5: diskspd's option for warm-up time has no vioblk-sim equivalent; leave it \
+                 out (see vioblk-sim --help)",
+            ),
+            (
+                "a.img b.img",
+                "two files given (a.img and b.img): vioblk-sim runs on one disk",
+            ),
+        ] {
+            assert_eq!(error(line), want, "for `{line}`");
+        }
     }
 
     #[test]
