@@ -721,6 +721,28 @@ pub fn run_cli(
             return 2;
         }
     }
+    if let Command::Run(RunArgs {
+        html: Some(path), ..
+    }) = &command
+    {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if path.is_dir() || !parent.is_dir() {
+            let _ = writeln!(
+                err,
+                "error: --html {}: {} (give a file path in an existing directory)",
+                path.display(),
+                if path.is_dir() {
+                    "is a directory".to_owned()
+                } else {
+                    format!("the directory {} does not exist", parent.display())
+                }
+            );
+            return 2;
+        }
+    }
     let pick = |d: &DiskArgs| {
         let name = d
             .target
@@ -944,9 +966,18 @@ fn run_job(
         s.push('\n');
         s
     } else {
-        image.map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
+        image.as_ref().map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
     };
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    if let Some(path) = &r.html {
+        let page = crate::html::to_html(&report, image.as_ref())?;
+        std::fs::write(path, page).map_err(|e| {
+            format!(
+                "cannot write the HTML report to {}: {e} (the job itself ran; see above)",
+                path.display()
+            )
+        })?;
+    }
     Ok(if report.passed() { 0 } else { 1 })
 }
 

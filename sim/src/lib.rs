@@ -18,6 +18,7 @@ pub mod device;
 pub mod disk;
 pub mod driver;
 pub mod faults;
+pub mod html;
 pub mod image_report;
 pub mod qemu;
 pub mod ram;

@@ -485,7 +485,7 @@ fn thread_table(r: &crate::workload::WorkloadResult, backing: &str, capacity: u6
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\nTotal IO\n{:>6} | {:>15} | {:>12} | {:>10} | {:>10} | {:>8} | {:>9} | file",
+        "\nTotal IO (AvgLat and LatStdDev in ms)\n{:>6} | {:>15} | {:>12} | {:>10} | {:>10} | {:>8} | {:>9} | file",
         "thread", "bytes", "I/Os", "MiB/s", "I/O per s", "AvgLat", "LatStdDev"
     );
     let _ = writeln!(s, "{rule}");
@@ -508,7 +508,7 @@ fn thread_table(r: &crate::workload::WorkloadResult, backing: &str, capacity: u6
     let bytes = r.counts.bytes_read + r.counts.bytes_written;
     let _ = writeln!(
         s,
-        "{:>6}   {:>15} | {:>12} | {:>10.2} | {:>10.2} | {:>8.3} |  (AvgLat, LatStdDev in ms)",
+        "{:>6}   {:>15} | {:>12} | {:>10.2} | {:>10.2} | {:>8.3} |",
         "total:",
         bytes,
         r.counts.ios(),
@@ -961,7 +961,7 @@ mod tests {
         assert!(t.contains("storport: 1 violation(s)\n  - STORPORT_VIOLATION 0x1: lock order\n      held: StartIo"), "{t}");
         assert!(t.ends_with("result:  FAIL\n"), "{t}");
         // diskspd's per-thread table, AvgLat and LatStdDev in milliseconds.
-        assert!(t.contains("\nTotal IO\nthread |           bytes |         I/Os |      MiB/s |  I/O per s |   AvgLat | LatStdDev | file\n"), "{t}");
+        assert!(t.contains("\nTotal IO (AvgLat and LatStdDev in ms)\nthread |           bytes |         I/Os |      MiB/s |  I/O per s |   AvgLat | LatStdDev | file\n"), "{t}");
         assert!(t.contains("\n     0 |            8192 |            2 |       0.00 |       1.00 |    0.013 |     0.003 | ram (64 MiB)\n"), "{t}");
         assert!(t.contains("\n     1 |            4096 |            1 |       0.00 |       0.50 |    0.035 |     0.000 | ram (64 MiB)\n"), "{t}");
         assert!(
