@@ -47,6 +47,8 @@ pub enum Command {
     Cdb(CdbArgs),
     /// Show the driver's registration.
     Info(DiskArgs),
+    /// Compare two JSON reports (their paths).
+    Compare(String, String),
     /// Print the help.
     Help,
     /// Print the version.
@@ -98,6 +100,7 @@ USAGE:
     vioblk-sim [run] [OPTIONS]           start the disk as disk.sys would, run a job, report
     vioblk-sim cdb <HEX>... [OPTIONS]    send one CDB and show the answer (like sg_raw)
     vioblk-sim info [OPTIONS]            show what the driver registered with Storport
+    vioblk-sim compare A.json B.json     two --json reports side by side, and what changed
     vioblk-sim help | --help | -h        this text
     vioblk-sim --version | -V            the version
 
@@ -414,6 +417,26 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
         Some("run") => ("run", &argv[1..]),
         Some("cdb") => ("cdb", &argv[1..]),
         Some("info") => ("info", &argv[1..]),
+        Some("compare") => {
+            let rest = &argv[1..];
+            if rest.iter().any(|a| a == "-h" || a == "--help") {
+                return Ok(Command::Help);
+            }
+            if let Some(flag) = rest.iter().find(|a| a.starts_with('-') && a.len() > 1) {
+                return usage(format!(
+                    "compare takes no options, got {flag} (see vioblk-sim --help)"
+                ));
+            }
+            return match rest {
+                [a, b] => Ok(Command::Compare(a.clone(), b.clone())),
+                _ => usage(format!(
+                    "compare needs two JSON reports, e.g. vioblk-sim compare before.json after.json \
+                     (got {} argument{})",
+                    rest.len(),
+                    if rest.len() == 1 { "" } else { "s" }
+                )),
+            };
+        }
         Some("help") => return Ok(Command::Help),
         _ => ("run", argv),
     };
@@ -763,6 +786,12 @@ pub fn run_cli(
             let _ = writeln!(out, "vioblk-sim {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
+        Command::Compare(a, b) => crate::compare::load(&a).and_then(|ja| {
+            let jb = crate::compare::load(&b)?;
+            let text = crate::compare::compare(&ja, &jb, (&a, &b));
+            out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+            Ok(0)
+        }),
         Command::Info(d) => match pick(&d) {
             (_, Some(b)) => b.registration(&d.disk).map(|r| {
                 let _ = out.write_all(r.to_text().as_bytes());

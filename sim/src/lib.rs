@@ -8,12 +8,14 @@
 //!   driver that checks it); [`faults`], [`image_report`].
 //! - [`class`]: what disk.sys sends; [`workload`]: the diskspd-like job.
 //! - [`stats`]: what a run produced, as data; [`ram`]: the in-memory double.
-//! - [`report`]: formatting (text, JSON, HTML, comparison) and nothing else.
+//! - [`report`], [`html`], [`compare`]: formatting (text, JSON, HTML, comparison) and nothing
+//!   else.
 //! - [`stack`], [`qemu`], [`disk`], [`driver`]: the disks the command line runs on.
 //! - [`cli`]: the command.
 #![forbid(unsafe_code)]
 pub mod class;
 pub mod cli;
+pub mod compare;
 pub mod device;
 pub mod disk;
 pub mod driver;

@@ -268,3 +268,115 @@ fn a_missing_qemu_storage_daemon_is_a_failure_that_says_what_to_install() {
     );
     assert!(!err.contains("Os {"), "a Rust debug value: {err}");
 }
+
+#[test]
+fn diskspd_command_line_runs_and_prints_the_per_thread_table() {
+    let dir = std::env::temp_dir().join(format!("vioblk-ux-diskspd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("test.dat");
+    let file = file.to_str().expect("utf-8 path");
+    // diskspd's habits: attached values, -L, -Sh, and the target file last (created, sized by -c).
+    let (code, out, err) = run(&[
+        "-b4K",
+        "-o8",
+        "-t4",
+        "-r",
+        "-w30",
+        "-d0.3",
+        "-L",
+        "-Sh",
+        "-c8M",
+        "--no-progress",
+        file,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("4 threads x 8 outstanding, 4 KiB random, 30% writes, FUA"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nTotal IO (AvgLat and LatStdDev in ms)\nthread |"),
+        "{out}"
+    );
+    for t in 0..4 {
+        assert!(
+            out.contains(&format!("\n     {t} | ")),
+            "no row for thread {t}: {out}"
+        );
+    }
+    assert!(out.contains(&format!("| {file} (8 MiB)\n")), "{out}");
+    assert!(out.contains("\ntotal:  "), "{out}");
+    assert_eq!(std::fs::metadata(file).map(|m| m.len()).ok(), Some(8 << 20));
+    let (code, _, err) = run(&["-W5", "--ios", "1"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "error: -W5: diskspd's option for warm-up time has no vioblk-sim equivalent; leave it \
+         out (see vioblk-sim --help)\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_two_reports() {
+    let dir = std::env::temp_dir().join(format!("vioblk-ux-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = |name: &str, args: &[&str]| {
+        let path = dir.join(name);
+        let mut all = vec![
+            "--target",
+            "ram",
+            "-c4M",
+            "--ios",
+            "2000",
+            "--json",
+            "--no-progress",
+        ];
+        all.extend_from_slice(args);
+        let (code, out, err) = run(&all);
+        assert_eq!(code, 0, "{err}");
+        std::fs::write(&path, out).expect("write");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let a = json("a.json", &["-t2"]);
+    let b = json("b.json", &["-t4"]);
+    let (code, out, err) = run(&["compare", &a, &b]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("result  "), "{out}");
+    assert!(out.contains("\nIOPS  "), "{out}");
+    assert!(out.contains("latency p99 (us)"), "{out}");
+    assert!(
+        out.contains("not the same work: threads 2 vs 4 (figures compare different jobs)\n"),
+        "{out}"
+    );
+    // Bad inputs: sentences, 2 for usage, 1 for files that are not reports.
+    let (code, _, err) = run(&["compare", &a]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            2,
+            "error: compare needs two JSON reports, e.g. vioblk-sim compare before.json after.json (got 1 argument)\n"
+        )
+    );
+    let missing = dir.join("missing.json");
+    let missing = missing.to_str().expect("utf-8");
+    let (code, _, err) = run(&["compare", &a, missing]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "error: cannot read {missing}: no such file (give a report written by vioblk-sim --json)\n"
+        )
+    );
+    let text = dir.join("text.json");
+    std::fs::write(&text, "result: PASS").expect("write");
+    let (code, _, err) = run(&["compare", text.to_str().expect("utf-8"), &a]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not JSON ("), "{err}");
+    let other = dir.join("other.json");
+    std::fs::write(&other, "{\"a\": 1}").expect("write");
+    let (code, _, err) = run(&["compare", &a, other.to_str().expect("utf-8")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is JSON but not a vioblk-sim report"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
