@@ -51,6 +51,10 @@ fn help_lists_every_flag() {
         "--data-in-len",
         "cdb",
         "info",
+        "compare",
+        "--html",
+        "-Sh",
+        "-L",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
