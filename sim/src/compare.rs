@@ -202,18 +202,16 @@ pub fn compare(a: &Value, b: &Value, names: (&str, &str)) -> String {
             shown(x),
             shown(y)
         );
-        if matches!(name, "errors" | "mismatches") {
-            if let (Some(x), Some(y)) = (x, y) {
-                if y > x {
-                    findings.push(format!(
-                        "{} has {} more {name} ({} -> {})",
-                        names.1,
-                        y - x,
-                        shown(Some(x)),
-                        shown(Some(y))
-                    ));
-                }
-            }
+        if let (true, Some(x), Some(y)) = (matches!(name, "errors" | "mismatches"), x, y)
+            && y > x
+        {
+            findings.push(format!(
+                "{} has {} more {name} ({} -> {})",
+                names.1,
+                y - x,
+                shown(Some(x)),
+                shown(Some(y))
+            ));
         }
     }
     let count = |v: &Value| v["violations"].as_array().map_or(0, Vec::len);
