@@ -1,7 +1,7 @@
 //! vioblk-sim: virtio-blk device model, class-driver model and workloads.
 //!
-//! The modules, leaves first (each names only modules above it in this list, so there is no
-//! import cycle; `tests/module_graph.rs` checks it):
+//! The modules, leaves first (each names only modules listed before it, so there is no import
+//! cycle; `tests/module_graph.rs` checks that there is none):
 //!
 //! - [`scsi`], [`target`]: the SCSI vocabulary, and the SRB exchange a disk answers.
 //! - [`device`]: the virtio-blk PCI device model (and [`device::oracle`], the independent
@@ -10,7 +10,8 @@
 //! - [`stats`]: what a run produced, as data; [`ram`]: the in-memory double.
 //! - [`report`], [`html`], [`compare`]: formatting (text, JSON, HTML, comparison) and nothing
 //!   else.
-//! - [`stack`], [`qemu`], [`disk`], [`driver`]: the disks the command line runs on.
+//! - [`disk`]: what the command line asks a backend for, and the `ram` backend.
+//! - [`stack`], [`qemu`], [`driver`]: the driver on storport-sim, and the `driver` backend.
 //! - [`cli`]: the command.
 #![forbid(unsafe_code)]
 pub mod class;

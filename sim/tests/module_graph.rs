@@ -130,6 +130,51 @@ fn the_modules_form_no_cycle() {
     assert!(!deps("class").contains("report") && !deps("target").contains("report"));
 }
 
+/// The layers of `src/lib.rs`, leaves first: a module names only modules of its own layer or
+/// of layers before it.
+const LAYERS: &[&[&str]] = &[
+    &["scsi", "target"],
+    &["device", "faults", "image_report"],
+    &["class", "workload"],
+    &["stats", "ram"],
+    &["report", "html", "compare"],
+    &["disk"],
+    &["stack", "qemu", "driver"],
+    &["cli"],
+];
+
+/// Edges of `g` that point to a later layer (or to a module in no layer).
+fn upward(g: &Graph) -> Vec<String> {
+    let layer = |m: &str| LAYERS.iter().position(|l| l.contains(&m));
+    let mut bad = Vec::new();
+    for (m, deps) in g {
+        for d in deps {
+            match (layer(m), layer(d)) {
+                (Some(a), Some(b)) if b <= a => {}
+                _ => bad.push(format!("{m} -> {d}")),
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn the_modules_follow_the_layers() {
+    let g = graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    let missing: Vec<&String> = g
+        .keys()
+        .filter(|m| !LAYERS.iter().any(|l| l.contains(&m.as_str())))
+        .collect();
+    assert!(missing.is_empty(), "modules in no layer: {missing:?}");
+    assert_eq!(upward(&g), Vec::<String>::new());
+    // And the check fires.
+    let mut bad = Graph::new();
+    bad.entry("class".into())
+        .or_default()
+        .insert("report".into());
+    assert_eq!(upward(&bad), ["class -> report"]);
+}
+
 #[test]
 fn a_cycle_is_found() {
     let mut g = Graph::new();
