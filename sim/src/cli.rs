@@ -693,6 +693,27 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                     job.io_size, disk.disk.capacity_bytes
                 ));
             }
+            let slots = disk.disk.capacity_bytes / u64::from(job.io_size);
+            let in_flight = u64::from(job.threads) * u64::from(job.outstanding);
+            if slots < in_flight {
+                return usage(format!(
+                    "the disk holds {slots} I/Os of {} bytes, fewer than -t × -o = {in_flight} in \
+                     flight: make -c larger, or -b, -t or -o smaller",
+                    job.io_size
+                ));
+            }
+            let blocks = disk.disk.capacity_bytes / u64::from(bs);
+            if job.verify && blocks > MAX_VERIFIED_BLOCKS {
+                return usage(format!(
+                    "-c {} with verification tracks {blocks} blocks, {} MiB of memory, more \
+                     than the {} MiB vioblk-sim allows itself: add --no-verify, or make -c at \
+                     most {}",
+                    crate::report::size(disk.disk.capacity_bytes),
+                    blocks * 4 >> 20,
+                    MAX_VERIFIED_BLOCKS * 4 >> 20,
+                    crate::report::size(MAX_VERIFIED_BLOCKS * u64::from(bs))
+                ));
+            }
             disk.disk.max_outstanding = job.threads.saturating_mul(job.outstanding);
             disk.disk.faults = !faults.is_empty();
             Ok(Command::Run(RunArgs {
@@ -804,7 +825,14 @@ pub fn run_cli(
             (name, None) => Err(format!("no target named {name}")),
         },
         Command::Run(r) => match pick(&r.disk) {
-            (name, Some(b)) => run_job(b, &name, &r, out),
+            (name, Some(b)) => match run_job(b, &name, &r, out) {
+                Err(JobError::Usage(e)) => {
+                    let _ = writeln!(err, "error: {e}");
+                    return 2;
+                }
+                Err(JobError::Failed(e)) => Err(e),
+                Ok(code) => Ok(code),
+            },
             (name, None) => Err(format!("no target named {name}")),
         },
     };
@@ -816,6 +844,22 @@ pub fn run_cli(
         }
     }
 }
+
+/// Why a job did not run: the options do not fit the disk that started (usage, exit code 2),
+/// or something failed (exit code 1).
+enum JobError {
+    Usage(String),
+    Failed(String),
+}
+
+impl From<String> for JobError {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// The most blocks a verified job tracks (4 bytes each: 1 GiB of generations).
+const MAX_VERIFIED_BLOCKS: u64 = 1 << 28;
 
 /// The largest buffer `cdb` allocates from a CDB's length fields alone (64 MiB).
 const MAX_DERIVED: u32 = 64 << 20;
@@ -928,7 +972,7 @@ fn run_job(
     name: &str,
     r: &RunArgs,
     out: &mut dyn Write,
-) -> Result<i32, String> {
+) -> Result<i32, JobError> {
     let mut job = r.job.clone();
     // A file that already holds data is not known to be empty: blocks the job has not written
     // itself are then not checked.
@@ -947,9 +991,15 @@ fn run_job(
             for v in disk.violations().into_iter().chain(disk.close()) {
                 message.push_str(&format!("\nstorport violation: {v}"));
             }
-            return Err(message);
+            return Err(JobError::Failed(message));
         }
     };
+    // Options that do not fit what the disk reported (its transfer limits, UNMAP support, write
+    // protection) are bad usage, said before any I/O.
+    if let Err(e) = workload::validate(&job, &geometry) {
+        let _ = disk.close();
+        return Err(JobError::Usage(e));
+    }
     if !r.faults.is_empty() {
         disk.start_faults(r.faults.clone())?;
     }

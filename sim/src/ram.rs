@@ -129,6 +129,17 @@ impl RamScsiTarget {
         }
         let len = usize::try_from(blocks * u64::from(config.logical_block_size))
             .map_err(|_| "the disk does not fit in this process's memory".to_owned())?;
+        // `vec!` aborts the process when the memory is not there; ask first, so that a -c too
+        // large is a sentence. (The probe is dropped untouched: it costs no page.)
+        let mut probe: Vec<u8> = Vec::new();
+        if probe.try_reserve_exact(len).is_err() {
+            return Err(format!(
+                "the ram target keeps the disk in memory, and -c {} is more than this process \
+                 can allocate: give a smaller -c, or use the driver target",
+                crate::report::size(len as u64)
+            ));
+        }
+        drop(probe);
         let queues = usize::from(config.queues.max(1));
         let shared = Arc::new(RamShared {
             // vec! of zeroes comes from calloc: pages are only touched when written.

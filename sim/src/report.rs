@@ -92,7 +92,8 @@ use crate::workload::{LatencySummary, Pattern, Stop, TIMELINE_INTERVAL};
 /// The schema name of the JSON report.
 pub const SCHEMA: &str = "vioblk-sim/report/v1";
 
-fn size(bytes: u64) -> String {
+/// `bytes` in the largest binary unit that divides it: "64 MiB", "4 KiB", "1000 bytes".
+pub fn size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [
         ("T", 1 << 40),
         ("G", 1 << 30),

@@ -380,3 +380,42 @@ fn compare_two_reports() {
     assert!(err.contains("is JSON but not a vioblk-sim report"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sizes_that_cannot_work_are_sentences() {
+    let cases: [(&[&str], i32, &str); 4] = [
+        (
+            &["-c", "1T", "--ios", "1"],
+            2,
+            "error: -c 1 TiB with verification tracks 2147483648 blocks, 8192 MiB of memory, \
+             more than the 1024 MiB vioblk-sim allows itself: add --no-verify, or make -c at \
+             most 128 GiB\n",
+        ),
+        // More than the 128 TiB of a process's address space, whatever the overcommit policy.
+        (
+            &["--target", "ram", "-c", "200T", "--ios", "1", "--no-verify"],
+            1,
+            "error: the ram target keeps the disk in memory, and -c 200 TiB is more than this \
+             process can allocate: give a smaller -c, or use the driver target\n",
+        ),
+        (
+            &["-b", "16M", "-c", "64M", "--ios", "1"],
+            2,
+            "error: the disk holds 4 I/Os of 16777216 bytes, fewer than -t × -o = 32 in flight: \
+             make -c larger, or -b, -t or -o smaller\n",
+        ),
+        // Known only once the disk reported its limits: still bad usage, said before any I/O.
+        (
+            &["-b", "8M", "-c", "512M", "-t1", "-o1", "--ios", "1"],
+            2,
+            "error: -b (8388608) exceeds the disk's maximum transfer length (258048 bytes): use \
+             a smaller -b\n",
+        ),
+    ];
+    for (args, code, want) in cases {
+        let mut all = args.to_vec();
+        all.push("--no-progress");
+        let (got, out, err) = run(&all);
+        assert_eq!((got, err.as_str()), (code, want), "{args:?}: {out}");
+    }
+}

@@ -164,7 +164,8 @@ pub fn validate(opts: &WorkloadOptions, disk: &DiskGeometry) -> Result<(), Strin
     let total = u64::from(opts.threads) * u64::from(opts.outstanding);
     if slots < total {
         return Err(format!(
-            "the disk holds {slots} I/Os of {} bytes, fewer than -t × -o = {total} in flight",
+            "the disk holds {slots} I/Os of {} bytes, fewer than -t × -o = {total} in flight: \
+             make -c larger, or -b, -t or -o smaller",
             opts.io_size
         ));
     }
@@ -176,7 +177,7 @@ pub fn validate(opts: &WorkloadOptions, disk: &DiskGeometry) -> Result<(), Strin
         && blocks > max
     {
         return Err(format!(
-            "-b ({}) exceeds the disk's maximum transfer length ({} bytes)",
+            "-b ({}) exceeds the disk's maximum transfer length ({} bytes): use a smaller -b",
             opts.io_size,
             u64::from(max) * u64::from(bs)
         ));
@@ -202,7 +203,8 @@ pub fn validate(opts: &WorkloadOptions, disk: &DiskGeometry) -> Result<(), Strin
         }
         if disk.limits.is_some_and(|l| blocks > l.max_unmap_lba_count) {
             return Err(format!(
-                "-b ({}) exceeds the disk's maximum UNMAP LBA count",
+                "-b ({}) exceeds the disk's maximum UNMAP LBA count: use a smaller -b, or no \
+                 --unmap-percent",
                 opts.io_size
             ));
         }
@@ -886,7 +888,8 @@ mod tests {
         );
         assert_eq!(
             bad(job(1)),
-            "the disk holds 16 I/Os of 4096 bytes, fewer than -t × -o = 32 in flight"
+            "the disk holds 16 I/Os of 4096 bytes, fewer than -t × -o = 32 in flight: make -c \
+             larger, or -b, -t or -o smaller"
         );
     }
 }
