@@ -756,8 +756,16 @@ pub fn run_cli(
     };
     if let Some(d) = disk {
         let name = d.target.as_deref().or(names.first().copied());
-        let checked = crate::disk::check_paths(&d.disk).and_then(|()| match name {
-            Some("ram") => crate::disk::RamBackend::check(&d.disk),
+        let checked = crate::disk::check_paths(&d.disk).and_then(|()| match (name, &command) {
+            (Some("ram"), Command::Info(_)) => {
+                Err("the ram target loads no driver: info needs the driver target".to_owned())
+            }
+            (Some("ram"), Command::Run(r)) if !r.faults.is_empty() => Err(
+                "the ram target has no device to inject faults into: --fault needs the driver \
+                 target"
+                    .to_owned(),
+            ),
+            (Some("ram"), _) => crate::disk::RamBackend::check(&d.disk),
             _ => Ok(()),
         });
         if let Err(e) = checked {
@@ -1338,8 +1346,17 @@ mod tests {
         assert_eq!(
             (code, err.as_str()),
             (
-                1,
-                "error: this target loads no driver (try --target driver)\n"
+                2,
+                "error: the ram target loads no driver: info needs the driver target\n"
+            )
+        );
+        let (code, _, err) = cli("--fault lost --ios 10");
+        assert_eq!(
+            (code, err.as_str()),
+            (
+                2,
+                "error: the ram target has no device to inject faults into: --fault needs the \
+                 driver target\n"
             )
         );
         let (code, _, err) = cli("--block-size 1000");

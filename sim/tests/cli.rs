@@ -193,9 +193,9 @@ fn cdb_inquiry_and_a_failing_read() {
 #[test]
 fn info_needs_a_driver() {
     let out = vioblk_sim(&["info"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr),
-        "error: this target loads no driver (try --target driver)\n"
+        "error: the ram target loads no driver: info needs the driver target\n"
     );
 }
