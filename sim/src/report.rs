@@ -478,7 +478,7 @@ impl Report {
 
 /// diskspd's "Total IO" table: one row per workload thread, then the total.
 fn thread_table(r: &crate::workload::WorkloadResult, backing: &str, capacity: u64) -> String {
-    if r.threads.len() < 2 {
+    if r.threads.is_empty() {
         return String::new();
     }
     let secs = r.elapsed.as_secs_f64().max(1e-9);
