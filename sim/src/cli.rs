@@ -709,8 +709,8 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                      than the {} MiB vioblk-sim allows itself: add --no-verify, or make -c at \
                      most {}",
                     crate::report::size(disk.disk.capacity_bytes),
-                    blocks * 4 >> 20,
-                    MAX_VERIFIED_BLOCKS * 4 >> 20,
+                    (blocks * 4) >> 20,
+                    (MAX_VERIFIED_BLOCKS * 4) >> 20,
                     crate::report::size(MAX_VERIFIED_BLOCKS * u64::from(bs))
                 ));
             }
