@@ -756,18 +756,26 @@ pub fn run_cli(
     };
     if let Some(d) = disk {
         let name = d.target.as_deref().or(names.first().copied());
-        let checked = crate::disk::check_paths(&d.disk).and_then(|()| match (name, &command) {
-            (Some("ram"), Command::Info(_)) => {
-                Err("the ram target loads no driver: info needs the driver target".to_owned())
-            }
-            (Some("ram"), Command::Run(r)) if !r.faults.is_empty() => Err(
-                "the ram target has no device to inject faults into: --fault needs the driver \
-                 target"
-                    .to_owned(),
-            ),
-            (Some("ram"), _) => crate::disk::RamBackend::check(&d.disk),
-            _ => Ok(()),
-        });
+        let ram = name == Some("ram");
+        let checked = crate::disk::check_paths(&d.disk)
+            .and_then(|()| {
+                if ram {
+                    crate::disk::RamBackend::check(&d.disk)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| match &command {
+                Command::Info(_) if ram => {
+                    Err("the ram target loads no driver: info needs the driver target".to_owned())
+                }
+                Command::Run(r) if ram && !r.faults.is_empty() => Err(
+                    "the ram target has no device to inject faults into: --fault needs the \
+                     driver target"
+                        .to_owned(),
+                ),
+                _ => Ok(()),
+            });
         if let Err(e) = checked {
             let _ = writeln!(err, "error: {e}");
             return 2;

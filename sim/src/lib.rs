@@ -7,10 +7,11 @@
 //! - [`device`]: the virtio-blk PCI device model (and [`device::oracle`], the independent
 //!   driver that checks it); [`faults`], [`image_report`].
 //! - [`class`]: what disk.sys sends; [`workload`]: the diskspd-like job.
-//! - [`stats`]: what a run produced, as data; [`ram`]: the in-memory double.
+//! - [`stats`]: what a run produced, as data.
 //! - [`report`], [`html`], [`compare`]: formatting (text, JSON, HTML, comparison) and nothing
 //!   else.
-//! - [`disk`]: what the command line asks a backend for, and the `ram` backend.
+//! - [`ram`]: the in-memory double; [`disk`]: what the command line asks a backend for, and the
+//!   `ram` backend.
 //! - [`stack`], [`qemu`], [`driver`]: the driver on storport-sim, and the `driver` backend.
 //! - [`cli`]: the command.
 #![forbid(unsafe_code)]

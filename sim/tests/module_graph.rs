@@ -136,9 +136,9 @@ const LAYERS: &[&[&str]] = &[
     &["scsi", "target"],
     &["device", "faults", "image_report"],
     &["class", "workload"],
-    &["stats", "ram"],
+    &["stats"],
     &["report", "html", "compare"],
-    &["disk"],
+    &["ram", "disk"],
     &["stack", "qemu", "driver"],
     &["cli"],
 ];
