@@ -71,6 +71,10 @@ pub struct DiskOptions {
     pub faults: bool,
     /// Windows' rules only (`--windows-rules-only`): see `PortOptions::windows_rules_only`.
     pub windows_rules_only: bool,
+    /// Registry values under the driver's `Parameters\\Device` key (`--param NAME=VALUE`).
+    pub params: Vec<(String, u32)>,
+    /// An ETW trace session listens (`--trace`): Storport calls HwStorTracingEnabled.
+    pub trace: bool,
 }
 
 impl Default for DiskOptions {
@@ -86,6 +90,8 @@ impl Default for DiskOptions {
             device: DeviceKind::Model,
             faults: false,
             windows_rules_only: false,
+            params: Vec::new(),
+            trace: false,
         }
     }
 }
@@ -103,6 +109,12 @@ pub trait OpenDisk {
     /// Storport rule violations seen so far, one description each.
     fn violations(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// The system event log entries the driver wrote (StorPortLogError), and how many ETW
+    /// events it published, when the backend runs a driver.
+    fn event_log(&self) -> (Vec<storport_sim::EventLogEntry>, usize) {
+        (Vec::new(), 0)
     }
 
     /// The interrupt mode actually in use (`"msix"`, `"intx"`), when there are interrupts.

@@ -49,6 +49,8 @@ impl DriverBackend {
             intx: options.interrupts == crate::disk::InterruptMode::Intx,
             driver_image: options.driver_image.clone(),
             max_messages: (options.interrupts == crate::disk::InterruptMode::Msi).then_some(1),
+            registry: options.params.clone(),
+            tracing: options.trace,
             ..StackOptions::default()
         }
     }
@@ -128,6 +130,13 @@ impl crate::disk::OpenDisk for DriverDisk {
 
     fn violations(&self) -> Vec<String> {
         self.stack.violations()
+    }
+
+    fn event_log(&self) -> (Vec<storport_sim::EventLogEntry>, usize) {
+        (
+            self.stack.adapter.event_log(),
+            self.stack.adapter.etw_events().len(),
+        )
     }
 
     fn interrupts(&self) -> Option<String> {
@@ -248,6 +257,7 @@ impl crate::disk::Backend for DriverBackend {
             ("HwResetBus", hw.HwResetBus.is_some()),
             ("HwAdapterControl", hw.HwAdapterControl.is_some()),
             ("HwUnitControl", hw.HwUnitControl.is_some()),
+            ("HwTracingEnabled", hw.HwTracingEnabled.is_some()),
         ];
         let (full_duplex, per_message) = adapter.synchronization();
         let (channels, perf_flags) = adapter.perf();

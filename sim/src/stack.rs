@@ -28,6 +28,10 @@ pub struct StackOptions {
     pub dump: bool,
     /// Offer at most this many MSI-X messages.
     pub max_messages: Option<u16>,
+    /// REG_DWORD values under the driver's `Parameters\\Device` key (StorPortRegistryRead).
+    pub registry: Vec<(String, u32)>,
+    /// An ETW session listens: Storport calls HwStorTracingEnabled(TRUE) after the start.
+    pub tracing: bool,
     /// Run this driver image (vioblk.sys) instead of the linked driver; when `None`, the
     /// `VIOBLK_DRIVER_IMAGE` environment variable names one (how CI runs the suites on it).
     pub driver_image: Option<std::path::PathBuf>,
@@ -124,6 +128,8 @@ impl<D: PciDevice + 'static> Stack<D> {
                     },
                     dump_mode: options.dump.then_some(1),
                     max_messages: options.max_messages,
+                    registry: options.registry.clone(),
+                    tracing: options.tracing,
                     ..AdapterOptions::default()
                 },
             )

@@ -82,6 +82,10 @@ pub struct Report {
     pub violations: Vec<String>,
     /// The faults injected (`--fault`) and how the driver recovered.
     pub faults: Option<crate::faults::FaultReport>,
+    /// The system event log entries the driver wrote during the run (StorPortLogError).
+    pub event_log: Vec<storport_sim::EventLogEntry>,
+    /// ETW events the driver published (`--trace`).
+    pub etw_events: usize,
 }
 
 impl Report {
