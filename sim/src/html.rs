@@ -494,6 +494,34 @@ pub fn to_html(report: &Report, image: Option<&ImageReport>) -> Result<String, S
         );
     }
 
+    // What the driver told the system.
+    if !report.event_log.is_empty() || report.etw_events > 0 {
+        h.push_str("<h2>Event log</h2>\n");
+        if !report.event_log.is_empty() {
+            h.push_str(
+                "<table><tr><th class=\"l\">code</th><th>id</th><th class=\"l\">address</th>\
+                 <th class=\"l\">event</th></tr>\n",
+            );
+            for e in &report.event_log {
+                let _ = writeln!(
+                    h,
+                    "<tr><td class=\"l\">{:#010x}</td><td>{}</td><td class=\"l\">{}:{}:{}</td>\
+                     <td class=\"l\">{}</td></tr>",
+                    e.code,
+                    e.unique_id,
+                    e.address.0,
+                    e.address.1,
+                    e.address.2,
+                    escape(crate::report::event_name(e.code))
+                );
+            }
+            h.push_str("</table>\n");
+        }
+        if report.etw_events > 0 {
+            let _ = writeln!(h, "<p>{} ETW events published.</p>", report.etw_events);
+        }
+    }
+
     // Verification and rule checks.
     h.push_str("<h2>Verification</h2>\n");
     let v = &r.verification;

@@ -198,8 +198,8 @@ fn browser_or_skip(test: &str) -> Option<PathBuf> {
 #[test]
 fn the_report_renders_in_chromium_without_a_console_message() {
     let dir = temp("driver");
-    // The real driver, four threads, a slow request injected on the way: every chart has data
-    // and the fault is on the time line.
+    // The real driver, four threads, ETW tracing on, a slow request injected on the way: every
+    // chart has data and the fault is on the time line.
     let page = report(
         &dir,
         &[
@@ -210,6 +210,7 @@ fn the_report_renders_in_chromium_without_a_console_message() {
             "-c16M",
             "--ios",
             "6000",
+            "--trace",
             "--fault",
             "slow,after=20,ms=50",
         ],
@@ -217,6 +218,11 @@ fn the_report_renders_in_chromium_without_a_console_message() {
     check_static(&page);
     assert!(page.contains("Injected faults"), "no faults section");
     assert!(page.contains("slow on queue"), "the fault is not named");
+    assert!(page.contains("<h2>Event log</h2>"), "no event log section");
+    assert!(
+        page.contains(" ETW events published."),
+        "the ETW events are not counted"
+    );
     assert!(page.contains("<span class=\"verdict pass\">PASS</span>"));
     let Some(browser) = browser_or_skip("the_report_renders") else {
         return;
