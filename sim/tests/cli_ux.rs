@@ -404,12 +404,24 @@ fn sizes_that_cannot_work_are_sentences() {
             "error: the disk holds 4 I/Os of 16777216 bytes, fewer than -t × -o = 32 in flight: \
              make -c larger, or -b, -t or -o smaller\n",
         ),
-        // Known only once the disk reported its limits: still bad usage, said before any I/O.
+        // Known only once the disk reported its limits (the RAM disk's MAXIMUM UNMAP LBA COUNT
+        // is 4M blocks): still bad usage, said before any I/O.
         (
-            &["-b", "8M", "-c", "512M", "-t1", "-o1", "--ios", "1"],
+            &[
+                "--target",
+                "ram",
+                "-c4G",
+                "-b3G",
+                "-t1",
+                "-o1",
+                "--ios",
+                "1",
+                "--unmap-percent",
+                "50",
+            ],
             2,
-            "error: -b (8388608) exceeds the disk's maximum transfer length (258048 bytes): use \
-             a smaller -b\n",
+            "error: -b (3221225472) exceeds the disk's maximum UNMAP LBA count: use a smaller -b, \
+             or no --unmap-percent\n",
         ),
     ];
     for (args, code, want) in cases {
