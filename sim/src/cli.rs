@@ -214,6 +214,8 @@ fn usage<T>(message: impl Into<String>) -> Result<T, UsageError> {
 pub enum Command {
     /// Run a job.
     Run(RunArgs),
+    /// Run a job deterministically under each seed of a range.
+    Explore(ExploreArgs),
     /// Send one CDB.
     Cdb(CdbArgs),
     /// Show the driver's registration.
@@ -244,6 +246,21 @@ pub struct RunArgs {
     pub json: bool,
     /// Faults to inject (`--fault`), in order.
     pub faults: Vec<crate::faults::FaultSpec>,
+    /// `--deterministic`: one seeded scheduler (seed: the job's `--seed`) over virtual time.
+    pub deterministic: bool,
+}
+
+/// `vioblk-sim explore`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExploreArgs {
+    /// The job (and disk and faults) each seed runs, deterministically.
+    pub run: RunArgs,
+    /// The first seed.
+    pub first: u64,
+    /// The last seed (inclusive).
+    pub last: u64,
+    /// The options as given (without `explore` and `--seeds`), for the replay command.
+    pub options: Vec<String>,
 }
 
 /// `vioblk-sim cdb`.
@@ -407,6 +424,7 @@ const SWITCHES: &[&str] = &[
     "--no-verify",
     "--json",
     "--no-progress",
+    "--deterministic",
     "-h",
     "--help",
     "-V",
@@ -541,6 +559,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
         Some("run") => ("run", &argv[1..]),
         Some("cdb") => ("cdb", &argv[1..]),
         Some("info") => ("info", &argv[1..]),
+        Some("explore") => ("explore", &argv[1..]),
         Some("help") => return Ok(Command::Help),
         _ => ("run", argv),
     };
@@ -562,6 +581,8 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
     let mut hex = Vec::new();
     let mut data_out = Vec::new();
     let mut data_in_len = None;
+    let mut deterministic = false;
+    let mut seeds: Option<(u64, u64)> = None;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg {
             Arg::Positional(p) if sub == "cdb" => {
@@ -582,10 +603,17 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             "-V" | "--version" => return Ok(Command::Version),
             _ => {}
         }
+        if sub == "explore" && flag == "--seeds" {
+            let v = args.value(flag, inline)?;
+            seeds = Some(parse_seeds(v)?);
+            continue;
+        }
+        let sub = if sub == "explore" { "run" } else { sub };
         if disk_flag(&mut args, flag, inline, &mut disk, targets)? {
             continue;
         }
         match (sub, flag) {
+            ("run", "--deterministic") => deterministic = true,
             ("run", "-t" | "--threads") => {
                 job.threads = parse_number(flag, args.value(flag, inline)?)?;
                 if job.threads == 0 {
@@ -687,6 +715,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             }))
         }
         "info" => Ok(Command::Info(disk)),
+        "explore" if seeds.is_none() => usage("explore needs --seeds A..B"),
         _ => {
             if u64::from(write_percent) + u64::from(unmap_percent) > 100 {
                 return usage(format!(
@@ -708,8 +737,21 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 (Some(_), Some(_)) => return usage("-d and --ios cannot be used together"),
                 (Some(d), None) => Stop::Duration(d),
                 (None, Some(n)) => Stop::Ios(n),
+                (None, None) if deterministic || sub == "explore" => Stop::Ios(DETERMINISTIC_IOS),
                 (None, None) => job.stop,
             };
+            if deterministic || sub == "explore" {
+                job.progress = false;
+                if disk.disk.device != crate::qemu::DeviceKind::Model || disk.disk.file.is_some() {
+                    return usage(
+                        "--deterministic and explore need the model device on RAM (no --device, \
+                         --vhost-user or --file): a host process or file cannot be replayed",
+                    );
+                }
+                if disk.target.as_deref().is_some_and(|t| t != "driver") {
+                    return usage("--deterministic and explore run the driver target only");
+                }
+            }
             let bs = disk.disk.logical_block_size;
             if job.io_size % bs != 0 {
                 return usage(format!(
@@ -725,14 +767,57 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             }
             disk.disk.max_outstanding = job.threads.saturating_mul(job.outstanding);
             disk.disk.faults = !faults.is_empty();
-            Ok(Command::Run(RunArgs {
+            let run = RunArgs {
                 disk,
                 job,
                 json,
                 faults,
-            }))
+                deterministic: deterministic || sub == "explore",
+            };
+            match seeds {
+                Some((first, last)) => Ok(Command::Explore(ExploreArgs {
+                    run,
+                    first,
+                    last,
+                    options: replay_options(rest),
+                })),
+                None => Ok(Command::Run(run)),
+            }
         }
     }
+}
+
+/// I/Os of a deterministic job given neither `-d` nor `--ios`: small, so that many seeds run.
+pub const DETERMINISTIC_IOS: u64 = 256;
+
+/// `A..B` (inclusive) or a single seed.
+fn parse_seeds(text: &str) -> Result<(u64, u64), UsageError> {
+    let (a, b) = text.split_once("..").unwrap_or((text, text));
+    let first: u64 = parse_number("--seeds", a)?;
+    let last: u64 = parse_number("--seeds", b.strip_prefix('=').unwrap_or(b))?;
+    if last < first {
+        return usage(format!("--seeds must be A..B with A <= B, got {text}"));
+    }
+    Ok((first, last))
+}
+
+/// The explore options that a replaying `run` takes: all but `--seeds` and `--seed`.
+fn replay_options(rest: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in rest {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        match a.as_str() {
+            "--seeds" | "--seed" => skip_value = true,
+            s if s.starts_with("--seeds=") || s.starts_with("--seed=") => {}
+            "--deterministic" => {}
+            _ => out.push(a.clone()),
+        }
+    }
+    out
 }
 
 /// The data-in length a CDB asks for, from its allocation or transfer length.
@@ -813,6 +898,10 @@ pub fn run_cli(
             (name, Some(b)) => run_job(b, &name, &r, out),
             (name, None) => Err(format!("no target named {name}")),
         },
+        Command::Explore(e) => match pick(&e.run.disk) {
+            (name, Some(b)) => run_explore(b, &name, &e, out),
+            (name, None) => Err(format!("no target named {name}")),
+        },
     };
     match result {
         Ok(code) => code,
@@ -852,12 +941,69 @@ fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i3
     })
 }
 
+/// The steps a deterministic run may take before it is called a livelock.
+const MAX_STEPS: u64 = 200_000_000;
+
 fn run_job(
     backend: &dyn Backend,
     name: &str,
     r: &RunArgs,
     out: &mut dyn Write,
 ) -> Result<i32, String> {
+    let (report, image) = job_report(backend, name, r)?;
+    let text = if r.json {
+        let mut json = report.to_json();
+        if let (Some(image), Some(map)) = (&image, json.as_object_mut()) {
+            map.insert("driver_image".into(), image.to_json());
+        }
+        let mut s = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+        s.push('\n');
+        s
+    } else {
+        image.map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
+    };
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
+/// Runs the job of `r`, under a seeded scheduler when it is deterministic.
+pub fn job_report(
+    backend: &dyn Backend,
+    name: &str,
+    r: &RunArgs,
+) -> Result<(Report, Option<crate::image_report::ImageReport>), String> {
+    if !r.deterministic {
+        return job_report_now(backend, name, r);
+    }
+    let seed = r.job.seed;
+    let (result, sched) =
+        storport_sim::sched::run(seed, MAX_STEPS, || job_report_now(backend, name, r));
+    let det = crate::report::Deterministic {
+        seed,
+        digest: sched.digest,
+        steps: sched.steps,
+        switches: sched.switches,
+        threads: sched.threads,
+        virtual_time: sched.virtual_time,
+        failure: sched.failure,
+    };
+    match result {
+        Ok((mut report, image)) => {
+            report.deterministic = Some(det);
+            Ok((report, image))
+        }
+        Err(e) => Err(match det.failure {
+            Some(f) => format!("{e} (seed {seed}: {f})"),
+            None => e,
+        }),
+    }
+}
+
+fn job_report_now(
+    backend: &dyn Backend,
+    name: &str,
+    r: &RunArgs,
+) -> Result<(Report, Option<crate::image_report::ImageReport>), String> {
     let mut job = r.job.clone();
     // A file that already holds data is not known to be empty: blocks the job has not written
     // itself are then not checked.
@@ -914,20 +1060,102 @@ fn run_job(
         queues,
         violations,
         faults,
+        deterministic: None,
     };
-    let text = if r.json {
-        let mut json = report.to_json();
-        if let (Some(image), Some(map)) = (&image, json.as_object_mut()) {
-            map.insert("driver_image".into(), image.to_json());
+    Ok((report, image))
+}
+
+/// What went wrong in one explored seed, in a sentence.
+fn explore_failure(report: &Report) -> Option<String> {
+    if let Some(f) = report
+        .deterministic
+        .as_ref()
+        .and_then(|d| d.failure.as_ref())
+    {
+        return Some(f.clone());
+    }
+    if report.passed() {
+        return None;
+    }
+    let r = &report.result;
+    let mut why = Vec::new();
+    if let Some(v) = report.violations.first() {
+        why.push(format!(
+            "{} Storport violation(s), the first: {v}",
+            report.violations.len()
+        ));
+    }
+    if r.verification.mismatches > 0 {
+        why.push(format!("{} data mismatch(es)", r.verification.mismatches));
+    }
+    match &report.faults {
+        Some(f) if !f.recovered() => why.push("the disk did not recover from the faults".into()),
+        None if r.counts.errors > 0 => why.push(format!("{} failed I/O(s)", r.counts.errors)),
+        _ => {}
+    }
+    if why.is_empty() {
+        why.push("the job failed".into());
+    }
+    Some(why.join("; "))
+}
+
+/// `vioblk-sim explore`: runs the job under each seed, stops at the first failure and prints the
+/// command that replays it.
+fn run_explore(
+    backend: &dyn Backend,
+    name: &str,
+    e: &ExploreArgs,
+    out: &mut dyn Write,
+) -> Result<i32, String> {
+    let replay = |seed: u64| {
+        let mut cmd = format!("vioblk-sim run --deterministic --seed {seed}");
+        for o in &e.options {
+            cmd.push(' ');
+            cmd.push_str(o);
         }
-        let mut s = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-        s.push('\n');
-        s
-    } else {
-        image.map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
+        cmd
     };
-    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-    Ok(if report.passed() { 0 } else { 1 })
+    let mut digests = std::collections::HashSet::new();
+    let mut ios = 0u64;
+    for seed in e.first..=e.last {
+        let mut run = e.run.clone();
+        run.job.seed = seed;
+        // A hang the watchdog ends the process for names the seed too.
+        storport_sim::watchdog_context(Some(format!("replay: {}", replay(seed))));
+        let outcome = job_report(backend, name, &run);
+        storport_sim::watchdog_context(None);
+        let failure = match &outcome {
+            Ok((report, _)) => {
+                if let Some(d) = &report.deterministic {
+                    digests.insert(d.digest);
+                }
+                ios += report.result.counts.ios();
+                explore_failure(report)
+            }
+            Err(e) => Some(e.clone()),
+        };
+        if let Some(why) = failure {
+            let _ = writeln!(
+                out,
+                "seed {seed}: FAILED after {} passing seed(s): {why}\nreplay: {}",
+                seed - e.first,
+                replay(seed)
+            );
+            return Ok(1);
+        }
+    }
+    let n = e.last - e.first + 1;
+    out.write_all(
+        format!(
+            "explored seeds {}..{}: {n} schedule(s) passed, {} distinct digest(s), {ios} I/Os\n",
+            e.first,
+            e.last,
+            digests.len()
+        )
+        .as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(0)
 }
 
 #[cfg(test)]

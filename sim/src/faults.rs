@@ -270,10 +270,10 @@ impl Injector {
         let injected = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let (stop, injected, specs) = (stop.clone(), injected.clone(), specs.clone());
-            std::thread::Builder::new()
-                .name("fault-injector".into())
-                .spawn(move || run(&device, queues, &specs, &stop, &injected))
-                .ok()
+            storport_sim::sched::spawn("fault-injector".into(), move || {
+                run(&device, queues, &specs, &stop, &injected)
+            })
+            .ok()
         };
         Injector {
             stop,
@@ -287,7 +287,7 @@ impl Injector {
     pub fn finish(mut self, device: &VirtioBlkDevice) -> (Vec<String>, Vec<FaultSpec>) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let _ = storport_sim::sched::join(t);
         }
         device.arm_fault(FaultMode::None, 1);
         device.ignore_resets(0);
@@ -299,6 +299,7 @@ impl Injector {
 }
 
 fn note(injected: &Mutex<Vec<String>>, what: String) {
+    storport_sim::sched::note(&what, 0);
     injected
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -307,11 +308,13 @@ fn note(injected: &Mutex<Vec<String>>, what: String) {
 
 /// Sleeps until `until` or a stop; false on a stop.
 fn sleep_until(until: Instant, stop: &AtomicBool) -> bool {
-    while Instant::now() < until {
+    while storport_sim::sched::now() < until {
         if stop.load(Ordering::Acquire) {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(1).min(until - Instant::now()));
+        storport_sim::sched::sleep(
+            Duration::from_millis(1).min(until - storport_sim::sched::now()),
+        );
     }
     !stop.load(Ordering::Acquire)
 }
@@ -323,7 +326,7 @@ fn run(
     stop: &AtomicBool,
     injected: &Mutex<Vec<String>>,
 ) {
-    let begun = Instant::now();
+    let begun = storport_sim::sched::now();
     for spec in specs {
         if !sleep_until(begun + Duration::from_millis(spec.after_ms), stop) {
             return;
@@ -334,7 +337,7 @@ fn run(
                 let fired = device.faults_fired();
                 device.arm_fault_on(mode, spec.queue, spec.at);
                 while device.faults_fired() == fired {
-                    if !sleep_until(Instant::now() + Duration::from_millis(1), stop) {
+                    if !sleep_until(storport_sim::sched::now() + Duration::from_millis(1), stop) {
                         return;
                     }
                 }
@@ -388,7 +391,10 @@ fn chaos(
     device.set_slow_ms(spec.slow_ms.min(50));
     let mut seen = device.fired_faults().len();
     loop {
-        if !sleep_until(Instant::now() + Duration::from_millis(spec.every_ms), stop) {
+        if !sleep_until(
+            storport_sim::sched::now() + Duration::from_millis(spec.every_ms),
+            stop,
+        ) {
             return;
         }
         let fired = device.fired_faults();

@@ -156,6 +156,27 @@ pub struct Report {
     pub violations: Vec<String>,
     /// The faults injected (`--fault`) and how the driver recovered.
     pub faults: Option<crate::faults::FaultReport>,
+    /// `--deterministic`: the seeded scheduler's account of the run.
+    pub deterministic: Option<Deterministic>,
+}
+
+/// What the seeded scheduler of a deterministic run reports (`storport_sim::sched`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deterministic {
+    /// The seed (also the job's `--seed`).
+    pub seed: u64,
+    /// FNV-1a over the transcript: the same seed gives the same digest.
+    pub digest: u64,
+    /// Switch points passed.
+    pub steps: u64,
+    /// Steps at which another thread was picked.
+    pub switches: u64,
+    /// Simulated threads.
+    pub threads: usize,
+    /// Virtual time the run took.
+    pub virtual_time: std::time::Duration,
+    /// Deadlock or livelock, if the scheduler saw one.
+    pub failure: Option<String>,
 }
 
 fn size(bytes: u64) -> String {
@@ -192,7 +213,13 @@ impl Report {
             Some(f) => f.recovered(),
             None => self.result.counts.errors == 0,
         };
-        errors_ok && self.result.verification.mismatches == 0 && self.violations.is_empty()
+        errors_ok
+            && self.result.verification.mismatches == 0
+            && self.violations.is_empty()
+            && self
+                .deterministic
+                .as_ref()
+                .is_none_or(|d| d.failure.is_none())
     }
 
     /// The report as JSON (the schema is in this module's documentation).
@@ -303,6 +330,15 @@ impl Report {
             "queues": queues,
             "violations": self.violations,
             "faults": self.faults.as_ref().map_or(Value::Null, crate::faults::FaultReport::to_json),
+            "deterministic": self.deterministic.as_ref().map_or(Value::Null, |d| json!({
+                "seed": d.seed,
+                "digest": format!("{:016x}", d.digest),
+                "steps": d.steps,
+                "switches": d.switches,
+                "threads": d.threads,
+                "virtual_s": d.virtual_time.as_secs_f64(),
+                "failure": d.failure,
+            })),
         })
     }
 
@@ -516,6 +552,21 @@ impl Report {
             s.push_str(&f.to_text());
             for (how, n) in &r.failures {
                 let _ = writeln!(s, "  failed:     {n} x {how}");
+            }
+        }
+        if let Some(d) = &self.deterministic {
+            let _ = writeln!(
+                s,
+                "\ndeterministic: seed {}, digest {:016x} ({} steps, {} switches, {} threads, {:.3} s virtual)",
+                d.seed,
+                d.digest,
+                d.steps,
+                d.switches,
+                d.threads,
+                d.virtual_time.as_secs_f64()
+            );
+            if let Some(f) = &d.failure {
+                let _ = writeln!(s, "  FAILED: {f}");
             }
         }
         if self.violations.is_empty() {
@@ -898,6 +949,7 @@ mod tests {
             }]),
             violations: vec!["STORPORT_VIOLATION 0x1: lock order\n  held: StartIo".into()],
             faults: None,
+            deterministic: None,
         }
     }
 

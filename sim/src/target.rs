@@ -155,7 +155,7 @@ pub trait ScsiTarget: Send + Sync {
                 let _ = tx.send(completion);
             }),
         );
-        rx.recv()
+        storport_sim::sched::recv(&rx)
             .unwrap_or_else(|_| ScsiCompletion::port_error(SRB_STATUS_INTERNAL_ERROR))
     }
 

@@ -24,6 +24,13 @@ pub(crate) struct RawSpinLock {
 
 impl RawSpinLock {
     pub fn lock(&self) {
+        if crate::sched::active() {
+            crate::sched::switch("spin lock");
+            while self.locked.swap(true, Ordering::Acquire) {
+                crate::sched::wait(None);
+            }
+            return;
+        }
         let mut spins = 0u32;
         loop {
             if !self.locked.swap(true, Ordering::Acquire) {
@@ -47,6 +54,7 @@ impl RawSpinLock {
 
     pub fn unlock(&self) {
         self.locked.store(false, Ordering::Release);
+        crate::sched::changed();
     }
 }
 
@@ -468,6 +476,7 @@ pub(crate) fn invoke<R>(
     f: impl FnOnce() -> R,
 ) -> R {
     current_cpu(a.cpus());
+    crate::sched::switch(cb.name());
     let prev_irql = current_irql();
     a.lock_counts.callback(Some(cb));
     for &l in port_locks {
@@ -498,6 +507,7 @@ pub(crate) fn invoke<R>(
     let limits = watchdog_limits(a, cb, irql_level);
     crate::watchdog::enter(cb, a.serial, current_cpu(a.cpus()), irql_level, limits);
     let r = f();
+    crate::sched::switch("return");
     let charge = crate::watchdog::leave();
     // Locks the callback left held.
     let leaked: Vec<Held> = CTX.with(|c| {

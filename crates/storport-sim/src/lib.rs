@@ -38,6 +38,7 @@ mod port;
 mod registers;
 mod request;
 pub mod rules;
+pub mod sched;
 mod timer;
 pub mod wait;
 mod watchdog;
@@ -51,7 +52,7 @@ pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
 pub use request::{Completion, Request, RequestHandle, flags, function};
 pub use rules::{Rule, Violation};
 pub use wait::{PATIENCE, Signal};
-pub use watchdog::HANG_EXIT_CODE;
+pub use watchdog::{HANG_EXIT_CODE, set_context as watchdog_context};
 
 /// Keeps the export object files in every link (see `exports::keep`).
 #[doc(hidden)]

@@ -23,9 +23,9 @@ use super::packed::{Chain, PackedRing, RingMemory};
 
 /// Starts the thread serving packed queue `index`.
 pub fn spawn(shared: Arc<Shared>, index: u16, ring: PackedRing) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("virtio-blk-pq{index}"))
-        .spawn(move || run(&shared, index, ring))
+    storport_sim::sched::spawn(format!("virtio-blk-pq{index}"), move || {
+        run(&shared, index, ring)
+    })
 }
 
 /// A protocol error: the device stops serving the queue.

@@ -224,7 +224,7 @@ impl Job<'_> {
     /// Takes one I/O from the job's budget; false when the job is over.
     fn reserve(&self) -> bool {
         match self.opts.stop {
-            Stop::Duration(_) => self.deadline.is_none_or(|d| Instant::now() < d),
+            Stop::Duration(_) => self.deadline.is_none_or(|d| storport_sim::sched::now() < d),
             Stop::Ios(n) => self.reserved.fetch_add(1, Ordering::Relaxed) < n,
         }
     }
@@ -251,7 +251,7 @@ pub fn run(
     let shadow = opts
         .verify
         .then(|| Shadow::new(disk.capacity_blocks, opts.starts_empty));
-    let start = Instant::now();
+    let start = storport_sim::sched::now();
     let job = Job {
         target,
         disk,
@@ -277,13 +277,13 @@ pub fn run(
         });
         let workers: Vec<_> = (0..opts.threads)
             .map(|t| {
-                std::thread::Builder::new()
-                    .name(format!("workload-{t}"))
-                    .spawn_scoped(scope, move || worker(job, t))
+                storport_sim::sched::spawn_scoped(scope, format!("workload-{t}"), move || {
+                    worker(job, t)
+                })
             })
             .collect();
         for w in workers {
-            match w.map(|h| h.join()) {
+            match w.map(storport_sim::sched::join_scoped) {
                 Ok(Ok(stats)) => total.merge(&stats),
                 Ok(Err(_)) => total.error("a workload thread panicked".to_owned()),
                 Err(e) => total.error(format!("cannot start a workload thread: {e}")),
@@ -294,7 +294,7 @@ pub fn run(
             let _ = bar.join();
         }
     });
-    let elapsed = start.elapsed();
+    let elapsed = storport_sim::sched::now().saturating_duration_since(start);
     Ok(WorkloadResult {
         elapsed,
         counts: total.counts,
@@ -373,12 +373,13 @@ fn request(job: &Job<'_>, p: &Pending) -> ScsiRequest {
 /// Sends `request` under `tag`; the completion comes back on `tx`.
 fn send(job: &Job<'_>, tag: usize, request: ScsiRequest, tx: &mpsc::Sender<Completed>) {
     let tx = tx.clone();
-    let issued = Instant::now();
+    let issued = storport_sim::sched::now();
     job.target.submit(
         request,
         Box::new(move |c| {
             // The thread waits for every request it issued, so it is still receiving.
-            let _ = tx.send((tag, issued.elapsed(), c));
+            let latency = storport_sim::sched::now().saturating_duration_since(issued);
+            let _ = tx.send((tag, latency, c));
         }),
     );
 }
@@ -449,11 +450,15 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
                 break;
             }
             // Every free slot is held by other threads' I/Os: let them complete.
-            std::thread::yield_now();
+            if storport_sim::sched::active() {
+                storport_sim::sched::wait(None);
+            } else {
+                std::thread::yield_now();
+            }
             continue;
         }
         // This thread holds a sender, so the channel cannot close while requests are out.
-        let Ok((tag, latency, completion)) = rx.recv() else {
+        let Ok((tag, latency, completion)) = storport_sim::sched::recv(&rx) else {
             break;
         };
         let Some(mut p) = pending[tag].take() else {
