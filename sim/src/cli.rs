@@ -1065,8 +1065,22 @@ fn job_report_now(
     Ok((report, image))
 }
 
-/// What went wrong in one explored seed, in a sentence.
-fn explore_failure(report: &Report) -> Option<String> {
+/// What went wrong in one explored seed, in a sentence: what makes a job fail, and also I/Os
+/// failed under faults none of which can fail an I/O (see `FaultKind::may_fail_io`).
+fn explore_failure(report: &Report, faults: &[crate::faults::FaultSpec]) -> Option<String> {
+    let r = &report.result;
+    if report.passed() && r.counts.errors > 0 && !faults.iter().any(|f| f.kind.may_fail_io()) {
+        let how: Vec<String> = r
+            .failures
+            .iter()
+            .map(|(how, n)| format!("{n} x {how}"))
+            .collect();
+        return Some(format!(
+            "{} I/O(s) failed, which none of the injected faults explains: {}",
+            r.counts.errors,
+            how.join(", ")
+        ));
+    }
     if let Some(f) = report
         .deterministic
         .as_ref()
@@ -1130,7 +1144,7 @@ fn run_explore(
                     digests.insert(d.digest);
                 }
                 ios += report.result.counts.ios();
-                explore_failure(report)
+                explore_failure(report, &run.faults)
             }
             Err(e) => Some(e.clone()),
         };

@@ -44,6 +44,21 @@ pub enum FaultKind {
     Chaos,
 }
 
+impl FaultKind {
+    /// Whether the fault may rightly fail an I/O the job sees: a status byte or a used length
+    /// the driver must reject (HARDWARE ERROR), a removal (NO_DEVICE), or chaos, which does
+    /// those. Every other fault ends in a reset after which Storport retries the requests, so a
+    /// failed I/O under it is a bug.
+    pub fn may_fail_io(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Request(FaultMode::BadStatus | FaultMode::UsedLenTooLarge)
+                | FaultKind::SurpriseRemoval
+                | FaultKind::Chaos
+        )
+    }
+}
+
 /// One `--fault SPEC`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultSpec {

@@ -389,8 +389,17 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         Ok(Some(Err(SubmitError::Full(request)))) => busy(adapter, request),
         // The ring broke between the reset check and the lock. Whoever found it broken (a drain)
         // has started the reset; Storport sends the request again once the device is back.
+        #[cfg(not(feature = "planted-race"))]
         Ok(Some(Err(SubmitError::Broken(request)))) => {
             let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+        }
+        // The planted bug (test builds only, see Cargo.toml): the code before fb79d8a.
+        #[cfg(feature = "planted-race")]
+        Ok(Some(Err(SubmitError::Broken(request)))) => {
+            let _ = check_condition(
+                request.srb,
+                &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
+            );
         }
         // The closure did not run (the queue's DPC is not bound yet, or Storport refused the
         // lock): the request is still ours, in `pending`.

@@ -1288,7 +1288,7 @@ impl Adapter {
                 if idle() {
                     break Ok(());
                 }
-                if start.elapsed() > timeout {
+                if crate::sched::now().saturating_duration_since(start) > timeout {
                     break Err(format!("waited {timeout:?} for the adapter to drain"));
                 }
                 crate::request::poll_once(&self.inner);

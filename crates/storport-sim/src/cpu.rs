@@ -143,11 +143,20 @@ pub(crate) fn current_cpu(cpus: u32) -> u32 {
     CTX.with(|c| match c.cpu.get() {
         Some(n) => n % cpus.max(1),
         None => {
-            let n = NEXT_CPU.fetch_add(1, Ordering::Relaxed);
+            // A deterministic run numbers its threads itself: the process-wide counter depends
+            // on what ran before in this process.
+            let n = crate::sched::next_cpu()
+                .unwrap_or_else(|| NEXT_CPU.fetch_add(1, Ordering::Relaxed));
             c.cpu.set(Some(n));
             n % cpus.max(1)
         }
     })
+}
+
+/// Forgets this thread's CPU number (a deterministic run numbers its threads from 0, the thread
+/// that starts it included, whatever it ran before).
+pub(crate) fn forget_cpu() {
+    CTX.with(|c| c.cpu.set(None));
 }
 
 /// Pins this thread to a CPU (interrupt and DPC threads).

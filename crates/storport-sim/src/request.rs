@@ -414,6 +414,7 @@ impl RequestTable {
                 v.push((r.srb_addr(), r.id));
             }
         });
+        v.sort_by_key(|&(_, id)| id);
         v
     }
 
@@ -432,6 +433,8 @@ impl RequestTable {
                 v.push((r.srb_addr(), r.id));
             }
         });
+        // In request order, not the order of SRB addresses in a hash map.
+        v.sort_by_key(|&(_, id)| id);
         v
     }
 }
@@ -440,7 +443,7 @@ fn rejected(status: u8, submitted: Instant) -> Completion {
     Completion {
         srb_status: status,
         port_rejected: true,
-        latency: submitted.elapsed(),
+        latency: crate::sched::now().saturating_duration_since(submitted),
         ..Default::default()
     }
 }
@@ -913,7 +916,7 @@ pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
         data_transfer_length: dtl,
         busy_retries: r.busy_retries,
         port_rejected: false,
-        latency: r.submitted.elapsed(),
+        latency: crate::sched::now().saturating_duration_since(r.submitted),
     };
     let target = r.target;
     if let Some(w) = free_record(a, r) {

@@ -82,6 +82,8 @@ struct Inner {
     digest: u64,
     steps: u64,
     switches: u64,
+    /// The next CPU number for a thread that has none (see `cpu::current_cpu`).
+    next_cpu: u32,
     max_steps: u64,
     /// Why the run cannot go on (every thread waits with no deadline, or the step budget ran
     /// out): set once, and every member then runs freely to its end.
@@ -173,6 +175,7 @@ pub fn run<R>(seed: u64, max_steps: u64, body: impl FnOnce() -> R) -> (R, Report
             digest: fnv(FNV_OFFSET, &seed.to_le_bytes()),
             steps: 0,
             switches: 0,
+            next_cpu: 0,
             max_steps,
             failure: None,
         }),
@@ -181,6 +184,7 @@ pub fn run<R>(seed: u64, max_steps: u64, body: impl FnOnce() -> R) -> (R, Report
     });
     let previous = MEMBER.with(|m| m.borrow_mut().replace((sched.clone(), 0)));
     assert!(previous.is_none(), "sched::run inside a deterministic run");
+    crate::cpu::forget_cpu();
     let r = body();
     // Let the threads the body left running (the device's workers, simulated CPUs shutting
     // down) reach their end under the scheduler, so that the transcript covers them too.
@@ -213,6 +217,7 @@ pub fn run<R>(seed: u64, max_steps: u64, body: impl FnOnce() -> R) -> (R, Report
         report
     };
     MEMBER.with(|m| m.borrow_mut().take());
+    crate::cpu::forget_cpu();
     (r, report)
 }
 
@@ -556,4 +561,13 @@ impl Scheduler {
             .find(|m| m.os == Some(os))
             .is_none_or(|m| m.state == State::Finished)
     }
+}
+
+/// The next CPU number of this deterministic run (`None` outside one).
+pub(crate) fn next_cpu() -> Option<u32> {
+    let (s, _) = member()?;
+    let mut g = s.lock();
+    let n = g.next_cpu;
+    g.next_cpu = n.wrapping_add(1);
+    Some(n)
 }
