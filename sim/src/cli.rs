@@ -978,7 +978,7 @@ pub fn job_report(
     let seed = r.job.seed;
     let (result, sched) =
         storport_sim::sched::run(seed, MAX_STEPS, || job_report_now(backend, name, r));
-    let det = crate::report::Deterministic {
+    let mut det = crate::report::Deterministic {
         seed,
         digest: sched.digest,
         steps: sched.steps,
@@ -989,6 +989,9 @@ pub fn job_report(
     };
     match result {
         Ok((mut report, image)) => {
+            if det.failure.is_none() {
+                det.failure = unexplained_errors(&report.result, &r.faults);
+            }
             report.deterministic = Some(det);
             Ok((report, image))
         }
@@ -1065,22 +1068,30 @@ fn job_report_now(
     Ok((report, image))
 }
 
-/// What went wrong in one explored seed, in a sentence: what makes a job fail, and also I/Os
-/// failed under faults none of which can fail an I/O (see `FaultKind::may_fail_io`).
-fn explore_failure(report: &Report, faults: &[crate::faults::FaultSpec]) -> Option<String> {
-    let r = &report.result;
-    if report.passed() && r.counts.errors > 0 && !faults.iter().any(|f| f.kind.may_fail_io()) {
-        let how: Vec<String> = r
-            .failures
-            .iter()
-            .map(|(how, n)| format!("{n} x {how}"))
-            .collect();
-        return Some(format!(
-            "{} I/O(s) failed, which none of the injected faults explains: {}",
-            r.counts.errors,
-            how.join(", ")
-        ));
+/// Failed I/Os under faults none of which can fail an I/O (see `FaultKind::may_fail_io`): a
+/// deterministic run fails on them, since each is a request the driver lost to a reset.
+fn unexplained_errors(
+    result: &crate::workload::WorkloadResult,
+    faults: &[crate::faults::FaultSpec],
+) -> Option<String> {
+    if faults.is_empty() || result.counts.errors == 0 || faults.iter().any(|f| f.kind.may_fail_io())
+    {
+        return None;
     }
+    let how: Vec<String> = result
+        .failures
+        .iter()
+        .map(|(how, n)| format!("{n} x {how}"))
+        .collect();
+    Some(format!(
+        "{} I/O(s) failed, which none of the injected faults explains: {}",
+        result.counts.errors,
+        how.join(", ")
+    ))
+}
+
+/// What went wrong in one explored seed, in a sentence.
+fn explore_failure(report: &Report) -> Option<String> {
     if let Some(f) = report
         .deterministic
         .as_ref()
@@ -1144,7 +1155,7 @@ fn run_explore(
                     digests.insert(d.digest);
                 }
                 ios += report.result.counts.ios();
-                explore_failure(report, &run.faults)
+                explore_failure(report)
             }
             Err(e) => Some(e.clone()),
         };

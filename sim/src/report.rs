@@ -175,7 +175,8 @@ pub struct Deterministic {
     pub threads: usize,
     /// Virtual time the run took.
     pub virtual_time: std::time::Duration,
-    /// Deadlock or livelock, if the scheduler saw one.
+    /// Why the run failed beyond the job's own checks: a deadlock or livelock the scheduler
+    /// saw, or failed I/Os that none of the injected faults can explain.
     pub failure: Option<String>,
 }
 

@@ -282,10 +282,15 @@ impl DriverDisk {
                     ok += 1;
                     break;
                 }
-                let retry = matches!(
-                    status,
-                    storport::ffi::SRB_STATUS_BUSY | storport::ffi::SRB_STATUS_BUS_RESET
-                );
+                // A UNIT ATTENTION (the capacity changed, a reset happened) is retried too, as
+                // disk.sys does: it reports an event, not a failed read.
+                let unit_attention =
+                    c.scsi_status == 0x02 && c.sense.get(2).is_some_and(|k| k & 0x0F == 0x06);
+                let retry = unit_attention
+                    || matches!(
+                        status,
+                        storport::ffi::SRB_STATUS_BUSY | storport::ffi::SRB_STATUS_BUS_RESET
+                    );
                 if !retry || storport_sim::sched::now() >= end {
                     break;
                 }

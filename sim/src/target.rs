@@ -148,11 +148,13 @@ pub trait ScsiTarget: Send + Sync {
     /// The default submits and waits on a channel; a target that can do better overrides it.
     fn execute(&self, request: ScsiRequest) -> ScsiCompletion {
         let (tx, rx) = mpsc::channel();
+        let key = storport_sim::sched::key_of(&rx);
         self.submit(
             request,
             Box::new(move |completion| {
                 // The receiver only goes away if the caller stopped waiting, which it does not.
                 let _ = tx.send(completion);
+                storport_sim::sched::notify(key);
             }),
         );
         storport_sim::sched::recv(&rx)

@@ -37,7 +37,10 @@ fn run_line(line: &str) -> Result<u64, String> {
     let r = run_args(line);
     assert!(r.deterministic, "{line}");
     let (report, _) = cli::job_report(&DriverBackend, "driver", &r)?;
-    let det = report.deterministic.as_ref().expect("a deterministic report");
+    let det = report
+        .deterministic
+        .as_ref()
+        .expect("a deterministic report");
     if let Some(f) = &det.failure {
         return Err(f.clone());
     }
@@ -48,13 +51,6 @@ fn run_line(line: &str) -> Result<u64, String> {
             report.result.verification.mismatches,
             report.violations,
             report.faults.as_ref().map(|f| f.to_text())
-        ));
-    }
-    let faults_fail_io = r.faults.iter().any(|f| f.kind.may_fail_io());
-    if !faults_fail_io && report.result.counts.errors > 0 {
-        return Err(format!(
-            "{} I/O(s) failed under faults that cannot fail one: {:?}",
-            report.result.counts.errors, report.result.failures
         ));
     }
     Ok(det.digest)
@@ -75,6 +71,16 @@ fn the_same_seed_gives_the_same_digest_and_other_seeds_differ() {
     // And every other seed took another path.
     assert_eq!(others.len(), 8, "distinct digests of seeds 12 to 19");
     assert!(!others.contains(&first), "seed 11's digest is its own");
+}
+
+#[test]
+fn failed_ios_count_against_a_seed_only_when_no_fault_explains_them() {
+    // A bad status byte fails the request (HARDWARE ERROR): explained, the seed passes.
+    let r = run_args("--deterministic --seed 3 --ios 16 -o 4 --fault bad-status,at=2");
+    let (report, _) = cli::job_report(&DriverBackend, "driver", &r).expect("job");
+    assert_eq!(report.result.counts.errors, 1, "{}", report.to_text());
+    assert!(report.passed(), "{}", report.to_text());
+    // The planted race of sim/tests/explore_planted.rs is the case where nothing explains one.
 }
 
 #[test]
@@ -257,8 +263,8 @@ fn lifecycle(seed: u64) -> Result<u64, String> {
                     (stopped == Some(0) && restarted.is_ok()).then_some(())
                 }
             };
-            let result = sched::join_scoped(running)
-                .map_err(|_| "the job panicked".to_owned())??;
+            let result =
+                sched::join_scoped(running).map_err(|_| "the job panicked".to_owned())??;
             acted.ok_or(format!("{what:?} did not succeed"))?;
             Ok::<_, String>(result)
         })?;
@@ -308,12 +314,7 @@ fn explore_prints_the_replay_command_and_a_summary() {
         .map(str::to_owned)
         .collect();
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = cli::run_cli(
-        &argv,
-        &[("driver", &DriverBackend)],
-        &mut out,
-        &mut err,
-    );
+    let code = cli::run_cli(&argv, &[("driver", &DriverBackend)], &mut out, &mut err);
     let out = String::from_utf8_lossy(&out);
     assert_eq!(code, 0, "{out}{}", String::from_utf8_lossy(&err));
     assert!(
@@ -326,7 +327,10 @@ fn explore_prints_the_replay_command_and_a_summary() {
 fn explore_and_deterministic_refuse_what_cannot_be_replayed() {
     for (line, message) in [
         ("explore --ios 4", "explore needs --seeds A..B"),
-        ("explore --seeds 5..2", "--seeds must be A..B with A <= B, got 5..2"),
+        (
+            "explore --seeds 5..2",
+            "--seeds must be A..B with A <= B, got 5..2",
+        ),
         (
             "run --deterministic --device qemu",
             "--deterministic and explore need the model device on RAM",

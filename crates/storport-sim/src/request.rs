@@ -221,7 +221,7 @@ impl RequestHandle {
                 if crate::sched::now() >= end {
                     return None;
                 }
-                crate::sched::wait(Some(end));
+                crate::sched::wait_on(Arc::as_ptr(&self.slot) as usize, Some(end));
             }
         }
         let g = self.slot.done.lock().unwrap_or_else(|e| e.into_inner());
@@ -731,6 +731,7 @@ fn deliver(w: Waiter, c: Completion) {
     match w {
         Waiter::Slot(s) => {
             *s.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+            crate::sched::notify(Arc::as_ptr(&s) as usize);
             s.cv.notify_all();
         }
         Waiter::Callback(f) => f(c),

@@ -254,11 +254,19 @@ impl Scheduler {
             let n = g.members.len();
             let candidates = (0..n).filter(|&i| Self::eligible(g, i)).count();
             if candidates > 0 {
-                let k = (splitmix(&mut g.rng) % candidates as u64) as usize;
-                let chosen = (0..n)
-                    .filter(|&i| Self::eligible(g, i))
-                    .nth(k)
-                    .unwrap_or(me);
+                let r = splitmix(&mut g.rng);
+                // The running thread goes on half of the time (when it can): a switch costs a
+                // host context switch, and the interleavings that break code need few of them.
+                let stay = g.members[me].state == State::Runnable && r & 1 == 0;
+                let k = ((r >> 1) % candidates as u64) as usize;
+                let chosen = if stay {
+                    me
+                } else {
+                    (0..n)
+                        .filter(|&i| Self::eligible(g, i))
+                        .nth(k)
+                        .unwrap_or(me)
+                };
                 if chosen != me {
                     g.switches += 1;
                 }
@@ -469,6 +477,7 @@ pub fn failure() -> Option<String> {
 
 /// Receives from `rx`: in deterministic mode by giving the token up until a message is there
 /// (the sender is another member thread), otherwise [`Receiver::recv`](std::sync::mpsc::Receiver::recv).
+/// Every send must be followed by [`notify`]`(key_of(rx))`.
 pub fn recv<T>(rx: &std::sync::mpsc::Receiver<T>) -> Result<T, std::sync::mpsc::RecvError> {
     if !active() {
         return rx.recv();
@@ -479,9 +488,14 @@ pub fn recv<T>(rx: &std::sync::mpsc::Receiver<T>) -> Result<T, std::sync::mpsc::
             Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                 return Err(std::sync::mpsc::RecvError);
             }
-            Err(std::sync::mpsc::TryRecvError::Empty) => wait(None),
+            Err(std::sync::mpsc::TryRecvError::Empty) => wait_on(key_of(rx), None),
         }
     }
+}
+
+/// The key [`wait_on`] and [`notify`] name `value` by: its address.
+pub fn key_of<T: ?Sized>(value: &T) -> usize {
+    (value as *const T).cast::<u8>() as usize
 }
 
 /// [`spawn`] for a scoped thread.

@@ -371,7 +371,7 @@ fn request(job: &Job<'_>, p: &Pending) -> ScsiRequest {
 }
 
 /// Sends `request` under `tag`; the completion comes back on `tx`.
-fn send(job: &Job<'_>, tag: usize, request: ScsiRequest, tx: &mpsc::Sender<Completed>) {
+fn send(job: &Job<'_>, tag: usize, request: ScsiRequest, tx: &mpsc::Sender<Completed>, key: usize) {
     let tx = tx.clone();
     let issued = storport_sim::sched::now();
     job.target.submit(
@@ -380,6 +380,8 @@ fn send(job: &Job<'_>, tag: usize, request: ScsiRequest, tx: &mpsc::Sender<Compl
             // The thread waits for every request it issued, so it is still receiving.
             let latency = storport_sim::sched::now().saturating_duration_since(issued);
             let _ = tx.send((tag, latency, c));
+            // Wakes the worker in deterministic mode (`sched::recv`).
+            storport_sim::sched::notify(key);
         }),
     );
 }
@@ -397,6 +399,7 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
         opts.seed,
     );
     let (tx, rx) = mpsc::channel::<Completed>();
+    let key = storport_sim::sched::key_of(&rx);
     let mut pending: Vec<Option<Pending>> = (0..qd).map(|_| None).collect();
     let mut free: Vec<usize> = (0..qd).rev().collect();
     let mut stats = ThreadStats::new();
@@ -442,7 +445,7 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
                     .collect();
             }
             free.pop();
-            send(job, tag, request(job, &p), &tx);
+            send(job, tag, request(job, &p), &tx, key);
             pending[tag] = Some(p);
         }
         if free.len() == qd {
@@ -467,7 +470,7 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
         if retryable(&completion) && p.retries < RETRIES {
             p.retries += 1;
             stats.counts.retries += 1;
-            send(job, tag, request(job, &p), &tx);
+            send(job, tag, request(job, &p), &tx, key);
             pending[tag] = Some(p);
             continue;
         }
