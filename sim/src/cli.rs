@@ -216,6 +216,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run a job deterministically under each seed of a range.
     Explore(ExploreArgs),
+    /// Run rounds of a job with random faults until a total is reached.
+    Soak(SoakArgs),
     /// Send one CDB.
     Cdb(CdbArgs),
     /// Show the driver's registration.
@@ -248,6 +250,18 @@ pub struct RunArgs {
     pub faults: Vec<crate::faults::FaultSpec>,
     /// `--deterministic`: one seeded scheduler (seed: the job's `--seed`) over virtual time.
     pub deterministic: bool,
+}
+
+/// `vioblk-sim soak`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SoakArgs {
+    /// The job of every round (its `-d`/`--ios` is the round's length; without `--fault`, each
+    /// round gets `chaos,seed=ROUND,every=5`).
+    pub run: RunArgs,
+    /// When to stop: after this many I/Os in all, or this much time.
+    pub total: Stop,
+    /// Turn the interrupt mode each round (no `--interrupts` given).
+    pub rotate_interrupts: bool,
 }
 
 /// `vioblk-sim explore`.
@@ -560,6 +574,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
         Some("cdb") => ("cdb", &argv[1..]),
         Some("info") => ("info", &argv[1..]),
         Some("explore") => ("explore", &argv[1..]),
+        Some("soak") => ("soak", &argv[1..]),
         Some("help") => return Ok(Command::Help),
         _ => ("run", argv),
     };
@@ -583,6 +598,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
     let mut data_in_len = None;
     let mut deterministic = false;
     let mut seeds: Option<(u64, u64)> = None;
+    let mut total: Option<Stop> = None;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg {
             Arg::Positional(p) if sub == "cdb" => {
@@ -608,7 +624,20 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             seeds = Some(parse_seeds(v)?);
             continue;
         }
-        let sub = if sub == "explore" { "run" } else { sub };
+        if sub == "soak" && flag == "--total-ios" {
+            let n: u64 = parse_number(flag, args.value(flag, inline)?)?;
+            total = Some(Stop::Ios(n.max(1)));
+            continue;
+        }
+        if sub == "soak" && flag == "--hours" {
+            let h: f64 = parse_number(flag, args.value(flag, inline)?)?;
+            if !(h.is_finite() && h > 0.0) {
+                return usage(format!("--hours must be a positive number, got {h}"));
+            }
+            total = Some(Stop::Duration(Duration::from_secs_f64(h * 3600.0)));
+            continue;
+        }
+        let sub = if sub == "explore" || sub == "soak" { "run" } else { sub };
         if disk_flag(&mut args, flag, inline, &mut disk, targets)? {
             continue;
         }
@@ -774,6 +803,25 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 faults,
                 deterministic: deterministic || sub == "explore",
             };
+            if sub == "soak" {
+                let Some(total) = total else {
+                    return usage("soak needs --total-ios N or --hours H");
+                };
+                let mut run = run;
+                if duration.is_none() && ios.is_none() {
+                    run.job.stop = Stop::Duration(Duration::from_secs(10));
+                }
+                run.job.progress = false;
+                run.disk.disk.faults = true;
+                let rotate_interrupts = !rest
+                    .iter()
+                    .any(|a| a == "--interrupts" || a.starts_with("--interrupts="));
+                return Ok(Command::Soak(SoakArgs {
+                    run,
+                    total,
+                    rotate_interrupts,
+                }));
+            }
             match seeds {
                 Some((first, last)) => Ok(Command::Explore(ExploreArgs {
                     run,
@@ -896,6 +944,10 @@ pub fn run_cli(
         },
         Command::Run(r) => match pick(&r.disk) {
             (name, Some(b)) => run_job(b, &name, &r, out),
+            (name, None) => Err(format!("no target named {name}")),
+        },
+        Command::Soak(s) => match pick(&s.run.disk) {
+            (name, Some(b)) => run_soak(b, &name, &s, out),
             (name, None) => Err(format!("no target named {name}")),
         },
         Command::Explore(e) => match pick(&e.run.disk) {
@@ -1122,6 +1174,89 @@ fn explore_failure(report: &Report) -> Option<String> {
         why.push("the job failed".into());
     }
     Some(why.join("; "))
+}
+
+/// `vioblk-sim soak`: rounds of the job, each with its own seed (and, without `--fault`, chaos
+/// from that seed), the interrupt mode turning msix, intx, msi unless `--interrupts` was given,
+/// until the total; stops at the first failed round.
+fn run_soak(
+    backend: &dyn Backend,
+    name: &str,
+    s: &SoakArgs,
+    out: &mut dyn Write,
+) -> Result<i32, String> {
+    let start = std::time::Instant::now();
+    let (mut ios, mut blocks, mut errors, mut faults, mut resets) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut mismatches, mut violations) = (0u64, 0usize);
+    let rotate = s.rotate_interrupts;
+    let mut round = 0u64;
+    let say = |out: &mut dyn Write, line: String| -> Result<(), String> {
+        out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())
+    };
+    loop {
+        let done = match s.total {
+            Stop::Ios(n) => ios >= n,
+            Stop::Duration(d) => start.elapsed() >= d,
+        };
+        if done {
+            break;
+        }
+        round += 1;
+        let mut run = s.run.clone();
+        run.job.seed = s.run.job.seed.wrapping_add(round);
+        if rotate {
+            run.disk.disk.interrupts =
+                [InterruptMode::Msix, InterruptMode::Intx, InterruptMode::Msi][(round % 3) as usize];
+        }
+        if run.faults.is_empty() {
+            run.faults
+                .push(crate::faults::FaultSpec::parse(&format!("chaos,seed={round},every=5"))?);
+        }
+        let (report, _) = job_report(backend, name, &run)?;
+        let r = &report.result;
+        ios += r.counts.ios();
+        blocks += r.verification.blocks_verified;
+        errors += r.counts.errors;
+        mismatches += r.verification.mismatches;
+        violations += report.violations.len();
+        if let Some(f) = &report.faults {
+            faults += f.injected.len() as u64;
+            resets += f.resets_detected;
+        }
+        say(
+            out,
+            format!(
+                "round {round} ({}, seed {}): {} I/Os, {} failed, {} faults, {} mismatches, {} violations; total {ios} I/Os\n",
+                run.disk.disk.interrupts.name(),
+                run.job.seed,
+                r.counts.ios(),
+                r.counts.errors,
+                report.faults.as_ref().map_or(0, |f| f.injected.len()),
+                r.verification.mismatches,
+                report.violations.len()
+            ),
+        )?;
+        if !report.passed() {
+            say(out, report.to_text())?;
+            say(
+                out,
+                format!("soak: round {round} FAILED (seed {})\n", run.job.seed),
+            )?;
+            return Ok(1);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    say(
+        out,
+        format!(
+            "soak: {round} rounds, {ios} I/Os ({blocks} blocks verified), {errors} failed I/Os, \
+             {faults} faults injected, {resets} resets completed, {mismatches} mismatches, \
+             {violations} violations, {secs:.0} s ({:.0} I/Os per second)\n",
+            ios as f64 / secs.max(1e-9)
+        ),
+    )?;
+    Ok(if mismatches == 0 && violations == 0 { 0 } else { 1 })
 }
 
 /// `vioblk-sim explore`: runs the job under each seed, stops at the first failure and prints the
