@@ -298,6 +298,13 @@ USAGE:
     vioblk-sim [run] [OPTIONS]           start the disk as disk.sys would, run a job, report
     vioblk-sim cdb <HEX>... [OPTIONS]    send one CDB and show the answer (like sg_raw)
     vioblk-sim info [OPTIONS]            show what the driver registered with Storport
+    vioblk-sim explore --seeds A..B [RUN OPTIONS]
+                                         run the job deterministically under each seed; stop
+                                         at the first failure and print the command replaying it
+    vioblk-sim soak --total-ios N | --hours H [RUN OPTIONS]
+                                         rounds of the job (-d/--ios each, default 10 s) with
+                                         chaos faults from the round's seed, interrupt mode
+                                         turning msix/intx/msi, until the total
     vioblk-sim help | --help | -h        this text
     vioblk-sim --version | -V            the version
 
@@ -327,6 +334,9 @@ JOB OPTIONS (run):
                              nothing hangs, no data is wrong, Storport saw no violation, and the
                              disk serves I/O afterwards (after removal: fails it with NO_DEVICE)
         --no-progress        no progress bar (it is only drawn when stderr is a terminal)
+        --deterministic      one seeded scheduler runs every simulated thread over virtual
+                             time (seed: --seed): the same seed gives the same run and the
+                             report's digest; model device on RAM only; default --ios 256
 
 DISK OPTIONS (all commands):
         --target NAME        where the disk comes from: TARGETS [TARGET0]

@@ -345,3 +345,26 @@ fn explore_and_deterministic_refuse_what_cannot_be_replayed() {
         assert!(e.to_string().contains(message), "{line}: {e}");
     }
 }
+
+#[test]
+fn the_watchdog_counts_virtual_time_in_deterministic_mode() {
+    let (violations, report) = sched::run(1, MAX_STEPS, || {
+        let stack = Stack::start(StackOptions {
+            port: PortOptions {
+                // Every ISR and DPC runs a few steps (a microsecond of virtual time each).
+                isr_budget: std::time::Duration::from_nanos(1),
+                dpc_budget: std::time::Duration::from_nanos(1),
+                ..PortOptions::default()
+            },
+            ..StackOptions::default()
+        })
+        .expect("start");
+        let _ = vioblk_sim::class::start_disk(&stack);
+        stack.violations()
+    });
+    assert_eq!(report.failure, None);
+    assert!(
+        violations.iter().any(|v| v.contains("of virtual time (budget 1ns)")),
+        "{violations:?}"
+    );
+}

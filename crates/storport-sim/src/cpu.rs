@@ -513,11 +513,33 @@ pub(crate) fn invoke<R>(
             held_at_entry,
         })
     });
-    let limits = watchdog_limits(a, cb, irql_level);
+    let mut limits = watchdog_limits(a, cb, irql_level);
+    // Deterministic mode: the budget is checked in virtual time (a step of any thread costs a
+    // quantum, a stall its length), so that whether it fires depends on the seed alone; the
+    // monitor only ends a callback that never returns.
+    let virtual_budget = if crate::sched::active() {
+        limits.budget.take()
+    } else {
+        None
+    };
+    let entered = crate::sched::now();
     crate::watchdog::enter(cb, a.serial, current_cpu(a.cpus()), irql_level, limits);
     let r = f();
     crate::sched::switch("return");
     let charge = crate::watchdog::leave();
+    if let Some(b) = virtual_budget {
+        let spent = crate::sched::now().saturating_duration_since(entered);
+        if spent > b {
+            a.report(
+                Rule::Watchdog,
+                crate::watchdog::violation_params(spent, b),
+                format!(
+                    "{} ran {spent:?} of virtual time (budget {b:?})",
+                    cb.name()
+                ),
+            );
+        }
+    }
     // Locks the callback left held.
     let leaked: Vec<Held> = CTX.with(|c| {
         let mut held = c.held.borrow_mut();

@@ -16,7 +16,9 @@
 //! Execution model: the submitting thread runs HwStorBuildIo and HwStorStartIo; one thread per
 //! interrupt line runs the ISR; one thread per simulated CPU runs DPCs; a timer thread runs
 //! HwStorTimer, busy retries and SRB timeouts. Completions are delivered after the miniport's
-//! callback returns, on the CPU that completed them. `RULES.md` lists the rules.
+//! callback returns, on the CPU that completed them. `RULES.md` lists the rules. Inside
+//! [`sched::run`] the same threads run one at a time under a seeded scheduler over virtual time
+//! (deterministic mode: a seed replays a run exactly).
 //!
 //! Tests wait for events, not for time: [`Adapter::wait_until`] (and [`Port::wait_until`],
 //! [`Port::wait_for_violation`], [`Adapter::drain`]) re-check a condition whenever a callback

@@ -585,3 +585,128 @@ pub(crate) fn next_cpu() -> Option<u32> {
     g.next_cpu = n.wrapping_add(1);
     Some(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Three threads that take turns at switch points and record who ran when.
+    fn toy(seed: u64) -> (Vec<usize>, Report) {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (_, report) = run(seed, 1_000_000, || {
+            let handles: Vec<_> = (0..3)
+                .map(|t| {
+                    let order = order.clone();
+                    spawn(format!("toy{t}"), move || {
+                        for _ in 0..20 {
+                            order.lock().unwrap().push(t);
+                            switch("toy step");
+                        }
+                    })
+                    .unwrap()
+                })
+                .collect();
+            for h in handles {
+                join(h).unwrap();
+            }
+        });
+        let order = order.lock().unwrap().clone();
+        (order, report)
+    }
+
+    #[test]
+    fn the_same_seed_replays_the_same_interleaving() {
+        let (a, ra) = toy(42);
+        let (b, rb) = toy(42);
+        assert_eq!(a, b);
+        assert_eq!(ra, rb);
+        assert_eq!(ra.failure, None);
+        assert_eq!(a.len(), 60);
+    }
+
+    #[test]
+    fn other_seeds_interleave_otherwise() {
+        let (a, ra) = toy(1);
+        let others: Vec<_> = (2..6).map(toy).collect();
+        assert!(others.iter().all(|(o, _)| *o != a), "seed 1's order is not unique");
+        assert!(others.iter().all(|(_, r)| r.digest != ra.digest));
+    }
+
+    #[test]
+    fn time_is_virtual_and_jumps_when_everyone_waits() {
+        let (elapsed, report) = run(7, 1_000_000, || {
+            let start = now();
+            let sleeper = spawn("sleeper".into(), || sleep(Duration::from_secs(3600))).unwrap();
+            sleep(Duration::from_secs(60));
+            join(sleeper).unwrap();
+            now() - start
+        });
+        assert!(elapsed >= Duration::from_secs(3600), "{elapsed:?}");
+        assert!(report.virtual_time >= Duration::from_secs(3600));
+        assert_eq!(report.failure, None);
+    }
+
+    #[test]
+    fn a_notification_wakes_a_keyed_waiter() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let (seen, report) = run(3, 1_000_000, || {
+            let f = flag.clone();
+            let waiter = spawn("waiter".into(), move || {
+                while !f.load(Ordering::Acquire) {
+                    wait_on(key_of(&*f), None);
+                }
+                true
+            })
+            .unwrap();
+            switch("before");
+            flag.store(true, Ordering::Release);
+            notify(key_of(&*flag));
+            join(waiter).unwrap()
+        });
+        assert!(seen);
+        assert_eq!(report.failure, None);
+    }
+
+    #[test]
+    fn threads_that_all_wait_for_nothing_are_a_deadlock() {
+        let key = 0x1234;
+        let (_, report) = run(5, 1_000_000, || {
+            let stuck = spawn("stuck".into(), move || wait_on(key, None)).unwrap();
+            // Nobody notifies `key`: the scheduler sees every thread waiting with no deadline.
+            while !is_finished(&stuck) {
+                wait(None);
+                if failure().is_some() {
+                    break;
+                }
+            }
+            let _ = stuck.join();
+        });
+        let f = report.failure.expect("a deadlock");
+        assert!(f.starts_with("deadlock:"), "{f}");
+        assert!(f.contains("stuck"), "{f}");
+    }
+
+    #[test]
+    fn a_run_that_never_ends_is_a_livelock_not_a_hang() {
+        let (_, report) = run(9, 500, || {
+            while failure().is_none() {
+                switch("spin");
+            }
+        });
+        let f = report.failure.expect("a livelock");
+        assert!(f.contains("no end after 500 steps"), "{f}");
+    }
+
+    #[test]
+    fn outside_a_run_everything_is_the_host_operation() {
+        assert!(!active());
+        switch("nothing");
+        note("nothing", 0);
+        notify(1);
+        let before = Instant::now();
+        assert!(now() >= before);
+        let h = spawn("plain".into(), || 5).unwrap();
+        assert_eq!(join(h).unwrap(), 5);
+    }
+}
