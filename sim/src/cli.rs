@@ -647,7 +647,11 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             total = Some(Stop::Duration(Duration::from_secs_f64(h * 3600.0)));
             continue;
         }
-        let sub = if sub == "explore" || sub == "soak" { "run" } else { sub };
+        let sub = if sub == "explore" || sub == "soak" {
+            "run"
+        } else {
+            sub
+        };
         if disk_flag(&mut args, flag, inline, &mut disk, targets)? {
             continue;
         }
@@ -1217,11 +1221,13 @@ fn run_soak(
         run.job.seed = s.run.job.seed.wrapping_add(round);
         if rotate {
             run.disk.disk.interrupts =
-                [InterruptMode::Msix, InterruptMode::Intx, InterruptMode::Msi][(round % 3) as usize];
+                [InterruptMode::Msix, InterruptMode::Intx, InterruptMode::Msi]
+                    [(round % 3) as usize];
         }
         if run.faults.is_empty() {
-            run.faults
-                .push(crate::faults::FaultSpec::parse(&format!("chaos,seed={round},every=5"))?);
+            run.faults.push(crate::faults::FaultSpec::parse(&format!(
+                "chaos,seed={round},every=5"
+            ))?);
         }
         let (report, _) = job_report(backend, name, &run)?;
         let r = &report.result;
@@ -1266,7 +1272,11 @@ fn run_soak(
             ios as f64 / secs.max(1e-9)
         ),
     )?;
-    Ok(if mismatches == 0 && violations == 0 { 0 } else { 1 })
+    Ok(if mismatches == 0 && violations == 0 {
+        0
+    } else {
+        1
+    })
 }
 
 /// `vioblk-sim explore`: runs the job under each seed, stops at the first failure and prints the

@@ -364,7 +364,9 @@ fn the_watchdog_counts_virtual_time_in_deterministic_mode() {
     });
     assert_eq!(report.failure, None);
     assert!(
-        violations.iter().any(|v| v.contains("of virtual time (budget 1ns)")),
+        violations
+            .iter()
+            .any(|v| v.contains("of virtual time (budget 1ns)")),
         "{violations:?}"
     );
 }

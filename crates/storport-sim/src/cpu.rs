@@ -533,10 +533,7 @@ pub(crate) fn invoke<R>(
             a.report(
                 Rule::Watchdog,
                 crate::watchdog::violation_params(spent, b),
-                format!(
-                    "{} ran {spent:?} of virtual time (budget {b:?})",
-                    cb.name()
-                ),
+                format!("{} ran {spent:?} of virtual time (budget {b:?})", cb.name()),
             );
         }
     }

@@ -629,7 +629,10 @@ mod tests {
     fn other_seeds_interleave_otherwise() {
         let (a, ra) = toy(1);
         let others: Vec<_> = (2..6).map(toy).collect();
-        assert!(others.iter().all(|(o, _)| *o != a), "seed 1's order is not unique");
+        assert!(
+            others.iter().all(|(o, _)| *o != a),
+            "seed 1's order is not unique"
+        );
         assert!(others.iter().all(|(_, r)| r.digest != ra.digest));
     }
 
