@@ -64,6 +64,11 @@
 //!     "removal_detected": bool, "removed": bool,
 //!     "check": { "reads": u32, "as_expected": u32 },  // reads after the job: served, or
 //!     "recovered": bool                               // NO_DEVICE after a removal
+//!   },
+//!   "deterministic": null | {          // `--deterministic`: the seeded scheduler's account
+//!     "seed": u64, "digest": string,   // digest: 16 hex digits, FNV-1a of the transcript
+//!     "steps": u64, "switches": u64, "threads": u64, "virtual_s": f64,
+//!     "failure": null | string         // deadlock, livelock, or failed I/Os no fault explains
 //!   }
 //! }
 //! ```
@@ -993,6 +998,7 @@ mod tests {
             "queues",
             "violations",
             "faults",
+            "deterministic",
         ];
         want.sort_unstable();
         let mut keys = keys;

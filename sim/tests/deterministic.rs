@@ -339,6 +339,8 @@ fn explore_and_deterministic_refuse_what_cannot_be_replayed() {
             "run --deterministic --target ram",
             "--deterministic and explore run the driver target only",
         ),
+        ("soak --ios 4", "soak needs --total-ios N or --hours H"),
+        ("soak --hours 0", "--hours must be a positive number, got 0"),
     ] {
         let argv: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
         let e = cli::parse(&argv, &["driver", "ram"]).expect_err(line);
@@ -369,4 +371,22 @@ fn the_watchdog_counts_virtual_time_in_deterministic_mode() {
             .any(|v| v.contains("of virtual time (budget 1ns)")),
         "{violations:?}"
     );
+}
+
+#[test]
+fn soak_runs_rounds_until_its_total_and_sums_them() {
+    let argv: Vec<String> = "soak --total-ios 20 --ios 8 -o 2 --deterministic"
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::run_cli(&argv, &[("driver", &DriverBackend)], &mut out, &mut err);
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0, "{out}{}", String::from_utf8_lossy(&err));
+    // Three rounds of 8 reach 20; the interrupt mode turns, chaos comes from the round.
+    assert!(out.contains("round 1 (intx, seed 24302): 8 I/Os"), "{out}");
+    assert!(out.contains("round 2 (msi, seed 24303): 8 I/Os"), "{out}");
+    assert!(out.contains("round 3 (msix, seed 24304): 8 I/Os"), "{out}");
+    assert!(out.contains("soak: 3 rounds, 24 I/Os"), "{out}");
+    assert!(out.contains("0 mismatches, 0 violations"), "{out}");
 }

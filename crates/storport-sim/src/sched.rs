@@ -28,7 +28,7 @@
 //! serialising them with a token keeps every line of the threaded mode and adds virtual time.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -138,13 +138,20 @@ fn splitmix(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Deterministic runs under way in this process: while 0 (the threaded mode), every function
+/// here costs one relaxed load before doing the host operation.
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
 fn member() -> Option<(Arc<Scheduler>, usize)> {
+    if RUNS.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
     MEMBER.with(|m| m.borrow().clone())
 }
 
 /// Whether this thread runs under a deterministic scheduler.
 pub fn active() -> bool {
-    MEMBER.with(|m| m.borrow().is_some())
+    RUNS.load(Ordering::Relaxed) != 0 && MEMBER.with(|m| m.borrow().is_some())
 }
 
 /// Now: virtual time in deterministic mode, the host's clock otherwise.
@@ -182,6 +189,7 @@ pub fn run<R>(seed: u64, max_steps: u64, body: impl FnOnce() -> R) -> (R, Report
         base: Instant::now(),
         now_ns: AtomicU64::new(0),
     });
+    RUNS.fetch_add(1, Ordering::SeqCst);
     let previous = MEMBER.with(|m| m.borrow_mut().replace((sched.clone(), 0)));
     assert!(previous.is_none(), "sched::run inside a deterministic run");
     crate::cpu::forget_cpu();
@@ -218,6 +226,7 @@ pub fn run<R>(seed: u64, max_steps: u64, body: impl FnOnce() -> R) -> (R, Report
     };
     MEMBER.with(|m| m.borrow_mut().take());
     crate::cpu::forget_cpu();
+    RUNS.fetch_sub(1, Ordering::SeqCst);
     (r, report)
 }
 
