@@ -67,6 +67,7 @@ fn drain(
             let Some(chain) = ring.pop(mem).map_err(|_| Broken)? else {
                 break;
             };
+            storport_sim::sched::switch("device step");
             let served = serve(shared, index, ring, &chain, segs);
             shared.queue_stats[usize::from(index)]
                 .served
@@ -102,14 +103,14 @@ fn serve(
     }
     if fault == FaultMode::Slow {
         // Held, in short slices so that a reset (which joins this thread) is not held up.
-        let until = std::time::Instant::now() + shared.slow_time();
-        while std::time::Instant::now() < until {
+        let until = storport_sim::sched::now() + shared.slow_time();
+        while storport_sim::sched::now() < until {
             if stopping(shared, index) {
                 // Reset while held: the request is dropped with the rest of the device's state.
                 shared.holds_ended.fetch_add(1, Ordering::AcqRel);
                 return Ok(());
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            storport_sim::sched::sleep(std::time::Duration::from_millis(1));
         }
     }
     let outcome = serve_now(shared, index, ring, chain, chain_len, fault, segs);
