@@ -43,6 +43,10 @@ fn usage<T>(message: impl Into<String>) -> Result<T, UsageError> {
 pub enum Command {
     /// Run a job.
     Run(RunArgs),
+    /// Run a job deterministically under each seed of a range.
+    Explore(ExploreArgs),
+    /// Run rounds of a job with random faults until a total is reached.
+    Soak(SoakArgs),
     /// Send one CDB.
     Cdb(CdbArgs),
     /// Show the driver's registration.
@@ -77,6 +81,33 @@ pub struct RunArgs {
     pub faults: Vec<crate::faults::FaultSpec>,
     /// Where to write the HTML report (`--html`).
     pub html: Option<PathBuf>,
+    /// `--deterministic`: one seeded scheduler (seed: the job's `--seed`) over virtual time.
+    pub deterministic: bool,
+}
+
+/// `vioblk-sim soak`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SoakArgs {
+    /// The job of every round (its `-d`/`--ios` is the round's length; without `--fault`, each
+    /// round gets `chaos,seed=ROUND,every=5`).
+    pub run: RunArgs,
+    /// When to stop: after this many I/Os in all, or this much time.
+    pub total: Stop,
+    /// Turn the interrupt mode each round (no `--interrupts` given).
+    pub rotate_interrupts: bool,
+}
+
+/// `vioblk-sim explore`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExploreArgs {
+    /// The job (and disk and faults) each seed runs, deterministically.
+    pub run: RunArgs,
+    /// The first seed.
+    pub first: u64,
+    /// The last seed (inclusive).
+    pub last: u64,
+    /// The options as given (without `explore` and `--seeds`), for the replay command.
+    pub options: Vec<String>,
 }
 
 /// `vioblk-sim cdb`.
@@ -101,6 +132,13 @@ USAGE:
     vioblk-sim cdb <HEX>... [OPTIONS]    send one CDB and show the answer (like sg_raw)
     vioblk-sim info [OPTIONS]            show what the driver registered with Storport
     vioblk-sim compare A.json B.json     two --json reports side by side, and what changed
+    vioblk-sim explore --seeds A..B [RUN OPTIONS]
+                                         run the job deterministically under each seed; stop
+                                         at the first failure and print the command replaying it
+    vioblk-sim soak --total-ios N | --hours H [RUN OPTIONS]
+                                         rounds of the job (-d/--ios each, default 10 s) with
+                                         chaos faults from the round's seed, interrupt mode
+                                         turning msix/intx/msi, until the total
     vioblk-sim help | --help | -h        this text
     vioblk-sim --version | -V            the version
 
@@ -139,6 +177,9 @@ DISKSPD SPELLINGS (run): -b4K -o32 -t4 -r -w30 -d30 -c1G work as in diskspd. Als
     -r<ALIGN>                random, aligned to ALIGN, which must be the I/O size
     PATH                     a last argument with a / or a . is the file (as --file PATH)
     -W, -C, -D, -Z, ...      diskspd options with no equivalent get a sentence saying so
+        --deterministic      one seeded scheduler runs every simulated thread over virtual
+                             time (seed: --seed): the same seed gives the same run and the
+                             report's digest; model device on RAM only; default --ios 256
 
 DISK OPTIONS (all commands):
         --target NAME        where the disk comes from: TARGETS [TARGET0]
@@ -286,6 +327,7 @@ const SWITCHES: &[&str] = &[
     "--no-verify",
     "--json",
     "--no-progress",
+    "--deterministic",
     "--trace",
     "-h",
     "--help",
@@ -475,6 +517,8 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 )),
             };
         }
+        Some("explore") => ("explore", &argv[1..]),
+        Some("soak") => ("soak", &argv[1..]),
         Some("help") => return Ok(Command::Help),
         _ => ("run", argv),
     };
@@ -498,6 +542,9 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
     let mut hex = Vec::new();
     let mut data_out = Vec::new();
     let mut data_in_len = None;
+    let mut deterministic = false;
+    let mut seeds: Option<(u64, u64)> = None;
+    let mut total: Option<Stop> = None;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg {
             Arg::Positional(p) if sub == "cdb" => {
@@ -572,10 +619,34 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             "-V" | "--version" => return Ok(Command::Version),
             _ => {}
         }
+        if sub == "explore" && flag == "--seeds" {
+            let v = args.value(flag, inline)?;
+            seeds = Some(parse_seeds(v)?);
+            continue;
+        }
+        if sub == "soak" && flag == "--total-ios" {
+            let n: u64 = parse_number(flag, args.value(flag, inline)?)?;
+            total = Some(Stop::Ios(n.max(1)));
+            continue;
+        }
+        if sub == "soak" && flag == "--hours" {
+            let h: f64 = parse_number(flag, args.value(flag, inline)?)?;
+            if !(h.is_finite() && h > 0.0) {
+                return usage(format!("--hours must be a positive number, got {h}"));
+            }
+            total = Some(Stop::Duration(Duration::from_secs_f64(h * 3600.0)));
+            continue;
+        }
+        let sub = if sub == "explore" || sub == "soak" {
+            "run"
+        } else {
+            sub
+        };
         if disk_flag(&mut args, flag, inline, &mut disk, targets)? {
             continue;
         }
         match (sub, flag) {
+            ("run", "--deterministic") => deterministic = true,
             ("run", "-t" | "--threads") => {
                 job.threads = parse_number(flag, args.value(flag, inline)?)?;
                 if job.threads == 0 {
@@ -683,6 +754,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             }))
         }
         "info" => Ok(Command::Info(disk)),
+        "explore" if seeds.is_none() => usage("explore needs --seeds A..B"),
         _ => {
             if u64::from(write_percent) + u64::from(unmap_percent) > 100 {
                 return usage(format!(
@@ -704,6 +776,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 (Some(_), Some(_)) => return usage("-d and --ios cannot be used together"),
                 (Some(d), None) => Stop::Duration(d),
                 (None, Some(n)) => Stop::Ios(n),
+                (None, None) if deterministic || sub == "explore" => Stop::Ios(DETERMINISTIC_IOS),
                 (None, None) => job.stop,
             };
             if let Some((text, align)) = random_align {
@@ -716,6 +789,18 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                          alignment is not supported",
                         job.io_size
                     ));
+                }
+            }
+            if deterministic || sub == "explore" {
+                job.progress = false;
+                if disk.disk.device != crate::qemu::DeviceKind::Model || disk.disk.file.is_some() {
+                    return usage(
+                        "--deterministic and explore need the model device on RAM (no --device, \
+                         --vhost-user or --file): a host process or file cannot be replayed",
+                    );
+                }
+                if disk.target.as_deref().is_some_and(|t| t != "driver") {
+                    return usage("--deterministic and explore run the driver target only");
                 }
             }
             let bs = disk.disk.logical_block_size;
@@ -754,15 +839,77 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             }
             disk.disk.max_outstanding = job.threads.saturating_mul(job.outstanding);
             disk.disk.faults = !faults.is_empty();
-            Ok(Command::Run(RunArgs {
+            let run = RunArgs {
                 disk,
                 job,
                 json,
                 faults,
                 html,
-            }))
+                deterministic: deterministic || sub == "explore",
+            };
+            if sub == "soak" {
+                let Some(total) = total else {
+                    return usage("soak needs --total-ios N or --hours H");
+                };
+                let mut run = run;
+                if duration.is_none() && ios.is_none() {
+                    run.job.stop = Stop::Duration(Duration::from_secs(10));
+                }
+                run.job.progress = false;
+                run.disk.disk.faults = true;
+                let rotate_interrupts = !rest
+                    .iter()
+                    .any(|a| a == "--interrupts" || a.starts_with("--interrupts="));
+                return Ok(Command::Soak(SoakArgs {
+                    run,
+                    total,
+                    rotate_interrupts,
+                }));
+            }
+            match seeds {
+                Some((first, last)) => Ok(Command::Explore(ExploreArgs {
+                    run,
+                    first,
+                    last,
+                    options: replay_options(rest),
+                })),
+                None => Ok(Command::Run(run)),
+            }
         }
     }
+}
+
+/// I/Os of a deterministic job given neither `-d` nor `--ios`: small, so that many seeds run.
+pub const DETERMINISTIC_IOS: u64 = 256;
+
+/// `A..B` (inclusive) or a single seed.
+fn parse_seeds(text: &str) -> Result<(u64, u64), UsageError> {
+    let (a, b) = text.split_once("..").unwrap_or((text, text));
+    let first: u64 = parse_number("--seeds", a)?;
+    let last: u64 = parse_number("--seeds", b.strip_prefix('=').unwrap_or(b))?;
+    if last < first {
+        return usage(format!("--seeds must be A..B with A <= B, got {text}"));
+    }
+    Ok((first, last))
+}
+
+/// The explore options that a replaying `run` takes: all but `--seeds` and `--seed`.
+fn replay_options(rest: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in rest {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        match a.as_str() {
+            "--seeds" | "--seed" => skip_value = true,
+            s if s.starts_with("--seeds=") || s.starts_with("--seed=") => {}
+            "--deterministic" => {}
+            _ => out.push(a.clone()),
+        }
+    }
+    out
 }
 
 /// Runs the command line `argv` (without the program name) against `backends` (name and
@@ -889,6 +1036,14 @@ pub fn run_cli(
             },
             (name, None) => Err(format!("no target named {name}")),
         },
+        Command::Soak(s) => match pick(&s.run.disk) {
+            (name, Some(b)) => run_soak(b, &name, &s, out),
+            (name, None) => Err(format!("no target named {name}")),
+        },
+        Command::Explore(e) => match pick(&e.run.disk) {
+            (name, Some(b)) => run_explore(b, &name, &e, out),
+            (name, None) => Err(format!("no target named {name}")),
+        },
     };
     match result {
         Ok(code) => code,
@@ -901,14 +1056,33 @@ pub fn run_cli(
 
 /// Why a job did not run: the options do not fit the disk that started (usage, exit code 2),
 /// or something failed (exit code 1).
-enum JobError {
+#[derive(Debug)]
+pub enum JobError {
+    /// The options do not fit the disk that started (exit code 2).
     Usage(String),
+    /// Something failed (exit code 1).
     Failed(String),
 }
 
 impl From<String> for JobError {
     fn from(e: String) -> Self {
         Self::Failed(e)
+    }
+}
+
+impl From<JobError> for String {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Usage(e) | JobError::Failed(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Usage(e) | JobError::Failed(e) => f.write_str(e),
+        }
     }
 }
 
@@ -1021,12 +1195,81 @@ fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i3
     )
 }
 
+/// The steps a deterministic run may take before it is called a livelock.
+const MAX_STEPS: u64 = 200_000_000;
+
 fn run_job(
     backend: &dyn Backend,
     name: &str,
     r: &RunArgs,
     out: &mut dyn Write,
 ) -> Result<i32, JobError> {
+    let (report, image) = job_report(backend, name, r)?;
+    let text = if r.json {
+        let mut json = report.to_json();
+        if let (Some(image), Some(map)) = (&image, json.as_object_mut()) {
+            map.insert("driver_image".into(), image.to_json());
+        }
+        let mut s = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+        s.push('\n');
+        s
+    } else {
+        image.as_ref().map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
+    };
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    if let Some(path) = &r.html {
+        let page = crate::html::to_html(&report, image.as_ref())?;
+        std::fs::write(path, page).map_err(|e| {
+            format!(
+                "cannot write the HTML report to {}: {e} (the job itself ran; see above)",
+                path.display()
+            )
+        })?;
+    }
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
+/// Runs the job of `r`, under a seeded scheduler when it is deterministic.
+pub fn job_report(
+    backend: &dyn Backend,
+    name: &str,
+    r: &RunArgs,
+) -> Result<(Report, Option<crate::image_report::ImageReport>), JobError> {
+    if !r.deterministic {
+        return job_report_now(backend, name, r);
+    }
+    let seed = r.job.seed;
+    let (result, sched) =
+        storport_sim::sched::run(seed, MAX_STEPS, || job_report_now(backend, name, r));
+    let mut det = crate::report::Deterministic {
+        seed,
+        digest: sched.digest,
+        steps: sched.steps,
+        switches: sched.switches,
+        threads: sched.threads,
+        virtual_time: sched.virtual_time,
+        failure: sched.failure,
+    };
+    match result {
+        Ok((mut report, image)) => {
+            if det.failure.is_none() {
+                det.failure = unexplained_errors(&report.result, &r.faults);
+            }
+            report.deterministic = Some(det);
+            Ok((report, image))
+        }
+        Err(e) => Err(match (e, det.failure) {
+            (JobError::Failed(e), Some(f)) => JobError::Failed(format!("{e} (seed {seed}: {f})")),
+            (e, _) => e,
+        }),
+    }
+}
+
+fn job_report_now(
+    backend: &dyn Backend,
+    name: &str,
+    r: &RunArgs,
+) -> Result<(Report, Option<crate::image_report::ImageReport>), JobError> {
     let mut job = r.job.clone();
     // A file that already holds data is not known to be empty: blocks the job has not written
     // itself are then not checked.
@@ -1090,31 +1333,215 @@ fn run_job(
         queues,
         violations,
         faults,
+        deterministic: None,
         event_log,
         etw_events,
     };
-    let text = if r.json {
-        let mut json = report.to_json();
-        if let (Some(image), Some(map)) = (&image, json.as_object_mut()) {
-            map.insert("driver_image".into(), image.to_json());
-        }
-        let mut s = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-        s.push('\n');
-        s
-    } else {
-        image.as_ref().map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
-    };
-    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-    if let Some(path) = &r.html {
-        let page = crate::html::to_html(&report, image.as_ref())?;
-        std::fs::write(path, page).map_err(|e| {
-            format!(
-                "cannot write the HTML report to {}: {e} (the job itself ran; see above)",
-                path.display()
-            )
-        })?;
+    Ok((report, image))
+}
+
+/// Failed I/Os under faults none of which can fail an I/O (see `FaultKind::may_fail_io`): a
+/// deterministic run fails on them, since each is a request the driver lost to a reset.
+fn unexplained_errors(
+    result: &crate::workload::WorkloadResult,
+    faults: &[crate::faults::FaultSpec],
+) -> Option<String> {
+    if faults.is_empty() || result.counts.errors == 0 || faults.iter().any(|f| f.kind.may_fail_io())
+    {
+        return None;
     }
-    Ok(if report.passed() { 0 } else { 1 })
+    let how: Vec<String> = result
+        .failures
+        .iter()
+        .map(|(how, n)| format!("{n} x {how}"))
+        .collect();
+    Some(format!(
+        "{} I/O(s) failed, which none of the injected faults explains: {}",
+        result.counts.errors,
+        how.join(", ")
+    ))
+}
+
+/// What went wrong in one explored seed, in a sentence.
+fn explore_failure(report: &Report) -> Option<String> {
+    if let Some(f) = report
+        .deterministic
+        .as_ref()
+        .and_then(|d| d.failure.as_ref())
+    {
+        return Some(f.clone());
+    }
+    if report.passed() {
+        return None;
+    }
+    let r = &report.result;
+    let mut why = Vec::new();
+    if let Some(v) = report.violations.first() {
+        why.push(format!(
+            "{} Storport violation(s), the first: {v}",
+            report.violations.len()
+        ));
+    }
+    if r.verification.mismatches > 0 {
+        why.push(format!("{} data mismatch(es)", r.verification.mismatches));
+    }
+    match &report.faults {
+        Some(f) if !f.recovered() => why.push("the disk did not recover from the faults".into()),
+        None if r.counts.errors > 0 => why.push(format!("{} failed I/O(s)", r.counts.errors)),
+        _ => {}
+    }
+    if why.is_empty() {
+        why.push("the job failed".into());
+    }
+    Some(why.join("; "))
+}
+
+/// `vioblk-sim soak`: rounds of the job, each with its own seed (and, without `--fault`, chaos
+/// from that seed), the interrupt mode turning msix, intx, msi unless `--interrupts` was given,
+/// until the total; stops at the first failed round.
+fn run_soak(
+    backend: &dyn Backend,
+    name: &str,
+    s: &SoakArgs,
+    out: &mut dyn Write,
+) -> Result<i32, String> {
+    let start = std::time::Instant::now();
+    let (mut ios, mut blocks, mut errors, mut faults, mut resets) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut mismatches, mut violations) = (0u64, 0usize);
+    let rotate = s.rotate_interrupts;
+    let mut round = 0u64;
+    let say = |out: &mut dyn Write, line: String| -> Result<(), String> {
+        out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())
+    };
+    loop {
+        let done = match s.total {
+            Stop::Ios(n) => ios >= n,
+            Stop::Duration(d) => start.elapsed() >= d,
+        };
+        if done {
+            break;
+        }
+        round += 1;
+        let mut run = s.run.clone();
+        run.job.seed = s.run.job.seed.wrapping_add(round);
+        if rotate {
+            run.disk.disk.interrupts =
+                [InterruptMode::Msix, InterruptMode::Intx, InterruptMode::Msi]
+                    [(round % 3) as usize];
+        }
+        if run.faults.is_empty() {
+            run.faults.push(crate::faults::FaultSpec::parse(&format!(
+                "chaos,seed={round},every=5"
+            ))?);
+        }
+        let (report, _) = job_report(backend, name, &run)?;
+        let r = &report.result;
+        ios += r.counts.ios();
+        blocks += r.verification.blocks_verified;
+        errors += r.counts.errors;
+        mismatches += r.verification.mismatches;
+        violations += report.violations.len();
+        if let Some(f) = &report.faults {
+            faults += f.injected.len() as u64;
+            resets += f.resets_detected;
+        }
+        say(
+            out,
+            format!(
+                "round {round} ({}, seed {}): {} I/Os, {} failed, {} faults, {} mismatches, {} violations; total {ios} I/Os\n",
+                run.disk.disk.interrupts.name(),
+                run.job.seed,
+                r.counts.ios(),
+                r.counts.errors,
+                report.faults.as_ref().map_or(0, |f| f.injected.len()),
+                r.verification.mismatches,
+                report.violations.len()
+            ),
+        )?;
+        if !report.passed() {
+            say(out, report.to_text())?;
+            say(
+                out,
+                format!("soak: round {round} FAILED (seed {})\n", run.job.seed),
+            )?;
+            return Ok(1);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    say(
+        out,
+        format!(
+            "soak: {round} rounds, {ios} I/Os ({blocks} blocks verified), {errors} failed I/Os, \
+             {faults} faults injected, {resets} resets completed, {mismatches} mismatches, \
+             {violations} violations, {secs:.0} s ({:.0} I/Os per second)\n",
+            ios as f64 / secs.max(1e-9)
+        ),
+    )?;
+    Ok(if mismatches == 0 && violations == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// `vioblk-sim explore`: runs the job under each seed, stops at the first failure and prints the
+/// command that replays it.
+fn run_explore(
+    backend: &dyn Backend,
+    name: &str,
+    e: &ExploreArgs,
+    out: &mut dyn Write,
+) -> Result<i32, String> {
+    let replay = |seed: u64| {
+        let mut cmd = format!("vioblk-sim run --deterministic --seed {seed}");
+        for o in &e.options {
+            cmd.push(' ');
+            cmd.push_str(o);
+        }
+        cmd
+    };
+    let mut digests = std::collections::HashSet::new();
+    let mut ios = 0u64;
+    for seed in e.first..=e.last {
+        let mut run = e.run.clone();
+        run.job.seed = seed;
+        // A hang the watchdog ends the process for names the seed too.
+        storport_sim::watchdog_context(Some(format!("replay: {}", replay(seed))));
+        let outcome = job_report(backend, name, &run);
+        storport_sim::watchdog_context(None);
+        let failure = match &outcome {
+            Ok((report, _)) => {
+                if let Some(d) = &report.deterministic {
+                    digests.insert(d.digest);
+                }
+                ios += report.result.counts.ios();
+                explore_failure(report)
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = failure {
+            let _ = writeln!(
+                out,
+                "seed {seed}: FAILED after {} passing seed(s): {why}\nreplay: {}",
+                seed - e.first,
+                replay(seed)
+            );
+            return Ok(1);
+        }
+    }
+    let n = e.last - e.first + 1;
+    out.write_all(
+        format!(
+            "explored seeds {}..{}: {n} schedule(s) passed, {} distinct digest(s), {ios} I/Os\n",
+            e.first,
+            e.last,
+            digests.len()
+        )
+        .as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -82,13 +82,13 @@ impl DriverDisk {
         for lba in 0..reads {
             let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
             cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-            let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let end = storport_sim::sched::now() + std::time::Duration::from_secs(10);
             loop {
                 let handle = self
                     .stack
                     .adapter
                     .submit(Request::data_in(&cdb, block).timeout(10));
-                let Some(c) = handle.wait_timeout(end - std::time::Instant::now().min(end)) else {
+                let Some(c) = handle.wait_timeout(end - storport_sim::sched::now().min(end)) else {
                     return ok;
                 };
                 let status = c.srb_status & 0x3F;
@@ -96,11 +96,16 @@ impl DriverDisk {
                     ok += 1;
                     break;
                 }
-                let retry = matches!(
-                    status,
-                    storport::ffi::SRB_STATUS_BUSY | storport::ffi::SRB_STATUS_BUS_RESET
-                );
-                if !retry || std::time::Instant::now() >= end {
+                // A UNIT ATTENTION (the capacity changed, a reset happened) is retried too, as
+                // disk.sys does: it reports an event, not a failed read.
+                let unit_attention =
+                    c.scsi_status == 0x02 && c.sense.get(2).is_some_and(|k| k & 0x0F == 0x06);
+                let retry = unit_attention
+                    || matches!(
+                        status,
+                        storport::ffi::SRB_STATUS_BUSY | storport::ffi::SRB_STATUS_BUS_RESET
+                    );
+                if !retry || storport_sim::sched::now() >= end {
                     break;
                 }
             }

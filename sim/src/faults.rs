@@ -44,6 +44,21 @@ pub enum FaultKind {
     Chaos,
 }
 
+impl FaultKind {
+    /// Whether the fault may rightly fail an I/O the job sees: a status byte or a used length
+    /// the driver must reject (HARDWARE ERROR), a removal (NO_DEVICE), or chaos, which does
+    /// those. Every other fault ends in a reset after which Storport retries the requests, so a
+    /// failed I/O under it is a bug.
+    pub fn may_fail_io(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Request(FaultMode::BadStatus | FaultMode::UsedLenTooLarge)
+                | FaultKind::SurpriseRemoval
+                | FaultKind::Chaos
+        )
+    }
+}
+
 /// One `--fault SPEC`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultSpec {
@@ -274,15 +289,15 @@ impl Injector {
         let injected = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let (stop, injected, specs) = (stop.clone(), injected.clone(), specs.clone());
-            std::thread::Builder::new()
-                .name("fault-injector".into())
-                .spawn(move || run(&device, queues, &specs, &stop, &injected))
-                .ok()
+            storport_sim::sched::spawn("fault-injector".into(), move || {
+                run(&device, queues, &specs, &stop, &injected)
+            })
+            .ok()
         };
         Injector {
             stop,
             injected,
-            begun: Instant::now(),
+            begun: storport_sim::sched::now(),
             thread,
             specs,
         }
@@ -293,7 +308,7 @@ impl Injector {
     pub fn finish(mut self, device: &VirtioBlkDevice) -> (Vec<(u64, String)>, Vec<FaultSpec>) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let _ = storport_sim::sched::join(t);
         }
         device.arm_fault(FaultMode::None, 1);
         device.ignore_resets(0);
@@ -313,19 +328,22 @@ impl Injector {
 }
 
 fn note(injected: &Mutex<Vec<(Instant, String)>>, what: String) {
+    storport_sim::sched::note(&what, 0);
     injected
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push((Instant::now(), what));
+        .push((storport_sim::sched::now(), what));
 }
 
 /// Sleeps until `until` or a stop; false on a stop.
 fn sleep_until(until: Instant, stop: &AtomicBool) -> bool {
-    while Instant::now() < until {
+    while storport_sim::sched::now() < until {
         if stop.load(Ordering::Acquire) {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(1).min(until - Instant::now()));
+        storport_sim::sched::sleep(
+            Duration::from_millis(1).min(until - storport_sim::sched::now()),
+        );
     }
     !stop.load(Ordering::Acquire)
 }
@@ -337,7 +355,7 @@ fn run(
     stop: &AtomicBool,
     injected: &Mutex<Vec<(Instant, String)>>,
 ) {
-    let begun = Instant::now();
+    let begun = storport_sim::sched::now();
     for spec in specs {
         if !sleep_until(begun + Duration::from_millis(spec.after_ms), stop) {
             return;
@@ -348,7 +366,7 @@ fn run(
                 let fired = device.faults_fired();
                 device.arm_fault_on(mode, spec.queue, spec.at);
                 while device.faults_fired() == fired {
-                    if !sleep_until(Instant::now() + Duration::from_millis(1), stop) {
+                    if !sleep_until(storport_sim::sched::now() + Duration::from_millis(1), stop) {
                         return;
                     }
                 }
@@ -402,7 +420,10 @@ fn chaos(
     device.set_slow_ms(spec.slow_ms.min(50));
     let mut seen = device.fired_faults().len();
     loop {
-        if !sleep_until(Instant::now() + Duration::from_millis(spec.every_ms), stop) {
+        if !sleep_until(
+            storport_sim::sched::now() + Duration::from_millis(spec.every_ms),
+            stop,
+        ) {
             return;
         }
         let fired = device.fired_faults();

@@ -82,6 +82,11 @@
 //!     "removal_detected": bool, "removed": bool,
 //!     "check": { "reads": u32, "as_expected": u32 },  // reads after the job: served, or
 //!     "recovered": bool                               // NO_DEVICE after a removal
+//!   },
+//!   "deterministic": null | {          // `--deterministic`: the seeded scheduler's account
+//!     "seed": u64, "digest": string,   // digest: 16 hex digits, FNV-1a of the transcript
+//!     "steps": u64, "switches": u64, "threads": u64, "virtual_s": f64,
+//!     "failure": null | string         // deadlock, livelock, or failed I/Os no fault explains
 //!   }
 //! }
 //! ```
@@ -91,7 +96,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::scsi::{Sense, scsi_status_name, srb_status_name};
-pub use crate::stats::{DriverRegistration, QueueStats, Report, Setup};
+pub use crate::stats::{Deterministic, DriverRegistration, QueueStats, Report, Setup};
 use crate::target::{ScsiCompletion, ScsiRequest};
 use crate::workload::{LatencySummary, Pattern, Stop, TIMELINE_INTERVAL};
 
@@ -274,6 +279,15 @@ impl Report {
             })).collect::<Vec<_>>(),
             "etw_events": self.etw_events,
             "faults": self.faults.as_ref().map_or(Value::Null, crate::faults::FaultReport::to_json),
+            "deterministic": self.deterministic.as_ref().map_or(Value::Null, |d| json!({
+                "seed": d.seed,
+                "digest": format!("{:016x}", d.digest),
+                "steps": d.steps,
+                "switches": d.switches,
+                "threads": d.threads,
+                "virtual_s": d.virtual_time.as_secs_f64(),
+                "failure": d.failure,
+            })),
         })
     }
 
@@ -522,6 +536,21 @@ impl Report {
         }
         if self.etw_events > 0 {
             let _ = writeln!(s, "etw: {} events", self.etw_events);
+        }
+        if let Some(d) = &self.deterministic {
+            let _ = writeln!(
+                s,
+                "\ndeterministic: seed {}, digest {:016x} ({} steps, {} switches, {} threads, {:.3} s virtual)",
+                d.seed,
+                d.digest,
+                d.steps,
+                d.switches,
+                d.threads,
+                d.virtual_time.as_secs_f64()
+            );
+            if let Some(f) = &d.failure {
+                let _ = writeln!(s, "  FAILED: {f}");
+            }
         }
         if self.violations.is_empty() {
             s.push_str("\nstorport: no violations\n");
@@ -952,6 +981,7 @@ mod tests {
             }]),
             violations: vec!["STORPORT_VIOLATION 0x1: lock order\n  held: StartIo".into()],
             faults: None,
+            deterministic: None,
             event_log: vec![storport_sim::EventLogEntry {
                 address: (0, 0, 0),
                 code: 0x0013_0006,
@@ -1013,6 +1043,7 @@ mod tests {
             "threads",
             "timeline",
             "latency_curve_us",
+            "deterministic",
         ];
         want.sort_unstable();
         assert_eq!(j["threads"][1]["bytes"], 4096);

@@ -86,6 +86,8 @@ pub struct Report {
     pub event_log: Vec<storport_sim::EventLogEntry>,
     /// ETW events the driver published (`--trace`).
     pub etw_events: usize,
+    /// `--deterministic`: the seeded scheduler's account of the run.
+    pub deterministic: Option<Deterministic>,
 }
 
 impl Report {
@@ -97,8 +99,34 @@ impl Report {
             Some(f) => f.recovered(),
             None => self.result.counts.errors == 0,
         };
-        errors_ok && self.result.verification.mismatches == 0 && self.violations.is_empty()
+        errors_ok
+            && self.result.verification.mismatches == 0
+            && self.violations.is_empty()
+            && self
+                .deterministic
+                .as_ref()
+                .is_none_or(|d| d.failure.is_none())
     }
+}
+
+/// What the seeded scheduler of a deterministic run reports (`storport_sim::sched`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deterministic {
+    /// The seed (also the job's `--seed`).
+    pub seed: u64,
+    /// FNV-1a over the transcript: the same seed gives the same digest.
+    pub digest: u64,
+    /// Switch points passed.
+    pub steps: u64,
+    /// Steps at which another thread was picked.
+    pub switches: u64,
+    /// Simulated threads.
+    pub threads: usize,
+    /// Virtual time the run took.
+    pub virtual_time: std::time::Duration,
+    /// Why the run failed beyond the job's own checks: a deadlock or livelock the scheduler
+    /// saw, or failed I/Os that none of the injected faults can explain.
+    pub failure: Option<String>,
 }
 
 /// What the driver handed Storport in `StorPortInitialize` (and, when the adapter started, in

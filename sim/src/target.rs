@@ -133,14 +133,16 @@ pub trait ScsiTarget: Send + Sync {
     /// The default submits and waits on a channel; a target that can do better overrides it.
     fn execute(&self, request: ScsiRequest) -> ScsiCompletion {
         let (tx, rx) = mpsc::channel();
+        let key = storport_sim::sched::key_of(&rx);
         self.submit(
             request,
             Box::new(move |completion| {
                 // The receiver only goes away if the caller stopped waiting, which it does not.
                 let _ = tx.send(completion);
+                storport_sim::sched::notify(key);
             }),
         );
-        rx.recv()
+        storport_sim::sched::recv(&rx)
             .unwrap_or_else(|_| ScsiCompletion::port_error(SRB_STATUS_INTERNAL_ERROR))
     }
 

@@ -439,8 +439,17 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         Submitted::Full(request) => busy(adapter, request),
         // Whoever found the ring broken (a drain) has started the reset; Storport sends the
         // request again once the device is back.
+        #[cfg(not(feature = "planted-race"))]
         Submitted::Broken(request) => {
             let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+        }
+        // The planted bug (test builds only, see Cargo.toml): the code before fb79d8a.
+        #[cfg(feature = "planted-race")]
+        Submitted::Broken(request) => {
+            let _ = check_condition(
+                request.srb,
+                &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
+            );
         }
         Submitted::NotRun => fail_submit(adapter, pending),
     }

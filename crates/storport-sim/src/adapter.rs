@@ -7,7 +7,7 @@ use std::ffi::{CString, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::abi::{
     self, AccessRange, DevExtBoolFn, HwInitializationData, MsiFn, PortConfigurationInformation,
@@ -584,10 +584,7 @@ impl AdapterInner {
     }
 
     fn spawn(&self, name: String, f: impl FnOnce() + Send + 'static) {
-        let h = std::thread::Builder::new()
-            .name(name)
-            .spawn(f)
-            .expect("spawn a simulated CPU thread");
+        let h = crate::sched::spawn(name, f).expect("spawn a simulated CPU thread");
         self.threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -825,7 +822,11 @@ impl AdapterInner {
     pub fn quiesce(&self, bits: u32) {
         self.gate.fetch_or(bits, Ordering::SeqCst);
         while self.active.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
+            if crate::sched::active() {
+                crate::sched::wait(None);
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 
@@ -850,7 +851,7 @@ impl AdapterInner {
         });
         self.requests.mark_reset(epoch);
         self.timer
-            .reset_check(Instant::now() + self.port.options.reset_grace, epoch);
+            .reset_check(crate::sched::now() + self.port.options.reset_grace, epoch);
         self.open(gate::RESET);
         self.happened(&self.activity.resets);
         ok != 0
@@ -894,10 +895,10 @@ impl AdapterInner {
             // follows after `wait` whatever became of it.
             let request = crate::request::Request::function(function).timeout(600);
             let handle = crate::request::submit_internal(self, request);
-            let end = Instant::now() + wait;
+            let end = crate::sched::now() + wait;
             let completion = handle.wait_timeout(wait);
-            while self.requests.any_outstanding(ids) && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(1));
+            while self.requests.any_outstanding(ids) && crate::sched::now() < end {
+                crate::sched::sleep(Duration::from_millis(1));
             }
             let status = completion.map(|c| c.srb_status & 0x3F);
             self.log(format!(
@@ -957,7 +958,7 @@ impl AdapterInner {
         let me = std::thread::current().id();
         for h in hs {
             if h.thread().id() != me {
-                let _ = h.join();
+                let _ = crate::sched::join(h);
             }
         }
     }
@@ -1423,12 +1424,12 @@ impl Adapter {
         let idle = || self.outstanding() == 0 && self.waiting_to_be_sent() == 0;
         let waited = if self.inner.dump_mode() {
             // A dump stack has no interrupts: the waiting thread is the CPU that polls the ISR.
-            let start = Instant::now();
+            let start = crate::sched::now();
             loop {
                 if idle() {
                     break Ok(());
                 }
-                if start.elapsed() > timeout {
+                if crate::sched::now().saturating_duration_since(start) > timeout {
                     break Err(format!("waited {timeout:?} for the adapter to drain"));
                 }
                 crate::request::poll_once(&self.inner);
@@ -1523,7 +1524,7 @@ impl Adapter {
         if self.drain(grace).is_err() {
             for (srb, id) in a
                 .requests
-                .expired(Instant::now() + Duration::from_secs(1 << 30))
+                .expired(crate::sched::now() + Duration::from_secs(1 << 30))
             {
                 a.report(
                     Rule::NotCompletedAfterReset,

@@ -24,6 +24,13 @@ pub(crate) struct RawSpinLock {
 
 impl RawSpinLock {
     pub fn lock(&self) {
+        if crate::sched::active() {
+            crate::sched::switch("spin lock");
+            while self.locked.swap(true, Ordering::Acquire) {
+                crate::sched::wait(None);
+            }
+            return;
+        }
         let mut spins = 0u32;
         loop {
             if !self.locked.swap(true, Ordering::Acquire) {
@@ -47,6 +54,7 @@ impl RawSpinLock {
 
     pub fn unlock(&self) {
         self.locked.store(false, Ordering::Release);
+        crate::sched::changed();
     }
 }
 
@@ -135,11 +143,20 @@ pub(crate) fn current_cpu(cpus: u32) -> u32 {
     CTX.with(|c| match c.cpu.get() {
         Some(n) => n % cpus.max(1),
         None => {
-            let n = NEXT_CPU.fetch_add(1, Ordering::Relaxed);
+            // A deterministic run numbers its threads itself: the process-wide counter depends
+            // on what ran before in this process.
+            let n = crate::sched::next_cpu()
+                .unwrap_or_else(|| NEXT_CPU.fetch_add(1, Ordering::Relaxed));
             c.cpu.set(Some(n));
             n % cpus.max(1)
         }
     })
+}
+
+/// Forgets this thread's CPU number (a deterministic run numbers its threads from 0, the thread
+/// that starts it included, whatever it ran before).
+pub(crate) fn forget_cpu() {
+    CTX.with(|c| c.cpu.set(None));
 }
 
 /// Pins this thread to a CPU (interrupt and DPC threads).
@@ -484,6 +501,7 @@ pub(crate) fn invoke<R>(
     f: impl FnOnce() -> R,
 ) -> R {
     current_cpu(a.cpus());
+    crate::sched::switch(cb.name());
     let prev_irql = current_irql();
     a.lock_counts.callback(Some(cb));
     for &l in port_locks {
@@ -511,10 +529,30 @@ pub(crate) fn invoke<R>(
             held_at_entry,
         })
     });
-    let limits = watchdog_limits(a, cb, irql_level);
+    let mut limits = watchdog_limits(a, cb, irql_level);
+    // Deterministic mode: the budget is checked in virtual time (a step of any thread costs a
+    // quantum, a stall its length), so that whether it fires depends on the seed alone; the
+    // monitor only ends a callback that never returns.
+    let virtual_budget = if crate::sched::active() {
+        limits.budget.take()
+    } else {
+        None
+    };
+    let entered = crate::sched::now();
     crate::watchdog::enter(cb, a.serial, current_cpu(a.cpus()), irql_level, limits);
     let r = f();
+    crate::sched::switch("return");
     let charge = crate::watchdog::leave();
+    if let Some(b) = virtual_budget {
+        let spent = crate::sched::now().saturating_duration_since(entered);
+        if spent > b {
+            a.report(
+                Rule::Watchdog,
+                crate::watchdog::violation_params(spent, b),
+                format!("{} ran {spent:?} of virtual time (budget {b:?})", cb.name()),
+            );
+        }
+    }
     // Locks the callback left held.
     let leaked: Vec<Held> = CTX.with(|c| {
         let mut held = c.held.borrow_mut();

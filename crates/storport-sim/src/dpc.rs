@@ -35,6 +35,7 @@ pub(crate) struct CpuQueue {
 
 impl CpuQueue {
     pub fn wake(&self) {
+        crate::sched::notify(self as *const Self as usize);
         if let Some(t) = self.thread.get() {
             t.unpark();
         }
@@ -142,7 +143,11 @@ pub(crate) fn run_cpu(a: Arc<AdapterInner>, c: u32) {
             if a.shutdown.load(Ordering::SeqCst) {
                 return;
             }
-            std::thread::park();
+            if crate::sched::active() {
+                crate::sched::wait_on(q as *const CpuQueue as usize, None);
+            } else {
+                std::thread::park();
+            }
             continue;
         };
         let (a1, a2) = {

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::ffi::{CStr, c_char, c_void};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::abi::{self, StorLockHandle, SyncFn, irql};
 use crate::adapter::{Adapter, AdapterInner, gate, phase, with_adapter};
@@ -128,6 +128,7 @@ pub fn unattributed_calls() -> u64 {
 }
 
 fn on<R: Default>(devext: *mut c_void, what: &str, f: impl FnOnce(&AdapterInner) -> R) -> R {
+    crate::sched::switch(what);
     match with_adapter(devext, f) {
         Some(r) => r,
         None => {
@@ -195,7 +196,7 @@ fn notification(a: &AdapterInner, ty: u32, args: [u64; 6]) {
             let f: Option<abi::DevExtVoidFn> = unsafe { std::mem::transmute::<usize, Option<abi::DevExtVoidFn>>(args[0] as usize) };
             let us = args[1] as u32;
             match f {
-                Some(f) if us != 0 => a.timer.set_hw_timer(Some((Instant::now() + Duration::from_micros(us as u64), f))),
+                Some(f) if us != 0 => a.timer.set_hw_timer(Some((crate::sched::now() + Duration::from_micros(us as u64), f))),
                 _ => a.timer.cancel_hw_timer(),
             }
         }
@@ -959,9 +960,13 @@ pub extern "C" fn StorPortStallExecution(Delay: u32) {
         no_wait(a, "StorPortStallExecution");
     });
     let d = Duration::from_micros(Delay.min(1_000_000) as u64);
-    if d < Duration::from_micros(500) {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
+    if crate::sched::active() {
+        // Virtual time: the stall passes while the other simulated threads run.
+        crate::sched::sleep(d);
+        crate::watchdog::stalled(d);
+    } else if d < Duration::from_micros(500) {
+        let end = crate::sched::now() + d;
+        while crate::sched::now() < end {
             std::hint::spin_loop();
         }
     } else {
@@ -980,7 +985,7 @@ pub extern "C" fn StorPortBusy(HwDeviceExtension: *mut c_void, RequestsToComplet
         a.gate.fetch_or(gate::BUSY, Ordering::SeqCst);
         if n == 0 {
             a.timer
-                .busy_clear_at(Some(Instant::now() + Duration::from_millis(10)));
+                .busy_clear_at(Some(crate::sched::now() + Duration::from_millis(10)));
         }
         1
     })
@@ -1003,7 +1008,7 @@ pub extern "C" fn StorPortPause(HwDeviceExtension: *mut c_void, TimeOut: u32) ->
         a.gate.fetch_or(gate::PAUSED, Ordering::SeqCst);
         let secs = TimeOut as f64 * a.port.options.timeout_scale;
         a.timer
-            .resume_at(Some(Instant::now() + Duration::from_secs_f64(secs)));
+            .resume_at(Some(crate::sched::now() + Duration::from_secs_f64(secs)));
         1
     })
 }
@@ -1032,7 +1037,7 @@ pub extern "C" fn StorPortDeviceBusy(
         a.gate.fetch_or(gate::DEVICE_BUSY, Ordering::SeqCst);
         if n == 0 {
             a.timer
-                .busy_clear_at(Some(Instant::now() + Duration::from_millis(10)));
+                .busy_clear_at(Some(crate::sched::now() + Duration::from_millis(10)));
         } else {
             let mut d = a.device_busy.lock().unwrap_or_else(|e| e.into_inner());
             d.insert((PathId, TargetId, Lun), n);

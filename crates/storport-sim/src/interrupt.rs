@@ -40,6 +40,7 @@ impl IrqLines {
 
     pub fn wake_all(&self) {
         for l in self.lines.iter() {
+            crate::sched::notify(l as *const Line as usize);
             if let Some(t) = l.thread.get() {
                 t.unpark();
             }
@@ -61,6 +62,8 @@ impl InterruptSink for IrqLines {
         };
         let line = &self.lines[idx];
         line.pending.store(true, Ordering::Release);
+        crate::sched::note("interrupt", message.into());
+        crate::sched::notify(line as *const Line as usize);
         if let Some(t) = line.thread.get() {
             t.unpark();
         }
@@ -117,7 +120,11 @@ pub(crate) fn run_line(a: Arc<AdapterInner>, l: u32) {
             return;
         }
         if !line.pending.swap(false, Ordering::AcqRel) {
-            std::thread::park();
+            if crate::sched::active() {
+                crate::sched::wait_on(line as *const Line as usize, None);
+            } else {
+                std::thread::park();
+            }
             continue;
         }
         if !a.interrupts_enabled.load(Ordering::SeqCst) {

@@ -16,7 +16,9 @@
 //! Execution model: the submitting thread runs HwStorBuildIo and HwStorStartIo; one thread per
 //! interrupt line runs the ISR; one thread per simulated CPU runs DPCs; a timer thread runs
 //! HwStorTimer, busy retries and SRB timeouts. Completions are delivered after the miniport's
-//! callback returns, on the CPU that completed them. `RULES.md` lists the rules.
+//! callback returns, on the CPU that completed them. `RULES.md` lists the rules. Inside
+//! [`sched::run`] the same threads run one at a time under a seeded scheduler over virtual time
+//! (deterministic mode: a seed replays a run exactly).
 //!
 //! Tests wait for events, not for time: [`Adapter::wait_until`] (and [`Port::wait_until`],
 //! [`Port::wait_for_violation`], [`Adapter::drain`]) re-check a condition whenever a callback
@@ -39,6 +41,7 @@ mod port;
 mod registers;
 mod request;
 pub mod rules;
+pub mod sched;
 mod timer;
 pub mod wait;
 mod watchdog;
@@ -52,7 +55,7 @@ pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
 pub use request::{Completion, CompletionQueue, Request, RequestHandle, flags, function};
 pub use rules::{Rule, Violation};
 pub use wait::{PATIENCE, Signal};
-pub use watchdog::HANG_EXIT_CODE;
+pub use watchdog::{HANG_EXIT_CODE, set_context as watchdog_context};
 
 /// Keeps the export object files in every link (see `exports::keep`).
 #[doc(hidden)]

@@ -105,6 +105,7 @@ fn resolve(a: &AdapterInner, reg: *mut c_void, size: u64) -> Option<(u8, u64)> {
 }
 
 pub(crate) fn read(a: &AdapterInner, reg: *mut c_void, buf: &mut [u8]) {
+    crate::sched::switch("register read");
     match resolve(a, reg, buf.len() as u64) {
         Some((bar, off)) => a.device.bar_read(bar, off, buf),
         None => buf.fill(0xFF),
@@ -112,6 +113,7 @@ pub(crate) fn read(a: &AdapterInner, reg: *mut c_void, buf: &mut [u8]) {
 }
 
 pub(crate) fn write(a: &AdapterInner, reg: *mut c_void, buf: &[u8]) {
+    crate::sched::switch("register write");
     if let Some((bar, off)) = resolve(a, reg, buf.len() as u64) {
         a.device.bar_write(bar, off, buf);
     }

@@ -200,16 +200,28 @@ impl RequestHandle {
     pub fn wait_timeout(&self, d: Duration) -> Option<Completion> {
         if let Some(a) = &self.adapter {
             // Dump mode: the waiting thread is the CPU that polls the ISR.
-            let end = Instant::now() + d;
+            let end = crate::sched::now() + d;
             loop {
                 if let Some(c) = self.try_take() {
                     return Some(c);
                 }
-                if Instant::now() >= end {
+                if crate::sched::now() >= end {
                     return None;
                 }
                 poll_once(a);
                 std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+        if crate::sched::active() {
+            let end = crate::sched::now() + d;
+            loop {
+                if let Some(c) = self.try_take() {
+                    return Some(c);
+                }
+                if crate::sched::now() >= end {
+                    return None;
+                }
+                crate::sched::wait_on(Arc::as_ptr(&self.slot) as usize, Some(end));
             }
         }
         let g = self.slot.done.lock().unwrap_or_else(|e| e.into_inner());
@@ -519,6 +531,7 @@ impl RequestTable {
                 v.push((r.srb_addr(), r.id));
             }
         });
+        v.sort_by_key(|&(_, id)| id);
         v
     }
 
@@ -537,6 +550,8 @@ impl RequestTable {
                 v.push((r.srb_addr(), r.id));
             }
         });
+        // In request order, not the order of SRB addresses in a hash map.
+        v.sort_by_key(|&(_, id)| id);
         v
     }
 }
@@ -545,7 +560,7 @@ fn rejected(status: u8, submitted: Instant) -> Completion {
     Completion {
         srb_status: status,
         port_rejected: true,
-        latency: submitted.elapsed(),
+        latency: crate::sched::now().saturating_duration_since(submitted),
         ..Default::default()
     }
 }
@@ -556,7 +571,7 @@ fn prepare(
     req: &Request,
     waiter: Waiter,
 ) -> Result<Box<Record>, (Waiter, Completion)> {
-    let now = Instant::now();
+    let now = crate::sched::now();
     let neg = a.neg.get().copied();
     let max_transfer = neg.map_or(u32::MAX, |n| n.max_transfer);
     if req.transfer_length > max_transfer
@@ -845,7 +860,7 @@ fn arm(a: &AdapterInner, r: &mut Record) -> bool {
         };
     }
     r.ext = Some(b);
-    r.deadline = Instant::now() + r.timeout;
+    r.deadline = crate::sched::now() + r.timeout;
     r.reset_epoch = 0;
     r.timed_out = false;
     r.reported = false;
@@ -872,6 +887,7 @@ fn deliver(w: Waiter, c: Completion) {
     match w {
         Waiter::Slot(s) => {
             *s.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+            crate::sched::notify(Arc::as_ptr(&s) as usize);
             s.cv.notify_all();
         }
         Waiter::Callback(f) => f(c),
@@ -1011,6 +1027,7 @@ pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
     let s = r.srb_addr();
     // SAFETY: the SRB block belongs to this record, which the port owns again.
     let status: u8 = unsafe { rd(s, abi::srb_off::SRB_STATUS) };
+    crate::sched::note("complete", u64::from(status));
     let base = status & 0x3F;
     if base == abi::SRB_STATUS_PENDING {
         a.report(
@@ -1021,7 +1038,7 @@ pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
     }
     if base == abi::SRB_STATUS_BUSY {
         r.busy_retries += 1;
-        let at = Instant::now() + a.port.options.busy_retry_delay;
+        let at = crate::sched::now() + a.port.options.busy_retry_delay;
         if a.dump_mode() {
             let me = a.arc();
             cpu::defer(Box::new(move || {
@@ -1067,7 +1084,7 @@ pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
         data_transfer_length: dtl,
         busy_retries: r.busy_retries,
         port_rejected: false,
-        latency: r.submitted.elapsed(),
+        latency: crate::sched::now().saturating_duration_since(r.submitted),
     };
     let target = r.target;
     match free_record(a, r) {

@@ -31,11 +31,13 @@ const SCAN: Duration = Duration::from_millis(100);
 impl TimerShared {
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let r = f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        crate::sched::notify(self as *const Self as usize);
         self.cv.notify_all();
         r
     }
 
     pub fn wake(&self) {
+        crate::sched::notify(self as *const Self as usize);
         self.cv.notify_all();
     }
 
@@ -67,7 +69,7 @@ impl TimerShared {
     pub fn take_due_hw_timer(&self) -> Option<DevExtVoidFn> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match s.hw_timer {
-            Some((at, f)) if at <= Instant::now() => {
+            Some((at, f)) if at <= crate::sched::now() => {
                 s.hw_timer = None;
                 Some(f)
             }
@@ -87,12 +89,12 @@ pub(crate) fn call_hw_timer(a: &AdapterInner, f: DevExtVoidFn) {
 
 pub(crate) fn run(a: Arc<AdapterInner>) {
     cpu::set_cpu(0);
-    let mut next_scan = Instant::now() + SCAN;
+    let mut next_scan = crate::sched::now() + SCAN;
     loop {
         if a.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        let now = Instant::now();
+        let now = crate::sched::now();
         let (hw, retries, resume, busy, checks) = {
             let mut s = a.timer.state.lock().unwrap_or_else(|e| e.into_inner());
             let mut wake = next_scan;
@@ -109,7 +111,12 @@ pub(crate) fn run(a: Arc<AdapterInner>) {
                 wake = wake.min(*t);
             }
             if wake > now {
-                let _ = a.timer.cv.wait_timeout(s, wake - now);
+                if crate::sched::active() {
+                    drop(s);
+                    crate::sched::wait_on(&a.timer as *const TimerShared as usize, Some(wake));
+                } else {
+                    let _ = a.timer.cv.wait_timeout(s, wake - now);
+                }
                 continue;
             }
             let hw = match s.hw_timer {
@@ -161,9 +168,9 @@ pub(crate) fn run(a: Arc<AdapterInner>) {
                 );
             }
         }
-        if Instant::now() >= next_scan {
-            next_scan = Instant::now() + SCAN;
-            let expired = a.requests.expired(Instant::now());
+        if crate::sched::now() >= next_scan {
+            next_scan = crate::sched::now() + SCAN;
+            let expired = a.requests.expired(crate::sched::now());
             for _ in &expired {
                 a.happened(&a.activity.timeouts);
             }

@@ -58,6 +58,7 @@ impl Signal {
     /// Something happened: wakes every waiter to check its condition again. Call it after the
     /// state change.
     pub fn notify(&self) {
+        crate::sched::changed();
         // Pairs with the fence in `wait_for`: either this load sees the waiter registered, or
         // the waiter's first check sees the state change made before this fence.
         fence(Ordering::SeqCst);
@@ -79,6 +80,23 @@ impl Signal {
         timeout: Duration,
         mut check: impl FnMut() -> Option<T>,
     ) -> Result<T, String> {
+        if crate::sched::active() {
+            // Deterministic mode: the scheduler runs the others until something changed, in
+            // virtual time.
+            let start = crate::sched::now();
+            loop {
+                if let Some(t) = check() {
+                    return Ok(t);
+                }
+                let waited = crate::sched::now().saturating_duration_since(start);
+                if waited >= timeout {
+                    return Err(format!(
+                        "waited {waited:.1?} (virtual) for {what}, and it did not happen"
+                    ));
+                }
+                crate::sched::wait(Some(start + timeout));
+            }
+        }
         let start = Instant::now();
         self.waiters.fetch_add(1, Ordering::Relaxed);
         let _registered = Registered(&self.waiters);

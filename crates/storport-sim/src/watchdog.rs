@@ -416,6 +416,13 @@ fn hang(r: &Running, cpu: u32, charged: Duration, wall: Duration) -> ! {
 /// Ends the process as a bug check ends a machine: no unwinding, since the offending callback
 /// runs on another thread and never returns.
 fn stop(why: &str) -> ! {
+    let context = CONTEXT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if let Some(line) = context {
+        say(format_args!("storport-sim: {line}"));
+    }
     say(format_args!(
         "storport-sim: process ended by the watchdog (exit status {HANG_EXIT_CODE}): {why}"
     ));
@@ -426,4 +433,14 @@ fn stop(why: &str) -> ! {
 /// and the monitor must outlive whoever reads its reports.
 fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// What the watchdog adds when it ends the process (e.g. the command that replays the run).
+static CONTEXT: Mutex<Option<String>> = Mutex::new(None);
+
+/// Sets (or clears) the line the watchdog prints when it ends the process.
+pub fn set_context(line: Option<String>) {
+    *CONTEXT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = line;
 }

@@ -133,6 +133,7 @@ impl FaultInjector {
         a.fired += 1;
         let mode = std::mem::take(&mut a.mode);
         a.log.push((mode, queue));
+        storport_sim::sched::note(&format!("fault {mode:?}"), u64::from(queue));
         mode
     }
 

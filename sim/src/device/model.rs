@@ -472,16 +472,20 @@ impl VirtioBlkDevice {
                 self.shared.queue_ctl[i].stop();
             }
         }
-        let now = std::time::Instant::now();
+        let now = storport_sim::sched::now();
         *lock(&self.shared.reset_started) = Some(now);
         let slow = self.shared.reset_delay_ms.load(Ordering::Acquire) > 0;
         let end = now + std::time::Duration::from_millis(1);
         while slow || !Self::workers_stopped(&workers) {
-            if slow || std::time::Instant::now() >= end {
+            if slow || storport_sim::sched::now() >= end {
                 self.shared.reset_pending.store(true, Ordering::Release);
                 return;
             }
-            std::thread::yield_now();
+            if storport_sim::sched::active() {
+                storport_sim::sched::wait(Some(end));
+            } else {
+                std::thread::yield_now();
+            }
         }
         self.complete_reset(&mut workers);
     }
@@ -495,8 +499,10 @@ impl VirtioBlkDevice {
     /// Whether the reset's minimum time has passed.
     fn reset_time_passed(&self) -> bool {
         let delay = self.shared.reset_delay_ms.load(Ordering::Acquire);
-        lock(&self.shared.reset_started)
-            .is_none_or(|started| started.elapsed() >= std::time::Duration::from_millis(delay))
+        lock(&self.shared.reset_started).is_none_or(|started| {
+            storport_sim::sched::now().saturating_duration_since(started)
+                >= std::time::Duration::from_millis(delay)
+        })
     }
 
     /// Whether every queue thread has ended (or is the calling thread, which a port delivering an
@@ -506,7 +512,7 @@ impl VirtioBlkDevice {
         workers
             .iter()
             .flatten()
-            .all(|h| h.is_finished() || h.thread().id() == me)
+            .all(|h| storport_sim::sched::is_finished(h) || h.thread().id() == me)
     }
 
     /// A reset waiting for its queue threads: completed once they have all stopped.
@@ -559,7 +565,7 @@ impl VirtioBlkDevice {
                 // interrupt synchronously and its handler reset the device, joining ourselves
                 // would deadlock: that thread exits on its own after this returns.
                 if handle.thread().id() != std::thread::current().id() {
-                    let _ = handle.join();
+                    let _ = storport_sim::sched::join(handle);
                 }
             }
         }

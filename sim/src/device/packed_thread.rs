@@ -26,9 +26,9 @@ use super::packed::{Chain, PackedRing, RingMemory};
 
 /// Starts the thread serving packed queue `index`.
 pub fn spawn(shared: Arc<Shared>, index: u16, ring: PackedRing) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("virtio-blk-pq{index}"))
-        .spawn(move || run(&shared, index, ring))
+    storport_sim::sched::spawn(format!("virtio-blk-pq{index}"), move || {
+        run(&shared, index, ring)
+    })
 }
 
 /// A protocol error: the device stops serving the queue.
@@ -67,6 +67,7 @@ fn drain(
             let Some(chain) = ring.pop(mem).map_err(|_| Broken)? else {
                 break;
             };
+            storport_sim::sched::switch("device step");
             let served = serve(shared, index, ring, &chain, segs);
             shared.queue_stats[usize::from(index)]
                 .served
@@ -102,14 +103,14 @@ fn serve(
     }
     if fault == FaultMode::Slow {
         // Held, in short slices so that a reset (which joins this thread) is not held up.
-        let until = std::time::Instant::now() + shared.slow_time();
-        while std::time::Instant::now() < until {
+        let until = storport_sim::sched::now() + shared.slow_time();
+        while storport_sim::sched::now() < until {
             if stopping(shared, index) {
                 // Reset while held: the request is dropped with the rest of the device's state.
                 shared.holds_ended.fetch_add(1, Ordering::AcqRel);
                 return Ok(());
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            storport_sim::sched::sleep(std::time::Duration::from_millis(1));
         }
     }
     let outcome = serve_now(shared, index, ring, chain, chain_len, fault, segs);

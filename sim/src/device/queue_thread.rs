@@ -41,6 +41,7 @@ impl QueueControl {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .kicked = true;
+        storport_sim::sched::notify(self.key());
         self.cv.notify_one();
     }
 
@@ -50,7 +51,13 @@ impl QueueControl {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .stop = true;
+        storport_sim::sched::notify(self.key());
         self.cv.notify_one();
+    }
+
+    /// What a deterministic scheduler's waiters name this control by.
+    fn key(&self) -> usize {
+        self as *const Self as usize
     }
 
     /// Clears both flags (before a thread starts).
@@ -64,7 +71,13 @@ impl QueueControl {
     pub(super) fn wait(&self) -> bool {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         while !s.kicked && !s.stop {
-            s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
+            if storport_sim::sched::active() {
+                drop(s);
+                storport_sim::sched::wait_on(self.key(), None);
+                s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            } else {
+                s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
+            }
         }
         s.kicked = false;
         !s.stop
@@ -186,9 +199,9 @@ impl QueueStats {
 
 /// Starts the thread serving queue `index`.
 pub fn spawn(shared: Arc<Shared>, index: u16, queue: Queue) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("virtio-blk-q{index}"))
-        .spawn(move || run(&shared, index, queue))
+    storport_sim::sched::spawn(format!("virtio-blk-q{index}"), move || {
+        run(&shared, index, queue)
+    })
 }
 
 /// A protocol error: the device stops serving the queue.
@@ -229,6 +242,7 @@ fn drain(
             // (InvalidAvailRingIndex); `pop_descriptor_chain` would hide that error.
             let chain = queue.iter(mem).map_err(|_| Broken)?.next();
             let Some(chain) = chain else { break };
+            storport_sim::sched::switch("device step");
             let served = serve(shared, index, queue, chain, segs);
             shared.queue_stats[usize::from(index)]
                 .served
@@ -265,14 +279,14 @@ fn serve(
     }
     if fault == FaultMode::Slow {
         // Held, in short slices so that a reset (which joins this thread) is not held up.
-        let until = std::time::Instant::now() + shared.slow_time();
-        while std::time::Instant::now() < until {
+        let until = storport_sim::sched::now() + shared.slow_time();
+        while storport_sim::sched::now() < until {
             if ctl_stopping(shared, index) {
                 // Reset while held: the request is dropped with the rest of the device's state.
                 shared.holds_ended.fetch_add(1, Ordering::AcqRel);
                 return Ok(());
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            storport_sim::sched::sleep(std::time::Duration::from_millis(1));
         }
     }
     let held = fault == FaultMode::Slow;

@@ -231,7 +231,7 @@ impl Job<'_> {
     /// Takes one I/O from the job's budget; false when the job is over.
     fn reserve(&self) -> bool {
         match self.opts.stop {
-            Stop::Duration(_) => self.deadline.is_none_or(|d| Instant::now() < d),
+            Stop::Duration(_) => self.deadline.is_none_or(|d| storport_sim::sched::now() < d),
             Stop::Ios(n) => self.reserved.fetch_add(1, Ordering::Relaxed) < n,
         }
     }
@@ -258,7 +258,7 @@ pub fn run(
     let shadow = opts
         .verify
         .then(|| Shadow::new(disk.capacity_blocks, opts.starts_empty));
-    let start = Instant::now();
+    let start = storport_sim::sched::now();
     let job = Job {
         target,
         disk,
@@ -287,13 +287,13 @@ pub fn run(
         });
         let workers: Vec<_> = (0..opts.threads)
             .map(|t| {
-                std::thread::Builder::new()
-                    .name(format!("workload-{t}"))
-                    .spawn_scoped(scope, move || worker(job, t))
+                storport_sim::sched::spawn_scoped(scope, format!("workload-{t}"), move || {
+                    worker(job, t)
+                })
             })
             .collect();
         for (t, w) in (0..).zip(workers) {
-            match w.map(|h| h.join()) {
+            match w.map(storport_sim::sched::join_scoped) {
                 Ok(Ok(stats)) => {
                     threads.push(stats.summary(t));
                     total.merge(&stats);
@@ -307,7 +307,7 @@ pub fn run(
             let _ = bar.join();
         }
     });
-    let elapsed = start.elapsed();
+    let elapsed = storport_sim::sched::now().saturating_duration_since(start);
     Ok(WorkloadResult {
         elapsed,
         counts: total.counts,
@@ -449,8 +449,11 @@ fn send(
     tag: usize,
     p: &Pending,
     tx: &mpsc::Sender<Completed>,
+    key: usize,
 ) {
-    let issued = Instant::now();
+    let issued = storport_sim::sched::now();
+    // Virtual time in deterministic mode.
+    let latency = move || storport_sim::sched::now().saturating_duration_since(issued);
     let mut parts = requests(job, p);
     if matches!(p.op, Op::Read | Op::Write) {
         stats.counts.transfers += parts.len() as u64;
@@ -462,7 +465,9 @@ fn send(
             request,
             Box::new(move |c| {
                 // The thread waits for every request it issued, so it is still receiving.
-                let _ = tx.send((tag, issued.elapsed(), c));
+                let _ = tx.send((tag, latency(), c));
+                // Wakes the worker in deterministic mode (`sched::recv`).
+                storport_sim::sched::notify(key);
             }),
         );
         return;
@@ -486,7 +491,8 @@ fn send(
                     (s.left == 0).then(|| std::mem::take(&mut s.parts))
                 };
                 if let Some(parts) = done {
-                    let _ = tx.send((tag, issued.elapsed(), merge(parts)));
+                    let _ = tx.send((tag, latency(), merge(parts)));
+                    storport_sim::sched::notify(key);
                 }
             }),
         );
@@ -506,6 +512,7 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
         opts.seed,
     );
     let (tx, rx) = mpsc::channel::<Completed>();
+    let key = storport_sim::sched::key_of(&rx);
     let mut pending: Vec<Option<Pending>> = (0..qd).map(|_| None).collect();
     let mut free: Vec<usize> = (0..qd).rev().collect();
     let mut stats = ThreadStats::new();
@@ -551,7 +558,7 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
                     .collect();
             }
             free.pop();
-            send(job, &mut stats, tag, &p, &tx);
+            send(job, &mut stats, tag, &p, &tx, key);
             pending[tag] = Some(p);
         }
         if free.len() == qd {
@@ -559,11 +566,15 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
                 break;
             }
             // Every free slot is held by other threads' I/Os: let them complete.
-            std::thread::yield_now();
+            if storport_sim::sched::active() {
+                storport_sim::sched::wait(None);
+            } else {
+                std::thread::yield_now();
+            }
             continue;
         }
         // This thread holds a sender, so the channel cannot close while requests are out.
-        let Ok((tag, latency, completion)) = rx.recv() else {
+        let Ok((tag, latency, completion)) = storport_sim::sched::recv(&rx) else {
             break;
         };
         let Some(mut p) = pending[tag].take() else {
@@ -572,7 +583,7 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
         if retryable(&completion) && p.retries < RETRIES {
             p.retries += 1;
             stats.counts.retries += 1;
-            send(job, &mut stats, tag, &p, &tx);
+            send(job, &mut stats, tag, &p, &tx, key);
             pending[tag] = Some(p);
             continue;
         }
@@ -647,7 +658,10 @@ fn complete(
                 0
             };
             job.live.bytes.fetch_add(moved, Ordering::Relaxed);
-            stats.completed_at(job.start.elapsed(), moved);
+            stats.completed_at(
+                storport_sim::sched::now().saturating_duration_since(job.start),
+                moved,
+            );
         }
     } else {
         let what = if c.is_success() {
