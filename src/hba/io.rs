@@ -59,7 +59,9 @@ pub(super) fn build_io(
             let Some(builder) = adapter.builder.as_ref() else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
             };
-            return prepared(srb, &extension, request::prepare_flush(builder, &extension));
+            let preparation = request::prepare_flush(builder, &extension);
+            let preparation = record(&extension, preparation);
+            return prepared(srb, preparation);
         }
         // Storport's multi-tier reset: the LU (then the device, then the bus) reset completes
         // every request outstanding on its scope. The adapter has one unit, so each resets the
@@ -172,13 +174,16 @@ pub(super) fn build_io(
                 ),
                 None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
             };
-            prepared(srb, &extension, preparation)
+            let preparation = record(&extension, preparation);
+            prepared(srb, preparation)
         }
         Command::Flush => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
-            prepared(srb, &extension, request::prepare_flush(builder, &extension))
+            let preparation = request::prepare_flush(builder, &extension);
+            let preparation = record(&extension, preparation);
+            prepared(srb, preparation)
         }
         Command::Unmap {
             parameter_list_length,
@@ -187,7 +192,7 @@ pub(super) fn build_io(
                 return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
             };
             let preparation = {
-                let data = srb.data_buffer().unwrap_or(&mut []);
+                let data = srb.data().unwrap_or(&[]);
                 let len = usize::from(parameter_list_length).min(data.len());
                 match scsi::parse_unmap(data.get(..len).unwrap_or(&[]), disk) {
                     Ok(list) => request::prepare_ranges(
@@ -199,7 +204,8 @@ pub(super) fn build_io(
                     Err(sense) => Preparation::Check(sense),
                 }
             };
-            prepared(srb, &extension, preparation)
+            let preparation = record(&extension, preparation);
+            prepared(srb, preparation)
         }
         Command::WriteSame(same) => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
@@ -207,7 +213,7 @@ pub(super) fn build_io(
             };
             let preparation = {
                 let need = usize::try_from(same.data_length(disk)).unwrap_or(usize::MAX);
-                let data = srb.data_buffer().unwrap_or(&mut []);
+                let data = srb.data().unwrap_or(&[]);
                 if data.len() < need {
                     Preparation::Check(Sense::INVALID_FIELD_IN_CDB)
                 } else {
@@ -230,7 +236,8 @@ pub(super) fn build_io(
                     }
                 }
             };
-            prepared(srb, &extension, preparation)
+            let preparation = record(&extension, preparation);
+            prepared(srb, preparation)
         }
     }
 }
@@ -243,24 +250,33 @@ fn zeroes_carrier(disk: &DiskInfo) -> Option<bool> {
     }
 }
 
-/// Records a prepared request for StartIo, or completes one that needs no device work.
-fn prepared(srb: Srb, extension: &Extension, preparation: Preparation) -> BuildIoOutcome {
+/// Records a prepared request in its SRB extension, for StartIo.
+fn record(extension: &Extension<'_>, preparation: Preparation) -> Preparation {
+    if let Preparation::Ready(prepared) = &preparation {
+        extension.record(prepared);
+    }
+    preparation
+}
+
+/// Passes a prepared (and recorded) request on to StartIo, or completes one that needs no
+/// device work.
+fn prepared(srb: Srb, preparation: Preparation) -> BuildIoOutcome {
     match preparation {
-        Preparation::Ready(prepared) => {
-            extension.record(&prepared);
-            BuildIoOutcome::StartIo(srb)
-        }
+        Preparation::Ready(_) => BuildIoOutcome::StartIo(srb),
         Preparation::Good => BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
         Preparation::Check(sense) => BuildIoOutcome::Completed(check_condition(srb, &sense)),
     }
 }
 
-fn extension_of(srb: &Srb) -> Option<Extension> {
+fn extension_of(srb: &Srb) -> Option<Extension<'_>> {
     Extension::new(srb.extension()?)
 }
 
 /// What laying out a block request needs: the request's SRB extension and the builder.
-fn block_request<'a>(adapter: &'a Adapter, srb: &Srb) -> Option<(Extension, &'a RequestBuilder)> {
+fn block_request<'a, 's>(
+    adapter: &'a Adapter,
+    srb: &'s Srb,
+) -> Option<(Extension<'s>, &'a RequestBuilder)> {
     Some((extension_of(srb)?, adapter.builder.as_ref()?))
 }
 
@@ -348,7 +364,6 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
     }
     let request = InFlight {
         srb,
-        area: extension.area,
         op,
         max_written: built.max_written,
     };
@@ -632,13 +647,14 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
 /// Completes one request from its status byte. Returns it instead when it is a FUA write that
 /// still needs its FLUSH.
 fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFlight> {
+    let status = request
+        .area()
+        .map_or(Status::Invalid(u8::MAX), |area| area.status());
     let InFlight {
         srb,
-        area,
         op,
         max_written,
     } = request;
-    let status = area.status();
     // The device may not claim to have written more than the request offered (2.7.8.1).
     if used_len > max_written || matches!(status, Status::Invalid(_)) {
         if let Some(port) = adapter.port {
@@ -650,7 +666,6 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
     match status {
         Status::Ok if op == Op::WriteFua => Some(InFlight {
             srb,
-            area,
             op: Op::Flush,
             max_written: 1,
         }),

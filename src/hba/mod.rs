@@ -99,9 +99,9 @@ pub struct Adapter {
     builder: Option<RequestBuilder>,
     /// Rings laid out in the uncached extension: how many, and where.
     planned_queues: u16,
-    rings: [Option<(QueueAddresses, DmaRegion)>; MAX_QUEUES],
+    rings: [Option<(QueueAddresses, DmaRegion<'static>)>; MAX_QUEUES],
     /// The GET_ID request area and its 20-byte buffer, in the uncached extension.
-    identify: Option<DmaRegion>,
+    identify: Option<DmaRegion<'static>>,
     /// `Mode` as u8.
     mode: AtomicU8,
     /// Queues in use (MultiQueue).

@@ -85,16 +85,16 @@ pub struct Prepared {
 }
 
 /// The SRB extension of one request, split into its two parts.
-pub struct Extension {
-    record: DmaRegion,
+pub struct Extension<'a> {
+    record: DmaRegion<'a>,
     /// The virtio-blk request area.
-    pub area: RequestArea,
+    pub area: RequestArea<'a>,
 }
 
-impl Extension {
+impl<'a> Extension<'a> {
     /// Splits an SRB extension; `None` if Storport gave less than [`SRB_EXTENSION_SIZE`] bytes or
     /// misaligned memory.
-    pub fn new(region: DmaRegion) -> Option<Extension> {
+    pub fn new(region: DmaRegion<'a>) -> Option<Extension<'a>> {
         let record = region.subregion(0, PREPARED_SIZE)?;
         let area_len = region.len().checked_sub(PREPARED_SIZE)?;
         let area = RequestArea::new(region.subregion(PREPARED_SIZE, area_len)?)?;

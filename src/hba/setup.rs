@@ -489,7 +489,7 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
 #[inline(never)]
 fn attach_ring(
     queue: &mut Queue,
-    region: storport::dma::DmaRegion,
+    region: storport::dma::DmaRegion<'static>,
     size: QueueSize,
     event_idx: bool,
     indirect: bool,

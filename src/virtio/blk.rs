@@ -517,13 +517,13 @@ const _: () = assert!(max_range_segments(AREA_SIZE) == 59);
 ///
 /// The region is at least `area_size(1)` bytes and starts 8-aligned (so `u64s()` is `Some`).
 #[derive(Clone, Copy, Debug)]
-pub struct RequestArea {
-    region: DmaRegion,
+pub struct RequestArea<'a> {
+    region: DmaRegion<'a>,
 }
 
-impl RequestArea {
+impl<'a> RequestArea<'a> {
     /// Wraps `region`, or `None` if it is too small for any request or not 8-aligned.
-    pub fn new(region: DmaRegion) -> Option<Self> {
+    pub fn new(region: DmaRegion<'a>) -> Option<Self> {
         if region.len() < area_size(1) || region.u64s().is_none() {
             return None;
         }
@@ -564,12 +564,12 @@ impl RequestArea {
         })
     }
 
-    fn packed_table(&self) -> Option<IndirectTable> {
+    fn packed_table(&self) -> Option<IndirectTable<'a>> {
         let len = self.region.len().checked_sub(TABLE_OFFSET)?;
         IndirectTable::new(self.region.subregion(TABLE_OFFSET, len)?)
     }
 
-    fn table(&self) -> Option<DescriptorTable> {
+    fn table(&self) -> Option<DescriptorTable<'a>> {
         let len = self.region.len().checked_sub(TABLE_OFFSET)?;
         DescriptorTable::new(self.region.subregion(TABLE_OFFSET, len)?)
     }
@@ -900,7 +900,7 @@ mod tests {
 
     const PHYS: u64 = 0x7_0000;
 
-    fn area(len: usize) -> RequestArea {
+    fn area(len: usize) -> RequestArea<'static> {
         RequestArea::new(dma(len, PHYS).subregion(0, len).unwrap()).unwrap()
     }
 

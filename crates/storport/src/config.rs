@@ -192,7 +192,7 @@ impl<'a> PortConfiguration<'a> {
 
     /// Takes the adapter's uncached extension: `bytes` of DMA-able, physically contiguous memory
     /// (StorPortGetUncachedExtension, allowed only here, after SrbExtensionSize is set).
-    pub fn uncached_extension(&mut self, bytes: u32) -> Option<DmaRegion> {
+    pub fn uncached_extension(&mut self, bytes: u32) -> Option<DmaRegion<'static>> {
         // SAFETY: called during HwStorFindAdapter with this adapter's configuration.
         let va =
             unsafe { ffi::StorPortGetUncachedExtension(self.port.extension(), self.raw, bytes) };

@@ -345,6 +345,22 @@ impl Srb {
         Some(unsafe { core::slice::from_raw_parts_mut(buffer, length) })
     }
 
+    /// The data buffer through its system virtual address, to read (the parameter list of an
+    /// UNMAP or MODE SELECT, the block of a WRITE SAME), under the rules of
+    /// [`Srb::data_buffer`]. Reading needs only `&self`, so it can be done while a view of the
+    /// SRB extension is alive.
+    pub fn data(&self) -> Option<&[u8]> {
+        let header = self.header();
+        let buffer = header.DataBuffer.cast::<u8>().cast_const();
+        let length = header.DataTransferLength as usize;
+        if buffer.is_null() || length == 0 {
+            return None;
+        }
+        // SAFETY: as in `data_buffer`; the shared borrow of `self` excludes the unique one
+        // `data_buffer` takes, so no `&mut` to the same bytes exists meanwhile.
+        Some(unsafe { core::slice::from_raw_parts(buffer, length) })
+    }
+
     /// The request's scatter-gather list (physical segments of its data buffer).
     pub fn scatter_gather(&self) -> Option<impl ExactSizeIterator<Item = Segment> + '_> {
         // SAFETY: StorPortGetScatterGatherList takes the adapter and one of its requests.
@@ -369,7 +385,12 @@ impl Srb {
 
     /// The request's SRB extension (`SrbExtensionSize` bytes of DMA-able memory), fresh on
     /// every dispatch.
-    pub fn extension(&self) -> Option<DmaRegion> {
+    ///
+    /// The view borrows the request: the extension is Storport's memory only until the request
+    /// completes, and [`Srb::complete`] consumes the handle, so no view outlives the request
+    /// (`tests/compile_fail/extension_after_complete.rs`). A driver that keeps a request in
+    /// flight keeps the `Srb` and takes the view again when it needs it.
+    pub fn extension(&self) -> Option<DmaRegion<'_>> {
         let va = NonNull::new(self.header().MiniportContext.cast::<u8>())?;
         let size = header(&self.port)
             .srb_extension_size
@@ -388,7 +409,8 @@ impl Srb {
             return None;
         }
         // SAFETY: the SRB extension is SrbExtensionSize bytes of physically contiguous DMA-able
-        // memory (checked by the length Storport reported), valid until the request completes.
+        // memory (checked by the length Storport reported), valid until the request completes;
+        // the region borrows `self`, and completing consumes `self`, so it ends before that.
         Some(unsafe { DmaRegion::new(va, phys as u64, size as usize) })
     }
 
