@@ -154,6 +154,7 @@ impl Adapter {
 }
 
 impl Miniport for Adapter {
+    type Duplex = storport::context::FullDuplex;
     const INITIAL: Self = Adapter {
         port: None,
         transport: None,

@@ -75,6 +75,9 @@ struct Scenario {
     leak: Leak,
     /// The port answers StorPortAcquireSpinLockEx with STOR_STATUS_NOT_IMPLEMENTED.
     ex_not_implemented: bool,
+    /// HwStorFindAdapter describes the adapter with `set_bus_master_adapter` (false: only the
+    /// transfer limits; the synchronization model then comes from `Miniport::Duplex` alone).
+    bus_master: bool,
 }
 
 const BASE: Scenario = Scenario {
@@ -83,6 +86,7 @@ const BASE: Scenario = Scenario {
     early_returns: false,
     leak: Leak::None,
     ex_not_implemented: false,
+    bus_master: true,
 };
 
 /// Updates of one cell: how many, and the highest value seen (equal when no update was lost).
@@ -352,6 +356,7 @@ impl TestMiniport {
 }
 
 impl Miniport for TestMiniport {
+    type Duplex = storport::context::FullDuplex;
     const INITIAL: Self = Self {
         port: None,
         obs: OnceLock::new(),
@@ -383,7 +388,9 @@ impl Miniport for TestMiniport {
         self.start_io.bind(port);
         self.msi.bind(port);
         config.set_transfer_limits(64 * 1024, 16);
-        config.set_bus_master_adapter(3, 1);
+        if obs.scenario.bus_master {
+            config.set_bus_master_adapter(3, 1);
+        }
         match obs.scenario.irq {
             Irq::Line => {}
             Irq::MsiAll => config.use_message_interrupts::<Self>(MessageSynchronization::All),
@@ -1071,6 +1078,22 @@ fn start_io_token_follows_granted_channels() {
     assert!(o.granted.lock().unwrap().is_none());
     assert!(o.start_io_serialized.load(Ordering::SeqCst) > 0);
     assert_eq!(o.start_io_concurrent.load(Ordering::SeqCst), 0);
+}
+
+/// The synchronization model is the miniport type's (`Miniport::Duplex`), declared by the
+/// HwStorFindAdapter trampoline itself: a find_adapter that describes nothing else still runs the
+/// full-duplex model its tokens claim (a port left at half duplex would hold the interrupt lock
+/// around StartIo, and the full-duplex StartIo token's acquisitions would be violations).
+#[test]
+fn duplex_model_is_declared_by_the_trampoline() {
+    for channels in [1, 2] {
+        let (run, _) = exercise(Scenario {
+            bus_master: false,
+            channels,
+            ..BASE
+        });
+        assert_eq!(run.adapter.synchronization(), (true, true));
+    }
 }
 
 /// Under PerMessage, the routine of another message does not reach the cell of message 1

@@ -24,8 +24,13 @@
 //! | HwStorResetBus                 | [`ResetBus`]                     | `ResetBus<HalfDuplex>`              |
 //! | HwStorAdapterControl           | [`AdapterControl`]               | same                                |
 //! | HwStorUnitControl              | [`UnitControl`]                  | same                                |
-//! | HwStorStateChange              | [`StateChange`]                  | `StateChange<HalfDuplex>`           |
 //! | StorPortSynchronizeAccess routine | [`Synchronized`]              | same                                |
+//!
+//! The model is a property of the miniport type ([`crate::Miniport::Duplex`]): the
+//! HwStorFindAdapter trampoline writes it into PORT_CONFIGURATION_INFORMATION, and the StartIo,
+//! Timer and ResetBus trampolines hand out the tokens of that model, so a token can never claim
+//! locks the declared model does not give. HwStorStateChange has no trampoline (the layer does not
+//! register StorPortStateChangeDetected callbacks), so it has no token either.
 
 use core::marker::PhantomData;
 
@@ -33,12 +38,14 @@ use crate::ffi;
 
 /// The `SynchronizationModel` a miniport declares in PORT_CONFIGURATION_INFORMATION.
 ///
-/// Storport holds more locks around HwStorStartIo, HwStorTimer, HwStorResetBus and
-/// HwStorStateChange in half duplex (seed 003, first table), so those tokens take the model as a
-/// type parameter, full duplex by default.
+/// Storport holds more locks around HwStorStartIo, HwStorTimer and HwStorResetBus in half duplex
+/// (seed 003, first table), so those tokens take the model as a type parameter, full duplex by
+/// default. A miniport names its model once, as [`crate::Miniport::Duplex`].
 pub trait Duplex: sealed::Sealed + 'static {
     /// The STOR_SYNCHRONIZATION_MODEL value.
     const MODEL: ffi::STOR_SYNCHRONIZATION_MODEL;
+    /// Whether StartIo may run on several channels at once (full duplex only).
+    const CONCURRENT_CHANNELS: bool;
 }
 
 /// StorSynchronizeFullDuplex: StartIo runs at DISPATCH_LEVEL, concurrently with the ISR.
@@ -49,10 +56,12 @@ pub enum HalfDuplex {}
 
 impl Duplex for FullDuplex {
     const MODEL: ffi::STOR_SYNCHRONIZATION_MODEL = ffi::StorSynchronizeFullDuplex;
+    const CONCURRENT_CHANNELS: bool = true;
 }
 
 impl Duplex for HalfDuplex {
     const MODEL: ffi::STOR_SYNCHRONIZATION_MODEL = ffi::StorSynchronizeHalfDuplex;
+    const CONCURRENT_CHANNELS: bool = false;
 }
 
 mod sealed {
@@ -178,14 +187,6 @@ token!(
     /// HwStorUnitControl: PASSIVE or DISPATCH; no lock held; may acquire DPC, StartIo and
     /// Interrupt locks.
     UnitControl
-);
-token!(
-    /// HwStorStateChange.
-    ///
-    /// - Full duplex: DISPATCH_LEVEL; Storport holds the StartIo lock; may acquire the Interrupt
-    ///   lock only.
-    /// - Half duplex: Storport holds the StartIo and the interrupt lock; may acquire none.
-    StateChange<D>
 );
 token!(
     /// The routine run by StorPortSynchronizeAccess: the synchronize IRQL holding the interrupt

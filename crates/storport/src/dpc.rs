@@ -261,7 +261,6 @@ may_issue! {
     {D: context::Duplex} context::ResetBus<D>,
     context::AdapterControl,
     context::UnitControl,
-    {D: context::Duplex} context::StateChange<D>,
     context::Synchronized,
     {L: crate::lock::Level} crate::lock::Held<L>,
 }

@@ -36,7 +36,7 @@ use core::ptr::{self, NonNull};
 use crate::context::{
     AdapterControl, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
     MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
-    StartIoSerialized, StateChange, Synchronized, Timer, UnitControl,
+    StartIoSerialized, Synchronized, Timer, UnitControl,
 };
 use crate::ffi;
 use crate::port::Port;
@@ -186,12 +186,6 @@ pub mod forbidden {
         /// In half duplex, HwStorResetBus holds the StartIo and interrupt locks: it may acquire
         /// none.
         HalfDuplexResetBusMayAcquireNoLock,
-        /// In full duplex, HwStorStateChange (holding the StartIo lock) may acquire only the
-        /// interrupt lock.
-        FullDuplexStateChangeMayAcquireOnlyInterrupt,
-        /// In half duplex, HwStorStateChange holds the StartIo and interrupt locks: it may
-        /// acquire none.
-        HalfDuplexStateChangeMayAcquireNoLock,
         /// The StorPortSynchronizeAccess routine runs holding the interrupt lock: it may acquire
         /// no lock (DPC and StartIo are below Interrupt; Interrupt is held).
         SynchronizedRoutineHoldsInterruptLock,
@@ -255,8 +249,6 @@ rules! {
     ResetBus<HalfDuplex>              => HalfDuplexResetBusMayAcquireNoLock,          HalfDuplexResetBusMayAcquireNoLock,          HalfDuplexResetBusMayAcquireNoLock;
     AdapterControl                    => May,                                         May,                                         May;
     UnitControl                       => May,                                         May,                                         May;
-    StateChange<FullDuplex>           => FullDuplexStateChangeMayAcquireOnlyInterrupt, FullDuplexStateChangeMayAcquireOnlyInterrupt, May;
-    StateChange<HalfDuplex>           => HalfDuplexStateChangeMayAcquireNoLock,       HalfDuplexStateChangeMayAcquireNoLock,       HalfDuplexStateChangeMayAcquireNoLock;
     Synchronized                      => SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock;
     // held levels: only upwards, never the same level again, never two DPC locks
     Held<StartIoLevel>                => StartIoLockAlreadyHeld,                      May,                                         May;
@@ -283,7 +275,6 @@ pub trait HoldsInterrupt: Rules {}
 impl<D: crate::context::Duplex> HoldsStartIo for StartIoSerialized<D> where Self: Rules {}
 impl<D: crate::context::Duplex> HoldsStartIo for Timer<D> where Self: Rules {}
 impl<D: crate::context::Duplex> HoldsStartIo for ResetBus<D> where Self: Rules {}
-impl<D: crate::context::Duplex> HoldsStartIo for StateChange<D> where Self: Rules {}
 
 impl HoldsInterrupt for Initialize {}
 impl HoldsInterrupt for Interrupt {}
@@ -292,7 +283,6 @@ impl HoldsInterrupt for Synchronized {}
 impl HoldsInterrupt for StartIoSerialized<HalfDuplex> {}
 impl HoldsInterrupt for Timer<HalfDuplex> {}
 impl HoldsInterrupt for ResetBus<HalfDuplex> {}
-impl HoldsInterrupt for StateChange<HalfDuplex> {}
 
 // ------------------------------------------------------------------------------------------------
 // Acquire and release.

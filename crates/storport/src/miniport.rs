@@ -113,6 +113,13 @@ pub enum AdapterControlStatus {
 /// must be `Sync` because Storport runs callbacks on several CPUs at once. Shared mutable state
 /// goes in the lock cells of [`crate::sync`].
 pub trait Miniport: Sized + Sync + 'static {
+    /// The synchronization model: [`context::FullDuplex`] (what SDV's SpDuplex rule asks for) or
+    /// [`context::HalfDuplex`].
+    ///
+    /// The HwStorFindAdapter trampoline declares it to Storport (`SynchronizationModel`), and the
+    /// StartIo, Timer and ResetBus trampolines hand out the tokens of this model, so the locks a
+    /// token claims are the ones Storport holds under the model it was told.
+    type Duplex: context::Duplex;
     /// The adapter's state before HwStorFindAdapter, written in place into the zeroed device
     /// extension.
     const INITIAL: Self;
@@ -155,7 +162,7 @@ pub trait Miniport: Sized + Sync + 'static {
     fn build_io(&self, ctx: &mut context::BuildIo, srb: Srb) -> BuildIoOutcome;
 
     /// HwStorStartIo: start (or complete) the request.
-    fn start_io(&self, ctx: context::StartIo<'_>, srb: Srb);
+    fn start_io(&self, ctx: context::StartIo<'_, Self::Duplex>, srb: Srb);
 
     /// HwStorInterrupt (line-based or single-message interrupts). Returns whether the
     /// adapter interrupted.
@@ -168,7 +175,7 @@ pub trait Miniport: Sized + Sync + 'static {
     }
 
     /// HwStorResetBus: reset the bus; every outstanding request must be completed.
-    fn reset_bus(&self, ctx: &mut context::ResetBus, path_id: u32) -> bool;
+    fn reset_bus(&self, ctx: &mut context::ResetBus<Self::Duplex>, path_id: u32) -> bool;
 
     /// HwStorAdapterControl for stop, restart and the types in `ADAPTER_CONTROL_TYPES`.
     fn adapter_control(
@@ -188,7 +195,7 @@ pub trait Miniport: Sized + Sync + 'static {
     }
 
     /// HwStorTimer, after [`request_timer`] asked for it.
-    fn timer(&self, ctx: &mut context::Timer) {
+    fn timer(&self, ctx: &mut context::Timer<Self::Duplex>) {
         let _ = ctx;
     }
 }
@@ -198,8 +205,13 @@ pub trait Miniport: Sized + Sync + 'static {
 pub(crate) struct ExtensionHeader {
     /// `M::SRB_EXTENSION_SIZE`, for SRB extension views.
     pub(crate) srb_extension_size: AtomicU32,
-    /// Whether Storport granted more than one concurrent channel (StartIo runs unserialised).
+    /// Whether Storport may have more than one concurrent channel in force (StartIo runs
+    /// unserialised). Set before asking Storport for channels, cleared only after Storport
+    /// confirmed one channel (see `perf::initialize`), so it is never false while StartIo runs
+    /// in parallel.
     pub(crate) concurrent_channels: AtomicBool,
+    /// Whether the miniport declared half duplex (`M::Duplex`): no concurrent channels then.
+    pub(crate) half_duplex: AtomicBool,
     /// Whether the adapter runs in a crash-dump or hibernation stack.
     pub(crate) dump_mode: AtomicBool,
     /// Whether message interrupts use InterruptSynchronizePerMessage (one lock per message).
@@ -359,6 +371,7 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     let header = ExtensionHeader {
         srb_extension_size: AtomicU32::new(M::SRB_EXTENSION_SIZE),
         concurrent_channels: AtomicBool::new(false),
+        half_duplex: AtomicBool::new(!<M::Duplex as context::Duplex>::CONCURRENT_CHANNELS),
         dump_mode: AtomicBool::new(false),
         per_message: AtomicBool::new(false),
         pci_bus: AtomicU32::new(0),
@@ -390,9 +403,11 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     self::header(&port).pci_slot.store(slot, Ordering::Relaxed);
     // SAFETY: this is the HwStorFindAdapter trampoline.
     let mut ctx = unsafe { context::FindAdapter::new() };
-    miniport
-        .find_adapter(&mut ctx, port, &mut config)
-        .to_sp_return()
+    let status = miniport.find_adapter(&mut ctx, port, &mut config);
+    // The model is the miniport type's, declared here and nowhere else, so the tokens the other
+    // trampolines hand out (by `M::Duplex`) hold to what Storport was told.
+    config.set_synchronization_model(<M::Duplex as context::Duplex>::MODEL);
+    status.to_sp_return()
 }
 
 fn header_dump_mode(port: &Port, dump: bool) {
@@ -464,15 +479,22 @@ unsafe extern "C" fn start_io_trampoline<M: Miniport>(
     let Some(request) = (unsafe { Srb::from_raw(srb, port) }) else {
         return 1;
     };
-    if header(&port).concurrent_channels.load(Ordering::Relaxed) {
-        // SAFETY: this is the HwStorStartIo trampoline and Storport granted more than one
-        // concurrent channel, so it holds no StartIo lock.
+    // Acquire: pairs with the store `perf::initialize` makes before it asks Storport for
+    // channels, which happens before Storport runs StartIo in parallel.
+    if <M::Duplex as context::Duplex>::CONCURRENT_CHANNELS
+        && header(&port).concurrent_channels.load(Ordering::Acquire)
+    {
+        // SAFETY: this is the HwStorStartIo trampoline of a full-duplex miniport for which
+        // Storport may have more than one concurrent channel in force; the token claims no lock,
+        // which holds either way.
         let mut ctx = unsafe { context::StartIoConcurrent::new() };
         miniport.start_io(context::StartIo::Concurrent(&mut ctx), request);
     } else {
-        // SAFETY: this is the HwStorStartIo trampoline with at most one channel: Storport holds
-        // the StartIo lock.
-        let mut ctx = unsafe { context::StartIoSerialized::new() };
+        // SAFETY: this is the HwStorStartIo trampoline, under the model `M::Duplex` that the
+        // FindAdapter trampoline declared, with one channel in force (`concurrent_channels` is
+        // set before any request for more, and never in half duplex): Storport holds the
+        // StartIo lock (and in half duplex the interrupt lock).
+        let mut ctx = unsafe { context::StartIoSerialized::<M::Duplex>::new() };
         miniport.start_io(context::StartIo::Serialized(&mut ctx), request);
     }
     1
@@ -519,16 +541,18 @@ unsafe extern "C" fn reset_bus_trampoline<M: Miniport>(
 ) -> ffi::BOOLEAN {
     // SAFETY: Storport resets only an adapter that was found.
     let miniport = unsafe { miniport::<M>(device_extension) };
-    // SAFETY: this is the HwStorResetBus trampoline (full duplex: StartIo lock held).
-    let mut ctx = unsafe { context::ResetBus::new() };
+    // SAFETY: this is the HwStorResetBus trampoline under the model `M::Duplex` that the
+    // FindAdapter trampoline declared (StartIo lock held; in half duplex the interrupt lock too).
+    let mut ctx = unsafe { context::ResetBus::<M::Duplex>::new() };
     boolean(miniport.reset_bus(&mut ctx, path_id))
 }
 
 unsafe extern "C" fn timer_trampoline<M: Miniport>(device_extension: ffi::PVOID) {
     // SAFETY: registered by `request_timer`, after FindAdapter initialised the extension.
     let miniport = unsafe { miniport::<M>(device_extension) };
-    // SAFETY: this is the HwStorTimer trampoline (full duplex: StartIo lock held).
-    let mut ctx = unsafe { context::Timer::new() };
+    // SAFETY: this is the HwStorTimer trampoline under the model `M::Duplex` that the
+    // FindAdapter trampoline declared (StartIo lock held; in half duplex the interrupt lock too).
+    let mut ctx = unsafe { context::Timer::<M::Duplex>::new() };
     miniport.timer(&mut ctx);
 }
 

@@ -5,7 +5,7 @@
 use storport::context::{
     AdapterControl, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
     MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
-    StartIoSerialized, StateChange, Synchronized, Timer, UnitControl,
+    StartIoSerialized, Synchronized, Timer, UnitControl,
 };
 use storport::lock::{DpcLevel, Held, InterruptLevel, Rules, StartIoLevel, verdicts};
 use storport_rules::{Callback, Cpu, Lock, Model, may_acquire};
@@ -95,11 +95,6 @@ fn every_callback_row_matches_storport_rules() {
             verdicts::<ResetBus<HalfDuplex>>(),
             Callback::ResetBus,
         ),
-        (
-            verdicts::<StateChange<FullDuplex>>(),
-            verdicts::<StateChange<HalfDuplex>>(),
-            Callback::StateChange,
-        ),
     ] {
         for model in [FULL_ONE_CHANNEL, FULL_CONCURRENT, FULL_PER_MESSAGE] {
             assert_eq!(
@@ -118,7 +113,7 @@ fn every_callback_row_matches_storport_rules() {
     checked += row::<AdapterControl>("AdapterControl", Callback::AdapterControl, &ANY);
     checked += row::<UnitControl>("UnitControl", Callback::UnitControl, &ANY);
     checked += row::<Synchronized>("Synchronized", Callback::SynchronizedAccess, &ANY);
-    assert_eq!(checked, 55, "every row under every model it stands for");
+    assert_eq!(checked, 51, "every row under every model it stands for");
 }
 
 /// What the run-time checker says about taking each column's lock while holding `held` in a

@@ -88,6 +88,7 @@ enum Route {
 }
 
 impl Miniport for RamDisk {
+    type Duplex = storport::context::FullDuplex;
     const INITIAL: Self = RamDisk {
         disk: StartIoShared::new([0; DISK_BYTES]),
         port: None,
