@@ -19,7 +19,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::c_void;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use storport::config::MessageSynchronization;
@@ -78,6 +78,9 @@ struct Scenario {
     /// HwStorFindAdapter describes the adapter with `set_bus_master_adapter` (false: only the
     /// transfer limits; the synchronization model then comes from `Miniport::Duplex` alone).
     bus_master: bool,
+    /// The port runs a StartIo on another CPU while it grants concurrent channels
+    /// (`PortOptions::start_io_while_granting_channels`).
+    start_io_during_grant: bool,
 }
 
 const BASE: Scenario = Scenario {
@@ -87,6 +90,7 @@ const BASE: Scenario = Scenario {
     leak: Leak::None,
     ex_not_implemented: false,
     bus_master: true,
+    start_io_during_grant: false,
 };
 
 /// Updates of one cell: how many, and the highest value seen (equal when no update was lost).
@@ -114,6 +118,10 @@ struct Obs {
     dpc_init: Mutex<Option<(bool, bool)>>,
     /// `perf::initialize` result, when concurrent channels were requested.
     granted: Mutex<Option<Option<PerfGranted>>>,
+    /// Passive initialization is inside `perf::initialize`.
+    granting: AtomicBool,
+    /// The tokens StartIo got while `granting` ("concurrent" or "serialized").
+    during_grant: Mutex<Vec<&'static str>>,
     start_io_concurrent: AtomicU64,
     start_io_serialized: AtomicU64,
     /// ISR runs (all kinds), counted as each ISR returns.
@@ -141,6 +149,8 @@ impl Obs {
             stor_dpc: AtomicUsize::new(0),
             dpc_init: Mutex::new(None),
             granted: Mutex::new(None),
+            granting: AtomicBool::new(false),
+            during_grant: Mutex::new(Vec::new()),
             start_io_concurrent: AtomicU64::new(0),
             start_io_serialized: AtomicU64::new(0),
             isr_runs: AtomicU64::new(0),
@@ -423,7 +433,9 @@ impl Miniport for TestMiniport {
                 concurrent_channels: o.scenario.channels,
                 ..PerfRequest::default()
             };
+            o.granting.store(true, Ordering::SeqCst);
             *o.granted.lock().unwrap() = Some(perf::initialize(&*ctx, port, request));
+            o.granting.store(false, Ordering::SeqCst);
         }
         true
     }
@@ -462,6 +474,13 @@ impl Miniport for TestMiniport {
 
     fn start_io(&self, ctx: StartIo<'_>, srb: Srb) {
         let o = self.obs();
+        if o.granting.load(Ordering::SeqCst) {
+            let token = match ctx {
+                StartIo::Concurrent(_) => "concurrent",
+                StartIo::Serialized(_) => "serialized",
+            };
+            o.during_grant.lock().unwrap().push(token);
+        }
         match ctx {
             StartIo::Concurrent(c) => {
                 o.start_io_concurrent.fetch_add(1, Ordering::SeqCst);
@@ -631,6 +650,7 @@ fn start(scenario: Scenario) -> Run {
     REGISTRY.lock().unwrap().insert(id, obs.clone());
     let port = storport_sim::Port::new(PortOptions {
         acquire_spinlock_ex_not_implemented: scenario.ex_not_implemented,
+        start_io_while_granting_channels: scenario.start_io_during_grant,
         ..PortOptions::default()
     });
     port.load_driver(DriverEntry)
@@ -1094,6 +1114,21 @@ fn duplex_model_is_declared_by_the_trampoline() {
         });
         assert_eq!(run.adapter.synchronization(), (true, true));
     }
+}
+
+/// Storport may run StartIo in parallel as soon as it grants concurrent channels, before
+/// StorPortInitializePerfOpts returns. That StartIo already gets the concurrent token (the layer
+/// records the channels before it asks), never the one-channel token, which would claim a StartIo
+/// lock nobody holds.
+#[test]
+fn start_io_during_the_channel_grant_gets_the_concurrent_token() {
+    let (run, _) = exercise(Scenario {
+        start_io_during_grant: true,
+        ..BASE
+    });
+    let o = &run.obs;
+    assert_eq!(*o.during_grant.lock().unwrap(), ["concurrent"]);
+    assert_eq!(o.start_io_serialized.load(Ordering::SeqCst), 0);
 }
 
 /// Under PerMessage, the routine of another message does not reach the cell of message 1
