@@ -442,6 +442,9 @@ fn queue_for(adapter: &Adapter, srb: &Srb) -> usize {
 /// HwStorInterrupt: line-based interrupts, and the dump stack's polling.
 pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool {
     let mode = adapter.mode();
+    if mode == Mode::Dump {
+        super::reset::write_pending_dump_reset(adapter, ctx);
+    }
     if mode != Mode::Dump {
         let Some(transport) = adapter.transport.as_ref() else {
             return false;

@@ -44,7 +44,7 @@ use storport::miniport::{
 use storport::sync::{DpcShared, InterruptShared};
 use storport::{Miniport, Port, PortConfiguration, Srb};
 
-use crate::virtio::{BlkConfig, QueueAddresses, RequestBuilder, Transport};
+use crate::virtio::{BlkConfig, DeviceRegisters, QueueAddresses, RequestBuilder, Transport};
 
 pub use disk::{DiskState, PRODUCT, REVISION, VENDOR};
 pub use queue::SLOTS;
@@ -87,9 +87,9 @@ pub struct Control {
 /// A virtio-blk adapter.
 pub struct Adapter {
     port: Option<Port>,
-    /// The transport for register reads from any context (ISR status, device configuration);
-    /// changes go through `control`.
-    transport: Option<Transport>,
+    /// The device's registers for reads from any context (ISR status, device configuration);
+    /// every `device_status` write goes through the one `Transport`, in `control`.
+    transport: Option<DeviceRegisters>,
     control: InterruptShared<Control>,
     /// Features accepted at start.
     features: u64,
@@ -122,6 +122,8 @@ pub struct Adapter {
     reset_stage: AtomicU8,
     /// A reset was asked for while one was ending: the machine starts again.
     reset_again: AtomicBool,
+    /// A dump stack's reset waits for the polled ISR, which holds the interrupt lock, to write it.
+    dump_reset_pending: AtomicBool,
     /// Looks at `device_status` in the current stage.
     reset_polls: AtomicU32,
     /// Bus Master Enable was cleared because the device ignored a reset.
@@ -176,6 +178,7 @@ impl Miniport for Adapter {
         reset_dpc: StorDpc::new(),
         reset_stage: AtomicU8::new(0),
         reset_again: AtomicBool::new(false),
+        dump_reset_pending: AtomicBool::new(false),
         reset_polls: AtomicU32::new(0),
         dma_cut: AtomicBool::new(false),
         removed: AtomicBool::new(false),

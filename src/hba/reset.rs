@@ -121,7 +121,9 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
         // stack is torn down (there is one request at a time, polled).
         Mode::Dump => {
             adapter.broken.store(true, Ordering::Release);
-            write_reset(adapter);
+            // The write goes through the one transport, behind the interrupt lock: the polled
+            // ISR, which holds it, makes it (`write_pending_dump_reset`).
+            adapter.dump_reset_pending.store(true, Ordering::Release);
             return;
         }
         Mode::MultiQueue | Mode::SingleInterrupt => {}
@@ -188,13 +190,29 @@ fn end_reset(adapter: &Adapter, ctx: &context::Dpc) {
     }
 }
 
-/// Writes the reset to `device_status`, unless the device is gone.
-fn write_reset(adapter: &Adapter) {
+/// Writes the reset to `device_status`, unless the device is gone: through the one transport,
+/// in the interrupt-lock cell that serialises every status write (StorPortSynchronizeAccess).
+fn write_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
     if adapter.removed.load(Ordering::Acquire) {
         return;
     }
-    if let Some(transport) = adapter.transport.as_ref() {
-        transport.clone().request_reset();
+    let _ = adapter.control.synchronize(ctx, |control| {
+        if let Some(transport) = control.transport.as_mut() {
+            transport.request_reset();
+        }
+    });
+}
+
+/// A dump stack's reset asked for by `begin_reset`, written by the polled ISR, which holds the
+/// interrupt lock.
+pub(super) fn write_pending_dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
+    if !adapter.dump_reset_pending.swap(false, Ordering::AcqRel)
+        || adapter.removed.load(Ordering::Acquire)
+    {
+        return;
+    }
+    if let Some(transport) = adapter.control.get(ctx).transport.as_mut() {
+        transport.request_reset();
     }
 }
 
@@ -290,7 +308,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
         return;
     }
     if current == Stage::Waiting && adapter.reset_polls.load(Ordering::Acquire) == 0 {
-        write_reset(adapter);
+        write_reset(adapter, ctx);
         adapter.reset_polls.store(1, Ordering::Release);
     }
     let acknowledged = adapter
@@ -313,7 +331,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
                 // No way to stop it: the requests stay with the device rather than be written
                 // after completion; keep asking it to reset.
                 adapter.reset_polls.store(0, Ordering::Release);
-                write_reset(adapter);
+                write_reset(adapter, ctx);
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
             }
@@ -321,7 +339,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
             // Ask again; bring it back once it acknowledges.
             adapter.reset_polls.store(0, Ordering::Release);
             set_stage(adapter, Stage::Restarting);
-            write_reset(adapter);
+            write_reset(adapter, ctx);
             request_timer::<Adapter>(port, RESET_POLL_US);
         }
         Stage::Waiting => {
@@ -332,7 +350,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
             let polls = adapter.reset_polls.fetch_add(1, Ordering::AcqRel) + 1;
             if polls < RESTART_POLLS {
                 if polls.is_multiple_of(100) {
-                    write_reset(adapter);
+                    write_reset(adapter, ctx);
                 }
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
@@ -465,12 +483,16 @@ fn restart_device(adapter: &Adapter, control: &mut Control) -> bool {
 /// (no DMA, no interrupts) until restarted. Runs at DIRQL holding the interrupt lock
 /// (layouts.md), so it takes no lock and waits at most the transport's 1 ms for the reset; a
 /// device that does not stop in that time has its DMA cut.
-pub(super) fn stop(adapter: &Adapter, _ctx: &mut context::AdapterControl) -> AdapterControlStatus {
+pub(super) fn stop(adapter: &Adapter, ctx: &mut context::AdapterControl) -> AdapterControlStatus {
     if adapter.removed.load(Ordering::Acquire) {
         return AdapterControlStatus::Success;
     }
-    if let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) {
-        let mut transport = transport.clone();
+    // Storport holds the interrupt lock for a stop: the one transport is reached directly.
+    let Some(held) = ctx.stop_restart() else {
+        return AdapterControlStatus::Unsuccessful;
+    };
+    let control = adapter.control.get(held);
+    if let (Some(transport), Some(port)) = (control.transport.as_mut(), adapter.port) {
         if transport.reset(&mut |us| port.stall(us)).is_err() {
             if transport.device_status().vanished() {
                 adapter.removed.store(true, Ordering::Release);
@@ -497,10 +519,17 @@ pub(super) fn restart(
     if adapter.removed.load(Ordering::Acquire) {
         return AdapterControlStatus::Unsuccessful;
     }
-    let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) else {
+    let Some(port) = adapter.port else {
         return AdapterControlStatus::Unsuccessful;
     };
-    let mut transport = transport.clone();
+    // Storport holds the interrupt lock for a restart: the one transport is reached directly.
+    let Some(held) = ctx.stop_restart() else {
+        return AdapterControlStatus::Unsuccessful;
+    };
+    let control = adapter.control.get(held);
+    let Some(transport) = control.transport.as_mut() else {
+        return AdapterControlStatus::Unsuccessful;
+    };
     // The device was reset at stop; if it has not finished (or takes longer than the 1 ms this
     // DIRQL routine may wait), the reset machine brings it back: requests are answered BUSY
     // meanwhile.
@@ -517,7 +546,7 @@ pub(super) fn restart(
         begin_reset(adapter, &*ctx);
         return AdapterControlStatus::Success;
     }
-    if super::setup::reprogram(adapter, &mut transport, port) {
+    if super::setup::reprogram(adapter, transport, port) {
         adapter.broken.store(false, Ordering::Release);
         // The disk may have been resized while the adapter was stopped, when the device could
         // not interrupt: re-read the capacity (a UNIT ATTENTION follows if it changed).

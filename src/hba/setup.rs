@@ -111,7 +111,7 @@ pub(super) fn find_adapter(
     let Ok(accepted) = transport.negotiate(wanted) else {
         return FindAdapterStatus::Error;
     };
-    let Ok(blk) = BlkConfig::read(&transport, accepted) else {
+    let Ok(blk) = BlkConfig::read(&transport.registers(), accepted) else {
         transport.fail();
         return FindAdapterStatus::Error;
     };
@@ -237,8 +237,8 @@ pub(super) fn find_adapter(
     adapter.disk.set_serial(Serial::from_location(bus, slot));
     adapter.features = accepted;
     adapter.config = Some(blk);
-    adapter.control.get_mut().transport = Some(transport.clone());
-    adapter.transport = Some(transport);
+    adapter.transport = Some(transport.registers());
+    adapter.control.get_mut().transport = Some(transport);
     adapter.set_mode(if dump { Mode::Dump } else { Mode::Stopped });
     FindAdapterStatus::Found
 }

@@ -29,7 +29,7 @@ use core::sync::atomic::Ordering;
 
 use super::packed::IndirectTable;
 use super::ring::{DESCRIPTOR_SIZE, Descriptor, DescriptorTable, QueueSize, RawDescriptor};
-use super::transport::{DeviceConfig, Transport, TransportError};
+use super::transport::{DeviceConfig, DeviceRegisters, TransportError};
 use storport::dma::DmaRegion;
 
 /// virtio-blk feature bits (5.2.3), as masks of the 64-bit feature word.
@@ -264,7 +264,7 @@ fn field<T>(negotiated: bool, value: Option<T>) -> Result<Option<T>, BlkConfigEr
 impl BlkConfig {
     /// Reads and validates the configuration for the `features` accepted at FEATURES_OK
     /// (`writeback` may only be read after FEATURES_OK, 5.2.5.1).
-    pub fn read(transport: &Transport, features: u64) -> Result<Self, BlkConfigError> {
+    pub fn read(transport: &DeviceRegisters, features: u64) -> Result<Self, BlkConfigError> {
         let raw = transport
             .read_device_config(RawConfig::read)
             .map_err(BlkConfigError::Transport)?;
@@ -381,7 +381,7 @@ impl BlkConfig {
 
     /// Switches the cache mode (MODE SELECT's WCE); `false` without CONFIG_WCE. Re-read the
     /// configuration to see what the device made of it.
-    pub fn set_write_cache(&self, transport: &Transport, mode: WriteCache) -> bool {
+    pub fn set_write_cache(&self, transport: &DeviceRegisters, mode: WriteCache) -> bool {
         if !self.cache_mode_writable {
             return false;
         }
@@ -1335,7 +1335,7 @@ mod tests {
         put(dev, 36, &[0xFF; 12]);
         put(dev, 48, &[0; 9]);
         let all = feature::BLK_SUPPORTED;
-        let c = BlkConfig::read(&t, all).unwrap();
+        let c = BlkConfig::read(&t.registers(), all).unwrap();
         assert_eq!(c.capacity, 1 << 33);
         assert_eq!(c.size_max, Some(65536));
         assert_eq!(c.seg_max, Some(1), "0 segments reads as 1");
@@ -1349,31 +1349,31 @@ mod tests {
         assert!(!c.write_zeroes.unwrap().may_unmap);
 
         // Without the features, the fields are not used.
-        let c = BlkConfig::read(&t, feature::FLUSH).unwrap();
+        let c = BlkConfig::read(&t.registers(), feature::FLUSH).unwrap();
         assert_eq!((c.num_queues, c.blk_size, c.seg_max), (1, None, None));
         assert_eq!(c.write_cache, WriteCache::WriteBack);
-        let c = BlkConfig::read(&t, 0).unwrap();
+        let c = BlkConfig::read(&t.registers(), 0).unwrap();
         assert_eq!(c.write_cache, WriteCache::WriteThrough);
 
         // Switching the cache mode writes `writeback`.
-        let c = BlkConfig::read(&t, all).unwrap();
-        assert!(c.set_write_cache(&t, WriteCache::WriteBack));
+        let c = BlkConfig::read(&t.registers(), all).unwrap();
+        assert!(c.set_write_cache(&t.registers(), WriteCache::WriteBack));
         assert_eq!(dev.state.lock().unwrap().config[32], 1);
         assert_eq!(
-            BlkConfig::read(&t, all).unwrap().write_cache,
+            BlkConfig::read(&t.registers(), all).unwrap().write_cache,
             WriteCache::WriteBack
         );
 
         // Impossible values.
         put(dev, 20, &1000u32.to_le_bytes());
         assert_eq!(
-            BlkConfig::read(&t, all),
+            BlkConfig::read(&t.registers(), all),
             Err(BlkConfigError::Invalid("blk_size"))
         );
         put(dev, 20, &512u32.to_le_bytes());
         put(dev, 34, &0u16.to_le_bytes());
         assert_eq!(
-            BlkConfig::read(&t, all),
+            BlkConfig::read(&t.registers(), all),
             Err(BlkConfigError::Invalid("num_queues"))
         );
         let _ = DEVICE;
@@ -1393,13 +1393,13 @@ mod tests {
             4,
         );
         put(dev, 20, &512u32.to_le_bytes());
-        assert!(BlkConfig::read(&t, feature::BLK_SIZE | feature::SEG_MAX).is_ok());
+        assert!(BlkConfig::read(&t.registers(), feature::BLK_SIZE | feature::SEG_MAX).is_ok());
         assert_eq!(
-            BlkConfig::read(&t, feature::MQ),
+            BlkConfig::read(&t.registers(), feature::MQ),
             Err(BlkConfigError::TooShort)
         );
         assert_eq!(
-            BlkConfig::read(&t, feature::DISCARD),
+            BlkConfig::read(&t.registers(), feature::DISCARD),
             Err(BlkConfigError::TooShort)
         );
     }

@@ -23,6 +23,7 @@
 //! | HwStorTimer                    | [`Timer`]                        | `Timer<HalfDuplex>`                 |
 //! | HwStorResetBus                 | [`ResetBus`]                     | `ResetBus<HalfDuplex>`              |
 //! | HwStorAdapterControl           | [`AdapterControl`]               | same                                |
+//! | HwStorAdapterControl, stop/restart | [`AdapterStopRestart`]       | same                                |
 //! | HwStorUnitControl              | [`UnitControl`]                  | same                                |
 //! | StorPortSynchronizeAccess routine | [`Synchronized`]              | same                                |
 //!
@@ -176,12 +177,50 @@ token!(
     /// - Half duplex: Storport holds the StartIo and the interrupt lock; may acquire none.
     ResetBus<D>
 );
+/// HwStorAdapterControl: the IRQL depends on the control type (PASSIVE for queries and
+/// configuration, DIRQL for stop/restart); may acquire DPC, StartIo and Interrupt locks (seed
+/// 003). Storport answers STOR_STATUS_INVALID_IRQL where the IRQL forbids one; the lock wrappers
+/// report that.
+///
+/// ScsiStopAdapter and ScsiRestartAdapter arrive at DIRQL with the interrupt lock held
+/// (layouts.md, "Adapter control protocol"; seed 003 lists no lock, the documents conflict):
+/// for those, [`AdapterControl::stop_restart`] hands out the token of that,
+/// [`AdapterStopRestart`], which reaches `InterruptShared` cells directly.
+pub struct AdapterControl {
+    stop_restart: Option<AdapterStopRestart>,
+    _not_send: NotSend,
+}
+
+impl AdapterControl {
+    /// Makes the token.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the HwStorAdapterControl trampoline; `stop_restart` is true only for
+    /// ScsiStopAdapter and ScsiRestartAdapter, which Storport sends holding the interrupt lock.
+    #[inline(always)]
+    pub(crate) unsafe fn new(stop_restart: bool) -> Self {
+        Self {
+            // SAFETY: by this function's `# Safety`, Storport holds the interrupt lock for a
+            // stop or restart, for as long as this callback runs.
+            stop_restart: stop_restart.then(|| unsafe { AdapterStopRestart::new() }),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// For ScsiStopAdapter and ScsiRestartAdapter: the proof that Storport holds the interrupt
+    /// lock. `None` for other control types.
+    #[inline]
+    pub fn stop_restart(&mut self) -> Option<&mut AdapterStopRestart> {
+        self.stop_restart.as_mut()
+    }
+}
+
 token!(
-    /// HwStorAdapterControl: the IRQL depends on the control type (PASSIVE for queries and
-    /// configuration, DIRQL for stop/restart); no lock held (docs conflict for stop/restart); may
-    /// acquire DPC, StartIo and Interrupt locks (seed 003). Storport answers
-    /// STOR_STATUS_INVALID_IRQL where the IRQL forbids one; the lock wrappers report that.
-    AdapterControl
+    /// ScsiStopAdapter or ScsiRestartAdapter in HwStorAdapterControl: DIRQL; Storport holds the
+    /// interrupt lock (layouts.md, "Adapter control protocol"); may acquire none. Reached through
+    /// [`AdapterControl::stop_restart`].
+    AdapterStopRestart
 );
 token!(
     /// HwStorUnitControl: PASSIVE or DISPATCH; no lock held; may acquire DPC, StartIo and

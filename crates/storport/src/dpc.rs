@@ -260,6 +260,7 @@ may_issue! {
     {D: context::Duplex} context::Timer<D>,
     {D: context::Duplex} context::ResetBus<D>,
     context::AdapterControl,
+    context::AdapterStopRestart,
     context::UnitControl,
     context::Synchronized,
     {L: crate::lock::Level} crate::lock::Held<L>,

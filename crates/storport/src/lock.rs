@@ -34,7 +34,7 @@ use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
 use crate::context::{
-    AdapterControl, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
+    AdapterControl, AdapterStopRestart, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
     MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
     StartIoSerialized, Synchronized, Timer, UnitControl,
 };
@@ -186,6 +186,9 @@ pub mod forbidden {
         /// In half duplex, HwStorResetBus holds the StartIo and interrupt locks: it may acquire
         /// none.
         HalfDuplexResetBusMayAcquireNoLock,
+        /// ScsiStopAdapter and ScsiRestartAdapter run holding the interrupt lock: they may
+        /// acquire no lock.
+        StopRestartHoldsInterruptLock,
         /// The StorPortSynchronizeAccess routine runs holding the interrupt lock: it may acquire
         /// no lock (DPC and StartIo are below Interrupt; Interrupt is held).
         SynchronizedRoutineHoldsInterruptLock,
@@ -248,6 +251,7 @@ rules! {
     ResetBus<FullDuplex>              => FullDuplexResetBusMayAcquireOnlyInterrupt,   FullDuplexResetBusMayAcquireOnlyInterrupt,   May;
     ResetBus<HalfDuplex>              => HalfDuplexResetBusMayAcquireNoLock,          HalfDuplexResetBusMayAcquireNoLock,          HalfDuplexResetBusMayAcquireNoLock;
     AdapterControl                    => May,                                         May,                                         May;
+    AdapterStopRestart                => StopRestartHoldsInterruptLock,               StopRestartHoldsInterruptLock,               StopRestartHoldsInterruptLock;
     UnitControl                       => May,                                         May,                                         May;
     Synchronized                      => SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock;
     // held levels: only upwards, never the same level again, never two DPC locks
@@ -280,6 +284,7 @@ impl HoldsInterrupt for Initialize {}
 impl HoldsInterrupt for Interrupt {}
 impl HoldsInterrupt for MessageInterrupt {}
 impl HoldsInterrupt for Synchronized {}
+impl HoldsInterrupt for AdapterStopRestart {}
 impl HoldsInterrupt for StartIoSerialized<HalfDuplex> {}
 impl HoldsInterrupt for Timer<HalfDuplex> {}
 impl HoldsInterrupt for ResetBus<HalfDuplex> {}

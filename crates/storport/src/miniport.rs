@@ -635,8 +635,10 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
         other if M::ADAPTER_CONTROL_TYPES.contains(&other) => AdapterControl::Other(other),
         _ => return ffi::ScsiAdapterControlUnsuccessful,
     };
-    // SAFETY: this is the HwStorAdapterControl trampoline.
-    let mut ctx = unsafe { context::AdapterControl::new() };
+    let stop_restart = matches!(control, AdapterControl::Stop | AdapterControl::Restart);
+    // SAFETY: this is the HwStorAdapterControl trampoline; Storport sends ScsiStopAdapter and
+    // ScsiRestartAdapter holding the interrupt lock (layouts.md, "Adapter control protocol").
+    let mut ctx = unsafe { context::AdapterControl::new(stop_restart) };
     match miniport.adapter_control(&mut ctx, control) {
         AdapterControlStatus::Success => ffi::ScsiAdapterControlSuccess,
         AdapterControlStatus::Unsuccessful => ffi::ScsiAdapterControlUnsuccessful,

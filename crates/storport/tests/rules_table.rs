@@ -3,7 +3,7 @@
 //! table: every row of one is held to the other, so the two cannot drift apart.
 
 use storport::context::{
-    AdapterControl, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
+    AdapterControl, AdapterStopRestart, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
     MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
     StartIoSerialized, Synchronized, Timer, UnitControl,
 };
@@ -146,6 +146,19 @@ fn every_held_level_row_matches_storport_rules() {
         verdicts::<Held<InterruptLevel>>(),
         while_holding(Lock::Interrupt)
     );
+}
+
+/// ScsiStopAdapter and ScsiRestartAdapter: HwStorAdapterControl entered with the interrupt lock
+/// held by the port (as the user-mode Storport calls them) may take no lock.
+#[test]
+fn stop_restart_row_matches_storport_rules() {
+    let run_time = COLUMNS.map(|lock| {
+        let mut cpu = Cpu::<4, 4>::new(FULL_CONCURRENT);
+        cpu.enter_holding(Callback::AdapterControl, &[Lock::Interrupt])
+            .expect("the port takes the interrupt lock for a stop");
+        cpu.acquire(lock).is_ok()
+    });
+    assert_eq!(verdicts::<AdapterStopRestart>(), run_time);
 }
 
 /// The comparison can fail: a row that is not the table's is caught.
