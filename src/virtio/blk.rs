@@ -895,6 +895,7 @@ mod tests {
     use super::super::ring::tests::dma;
     use super::super::transport::feature::VERSION_1;
     use super::super::transport::tests::{DEVICE, FakeDevice};
+    use super::super::transport::Transport;
     use super::*;
     use std::vec::Vec;
 

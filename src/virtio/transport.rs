@@ -999,7 +999,7 @@ pub(crate) mod tests {
         let t = dev.transport(4);
         let mut attempts = 0;
         dev.state.lock().unwrap().generation_flips = 3;
-        let v = t
+        let v = t.registers()
             .read_device_config(|c| {
                 attempts += 1;
                 (c.u64(0), c.u32(60), c.u32(61), c.u8(64))
@@ -1009,7 +1009,7 @@ pub(crate) mod tests {
         assert!(attempts >= 2);
         dev.state.lock().unwrap().generation_flips = u32::MAX;
         assert_eq!(
-            t.read_device_config(|c| c.u8(0)),
+            t.registers().read_device_config(|c| c.u8(0)),
             Err(TransportError::ConfigUnstable)
         );
     }
