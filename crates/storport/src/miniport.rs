@@ -351,6 +351,15 @@ fn extension(ptr: ffi::PVOID) -> Option<NonNull<c_void>> {
     NonNull::new(ptr)
 }
 
+/// HwStorFindAdapter for `M`: lays out the device extension, then [`Miniport::find_adapter`].
+///
+/// # Safety
+///
+/// Called by Storport as HwStorFindAdapter of a miniport registered through [`driver_entry`]
+/// for `M`, before any other callback of this adapter: `device_extension` is NULL or this
+/// adapter's DeviceExtensionSize (`size_of::<Extension<M>>()`) bytes, suitably aligned and not
+/// referenced elsewhere; `config_info` is NULL or the PORT_CONFIGURATION_INFORMATION of this call;
+/// `argument_string` is NULL or NUL-terminated; `again` is NULL or a writable BOOLEAN.
 unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     _hw_context: ffi::PVOID,
@@ -414,6 +423,13 @@ fn header_dump_mode(port: &Port, dump: bool) {
     header(port).dump_mode.store(dump, Ordering::Relaxed);
 }
 
+/// HwStorInitialize for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorInitialize (DIRQL, interrupt lock held) for an adapter of `M`
+/// whose FindAdapter trampoline returned found: `device_extension` is its initialised
+/// `Extension<M>`.
 unsafe extern "C" fn initialize_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
 ) -> ffi::BOOLEAN {
@@ -424,6 +440,12 @@ unsafe extern "C" fn initialize_trampoline<M: Miniport>(
     boolean(miniport.initialize(&mut ctx))
 }
 
+/// HwStorPassiveInitializeRoutine for `M`, registered by [`enable_passive_initialization`].
+///
+/// # Safety
+///
+/// Called by Storport at PASSIVE_LEVEL after HwStorInitialize asked for it: `device_extension`
+/// is the initialised `Extension<M>` of the adapter, which lives as long as the adapter.
 unsafe extern "C" fn passive_initialize_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
 ) -> ffi::BOOLEAN {
@@ -435,6 +457,13 @@ unsafe extern "C" fn passive_initialize_trampoline<M: Miniport>(
     boolean(miniport.passive_initialize(&mut ctx))
 }
 
+/// HwStorBuildIo for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorBuildIo (DISPATCH_LEVEL, no lock held) for an adapter of `M`
+/// that was found: `device_extension` is its initialised `Extension<M>`; `srb` is a request of
+/// this adapter that Storport hands over until BuildIo returns (and, on TRUE, to StartIo).
 unsafe extern "C" fn build_io_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     srb: ffi::PSCSI_REQUEST_BLOCK,
@@ -464,6 +493,15 @@ unsafe extern "C" fn build_io_trampoline<M: Miniport>(
     }
 }
 
+/// HwStorStartIo for `M`: the token follows `M::Duplex` and the channels in force.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorStartIo for an adapter of `M` that was found, under the model
+/// `M::Duplex` that the FindAdapter trampoline declared: `device_extension` is its initialised
+/// `Extension<M>`; `srb` is a request of this adapter the miniport owns until it completes it;
+/// Storport holds the StartIo lock unless it granted more than one concurrent channel (which
+/// `perf::initialize` records before asking).
 unsafe extern "C" fn start_io_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     srb: ffi::PSCSI_REQUEST_BLOCK,
@@ -500,6 +538,12 @@ unsafe extern "C" fn start_io_trampoline<M: Miniport>(
     1
 }
 
+/// HwStorInterrupt for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorInterrupt (DIRQL, interrupt lock held) for an adapter of `M`
+/// that was found: `device_extension` is its initialised `Extension<M>`.
 unsafe extern "C" fn interrupt_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
 ) -> ffi::BOOLEAN {
@@ -511,6 +555,13 @@ unsafe extern "C" fn interrupt_trampoline<M: Miniport>(
 }
 
 /// The HwMSInterruptRoutine trampoline, installed by `PortConfiguration::use_message_interrupts`.
+///
+/// # Safety
+///
+/// Called by Storport as HwMSInterruptRoutine (DIRQL) for message `message_id` of an adapter of
+/// `M` that was found: `device_extension` is its initialised `Extension<M>`; Storport holds the
+/// interrupt lock (InterruptSynchronizeAll) or this message's lock (InterruptSynchronizePerMessage),
+/// as the header's `per_message` recorded from the same call that chose the mode.
 pub(crate) unsafe extern "C" fn message_interrupt_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     message_id: ffi::ULONG,
@@ -535,6 +586,13 @@ pub(crate) unsafe extern "C" fn message_interrupt_trampoline<M: Miniport>(
     }
 }
 
+/// HwStorResetBus for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorResetBus for an adapter of `M` that was found, under the model
+/// `M::Duplex` the FindAdapter trampoline declared (StartIo lock held; in half duplex the
+/// interrupt lock too): `device_extension` is its initialised `Extension<M>`.
 unsafe extern "C" fn reset_bus_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     path_id: ffi::ULONG,
@@ -547,6 +605,13 @@ unsafe extern "C" fn reset_bus_trampoline<M: Miniport>(
     boolean(miniport.reset_bus(&mut ctx, path_id))
 }
 
+/// HwStorTimer for `M`, registered by [`request_timer`].
+///
+/// # Safety
+///
+/// Called by Storport as the HwStorTimer that [`request_timer`] registered for an adapter of `M`,
+/// under the model `M::Duplex` the FindAdapter trampoline declared (StartIo lock held; in half
+/// duplex the interrupt lock too): `device_extension` is its initialised `Extension<M>`.
 unsafe extern "C" fn timer_trampoline<M: Miniport>(device_extension: ffi::PVOID) {
     // SAFETY: registered by `request_timer`, after FindAdapter initialised the extension.
     let miniport = unsafe { miniport::<M>(device_extension) };
@@ -556,6 +621,14 @@ unsafe extern "C" fn timer_trampoline<M: Miniport>(device_extension: ffi::PVOID)
     miniport.timer(&mut ctx);
 }
 
+/// HwStorUnitControl for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorUnitControl (PASSIVE or DISPATCH, no lock held) for an adapter of
+/// `M`: `device_extension` is its initialised `Extension<M>` for every type but the query, which
+/// may come first; `parameters` has the shape `control_type` names (the type list for
+/// ScsiQuerySupportedUnitControlTypes, a STOR_ADDRESS or NULL for the removals).
 unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     control_type: ffi::SCSI_UNIT_CONTROL_TYPE,
@@ -611,6 +684,15 @@ unsafe fn unit_address(parameters: ffi::PVOID) -> Option<Address> {
     })
 }
 
+/// HwStorAdapterControl for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorAdapterControl for an adapter of `M`: `device_extension` is its
+/// initialised `Extension<M>` for every type but the query, which may come first; `parameters`
+/// is the SCSI_SUPPORTED_CONTROL_TYPE_LIST for ScsiQuerySupportedControlTypes; ScsiStopAdapter and
+/// ScsiRestartAdapter arrive at DIRQL with the interrupt lock held (layouts.md, "Adapter control
+/// protocol").
 unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     control_type: ffi::SCSI_ADAPTER_CONTROL_TYPE,
