@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 use storport::Srb;
 use storport::context::{self, StartIo};
 use storport::dpc::MayIssueDpc;
-use storport::ffi;
+use storport::srb::{Function, Status as SrbStatus};
 use storport::miniport::{BuildIoOutcome, MessageContext};
 use storport::perf;
 use storport::srb::Completed;
@@ -20,8 +20,6 @@ use super::{Adapter, Mode};
 /// StorPortLogError code: the device reported a capacity the driver refuses (`disk::MAX_SECTORS`).
 const LOG_CAPACITY_REFUSED: u32 = 0x0013_0004;
 
-/// SCSISTAT_CHECK_CONDITION.
-const CHECK_CONDITION: u8 = 2;
 /// The INQUIRY operation code (SPC-4 6.6).
 const INQUIRY: u8 = 0x12;
 
@@ -32,17 +30,16 @@ pub(super) fn build_io(
     mut srb: Srb,
 ) -> BuildIoOutcome {
     let Some(start) = adapter.disk.at_start() else {
-        return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+        return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
     };
     // The device vanished: nothing reaches it again.
     if adapter.removed.load(Ordering::Relaxed) {
-        return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+        return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
     }
-    // SRB_FUNCTION_* codes are below 0x100; anything else is no function of ours.
-    let function = u8::try_from(srb.function()).unwrap_or(u8::MAX);
+    let function = srb.function();
     if adapter.broken.load(Ordering::Relaxed)
         && !adapter.resetting()
-        && function == ffi::SRB_FUNCTION_EXECUTE_SCSI
+        && function == Function::ExecuteScsi
     {
         // A reset could not bring the device back; until another one does, fail fast.
         return BuildIoOutcome::Completed(check_condition(
@@ -51,13 +48,13 @@ pub(super) fn build_io(
         ));
     }
     match function {
-        ffi::SRB_FUNCTION_EXECUTE_SCSI => {}
-        ffi::SRB_FUNCTION_FLUSH | ffi::SRB_FUNCTION_SHUTDOWN => {
+        Function::ExecuteScsi => {}
+        Function::Flush | Function::Shutdown => {
             let Some(extension) = extension_of(&srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let Some(builder) = adapter.builder.as_ref() else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
             };
             let preparation = request::prepare_flush(builder, &extension);
             let preparation = record(&extension, preparation);
@@ -66,25 +63,25 @@ pub(super) fn build_io(
         // Storport's multi-tier reset: the LU (then the device, then the bus) reset completes
         // every request outstanding on its scope. The adapter has one unit, so each resets the
         // device; StartIo holds the SRB until the reset has handed everything back.
-        ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT
-        | ffi::SRB_FUNCTION_RESET_DEVICE
-        | ffi::SRB_FUNCTION_RESET_BUS => return BuildIoOutcome::StartIo(srb),
+        Function::ResetLogicalUnit | Function::ResetDevice | Function::ResetBus => {
+            return BuildIoOutcome::StartIo(srb);
+        }
         // virtio-blk cannot abort one request: the request ends with its device, or with the
         // reset Storport sends when it times out.
-        ffi::SRB_FUNCTION_ABORT_COMMAND | ffi::SRB_FUNCTION_PNP | ffi::SRB_FUNCTION_POWER => {
-            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS));
+        Function::AbortCommand | Function::Pnp | Function::Power => {
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::Success));
         }
-        _ => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_REQUEST)),
+        _ => return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest)),
     }
     match srb.address() {
         Some(address) if address.target != 0 || address.path != 0 => {
-            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
         }
         Some(address) if address.lun != 0 => {
-            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_LUN));
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidLun));
         }
         Some(_) => {}
-        None => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_REQUEST)),
+        None => return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest)),
     }
 
     let mut cdb = [0u8; 32];
@@ -115,7 +112,7 @@ pub(super) fn build_io(
     match command {
         Command::Good => {
             srb.set_data_transfer_length(0);
-            BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS))
+            BuildIoOutcome::Completed(srb.complete(SrbStatus::Success))
         }
         Command::DataIn(data) => {
             let written = srb
@@ -144,7 +141,7 @@ pub(super) fn build_io(
             match change {
                 Ok(Some(change)) => {
                     if set_write_cache(adapter, change.write_cache_enabled) {
-                        BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS))
+                        BuildIoOutcome::Completed(srb.complete(SrbStatus::Success))
                     } else {
                         BuildIoOutcome::Completed(check_condition(
                             srb,
@@ -152,14 +149,14 @@ pub(super) fn build_io(
                         ))
                     }
                 }
-                Ok(None) => BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
+                Ok(None) => BuildIoOutcome::Completed(srb.complete(SrbStatus::Success)),
                 Err(sense) => BuildIoOutcome::Completed(check_condition(srb, &sense)),
             }
         }
         Command::Read(io) | Command::Write(io) => {
             let write = matches!(command, Command::Write(_));
             let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let data_len = srb.data_transfer_length();
             let preparation = match srb.scatter_gather() {
@@ -179,7 +176,7 @@ pub(super) fn build_io(
         }
         Command::Flush => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let preparation = request::prepare_flush(builder, &extension);
             let preparation = record(&extension, preparation);
@@ -189,7 +186,7 @@ pub(super) fn build_io(
             parameter_list_length,
         } => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let preparation = {
                 let data = srb.data().unwrap_or(&[]);
@@ -209,7 +206,7 @@ pub(super) fn build_io(
         }
         Command::WriteSame(same) => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let preparation = {
                 let need = usize::try_from(same.data_length(disk)).unwrap_or(usize::MAX);
@@ -263,7 +260,7 @@ fn record(extension: &Extension<'_>, preparation: Preparation) -> Preparation {
 fn prepared(srb: Srb, preparation: Preparation) -> BuildIoOutcome {
     match preparation {
         Preparation::Ready(_) => BuildIoOutcome::StartIo(srb),
-        Preparation::Good => BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
+        Preparation::Good => BuildIoOutcome::Completed(srb.complete(SrbStatus::Success)),
         Preparation::Check(sense) => BuildIoOutcome::Completed(check_condition(srb, &sense)),
     }
 }
@@ -305,9 +302,9 @@ fn respond(mut srb: Srb, written: usize) -> Completed {
     srb.set_data_transfer_length(written);
     // An underrun is reported as DATA_OVERRUN with the length that moved (Storport's convention).
     let status = if written < requested {
-        ffi::SRB_STATUS_DATA_OVERRUN
+        SrbStatus::DataOverrun
     } else {
-        ffi::SRB_STATUS_SUCCESS
+        SrbStatus::Success
     };
     srb.complete(status)
 }
@@ -316,31 +313,22 @@ fn respond(mut srb: Srb, written: usize) -> Completed {
 pub(super) fn check_condition(mut srb: Srb, sense: &Sense) -> Completed {
     let mut bytes = [0u8; 18];
     let len = sense.write(&mut bytes);
-    srb.set_scsi_status(CHECK_CONDITION);
     srb.set_data_transfer_length(0);
-    let copied = srb.write_sense(bytes.get(..len).unwrap_or(&[]));
-    let status = if copied > 0 {
-        ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID
-    } else {
-        ffi::SRB_STATUS_ERROR
-    };
-    srb.complete(status)
+    srb.complete_check_condition(bytes.get(..len).unwrap_or(&[]))
 }
 
 /// Whether `srb` is one of the reset SRBs StartIo holds until the reset completes.
 fn is_reset_request(srb: &Srb) -> bool {
     matches!(
-        u8::try_from(srb.function()),
-        Ok(ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT
-            | ffi::SRB_FUNCTION_RESET_DEVICE
-            | ffi::SRB_FUNCTION_RESET_BUS)
+        srb.function(),
+        Function::ResetLogicalUnit | Function::ResetDevice | Function::ResetBus
     )
 }
 
 /// HwStorStartIo: put the prepared request on a ring.
 pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
     if adapter.removed.load(Ordering::Acquire) {
-        let _ = srb.complete(ffi::SRB_STATUS_NO_DEVICE);
+        let _ = srb.complete(SrbStatus::NoDevice);
         return;
     }
     if is_reset_request(&srb) {
@@ -351,15 +339,15 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         return;
     }
     let Some(extension) = extension_of(&srb) else {
-        let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
+        let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
     let Some(Prepared { built, op }) = extension.prepared() else {
-        let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
+        let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
     if adapter.resetting() {
-        let _ = srb.complete(ffi::SRB_STATUS_BUSY);
+        let _ = srb.complete(SrbStatus::Busy);
         return;
     }
     let request = InFlight {
@@ -405,7 +393,7 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         // The ring broke between the reset check and the lock. Whoever found it broken (a drain)
         // has started the reset; Storport sends the request again once the device is back.
         Ok(Some(Err(SubmitError::Broken(request)))) => {
-            let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+            let _ = request.srb.complete(SrbStatus::Busy);
         }
         // The closure did not run (the queue's DPC is not bound yet, or Storport refused the
         // lock): the request is still ours, in `pending`.
@@ -425,7 +413,7 @@ fn busy(adapter: &Adapter, request: InFlight) {
     if let (Some(port), Some(address)) = (adapter.port, request.srb.address()) {
         port.device_busy(address, 1);
     }
-    let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+    let _ = request.srb.complete(SrbStatus::Busy);
 }
 
 /// The queue Storport's message steering chose for `srb` (StartIo runs on the CPU whose MSI-X
@@ -639,7 +627,7 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
                 // back BUSY: its data is on the device, and Storport sends it again (write, then
                 // FLUSH), so it is never completed before it is durable.
                 Some(_) => {
-                    let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+                    let _ = request.srb.complete(SrbStatus::Busy);
                 }
             }
         }
@@ -673,7 +661,7 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
             max_written: 1,
         }),
         Status::Ok => {
-            let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
+            let _ = srb.complete(SrbStatus::Success);
             None
         }
         Status::IoError => {

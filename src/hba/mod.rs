@@ -36,13 +36,12 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32};
 use storport::context;
 use storport::dma::DmaRegion;
 use storport::dpc::StorDpc;
-use storport::ffi;
 use storport::miniport::{
     AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
     UnitControl, UnitControlStatus,
 };
 use storport::sync::{DpcShared, InterruptShared};
-use storport::{Miniport, Port, PortConfiguration, Srb};
+use storport::{AdapterControlType, Miniport, Port, PortConfiguration, Srb, UnitControlType};
 
 use crate::virtio::{BlkConfig, DeviceRegisters, QueueAddresses, RequestBuilder, Transport};
 
@@ -187,8 +186,10 @@ impl Miniport for Adapter {
     };
 
     const SRB_EXTENSION_SIZE: u32 = SRB_EXTENSION_SIZE as u32;
-    const ADAPTER_CONTROL_TYPES: &'static [u32] = &[ffi::ScsiAdapterSurpriseRemoval];
-    const UNIT_CONTROL_TYPES: &'static [u32] = &[ffi::ScsiUnitRemove, ffi::ScsiUnitSurpriseRemoval];
+    const ADAPTER_CONTROL_TYPES: &'static [AdapterControlType] =
+        &[AdapterControlType::SURPRISE_REMOVAL];
+    const UNIT_CONTROL_TYPES: &'static [UnitControlType] =
+        &[UnitControlType::REMOVE, UnitControlType::SURPRISE_REMOVAL];
 
     fn find_adapter(
         &mut self,
@@ -258,7 +259,7 @@ impl Miniport for Adapter {
         match control {
             AdapterControl::Stop => reset::stop(self, ctx),
             AdapterControl::Restart => reset::restart(self, ctx),
-            AdapterControl::Other(ffi::ScsiAdapterSurpriseRemoval) => {
+            AdapterControl::Other(AdapterControlType::SURPRISE_REMOVAL) => {
                 reset::surprise_removal(self, &*ctx);
                 AdapterControlStatus::Success
             }

@@ -9,7 +9,7 @@
 
 use storport::Srb;
 
-use storport::ffi;
+use storport::srb::Status as SrbStatus;
 
 use crate::virtio::{
     BuiltRequest, QueueError, QueueNotifier, RequestArea, RequestBuilder, UsedElem, Virtqueue,
@@ -320,7 +320,7 @@ impl Queue {
             .and_then(|area| builder.and_then(|b| b.build_flush(&area).ok()));
         let Some(built) = built else {
             // No FLUSH on this device: the write is as durable as it gets.
-            let _ = request.srb.complete(ffi::SRB_STATUS_SUCCESS);
+            let _ = request.srb.complete(SrbStatus::Success);
             return None;
         };
         let request = InFlight {
@@ -331,7 +331,7 @@ impl Queue {
             Ok(notifier) => notifier,
             // The data is written but not yet durable: have Storport send the write again.
             Err(SubmitError::Full(request) | SubmitError::Broken(request)) => {
-                let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+                let _ = request.srb.complete(SrbStatus::Busy);
                 None
             }
         }

@@ -30,7 +30,7 @@
 use core::sync::atomic::Ordering;
 
 use storport::dpc::MayIssueDpc;
-use storport::ffi;
+use storport::srb::Status as SrbStatus;
 use storport::miniport::{AdapterControlStatus, request_timer};
 use storport::{Srb, context};
 
@@ -168,7 +168,7 @@ pub(super) fn dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
     loop {
         let mut batch = Batch::new();
         let more = cancel(adapter.single.get(ctx), &mut batch);
-        complete_all(&mut batch, ffi::SRB_STATUS_BUS_RESET);
+        complete_all(&mut batch, SrbStatus::BusReset);
         if !more {
             break;
         }
@@ -251,12 +251,12 @@ where
     C: MayIssueDpc + storport::lock::MayAcquireInterrupt,
 {
     if adapter.removed.load(Ordering::Acquire) {
-        let _ = srb.complete(ffi::SRB_STATUS_NO_DEVICE);
+        let _ = srb.complete(SrbStatus::NoDevice);
         return;
     }
     if !matches!(adapter.mode(), Mode::MultiQueue | Mode::SingleInterrupt) {
         // No reset machine here (dump stack): the one polled request has already ended.
-        let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
+        let _ = srb.complete(SrbStatus::Success);
         return;
     }
     let mut pending = Some(srb);
@@ -272,11 +272,11 @@ where
         Ok(None) => begin_reset(adapter, &*ctx),
         // Every place taken: resets already in progress will hand this unit's requests back.
         Ok(Some(srb)) => {
-            let _ = srb.complete(ffi::SRB_STATUS_BUSY);
+            let _ = srb.complete(SrbStatus::Busy);
         }
         Err(_) => {
             if let Some(srb) = pending {
-                let _ = srb.complete(ffi::SRB_STATUS_BUSY);
+                let _ = srb.complete(SrbStatus::Busy);
             }
         }
     }
@@ -302,8 +302,8 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
         if !adapter.removed.swap(true, Ordering::AcqRel) {
             port.log_error(None, LOG_SURPRISE_REMOVAL, 0);
         }
-        cancel_all(adapter, ctx, ffi::SRB_STATUS_NO_DEVICE);
-        complete_held(adapter, ctx, ffi::SRB_STATUS_NO_DEVICE);
+        cancel_all(adapter, ctx, SrbStatus::NoDevice);
+        complete_held(adapter, ctx, SrbStatus::NoDevice);
         set_stage(adapter, Stage::Idle);
         return;
     }
@@ -365,8 +365,8 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
 
 /// The device can no longer write into any request: complete them all, and the held reset SRBs.
 fn hand_back(adapter: &Adapter, ctx: &mut context::Dpc) {
-    cancel_all(adapter, ctx, ffi::SRB_STATUS_BUS_RESET);
-    complete_held(adapter, ctx, ffi::SRB_STATUS_SUCCESS);
+    cancel_all(adapter, ctx, SrbStatus::BusReset);
+    complete_held(adapter, ctx, SrbStatus::Success);
 }
 
 /// The device acknowledged the reset: bring it back over the (now empty) rings.
@@ -375,8 +375,8 @@ fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
     // is re-initialised under them; so are reset SRBs that arrived meanwhile. A reset asked for
     // before this point is served by it.
     adapter.reset_again.store(false, Ordering::Release);
-    cancel_all(adapter, ctx, ffi::SRB_STATUS_BUS_RESET);
-    complete_held(adapter, ctx, ffi::SRB_STATUS_SUCCESS);
+    cancel_all(adapter, ctx, SrbStatus::BusReset);
+    complete_held(adapter, ctx, SrbStatus::Success);
     let restarted = adapter
         .control
         .synchronize(ctx, |control| restart_device(adapter, control))
@@ -402,7 +402,7 @@ fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
 /// (Storport's, on a timeout) succeeds.
 fn give_up(adapter: &Adapter, ctx: &mut context::Dpc) {
     adapter.broken.store(true, Ordering::Release);
-    complete_held(adapter, ctx, ffi::SRB_STATUS_SUCCESS);
+    complete_held(adapter, ctx, SrbStatus::Success);
     adapter.reset_again.store(false, Ordering::Release);
     set_stage(adapter, Stage::Idle);
     if let Some(port) = adapter.port {
@@ -411,7 +411,7 @@ fn give_up(adapter: &Adapter, ctx: &mut context::Dpc) {
 }
 
 /// Hands every request on every queue back with `status` (the device no longer runs them).
-fn cancel_all(adapter: &Adapter, ctx: &mut context::Dpc, status: u8) {
+fn cancel_all(adapter: &Adapter, ctx: &mut context::Dpc, status: SrbStatus) {
     match adapter.mode() {
         Mode::MultiQueue => {
             let active = usize::from(adapter.active_queues.load(Ordering::Acquire));
@@ -444,7 +444,7 @@ fn cancel_all(adapter: &Adapter, ctx: &mut context::Dpc, status: u8) {
 }
 
 /// Completes the held reset SRBs with `status`.
-fn complete_held(adapter: &Adapter, ctx: &mut context::Dpc, status: u8) {
+fn complete_held(adapter: &Adapter, ctx: &mut context::Dpc, status: SrbStatus) {
     let held = adapter
         .held_resets
         .synchronize(ctx, HeldResets::take_all)
@@ -464,7 +464,7 @@ fn cancel(queue: &mut Queue, batch: &mut Batch) -> bool {
 }
 
 /// Completes cancelled requests: Storport retries requests completed with BUS_RESET.
-fn complete_all(batch: &mut Batch, status: u8) {
+fn complete_all(batch: &mut Batch, status: SrbStatus) {
     for (request, _) in batch.drain() {
         let _ = request.srb.complete(status);
     }

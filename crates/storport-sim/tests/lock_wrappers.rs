@@ -32,7 +32,7 @@ use storport::perf::{self, PerfGranted, PerfRequest};
 use storport::sync::{DpcShared, InterruptShared, StartIoShared};
 use storport::{
     AdapterControl, AdapterControlStatus, FindAdapterStatus, Miniport, Port, PortConfiguration,
-    Srb, ffi,
+    Srb,
 };
 use storport_sim::abi;
 use storport_sim::{
@@ -498,7 +498,7 @@ impl Miniport for TestMiniport {
                 self.dpc_and_interrupt_paths(s);
             }
         }
-        let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
+        let _ = srb.complete(storport::srb::Status::Success);
     }
 
     fn interrupt(&self, ctx: &mut context::Interrupt) -> bool {

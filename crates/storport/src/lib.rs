@@ -22,8 +22,8 @@ pub mod sync;
 
 pub use config::PortConfiguration;
 pub use miniport::{
-    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
-    Miniport,
+    AdapterControl, AdapterControlStatus, AdapterControlType, BuildIoOutcome, FindAdapterStatus,
+    MapBuffers, MessageContext, Miniport, UnitControlType,
 };
 pub use port::Port;
 pub use srb::Srb;

@@ -67,7 +67,66 @@ pub enum AdapterControl {
     /// ScsiRestartAdapter: re-initialise the adapter after a stop; DIRQL.
     Restart,
     /// Any other type the miniport listed in [`Miniport::ADAPTER_CONTROL_TYPES`].
-    Other(u32),
+    Other(AdapterControlType),
+}
+
+/// Which data buffers Storport maps to system virtual addresses (`MapBuffers`, STOR_MAP_*), for
+/// [`crate::Srb::data_buffer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapBuffers {
+    /// STOR_MAP_NO_BUFFERS.
+    None,
+    /// STOR_MAP_NON_READ_WRITE_BUFFERS: every buffer but those of READ and WRITE.
+    NonReadWrite,
+    /// STOR_MAP_ALL_BUFFERS_INCLUDING_READ_WRITE: every buffer (a miniport that copies data itself).
+    AllIncludingReadWrite,
+}
+
+impl MapBuffers {
+    const fn to_raw(self) -> u8 {
+        match self {
+            Self::None => ffi::STOR_MAP_NO_BUFFERS,
+            Self::NonReadWrite => ffi::STOR_MAP_NON_READ_WRITE_BUFFERS,
+            Self::AllIncludingReadWrite => ffi::STOR_MAP_ALL_BUFFERS_INCLUDING_READ_WRITE,
+        }
+    }
+}
+
+/// An adapter-control type a miniport may support besides stop and restart
+/// (SCSI_ADAPTER_CONTROL_TYPE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterControlType(u32);
+
+impl AdapterControlType {
+    /// ScsiSetBootConfig.
+    pub const SET_BOOT_CONFIG: Self = Self(ffi::ScsiSetBootConfig);
+    /// ScsiSetRunningConfig.
+    pub const SET_RUNNING_CONFIG: Self = Self(ffi::ScsiSetRunningConfig);
+    /// ScsiPowerSettingNotification.
+    pub const POWER_SETTING_NOTIFICATION: Self = Self(ffi::ScsiPowerSettingNotification);
+    /// ScsiAdapterPower.
+    pub const ADAPTER_POWER: Self = Self(ffi::ScsiAdapterPower);
+    /// ScsiAdapterPrepareForBusReScan.
+    pub const PREPARE_FOR_BUS_RESCAN: Self = Self(ffi::ScsiAdapterPrepareForBusReScan);
+    /// ScsiAdapterSurpriseRemoval: the adapter is gone.
+    pub const SURPRISE_REMOVAL: Self = Self(ffi::ScsiAdapterSurpriseRemoval);
+}
+
+/// A unit-control type a miniport may support (SCSI_UNIT_CONTROL_TYPE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnitControlType(u32);
+
+impl UnitControlType {
+    /// ScsiUnitUsage.
+    pub const USAGE: Self = Self(ffi::ScsiUnitUsage);
+    /// ScsiUnitStart.
+    pub const START: Self = Self(ffi::ScsiUnitStart);
+    /// ScsiUnitPower.
+    pub const POWER: Self = Self(ffi::ScsiUnitPower);
+    /// ScsiUnitRemove: delivered as [`UnitControl::Remove`].
+    pub const REMOVE: Self = Self(ffi::ScsiUnitRemove);
+    /// ScsiUnitSurpriseRemoval: delivered as [`UnitControl::SurpriseRemoval`].
+    pub const SURPRISE_REMOVAL: Self = Self(ffi::ScsiUnitSurpriseRemoval);
 }
 
 /// The token of HwMSInterruptRoutine, by the interrupt synchronization mode the miniport chose.
@@ -86,7 +145,7 @@ pub enum UnitControl {
     /// ScsiUnitSurpriseRemoval: the unit is gone (the device vanished).
     SurpriseRemoval(Option<Address>),
     /// Any other type the miniport listed in [`Miniport::UNIT_CONTROL_TYPES`].
-    Other(u32),
+    Other(UnitControlType),
 }
 
 /// Whether a unit-control request succeeded.
@@ -129,13 +188,13 @@ pub trait Miniport: Sized + Sync + 'static {
     const ACCESS_RANGES: u32 = 6;
     /// `HW_INITIALIZATION_DATA.FeatureSupport` (STOR_FEATURE_*).
     const FEATURE_SUPPORT: u32 = 0;
-    /// `MapBuffers` (STOR_MAP_*): by default, system addresses for non-read/write buffers.
-    const MAP_BUFFERS: u8 = ffi::STOR_MAP_NON_READ_WRITE_BUFFERS;
+    /// `MapBuffers`: by default, system addresses for non-read/write buffers.
+    const MAP_BUFFERS: MapBuffers = MapBuffers::NonReadWrite;
     /// The adapter-control types the miniport supports besides stop and restart (which are
     /// mandatory and always reported).
-    const ADAPTER_CONTROL_TYPES: &'static [u32] = &[];
+    const ADAPTER_CONTROL_TYPES: &'static [AdapterControlType] = &[];
     /// The unit-control types the miniport supports (ScsiQuerySupportedUnitControlTypes).
-    const UNIT_CONTROL_TYPES: &'static [u32] = &[];
+    const UNIT_CONTROL_TYPES: &'static [UnitControlType] = &[];
 
     /// HwStorFindAdapter: claim and configure the adapter described by `config`.
     fn find_adapter(
@@ -272,7 +331,7 @@ pub const fn hw_initialization_data<M: Miniport>() -> ffi::HW_INITIALIZATION_DAT
     data.SpecificLuExtensionSize = 0;
     data.SrbExtensionSize = M::SRB_EXTENSION_SIZE;
     data.NumberOfAccessRanges = M::ACCESS_RANGES;
-    data.MapBuffers = M::MAP_BUFFERS;
+    data.MapBuffers = M::MAP_BUFFERS.to_raw();
     data.NeedPhysicalAddresses = 1;
     data.TaggedQueuing = 1;
     data.AutoRequestSense = 1;
@@ -637,9 +696,11 @@ unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
     if control_type == ffi::ScsiQuerySupportedUnitControlTypes {
         // SAFETY: for ScsiQuerySupportedUnitControlTypes Storport passes a
         // SCSI_SUPPORTED_CONTROL_TYPE_LIST followed by MaxControlType BOOLEANs.
-        return unsafe { report_supported_types(parameters, &[], M::UNIT_CONTROL_TYPES) };
+        return unsafe {
+            report_supported_types(parameters, &[], M::UNIT_CONTROL_TYPES.iter().map(|t| t.0))
+        };
     }
-    if !M::UNIT_CONTROL_TYPES.contains(&control_type) {
+    if !M::UNIT_CONTROL_TYPES.contains(&UnitControlType(control_type)) {
         return ffi::ScsiUnitControlUnsuccessful;
     }
     // SAFETY: Storport sends unit controls only after FindAdapter succeeded.
@@ -654,7 +715,7 @@ unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
                 UnitControl::SurpriseRemoval(address)
             }
         }
-        other => UnitControl::Other(other),
+        other => UnitControl::Other(UnitControlType(other)),
     };
     // SAFETY: this is the HwStorUnitControl trampoline.
     let mut ctx = unsafe { context::UnitControl::new() };
@@ -705,7 +766,7 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
             report_supported_types(
                 parameters,
                 &[ffi::ScsiStopAdapter, ffi::ScsiRestartAdapter],
-                M::ADAPTER_CONTROL_TYPES,
+                M::ADAPTER_CONTROL_TYPES.iter().map(|t| t.0),
             )
         };
     }
@@ -714,7 +775,9 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
     let control = match control_type {
         ffi::ScsiStopAdapter => AdapterControl::Stop,
         ffi::ScsiRestartAdapter => AdapterControl::Restart,
-        other if M::ADAPTER_CONTROL_TYPES.contains(&other) => AdapterControl::Other(other),
+        other if M::ADAPTER_CONTROL_TYPES.contains(&AdapterControlType(other)) => {
+            AdapterControl::Other(AdapterControlType(other))
+        }
         _ => return ffi::ScsiAdapterControlUnsuccessful,
     };
     let stop_restart = matches!(control, AdapterControl::Stop | AdapterControl::Restart);
@@ -737,7 +800,7 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
 unsafe fn report_supported_types(
     parameters: ffi::PVOID,
     mandatory: &[u32],
-    supported: &[u32],
+    supported: impl Iterator<Item = u32>,
 ) -> ffi::SCSI_ADAPTER_CONTROL_STATUS {
     let list = parameters.cast::<ffi::SCSI_SUPPORTED_CONTROL_TYPE_LIST>();
     if list.is_null() {
@@ -748,11 +811,11 @@ unsafe fn report_supported_types(
     // SAFETY: the BOOLEAN array starts at SupportedTypeList, inside the same allocation.
     let entries =
         unsafe { core::ptr::addr_of_mut!((*list).SupportedTypeList) }.cast::<ffi::BOOLEAN>();
-    for control_type in mandatory.iter().chain(supported.iter()) {
-        if *control_type < max {
+    for control_type in mandatory.iter().copied().chain(supported) {
+        if control_type < max {
             // SAFETY: `control_type < MaxControlType`, the array's length (this function's
             // `# Safety`).
-            unsafe { entries.wrapping_add(*control_type as usize).write(1) };
+            unsafe { entries.wrapping_add(control_type as usize).write(1) };
         }
     }
     ffi::ScsiAdapterControlSuccess
