@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use storport::ffi::{self, SCSISTAT_CHECK_CONDITION};
+use storport_sys::{self as ffi, SCSISTAT_CHECK_CONDITION};
 
 use crate::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
 

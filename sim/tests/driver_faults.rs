@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use storport::ffi;
+use storport_sys as ffi;
 use storport_sim::{Completion, PortOptions, Request, RequestHandle, function};
 use vioblk_sim::device::{DeviceConfig, FaultMode, VirtioBlkDevice};
 use vioblk_sim::stack::{Stack, StackOptions};

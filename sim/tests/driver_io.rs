@@ -1,7 +1,7 @@
 //! The real driver end to end: DriverEntry, start, and I/O through the user-mode Storport and
 //! the virtio-blk device model, in each interrupt mode.
 
-use storport::ffi;
+use storport_sys as ffi;
 use storport_sim::{Port, PortOptions};
 use vioblk_sim::device::DeviceConfig;
 use vioblk_sim::stack::{Stack, StackOptions};

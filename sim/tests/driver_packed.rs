@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use storport::ffi;
+use storport_sys as ffi;
 use storport_sim::{Adapter, AdapterOptions, InterruptMode, Port, PortOptions, Request};
 use vioblk_sim::device::{DeviceConfig, VirtioBlkDevice, features};
 

@@ -6,7 +6,7 @@
 //! configuration (what a virtio-blk device with that `virtio_blk_config` must look like as a SCSI
 //! disk), never read back from the driver's own tables.
 
-use storport::ffi;
+use storport_sys as ffi;
 use storport_sim::device::PciDevice;
 use storport_sim::{PATIENCE, PortOptions, Request};
 use vioblk_sim::device::{BackendConfig, DeviceConfig, features};

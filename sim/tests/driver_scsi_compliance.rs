@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use storport::ffi;
+use storport_sys as ffi;
 use storport_sim::{Adapter, AdapterOptions, Port, PortOptions, Request};
 use vioblk_sim::device::{DeviceConfig, VirtioBlkDevice};
 use vioblk_sim::stack::{Stack, StackOptions};

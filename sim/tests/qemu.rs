@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use storport::ffi;
+use storport_sys as ffi;
 use storport_sim::{PATIENCE, PortOptions, Request};
 use vioblk_sim::cli::run_cli;
 use vioblk_sim::device::VhostUserOptions;

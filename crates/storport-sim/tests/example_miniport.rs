@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Arc;
 
-use storport::ffi;
+use storport_sys as ffi;
 use storport_ramdisk::{BLOCK_COUNT, DISK_BYTES, MAX_TRANSFER};
 use storport_sim::device::{Bar, InterruptSink, PciDevice};
 use storport_sim::*;

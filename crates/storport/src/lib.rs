@@ -3,6 +3,9 @@
 //! driver lives here.
 #![no_std]
 
+// Storport's raw declarations (crates/storport-sys), private: drivers see typed values only.
+pub(crate) use storport_sys as ffi;
+
 #[cfg(target_os = "windows")]
 pub mod kernel_rt;
 
@@ -10,7 +13,6 @@ pub mod config;
 pub mod context;
 pub mod dma;
 pub mod dpc;
-pub mod ffi;
 pub mod lock;
 pub mod miniport;
 pub mod msi;
