@@ -5,10 +5,10 @@ use core::sync::atomic::Ordering;
 use storport::Srb;
 use storport::context::{self, StartIo};
 use storport::dpc::MayIssueDpc;
-use storport::srb::{Function, Status as SrbStatus};
 use storport::miniport::{BuildIoOutcome, MessageContext};
 use storport::perf;
 use storport::srb::Completed;
+use storport::srb::{Function, Status as SrbStatus};
 
 use crate::scsi::{self, BlockError, Command, DiskInfo, Sense, SenseKey};
 use crate::virtio::{RequestBuilder, Status};

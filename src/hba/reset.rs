@@ -30,8 +30,8 @@
 use core::sync::atomic::Ordering;
 
 use storport::dpc::MayIssueDpc;
-use storport::srb::Status as SrbStatus;
 use storport::miniport::{AdapterControlStatus, request_timer};
+use storport::srb::Status as SrbStatus;
 use storport::{Srb, context};
 
 use super::queue::{Batch, Queue};
@@ -492,18 +492,18 @@ pub(super) fn stop(adapter: &Adapter, ctx: &mut context::AdapterControl) -> Adap
         return AdapterControlStatus::Unsuccessful;
     };
     let control = adapter.control.get(held);
-    if let (Some(transport), Some(port)) = (control.transport.as_mut(), adapter.port) {
-        if transport.reset(&mut |us| port.stall(us)).is_err() {
-            if transport.device_status().vanished() {
-                adapter.removed.store(true, Ordering::Release);
-                return AdapterControlStatus::Success;
-            }
-            port.log_error(None, LOG_RESET_NOT_ACKNOWLEDGED, 0);
-            let cut = port.set_bus_master(false);
-            adapter.dma_cut.store(cut, Ordering::Release);
-            if !cut {
-                return AdapterControlStatus::Unsuccessful;
-            }
+    if let (Some(transport), Some(port)) = (control.transport.as_mut(), adapter.port)
+        && transport.reset(&mut |us| port.stall(us)).is_err()
+    {
+        if transport.device_status().vanished() {
+            adapter.removed.store(true, Ordering::Release);
+            return AdapterControlStatus::Success;
+        }
+        port.log_error(None, LOG_RESET_NOT_ACKNOWLEDGED, 0);
+        let cut = port.set_bus_master(false);
+        adapter.dma_cut.store(cut, Ordering::Release);
+        if !cut {
+            return AdapterControlStatus::Unsuccessful;
         }
     }
     AdapterControlStatus::Success

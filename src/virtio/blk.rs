@@ -893,9 +893,9 @@ fn table_capacity(table: &DescriptorTable) -> u16 {
 mod tests {
     extern crate std;
     use super::super::ring::tests::dma;
+    use super::super::transport::Transport;
     use super::super::transport::feature::VERSION_1;
     use super::super::transport::tests::{DEVICE, FakeDevice};
-    use super::super::transport::Transport;
     use super::*;
     use std::vec::Vec;
 

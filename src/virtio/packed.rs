@@ -215,7 +215,11 @@ impl PackedQueue {
     ///
     /// `memory` must be 16-aligned (bus address; 2.8.10.1: the descriptor ring's alignment) and
     /// 8-aligned (virtual address); 64-aligned keeps the device area on its own cache line.
-    pub fn new(memory: DmaRegion<'static>, size: QueueSize, event_idx: bool) -> Result<Self, LayoutError> {
+    pub fn new(
+        memory: DmaRegion<'static>,
+        size: QueueSize,
+        event_idx: bool,
+    ) -> Result<Self, LayoutError> {
         let layout = Layout::new(size);
         if memory.len() < layout.total {
             return Err(LayoutError::TooSmall {

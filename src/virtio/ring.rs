@@ -394,7 +394,11 @@ impl SplitQueue {
     ///
     /// `memory` should be 64-aligned so the used ring gets its own cache line; it must be
     /// 16-aligned (bus address) and 8-aligned (virtual address).
-    pub fn new(memory: DmaRegion<'static>, size: QueueSize, event_idx: bool) -> Result<Self, LayoutError> {
+    pub fn new(
+        memory: DmaRegion<'static>,
+        size: QueueSize,
+        event_idx: bool,
+    ) -> Result<Self, LayoutError> {
         let layout = Layout::new(size);
         if memory.len() < layout.total {
             return Err(LayoutError::TooSmall {

@@ -202,7 +202,7 @@ impl QueueNotifier {
 }
 
 /// A read-only view of the device-specific configuration, valid inside one
-/// [`Transport::read_device_config`] attempt.
+/// [`DeviceRegisters::read_device_config`] attempt.
 ///
 /// Reads use the natural width of the field (4.1.3.1); a field outside the structure reads as
 /// `None`, never as the all-ones a window gives outside its range.
@@ -999,7 +999,8 @@ pub(crate) mod tests {
         let t = dev.transport(4);
         let mut attempts = 0;
         dev.state.lock().unwrap().generation_flips = 3;
-        let v = t.registers()
+        let v = t
+            .registers()
             .read_device_config(|c| {
                 attempts += 1;
                 (c.u64(0), c.u32(60), c.u32(61), c.u8(64))

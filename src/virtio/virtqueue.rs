@@ -74,7 +74,11 @@ impl Virtqueue {
     }
 
     #[inline(never)]
-    fn new_split(memory: DmaRegion<'static>, size: QueueSize, event_idx: bool) -> Result<Self, LayoutError> {
+    fn new_split(
+        memory: DmaRegion<'static>,
+        size: QueueSize,
+        event_idx: bool,
+    ) -> Result<Self, LayoutError> {
         SplitQueue::new(memory, size, event_idx).map(Self::Split)
     }
 

@@ -19,8 +19,8 @@
 //! 32-bit arguments are truncated from their 64-bit slots (their upper halves are unspecified).
 #![allow(non_snake_case, reason = "the routines keep Storport's exact C names")]
 
-use storport_sys::{self as ffi, BOOLEAN, PCCHAR, PVOID, ULONG};
 use storport_rules::Callback;
+use storport_sys::{self as ffi, BOOLEAN, PCCHAR, PVOID, ULONG};
 
 use crate::pci::Location;
 use crate::port::{self, RegionKind, UNCACHED_LIMIT, check, violation, with};

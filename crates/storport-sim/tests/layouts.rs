@@ -3,8 +3,8 @@
 
 use std::mem::{offset_of, size_of};
 
-use storport_sys as ffi;
 use storport_sim::abi;
+use storport_sys as ffi;
 
 #[test]
 fn structure_sizes_agree() {

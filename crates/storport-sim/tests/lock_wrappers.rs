@@ -31,8 +31,7 @@ use storport::msi::MsiShared;
 use storport::perf::{self, PerfGranted, PerfRequest};
 use storport::sync::{DpcShared, InterruptShared, StartIoShared};
 use storport::{
-    AdapterControl, AdapterControlStatus, FindAdapterStatus, Miniport, Port, PortConfiguration,
-    Srb,
+    AdapterControl, AdapterControlStatus, FindAdapterStatus, Miniport, Port, PortConfiguration, Srb,
 };
 use storport_sim::abi;
 use storport_sim::{

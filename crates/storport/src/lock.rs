@@ -34,9 +34,9 @@ use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
 use crate::context::{
-    AdapterControl, AdapterStopRestart, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
-    MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
-    StartIoSerialized, Synchronized, Timer, UnitControl,
+    AdapterControl, AdapterStopRestart, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex,
+    Initialize, Interrupt, MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize,
+    ResetBus, StartIoConcurrent, StartIoSerialized, Synchronized, Timer, UnitControl,
 };
 use crate::ffi;
 use crate::port::Port;

@@ -3,9 +3,9 @@
 //! table: every row of one is held to the other, so the two cannot drift apart.
 
 use storport::context::{
-    AdapterControl, AdapterStopRestart, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
-    MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
-    StartIoSerialized, Synchronized, Timer, UnitControl,
+    AdapterControl, AdapterStopRestart, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex,
+    Initialize, Interrupt, MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize,
+    ResetBus, StartIoConcurrent, StartIoSerialized, Synchronized, Timer, UnitControl,
 };
 use storport::lock::{DpcLevel, Held, InterruptLevel, Rules, StartIoLevel, verdicts};
 use storport_rules::{Callback, Cpu, Lock, Model, may_acquire};

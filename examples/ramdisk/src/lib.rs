@@ -36,8 +36,8 @@ use storport::perf::{self, PerfRequest};
 use storport::srb::{Address, Function, Status};
 use storport::sync::StartIoShared;
 use storport::{
-    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MapBuffers, Miniport, Port,
-    PortConfiguration, Srb,
+    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MapBuffers, Miniport,
+    Port, PortConfiguration, Srb,
 };
 
 use scsi::{Blocks, Command, Sense};
