@@ -388,6 +388,17 @@ fn capacity_change_by_block_resize_reaches_the_driver() {
             device.config_changes() > 0
         })
         .expect("config change announced");
+    // The announcement is only the start: the configuration interrupt reaches the driver on
+    // the port's interrupt thread, and the driver tells Storport to look at the disk again
+    // (StorPortNotification BusChangeDetected), as Windows would see it.
+    adapter
+        .wait_until("the driver to report the bus change", PATIENCE, || {
+            adapter
+                .log()
+                .iter()
+                .any(|l| l.starts_with("BusChangeDetected"))
+        })
+        .expect("the driver saw the new capacity");
     let mut seen = None;
     for _ in 0..8 {
         seen = read_capacity();
