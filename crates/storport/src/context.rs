@@ -228,6 +228,11 @@ token!(
     UnitControl
 );
 token!(
+    /// HwStorTracingEnabled: PASSIVE_LEVEL; no lock held. Seed 003 has no row for it: this
+    /// project's conservative reading lets it acquire no lock (it only records the flag).
+    TracingEnabled
+);
+token!(
     /// The routine run by StorPortSynchronizeAccess: the synchronize IRQL holding the interrupt
     /// lock(s) (all MSI messages in order); may acquire none.
     Synchronized

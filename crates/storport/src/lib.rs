@@ -13,6 +13,11 @@ pub mod config;
 pub mod context;
 pub mod dma;
 pub mod dpc;
+pub mod etw;
+// Fuzzing and property-test support (SRB parsing over arbitrary bytes); not the layer's API.
+#[cfg(feature = "test-utils")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod miniport;
 pub mod msi;

@@ -36,7 +36,8 @@ use core::ptr::{self, NonNull};
 use crate::context::{
     AdapterControl, AdapterStopRestart, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex,
     Initialize, Interrupt, MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize,
-    ResetBus, StartIoConcurrent, StartIoSerialized, Synchronized, Timer, UnitControl,
+    ResetBus, StartIoConcurrent, StartIoSerialized, Synchronized, Timer, TracingEnabled,
+    UnitControl,
 };
 use crate::ffi;
 use crate::port::Port;
@@ -189,6 +190,9 @@ pub mod forbidden {
         /// ScsiStopAdapter and ScsiRestartAdapter run holding the interrupt lock: they may
         /// acquire no lock.
         StopRestartHoldsInterruptLock,
+        /// HwStorTracingEnabled (PASSIVE, no row in seed 003) may acquire no lock: it only
+        /// records whether tracing is on.
+        TracingEnabledMayAcquireNoLock,
         /// The StorPortSynchronizeAccess routine runs holding the interrupt lock: it may acquire
         /// no lock (DPC and StartIo are below Interrupt; Interrupt is held).
         SynchronizedRoutineHoldsInterruptLock,
@@ -253,6 +257,7 @@ rules! {
     AdapterControl                    => May,                                         May,                                         May;
     AdapterStopRestart                => StopRestartHoldsInterruptLock,               StopRestartHoldsInterruptLock,               StopRestartHoldsInterruptLock;
     UnitControl                       => May,                                         May,                                         May;
+    TracingEnabled                    => TracingEnabledMayAcquireNoLock,              TracingEnabledMayAcquireNoLock,              TracingEnabledMayAcquireNoLock;
     Synchronized                      => SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock;
     // held levels: only upwards, never the same level again, never two DPC locks
     Held<StartIoLevel>                => StartIoLockAlreadyHeld,                      May,                                         May;

@@ -218,6 +218,16 @@ pub struct PowerRequest {
     pub flags: u8,
 }
 
+impl PowerRequest {
+    /// Whether the request takes the unit out of D0 (to D1, D2 or D3).
+    pub fn leaves_d0(&self) -> bool {
+        matches!(
+            self.device_state,
+            ffi::StorPowerDeviceD1 | ffi::StorPowerDeviceD2 | ffi::StorPowerDeviceD3
+        )
+    }
+}
+
 /// One element of a request's scatter-gather list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -366,6 +376,12 @@ impl Srb {
     /// The SRB function (SRB_FUNCTION_*): EXECUTE_SCSI, FLUSH, RESET_*, PNP, POWER, ...
     pub fn function(&self) -> Function {
         Function::from_raw(self.header().SrbFunction)
+    }
+
+    /// The raw SRB_FUNCTION_* code (the fuzzing support reports it as read).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn function_code(&self) -> u32 {
+        self.header().SrbFunction
     }
 
     /// SRB_FLAGS_*.
