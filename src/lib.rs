@@ -21,12 +21,8 @@ extern crate std;
 use storport_sim as _;
 
 pub mod hba;
-
-// On a Windows host with the WDK: the hand-written Storport declarations held to wdk-sys's.
 pub mod scsi;
 pub mod virtio;
-#[cfg(feature = "wdk")]
-mod wdk_layout_check;
 
 use core::ffi::c_void;
 

@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use storport::ffi::{self, SCSISTAT_CHECK_CONDITION};
+use storport_sys::{self as ffi, SCSISTAT_CHECK_CONDITION};
 
 pub use crate::scsi::{
     Sense, asc_name, cdb, opcode, scsi_status_name, sense_key, sense_key_name, srb_status_name,

@@ -1183,8 +1183,8 @@ fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i3
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
     // An underrun (fewer bytes than the allocation length allows, status GOOD) is how a short
     // answer comes back through Storport; sg_raw counts it as success too.
-    let underrun = completion.status() == storport::ffi::SRB_STATUS_DATA_OVERRUN
-        && completion.scsi_status == storport::ffi::SCSISTAT_GOOD
+    let underrun = completion.status() == storport_sys::SRB_STATUS_DATA_OVERRUN
+        && completion.scsi_status == storport_sys::SCSISTAT_GOOD
         && completion.data_transfer_length < request.data_in_len;
     Ok(
         if (completion.is_success() || underrun) && violations.is_empty() {

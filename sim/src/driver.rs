@@ -103,7 +103,7 @@ impl DriverDisk {
                 let retry = unit_attention
                     || matches!(
                         status,
-                        storport::ffi::SRB_STATUS_BUSY | storport::ffi::SRB_STATUS_BUS_RESET
+                        storport_sys::SRB_STATUS_BUSY | storport_sys::SRB_STATUS_BUS_RESET
                     );
                 if !retry || storport_sim::sched::now() >= end {
                     break;
@@ -177,9 +177,9 @@ impl crate::disk::OpenDisk for DriverDisk {
         let check_ok = self.check(
             check_reads,
             if removed {
-                storport::ffi::SRB_STATUS_NO_DEVICE
+                storport_sys::SRB_STATUS_NO_DEVICE
             } else {
-                storport::ffi::SRB_STATUS_SUCCESS
+                storport_sys::SRB_STATUS_SUCCESS
             },
         );
         let log = self.stack.adapter.log();

@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use storport::ffi::{
+use storport_sys::{
     SCSISTAT_CHECK_CONDITION, SRB_FLAGS_DATA_IN, SRB_FLAGS_DATA_OUT, SRB_FUNCTION_EXECUTE_SCSI,
     SRB_FUNCTION_FLUSH, SRB_FUNCTION_RESET_BUS, SRB_FUNCTION_RESET_DEVICE,
     SRB_FUNCTION_RESET_LOGICAL_UNIT, SRB_FUNCTION_SHUTDOWN, SRB_STATUS_AUTOSENSE_VALID,

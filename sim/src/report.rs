@@ -650,10 +650,10 @@ pub fn cdb_result(request: &ScsiRequest, c: &ScsiCompletion) -> String {
     let cdb: Vec<String> = request.cdb.iter().map(|b| format!("{b:02x}")).collect();
     let _ = writeln!(s, "CDB:         {}", cdb.join(" "));
     let mut flags = Vec::new();
-    if c.srb_status & storport::ffi::SRB_STATUS_AUTOSENSE_VALID != 0 {
+    if c.srb_status & storport_sys::SRB_STATUS_AUTOSENSE_VALID != 0 {
         flags.push("AUTOSENSE_VALID");
     }
-    if c.srb_status & storport::ffi::SRB_STATUS_QUEUE_FROZEN != 0 {
+    if c.srb_status & storport_sys::SRB_STATUS_QUEUE_FROZEN != 0 {
         flags.push("QUEUE_FROZEN");
     }
     let flags = if flags.is_empty() {
@@ -725,7 +725,7 @@ fn bit_names(value: u32, names: &[(u32, &str)]) -> String {
 impl DriverRegistration {
     /// The `info` page.
     pub fn to_text(&self) -> String {
-        use storport::ffi as f;
+        use storport_sys as f;
         let mut s = String::new();
         let _ = writeln!(s, "DriverEntry returned 0x{:08x}", self.driver_entry_status);
         let _ = writeln!(

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use storport::ffi;
+use storport_sys as ffi;
 
 /// SCSI operation codes (SPC-4 annex D, SBC-3 table 13).
 pub mod opcode {

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use storport::ffi;
 use storport_sim::{
     Adapter, AdapterOptions, EventLogEntry, PATIENCE, Port, PortOptions, Request, function,
 };
+use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, FaultMode, VirtioBlkDevice, features};
 
 // The driver's event log codes (src/hba/events.rs).

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use storport::ffi;
 use storport_sim::{Completion, PortOptions, Request, RequestHandle, function};
+use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, FaultMode, VirtioBlkDevice};
 use vioblk_sim::stack::{Stack, StackOptions};
 

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use storport::ffi;
 use storport_sim::{Adapter, AdapterOptions, Port, PortOptions, Request, function};
+use storport_sys as ffi;
 use vioblk_sim::device::{BackendConfig, DeviceConfig, FaultMode, VirtioBlkDevice};
 
 /// Where the image goes, and how much of it (4 KiB blocks).

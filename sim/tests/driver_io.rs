@@ -1,8 +1,8 @@
 //! The real driver end to end: DriverEntry, start, and I/O through the user-mode Storport and
 //! the virtio-blk device model, in each interrupt mode.
 
-use storport::ffi;
 use storport_sim::{Port, PortOptions};
+use storport_sys as ffi;
 use vioblk_sim::device::DeviceConfig;
 use vioblk_sim::stack::{Stack, StackOptions};
 use vioblk_sim::target::{ScsiRequest, ScsiTarget};

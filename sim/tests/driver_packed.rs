@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use storport::ffi;
 use storport_sim::{Adapter, AdapterOptions, InterruptMode, Port, PortOptions, Request};
+use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, VirtioBlkDevice, features};
 
 struct Disk {

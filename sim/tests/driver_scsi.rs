@@ -6,9 +6,9 @@
 //! configuration (what a virtio-blk device with that `virtio_blk_config` must look like as a SCSI
 //! disk), never read back from the driver's own tables.
 
-use storport::ffi;
 use storport_sim::device::PciDevice;
 use storport_sim::{PATIENCE, PortOptions, Request};
+use storport_sys as ffi;
 use vioblk_sim::device::{BackendConfig, DeviceConfig, features};
 use vioblk_sim::stack::{Stack, StackOptions};
 use vioblk_sim::target::{ScsiCompletion, ScsiRequest, ScsiTarget};

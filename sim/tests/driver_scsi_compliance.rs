@@ -14,8 +14,8 @@
 
 use std::sync::Arc;
 
-use storport::ffi;
 use storport_sim::{Adapter, AdapterOptions, Port, PortOptions, Request};
+use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, VirtioBlkDevice};
 use vioblk_sim::stack::{Stack, StackOptions};
 use vioblk_sim::target::{ScsiCompletion, ScsiRequest, ScsiTarget};

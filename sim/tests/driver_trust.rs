@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use storport::ffi;
 use storport_sim::{PATIENCE, PortOptions, Request, RequestHandle};
+use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, FaultMode};
 use vioblk_sim::stack::{Stack, StackOptions};
 use vioblk_sim::target::{ScsiCompletion, ScsiRequest, ScsiTarget};

@@ -23,7 +23,7 @@ const TABLES: usize = 0x2000;
 const TABLE: usize = 64;
 
 /// The shared memory as the model sees it: guest addresses over the driver's DMA region.
-struct Shared(DmaRegion);
+struct Shared(DmaRegion<'static>);
 
 impl Shared {
     fn new(len: usize) -> Self {

@@ -15,8 +15,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use storport::ffi;
 use storport_sim::{PATIENCE, PortOptions, Request};
+use storport_sys as ffi;
 use vioblk_sim::cli::run_cli;
 use vioblk_sim::device::VhostUserOptions;
 use vioblk_sim::driver::DriverBackend;

@@ -20,9 +20,8 @@
 //! | 0x0013_000A | a device configuration refused at start | the reason ([`Refused`]) |
 
 use storport::Port;
-use storport::etw::{Event, Level, Text};
-use storport::ffi;
-use storport::srb::Srb;
+use storport::etw::{Event, Level, Text, keywords};
+use storport::srb::{Function, Srb};
 
 /// The device completed a request with a length or status it could not have.
 pub(super) const BAD_COMPLETION: u32 = 0x0013_0000;
@@ -90,13 +89,11 @@ impl Cause {
     }
 
     /// The tier of a reset SRB's function.
-    pub(super) fn of_function(function: u32) -> Cause {
-        if function == u32::from(ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT) {
-            Cause::LogicalUnit
-        } else if function == u32::from(ffi::SRB_FUNCTION_RESET_DEVICE) {
-            Cause::Device
-        } else {
-            Cause::Bus
+    pub(super) fn of_function(function: Function) -> Cause {
+        match function {
+            Function::ResetLogicalUnit => Cause::LogicalUnit,
+            Function::ResetDevice => Cause::Device,
+            _ => Cause::Bus,
         }
     }
 }
@@ -133,7 +130,7 @@ pub(super) fn io_completed(port: Port, srb: &Srb, virtio_status: u8) {
         &Event {
             id: ETW_IO_COMPLETED,
             description: &IO_COMPLETED,
-            keywords: ffi::STORPORT_ETW_EVENT_KEYWORD_IO,
+            keywords: keywords::IO,
             level: Level::Informational,
             first: (&OPCODE, u64::from(opcode)),
             second: (&VIRTIO_STATUS, u64::from(virtio_status)),
@@ -149,7 +146,7 @@ pub(super) fn unit_power(port: Port, state: u32, action: u32) {
         &Event {
             id: ETW_UNIT_POWER,
             description: &UNIT_POWER,
-            keywords: ffi::STORPORT_ETW_EVENT_KEYWORD_POWER,
+            keywords: keywords::POWER,
             level: Level::Informational,
             first: (&STATE, u64::from(state)),
             second: (&ACTION, u64::from(action)),

@@ -5,10 +5,10 @@ use core::sync::atomic::Ordering;
 use storport::Srb;
 use storport::context::{self, StartIo};
 use storport::dpc::MayIssueDpc;
-use storport::ffi;
 use storport::miniport::{BuildIoOutcome, MessageContext};
 use storport::perf;
 use storport::srb::Completed;
+use storport::srb::{Function, Status as SrbStatus};
 
 use crate::scsi::{self, BlockError, Command, DiskInfo, Sense, SenseKey};
 use crate::virtio::{RequestBuilder, Status};
@@ -19,8 +19,6 @@ use super::{Adapter, Mode};
 
 use super::events::{CAPACITY_CHANGED, CAPACITY_REFUSED as LOG_CAPACITY_REFUSED, Cause};
 
-/// SCSISTAT_CHECK_CONDITION.
-const CHECK_CONDITION: u8 = 2;
 /// The INQUIRY operation code (SPC-4 6.6).
 const INQUIRY: u8 = 0x12;
 
@@ -31,17 +29,16 @@ pub(super) fn build_io(
     mut srb: Srb,
 ) -> BuildIoOutcome {
     let Some(start) = adapter.disk.at_start() else {
-        return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+        return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
     };
     // The device vanished: nothing reaches it again.
     if adapter.removed.load(Ordering::Relaxed) {
-        return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+        return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
     }
-    // SRB_FUNCTION_* codes are below 0x100; anything else is no function of ours.
-    let function = u8::try_from(srb.function()).unwrap_or(u8::MAX);
+    let function = srb.function();
     if adapter.broken.load(Ordering::Relaxed)
         && !adapter.resetting()
-        && function == ffi::SRB_FUNCTION_EXECUTE_SCSI
+        && function == Function::ExecuteScsi
     {
         // A reset could not bring the device back; until another one does, fail fast.
         return BuildIoOutcome::Completed(check_condition(
@@ -52,50 +49,46 @@ pub(super) fn build_io(
     // A power SRB that takes the unit out of D0 (the dump instance's before the machine
     // hibernates or powers off, or a unit going to sleep) writes the device's cache back first:
     // it is served as a FLUSH. Into D0, or without a state, there is nothing to do.
-    let function = if function == ffi::SRB_FUNCTION_POWER
-        && srb.power().is_some_and(|p| {
-            matches!(
-                p.device_state,
-                ffi::StorPowerDeviceD1 | ffi::StorPowerDeviceD2 | ffi::StorPowerDeviceD3
-            )
-        }) {
-        ffi::SRB_FUNCTION_FLUSH
+    let function = if function == Function::Power && srb.power().is_some_and(|p| p.leaves_d0()) {
+        Function::Flush
     } else {
         function
     };
     match function {
-        ffi::SRB_FUNCTION_EXECUTE_SCSI => {}
-        ffi::SRB_FUNCTION_FLUSH | ffi::SRB_FUNCTION_SHUTDOWN => {
+        Function::ExecuteScsi => {}
+        Function::Flush | Function::Shutdown => {
             let Some(extension) = extension_of(&srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let Some(builder) = adapter.builder.as_ref() else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
             };
-            return prepared(srb, &extension, request::prepare_flush(builder, &extension));
+            let preparation = request::prepare_flush(builder, &extension);
+            let preparation = record(&extension, preparation);
+            return prepared(srb, preparation);
         }
         // Storport's multi-tier reset: the LU (then the device, then the bus) reset completes
         // every request outstanding on its scope. The adapter has one unit, so each resets the
         // device; StartIo holds the SRB until the reset has handed everything back.
-        ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT
-        | ffi::SRB_FUNCTION_RESET_DEVICE
-        | ffi::SRB_FUNCTION_RESET_BUS => return BuildIoOutcome::StartIo(srb),
+        Function::ResetLogicalUnit | Function::ResetDevice | Function::ResetBus => {
+            return BuildIoOutcome::StartIo(srb);
+        }
         // virtio-blk cannot abort one request: the request ends with its device, or with the
         // reset Storport sends when it times out.
-        ffi::SRB_FUNCTION_ABORT_COMMAND | ffi::SRB_FUNCTION_PNP | ffi::SRB_FUNCTION_POWER => {
-            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS));
+        Function::AbortCommand | Function::Pnp | Function::Power => {
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::Success));
         }
-        _ => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_REQUEST)),
+        _ => return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest)),
     }
     match srb.address() {
         Some(address) if address.target != 0 || address.path != 0 => {
-            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_NO_DEVICE));
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
         }
         Some(address) if address.lun != 0 => {
-            return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_LUN));
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidLun));
         }
         Some(_) => {}
-        None => return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INVALID_REQUEST)),
+        None => return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest)),
     }
 
     let mut cdb = [0u8; 32];
@@ -126,7 +119,7 @@ pub(super) fn build_io(
     match command {
         Command::Good => {
             srb.set_data_transfer_length(0);
-            BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS))
+            BuildIoOutcome::Completed(srb.complete(SrbStatus::Success))
         }
         Command::DataIn(data) => {
             let written = srb
@@ -155,7 +148,7 @@ pub(super) fn build_io(
             match change {
                 Ok(Some(change)) => {
                     if set_write_cache(adapter, change.write_cache_enabled) {
-                        BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS))
+                        BuildIoOutcome::Completed(srb.complete(SrbStatus::Success))
                     } else {
                         BuildIoOutcome::Completed(check_condition(
                             srb,
@@ -163,14 +156,14 @@ pub(super) fn build_io(
                         ))
                     }
                 }
-                Ok(None) => BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
+                Ok(None) => BuildIoOutcome::Completed(srb.complete(SrbStatus::Success)),
                 Err(sense) => BuildIoOutcome::Completed(check_condition(srb, &sense)),
             }
         }
         Command::Read(io) | Command::Write(io) => {
             let write = matches!(command, Command::Write(_));
             let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let data_len = srb.data_transfer_length();
             let preparation = match srb.scatter_gather() {
@@ -185,22 +178,25 @@ pub(super) fn build_io(
                 ),
                 None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
             };
-            prepared(srb, &extension, preparation)
+            let preparation = record(&extension, preparation);
+            prepared(srb, preparation)
         }
         Command::Flush => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
-            prepared(srb, &extension, request::prepare_flush(builder, &extension))
+            let preparation = request::prepare_flush(builder, &extension);
+            let preparation = record(&extension, preparation);
+            prepared(srb, preparation)
         }
         Command::Unmap {
             parameter_list_length,
         } => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let preparation = {
-                let data = srb.data_buffer().unwrap_or(&mut []);
+                let data = srb.data().unwrap_or(&[]);
                 let len = usize::from(parameter_list_length).min(data.len());
                 match scsi::parse_unmap(data.get(..len).unwrap_or(&[]), disk) {
                     Ok(list) => request::prepare_ranges(
@@ -212,15 +208,16 @@ pub(super) fn build_io(
                     Err(sense) => Preparation::Check(sense),
                 }
             };
-            prepared(srb, &extension, preparation)
+            let preparation = record(&extension, preparation);
+            prepared(srb, preparation)
         }
         Command::WriteSame(same) => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR));
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let preparation = {
                 let need = usize::try_from(same.data_length(disk)).unwrap_or(usize::MAX);
-                let data = srb.data_buffer().unwrap_or(&mut []);
+                let data = srb.data().unwrap_or(&[]);
                 if data.len() < need {
                     Preparation::Check(Sense::INVALID_FIELD_IN_CDB)
                 } else {
@@ -243,7 +240,8 @@ pub(super) fn build_io(
                     }
                 }
             };
-            prepared(srb, &extension, preparation)
+            let preparation = record(&extension, preparation);
+            prepared(srb, preparation)
         }
     }
 }
@@ -256,24 +254,33 @@ fn zeroes_carrier(disk: &DiskInfo) -> Option<bool> {
     }
 }
 
-/// Records a prepared request for StartIo, or completes one that needs no device work.
-fn prepared(srb: Srb, extension: &Extension, preparation: Preparation) -> BuildIoOutcome {
+/// Records a prepared request in its SRB extension, for StartIo.
+fn record(extension: &Extension<'_>, preparation: Preparation) -> Preparation {
+    if let Preparation::Ready(prepared) = &preparation {
+        extension.record(prepared);
+    }
+    preparation
+}
+
+/// Passes a prepared (and recorded) request on to StartIo, or completes one that needs no
+/// device work.
+fn prepared(srb: Srb, preparation: Preparation) -> BuildIoOutcome {
     match preparation {
-        Preparation::Ready(prepared) => {
-            extension.record(&prepared);
-            BuildIoOutcome::StartIo(srb)
-        }
-        Preparation::Good => BuildIoOutcome::Completed(srb.complete(ffi::SRB_STATUS_SUCCESS)),
+        Preparation::Ready(_) => BuildIoOutcome::StartIo(srb),
+        Preparation::Good => BuildIoOutcome::Completed(srb.complete(SrbStatus::Success)),
         Preparation::Check(sense) => BuildIoOutcome::Completed(check_condition(srb, &sense)),
     }
 }
 
-fn extension_of(srb: &Srb) -> Option<Extension> {
+fn extension_of(srb: &Srb) -> Option<Extension<'_>> {
     Extension::new(srb.extension()?)
 }
 
 /// What laying out a block request needs: the request's SRB extension and the builder.
-fn block_request<'a>(adapter: &'a Adapter, srb: &Srb) -> Option<(Extension, &'a RequestBuilder)> {
+fn block_request<'a, 's>(
+    adapter: &'a Adapter,
+    srb: &'s Srb,
+) -> Option<(Extension<'s>, &'a RequestBuilder)> {
     Some((extension_of(srb)?, adapter.builder.as_ref()?))
 }
 
@@ -302,9 +309,9 @@ fn respond(mut srb: Srb, written: usize) -> Completed {
     srb.set_data_transfer_length(written);
     // An underrun is reported as DATA_OVERRUN with the length that moved (Storport's convention).
     let status = if written < requested {
-        ffi::SRB_STATUS_DATA_OVERRUN
+        SrbStatus::DataOverrun
     } else {
-        ffi::SRB_STATUS_SUCCESS
+        SrbStatus::Success
     };
     srb.complete(status)
 }
@@ -313,24 +320,15 @@ fn respond(mut srb: Srb, written: usize) -> Completed {
 pub(super) fn check_condition(mut srb: Srb, sense: &Sense) -> Completed {
     let mut bytes = [0u8; 18];
     let len = sense.write(&mut bytes);
-    srb.set_scsi_status(CHECK_CONDITION);
     srb.set_data_transfer_length(0);
-    let copied = srb.write_sense(bytes.get(..len).unwrap_or(&[]));
-    let status = if copied > 0 {
-        ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID
-    } else {
-        ffi::SRB_STATUS_ERROR
-    };
-    srb.complete(status)
+    srb.complete_check_condition(bytes.get(..len).unwrap_or(&[]))
 }
 
 /// Whether `srb` is one of the reset SRBs StartIo holds until the reset completes.
 fn is_reset_request(srb: &Srb) -> bool {
     matches!(
-        u8::try_from(srb.function()),
-        Ok(ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT
-            | ffi::SRB_FUNCTION_RESET_DEVICE
-            | ffi::SRB_FUNCTION_RESET_BUS)
+        srb.function(),
+        Function::ResetLogicalUnit | Function::ResetDevice | Function::ResetBus
     )
 }
 
@@ -379,7 +377,7 @@ impl Submitted {
 /// HwStorStartIo: put the prepared request on a ring.
 pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
     if adapter.removed.load(Ordering::Acquire) {
-        let _ = srb.complete(ffi::SRB_STATUS_NO_DEVICE);
+        let _ = srb.complete(SrbStatus::NoDevice);
         return;
     }
     if is_reset_request(&srb) {
@@ -389,20 +387,19 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         return;
     }
     let Some(extension) = extension_of(&srb) else {
-        let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
+        let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
     let Some(Prepared { built, op }) = extension.prepared() else {
-        let _ = srb.complete(ffi::SRB_STATUS_INTERNAL_ERROR);
+        let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
     if adapter.resetting() {
-        let _ = srb.complete(ffi::SRB_STATUS_BUSY);
+        let _ = srb.complete(SrbStatus::Busy);
         return;
     }
     let request = InFlight {
         srb,
-        area: extension.area,
         op,
         max_written: built.max_written,
     };
@@ -441,7 +438,7 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         // request again once the device is back.
         #[cfg(not(feature = "planted-race"))]
         Submitted::Broken(request) => {
-            let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+            let _ = request.srb.complete(SrbStatus::Busy);
         }
         // The planted bug (test builds only, see Cargo.toml): the code before fb79d8a.
         #[cfg(feature = "planted-race")]
@@ -467,7 +464,7 @@ fn busy(adapter: &Adapter, request: InFlight) {
     if let (Some(port), Some(address)) = (adapter.port, request.srb.address()) {
         port.device_busy(address, 1);
     }
-    let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+    let _ = request.srb.complete(SrbStatus::Busy);
 }
 
 /// The queue Storport's message steering chose for `srb` (StartIo runs on the CPU whose MSI-X
@@ -493,6 +490,9 @@ fn queue_for(adapter: &Adapter, srb: &Srb) -> usize {
 /// HwStorInterrupt: line-based interrupts, and the dump stack's polling.
 pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool {
     let mode = adapter.mode();
+    if mode == Mode::Dump {
+        super::reset::write_pending_dump_reset(adapter, ctx);
+    }
     if mode != Mode::Dump {
         let Some(transport) = adapter.transport.as_ref() else {
             return false;
@@ -687,7 +687,7 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
                 // back BUSY: its data is on the device, and Storport sends it again (write, then
                 // FLUSH), so it is never completed before it is durable.
                 Some(_) => {
-                    let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+                    let _ = request.srb.complete(SrbStatus::Busy);
                 }
             }
         }
@@ -698,13 +698,14 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
 /// Completes one request from its status byte. Returns it instead when it is a FUA write that
 /// still needs its FLUSH.
 fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFlight> {
+    let status = request
+        .area()
+        .map_or(Status::Invalid(u8::MAX), |area| area.status());
     let InFlight {
         srb,
-        area,
         op,
         max_written,
     } = request;
-    let status = area.status();
     if adapter.tracing.load(Ordering::Relaxed)
         && let Some(port) = adapter.port
     {
@@ -731,12 +732,11 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
     match status {
         Status::Ok if op == Op::WriteFua => Some(InFlight {
             srb,
-            area,
             op: Op::Flush,
             max_written: 1,
         }),
         Status::Ok => {
-            let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
+            let _ = srb.complete(SrbStatus::Success);
             None
         }
         Status::IoError => {

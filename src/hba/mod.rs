@@ -38,15 +38,14 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32};
 use storport::context;
 use storport::dma::DmaRegion;
 use storport::dpc::StorDpc;
-use storport::ffi;
 use storport::miniport::{
     AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
     UnitControl, UnitControlStatus, UnitPowerState,
 };
 use storport::sync::{DpcShared, InterruptShared};
-use storport::{Miniport, Port, PortConfiguration, Srb};
+use storport::{AdapterControlType, Miniport, Port, PortConfiguration, Srb, UnitControlType};
 
-use crate::virtio::{BlkConfig, QueueAddresses, RequestBuilder, Transport};
+use crate::virtio::{BlkConfig, DeviceRegisters, QueueAddresses, RequestBuilder, Transport};
 
 pub use disk::{DiskState, PRODUCT, REVISION, VENDOR};
 pub use queue::SLOTS;
@@ -95,9 +94,9 @@ pub struct Control {
 /// A virtio-blk adapter.
 pub struct Adapter {
     port: Option<Port>,
-    /// The transport for register reads from any context (ISR status, device configuration);
-    /// changes go through `control`.
-    transport: Option<Transport>,
+    /// The device's registers for reads from any context (ISR status, device configuration);
+    /// every `device_status` write goes through the one `Transport`, in `control`.
+    transport: Option<DeviceRegisters>,
     control: InterruptShared<Control>,
     /// Features accepted at start.
     features: u64,
@@ -107,9 +106,9 @@ pub struct Adapter {
     builder: Option<RequestBuilder>,
     /// Rings laid out in the uncached extension: how many, and where.
     planned_queues: u16,
-    rings: [Option<(QueueAddresses, DmaRegion)>; MAX_QUEUES],
+    rings: [Option<(QueueAddresses, DmaRegion<'static>)>; MAX_QUEUES],
     /// The GET_ID request area and its 20-byte buffer, in the uncached extension.
-    identify: Option<DmaRegion>,
+    identify: Option<DmaRegion<'static>>,
     /// `Mode` as u8.
     mode: AtomicU8,
     /// Queues in use (MultiQueue).
@@ -130,6 +129,8 @@ pub struct Adapter {
     reset_stage: AtomicU8,
     /// A reset was asked for while one was ending: the machine starts again.
     reset_again: AtomicBool,
+    /// A dump stack's reset waits for the polled ISR, which holds the interrupt lock, to write it.
+    dump_reset_pending: AtomicBool,
     /// Looks at `device_status` in the current stage.
     reset_polls: AtomicU32,
     /// Bus Master Enable was cleared because the device ignored a reset.
@@ -170,6 +171,7 @@ impl Adapter {
 }
 
 impl Miniport for Adapter {
+    type Duplex = storport::context::FullDuplex;
     const INITIAL: Self = Adapter {
         port: None,
         transport: None,
@@ -191,6 +193,7 @@ impl Miniport for Adapter {
         reset_dpc: StorDpc::new(),
         reset_stage: AtomicU8::new(0),
         reset_again: AtomicBool::new(false),
+        dump_reset_pending: AtomicBool::new(false),
         reset_polls: AtomicU32::new(0),
         dma_cut: AtomicBool::new(false),
         removed: AtomicBool::new(false),
@@ -203,12 +206,13 @@ impl Miniport for Adapter {
     };
 
     const SRB_EXTENSION_SIZE: u32 = SRB_EXTENSION_SIZE as u32;
-    const ADAPTER_CONTROL_TYPES: &'static [u32] = &[ffi::ScsiAdapterSurpriseRemoval];
-    const UNIT_CONTROL_TYPES: &'static [u32] = &[
-        ffi::ScsiUnitStart,
-        ffi::ScsiUnitPower,
-        ffi::ScsiUnitRemove,
-        ffi::ScsiUnitSurpriseRemoval,
+    const ADAPTER_CONTROL_TYPES: &'static [AdapterControlType] =
+        &[AdapterControlType::SURPRISE_REMOVAL];
+    const UNIT_CONTROL_TYPES: &'static [UnitControlType] = &[
+        UnitControlType::START,
+        UnitControlType::POWER,
+        UnitControlType::REMOVE,
+        UnitControlType::SURPRISE_REMOVAL,
     ];
 
     fn find_adapter(
@@ -314,7 +318,7 @@ impl Miniport for Adapter {
         match control {
             AdapterControl::Stop => reset::stop(self, ctx),
             AdapterControl::Restart => reset::restart(self, ctx),
-            AdapterControl::Other(ffi::ScsiAdapterSurpriseRemoval) => {
+            AdapterControl::Other(AdapterControlType::SURPRISE_REMOVAL) => {
                 reset::surprise_removal(self, &*ctx);
                 AdapterControlStatus::Success
             }

@@ -9,7 +9,7 @@
 
 use storport::Srb;
 
-use storport::ffi;
+use storport::srb::Status as SrbStatus;
 
 use crate::virtio::{
     BuiltRequest, QueueError, QueueNotifier, RequestArea, RequestBuilder, UsedElem, Virtqueue,
@@ -22,15 +22,24 @@ use super::request::Op;
 pub const SLOTS: usize = 128;
 
 /// A request on the ring.
+///
+/// It keeps the `Srb` only, never a view of its SRB extension: the extension is Storport's
+/// memory until the request completes, so its views borrow the `Srb` ([`InFlight::area`]) and
+/// end when it is completed.
 pub struct InFlight {
     /// The Storport request, owned until it is completed.
     pub srb: Srb,
-    /// Its virtio-blk request (header, status byte, descriptor table) in the SRB extension.
-    pub area: RequestArea,
     /// What the request does, for the sense data of a failure.
     pub op: Op,
     /// The most a correct used element's length can say.
     pub max_written: u32,
+}
+
+impl InFlight {
+    /// Its virtio-blk request (header, status byte, descriptor table) in the SRB extension.
+    pub fn area(&self) -> Option<RequestArea<'_>> {
+        super::request::Extension::new(self.srb.extension()?).map(|extension| extension.area)
+    }
 }
 
 /// What a drain found.
@@ -146,12 +155,15 @@ impl Queue {
         }
         let pushed = if self.indirect {
             // A packed ring's indirect table has the packed layout (VIRTIO 1.2 2.8.7).
-            if ring.is_packed() && !request.area.repack_table(built) {
+            if ring.is_packed() && !request.area().is_some_and(|area| area.repack_table(built)) {
                 return Err(SubmitError::Broken(request));
             }
             ring.push_indirect(built.table_address, built.table_len)
         } else {
-            ring.push_chain(request.area.descriptors(built))
+            let Some(area) = request.area() else {
+                return Err(SubmitError::Broken(request));
+            };
+            ring.push_chain(area.descriptors(built))
         };
         let Ok(id) = pushed else {
             return Err(SubmitError::Full(request));
@@ -303,9 +315,12 @@ impl Queue {
         request: InFlight,
         builder: Option<&RequestBuilder>,
     ) -> Option<QueueNotifier> {
-        let Some(built) = builder.and_then(|b| b.build_flush(&request.area).ok()) else {
+        let built = request
+            .area()
+            .and_then(|area| builder.and_then(|b| b.build_flush(&area).ok()));
+        let Some(built) = built else {
             // No FLUSH on this device: the write is as durable as it gets.
-            let _ = request.srb.complete(ffi::SRB_STATUS_SUCCESS);
+            let _ = request.srb.complete(SrbStatus::Success);
             return None;
         };
         let request = InFlight {
@@ -316,7 +331,7 @@ impl Queue {
             Ok(notifier) => notifier,
             // The data is written but not yet durable: have Storport send the write again.
             Err(SubmitError::Full(request) | SubmitError::Broken(request)) => {
-                let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
+                let _ = request.srb.complete(SrbStatus::Busy);
                 None
             }
         }

@@ -82,15 +82,15 @@ pub struct Prepared {
 }
 
 /// The SRB extension of one request.
-pub struct Extension {
+pub struct Extension<'a> {
     /// The virtio-blk request area (with the prepared record in its private word).
-    pub area: RequestArea,
+    pub area: RequestArea<'a>,
 }
 
-impl Extension {
+impl<'a> Extension<'a> {
     /// Wraps an SRB extension; `None` if Storport gave misaligned memory or less than a
     /// request area needs.
-    pub fn new(region: DmaRegion) -> Option<Extension> {
+    pub fn new(region: DmaRegion<'a>) -> Option<Extension<'a>> {
         Some(Extension {
             area: RequestArea::new(region)?,
         })

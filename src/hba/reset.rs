@@ -30,8 +30,8 @@
 use core::sync::atomic::Ordering;
 
 use storport::dpc::MayIssueDpc;
-use storport::ffi;
 use storport::miniport::{AdapterControlStatus, request_timer};
+use storport::srb::Status as SrbStatus;
 use storport::{Srb, context};
 
 use super::queue::{Batch, Queue};
@@ -123,7 +123,9 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C, cause: Cau
         // stack is torn down (there is one request at a time, polled).
         Mode::Dump => {
             adapter.broken.store(true, Ordering::Release);
-            write_reset(adapter);
+            // The write goes through the one transport, behind the interrupt lock: the polled
+            // ISR, which holds it, makes it (`write_pending_dump_reset`).
+            adapter.dump_reset_pending.store(true, Ordering::Release);
             return;
         }
         Mode::MultiQueue | Mode::SingleInterrupt => {}
@@ -175,7 +177,7 @@ pub(super) fn dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
     loop {
         let mut batch = Batch::new();
         let more = cancel(adapter.single.get(ctx), &mut batch);
-        complete_all(&mut batch, ffi::SRB_STATUS_BUS_RESET);
+        complete_all(&mut batch, SrbStatus::BusReset);
         if !more {
             break;
         }
@@ -198,13 +200,29 @@ fn end_reset(adapter: &Adapter, ctx: &context::Dpc) {
     }
 }
 
-/// Writes the reset to `device_status`, unless the device is gone.
-fn write_reset(adapter: &Adapter) {
+/// Writes the reset to `device_status`, unless the device is gone: through the one transport,
+/// in the interrupt-lock cell that serialises every status write (StorPortSynchronizeAccess).
+fn write_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
     if adapter.removed.load(Ordering::Acquire) {
         return;
     }
-    if let Some(transport) = adapter.transport.as_ref() {
-        transport.clone().request_reset();
+    let _ = adapter.control.synchronize(ctx, |control| {
+        if let Some(transport) = control.transport.as_mut() {
+            transport.request_reset();
+        }
+    });
+}
+
+/// A dump stack's reset asked for by `begin_reset`, written by the polled ISR, which holds the
+/// interrupt lock.
+pub(super) fn write_pending_dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
+    if !adapter.dump_reset_pending.swap(false, Ordering::AcqRel)
+        || adapter.removed.load(Ordering::Acquire)
+    {
+        return;
+    }
+    if let Some(transport) = adapter.control.get(ctx).transport.as_mut() {
+        transport.request_reset();
     }
 }
 
@@ -243,12 +261,12 @@ where
     C: MayIssueDpc + storport::lock::MayAcquireInterrupt,
 {
     if adapter.removed.load(Ordering::Acquire) {
-        let _ = srb.complete(ffi::SRB_STATUS_NO_DEVICE);
+        let _ = srb.complete(SrbStatus::NoDevice);
         return;
     }
     if !matches!(adapter.mode(), Mode::MultiQueue | Mode::SingleInterrupt) {
         // No reset machine here (dump stack): the one polled request has already ended.
-        let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
+        let _ = srb.complete(SrbStatus::Success);
         return;
     }
     let cause = Cause::of_function(srb.function());
@@ -265,11 +283,11 @@ where
         Ok(None) => begin_reset(adapter, &*ctx, cause),
         // Every place taken: resets already in progress will hand this unit's requests back.
         Ok(Some(srb)) => {
-            let _ = srb.complete(ffi::SRB_STATUS_BUSY);
+            let _ = srb.complete(SrbStatus::Busy);
         }
         Err(_) => {
             if let Some(srb) = pending {
-                let _ = srb.complete(ffi::SRB_STATUS_BUSY);
+                let _ = srb.complete(SrbStatus::Busy);
             }
         }
     }
@@ -295,13 +313,13 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
         if !adapter.removed.swap(true, Ordering::AcqRel) {
             port.log_error(None, LOG_SURPRISE_REMOVAL, 0);
         }
-        cancel_all(adapter, ctx, ffi::SRB_STATUS_NO_DEVICE);
-        complete_held(adapter, ctx, ffi::SRB_STATUS_NO_DEVICE);
+        cancel_all(adapter, ctx, SrbStatus::NoDevice);
+        complete_held(adapter, ctx, SrbStatus::NoDevice);
         set_stage(adapter, Stage::Idle);
         return;
     }
     if current == Stage::Waiting && adapter.reset_polls.load(Ordering::Acquire) == 0 {
-        write_reset(adapter);
+        write_reset(adapter, ctx);
         adapter.reset_polls.store(1, Ordering::Release);
     }
     let acknowledged = adapter
@@ -324,7 +342,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
                 // No way to stop it: the requests stay with the device rather than be written
                 // after completion; keep asking it to reset.
                 adapter.reset_polls.store(0, Ordering::Release);
-                write_reset(adapter);
+                write_reset(adapter, ctx);
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
             }
@@ -332,7 +350,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
             // Ask again; bring it back once it acknowledges.
             adapter.reset_polls.store(0, Ordering::Release);
             set_stage(adapter, Stage::Restarting);
-            write_reset(adapter);
+            write_reset(adapter, ctx);
             request_timer::<Adapter>(port, RESET_POLL_US);
         }
         Stage::Waiting => {
@@ -343,7 +361,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
             let polls = adapter.reset_polls.fetch_add(1, Ordering::AcqRel) + 1;
             if polls < RESTART_POLLS {
                 if polls.is_multiple_of(100) {
-                    write_reset(adapter);
+                    write_reset(adapter, ctx);
                 }
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
@@ -358,8 +376,8 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
 
 /// The device can no longer write into any request: complete them all, and the held reset SRBs.
 fn hand_back(adapter: &Adapter, ctx: &mut context::Dpc) {
-    cancel_all(adapter, ctx, ffi::SRB_STATUS_BUS_RESET);
-    complete_held(adapter, ctx, ffi::SRB_STATUS_SUCCESS);
+    cancel_all(adapter, ctx, SrbStatus::BusReset);
+    complete_held(adapter, ctx, SrbStatus::Success);
 }
 
 /// The device acknowledged the reset: bring it back over the (now empty) rings.
@@ -368,8 +386,8 @@ fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
     // is re-initialised under them; so are reset SRBs that arrived meanwhile. A reset asked for
     // before this point is served by it.
     adapter.reset_again.store(false, Ordering::Release);
-    cancel_all(adapter, ctx, ffi::SRB_STATUS_BUS_RESET);
-    complete_held(adapter, ctx, ffi::SRB_STATUS_SUCCESS);
+    cancel_all(adapter, ctx, SrbStatus::BusReset);
+    complete_held(adapter, ctx, SrbStatus::Success);
     let restarted = adapter
         .control
         .synchronize(ctx, |control| restart_device(adapter, control))
@@ -399,7 +417,7 @@ fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
 /// (Storport's, on a timeout) succeeds.
 fn give_up(adapter: &Adapter, ctx: &mut context::Dpc) {
     adapter.broken.store(true, Ordering::Release);
-    complete_held(adapter, ctx, ffi::SRB_STATUS_SUCCESS);
+    complete_held(adapter, ctx, SrbStatus::Success);
     adapter.reset_again.store(false, Ordering::Release);
     set_stage(adapter, Stage::Idle);
     if let Some(port) = adapter.port {
@@ -408,7 +426,7 @@ fn give_up(adapter: &Adapter, ctx: &mut context::Dpc) {
 }
 
 /// Hands every request on every queue back with `status` (the device no longer runs them).
-fn cancel_all(adapter: &Adapter, ctx: &mut context::Dpc, status: u8) {
+fn cancel_all(adapter: &Adapter, ctx: &mut context::Dpc, status: SrbStatus) {
     match adapter.mode() {
         Mode::MultiQueue => {
             let active = usize::from(adapter.active_queues.load(Ordering::Acquire));
@@ -441,7 +459,7 @@ fn cancel_all(adapter: &Adapter, ctx: &mut context::Dpc, status: u8) {
 }
 
 /// Completes the held reset SRBs with `status`.
-fn complete_held(adapter: &Adapter, ctx: &mut context::Dpc, status: u8) {
+fn complete_held(adapter: &Adapter, ctx: &mut context::Dpc, status: SrbStatus) {
     let held = adapter
         .held_resets
         .synchronize(ctx, HeldResets::take_all)
@@ -461,7 +479,7 @@ fn cancel(queue: &mut Queue, batch: &mut Batch) -> bool {
 }
 
 /// Completes cancelled requests: Storport retries requests completed with BUS_RESET.
-fn complete_all(batch: &mut Batch, status: u8) {
+fn complete_all(batch: &mut Batch, status: SrbStatus) {
     for (request, _) in batch.drain() {
         let _ = request.srb.complete(status);
     }
@@ -480,23 +498,27 @@ fn restart_device(adapter: &Adapter, control: &mut Control) -> bool {
 /// (no DMA, no interrupts) until restarted. Runs at DIRQL holding the interrupt lock
 /// (layouts.md), so it takes no lock and waits at most the transport's 1 ms for the reset; a
 /// device that does not stop in that time has its DMA cut.
-pub(super) fn stop(adapter: &Adapter, _ctx: &mut context::AdapterControl) -> AdapterControlStatus {
+pub(super) fn stop(adapter: &Adapter, ctx: &mut context::AdapterControl) -> AdapterControlStatus {
     if adapter.removed.load(Ordering::Acquire) {
         return AdapterControlStatus::Success;
     }
-    if let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) {
-        let mut transport = transport.clone();
-        if transport.reset(&mut |us| port.stall(us)).is_err() {
-            if transport.device_status().vanished() {
-                adapter.removed.store(true, Ordering::Release);
-                return AdapterControlStatus::Success;
-            }
-            port.log_error(None, LOG_RESET_NOT_ACKNOWLEDGED, 0);
-            let cut = port.set_bus_master(false);
-            adapter.dma_cut.store(cut, Ordering::Release);
-            if !cut {
-                return AdapterControlStatus::Unsuccessful;
-            }
+    // Storport holds the interrupt lock for a stop: the one transport is reached directly.
+    let Some(held) = ctx.stop_restart() else {
+        return AdapterControlStatus::Unsuccessful;
+    };
+    let control = adapter.control.get(held);
+    if let (Some(transport), Some(port)) = (control.transport.as_mut(), adapter.port)
+        && transport.reset(&mut |us| port.stall(us)).is_err()
+    {
+        if transport.device_status().vanished() {
+            adapter.removed.store(true, Ordering::Release);
+            return AdapterControlStatus::Success;
+        }
+        port.log_error(None, LOG_RESET_NOT_ACKNOWLEDGED, 0);
+        let cut = port.set_bus_master(false);
+        adapter.dma_cut.store(cut, Ordering::Release);
+        if !cut {
+            return AdapterControlStatus::Unsuccessful;
         }
     }
     AdapterControlStatus::Success
@@ -512,10 +534,17 @@ pub(super) fn restart(
     if adapter.removed.load(Ordering::Acquire) {
         return AdapterControlStatus::Unsuccessful;
     }
-    let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) else {
+    let Some(port) = adapter.port else {
         return AdapterControlStatus::Unsuccessful;
     };
-    let mut transport = transport.clone();
+    // Storport holds the interrupt lock for a restart: the one transport is reached directly.
+    let Some(held) = ctx.stop_restart() else {
+        return AdapterControlStatus::Unsuccessful;
+    };
+    let control = adapter.control.get(held);
+    let Some(transport) = control.transport.as_mut() else {
+        return AdapterControlStatus::Unsuccessful;
+    };
     // The device was reset at stop; if it has not finished (or takes longer than the 1 ms this
     // DIRQL routine may wait), the reset machine brings it back: requests are answered BUSY
     // meanwhile.
@@ -532,7 +561,7 @@ pub(super) fn restart(
         begin_reset(adapter, &*ctx, Cause::NeedsReset);
         return AdapterControlStatus::Success;
     }
-    if super::setup::reprogram(adapter, &mut transport, port) {
+    if super::setup::reprogram(adapter, transport, port) {
         adapter.broken.store(false, Ordering::Release);
         // The disk may have been resized while the adapter was stopped, when the device could
         // not interrupt: re-read the capacity (a UNIT ATTENTION follows if it changed).

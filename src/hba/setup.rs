@@ -118,7 +118,7 @@ pub(super) fn find_adapter(
         refuse(Refused::Features);
         return FindAdapterStatus::Error;
     };
-    let Ok(blk) = BlkConfig::read(&transport, accepted) else {
+    let Ok(blk) = BlkConfig::read(&transport.registers(), accepted) else {
         transport.fail();
         return FindAdapterStatus::Error;
     };
@@ -252,8 +252,8 @@ pub(super) fn find_adapter(
     adapter.disk.set_serial(Serial::from_location(bus, slot));
     adapter.features = accepted;
     adapter.config = Some(blk);
-    adapter.control.get_mut().transport = Some(transport.clone());
-    adapter.transport = Some(transport);
+    adapter.transport = Some(transport.registers());
+    adapter.control.get_mut().transport = Some(transport);
     adapter.set_mode(if dump { Mode::Dump } else { Mode::Stopped });
     FindAdapterStatus::Found
 }
@@ -507,7 +507,7 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
 #[inline(never)]
 fn attach_ring(
     queue: &mut Queue,
-    region: storport::dma::DmaRegion,
+    region: storport::dma::DmaRegion<'static>,
     size: QueueSize,
     event_idx: bool,
     indirect: bool,

@@ -29,7 +29,7 @@ use core::sync::atomic::Ordering;
 
 use super::packed::IndirectTable;
 use super::ring::{DESCRIPTOR_SIZE, Descriptor, DescriptorTable, QueueSize, RawDescriptor};
-use super::transport::{DeviceConfig, Transport, TransportError};
+use super::transport::{DeviceConfig, DeviceRegisters, TransportError};
 use storport::dma::DmaRegion;
 
 /// virtio-blk feature bits (5.2.3), as masks of the 64-bit feature word.
@@ -264,7 +264,7 @@ fn field<T>(negotiated: bool, value: Option<T>) -> Result<Option<T>, BlkConfigEr
 impl BlkConfig {
     /// Reads and validates the configuration for the `features` accepted at FEATURES_OK
     /// (`writeback` may only be read after FEATURES_OK, 5.2.5.1).
-    pub fn read(transport: &Transport, features: u64) -> Result<Self, BlkConfigError> {
+    pub fn read(transport: &DeviceRegisters, features: u64) -> Result<Self, BlkConfigError> {
         let raw = transport
             .read_device_config(RawConfig::read)
             .map_err(BlkConfigError::Transport)?;
@@ -381,7 +381,7 @@ impl BlkConfig {
 
     /// Switches the cache mode (MODE SELECT's WCE); `false` without CONFIG_WCE. Re-read the
     /// configuration to see what the device made of it.
-    pub fn set_write_cache(&self, transport: &Transport, mode: WriteCache) -> bool {
+    pub fn set_write_cache(&self, transport: &DeviceRegisters, mode: WriteCache) -> bool {
         if !self.cache_mode_writable {
             return false;
         }
@@ -520,13 +520,13 @@ const _: () = assert!(max_range_segments(AREA_SIZE) == 59);
 ///
 /// The region is at least `area_size(1)` bytes and starts 8-aligned (so `u64s()` is `Some`).
 #[derive(Clone, Copy, Debug)]
-pub struct RequestArea {
-    region: DmaRegion,
+pub struct RequestArea<'a> {
+    region: DmaRegion<'a>,
 }
 
-impl RequestArea {
+impl<'a> RequestArea<'a> {
     /// Wraps `region`, or `None` if it is too small for any request or not 8-aligned.
-    pub fn new(region: DmaRegion) -> Option<Self> {
+    pub fn new(region: DmaRegion<'a>) -> Option<Self> {
         if region.len() < area_size(1) || region.u64s().is_none() {
             return None;
         }
@@ -567,12 +567,12 @@ impl RequestArea {
         })
     }
 
-    fn packed_table(&self) -> Option<IndirectTable> {
+    fn packed_table(&self) -> Option<IndirectTable<'a>> {
         let len = self.region.len().checked_sub(TABLE_OFFSET)?;
         IndirectTable::new(self.region.subregion(TABLE_OFFSET, len)?)
     }
 
-    fn table(&self) -> Option<DescriptorTable> {
+    fn table(&self) -> Option<DescriptorTable<'a>> {
         let len = self.region.len().checked_sub(TABLE_OFFSET)?;
         DescriptorTable::new(self.region.subregion(TABLE_OFFSET, len)?)
     }
@@ -923,6 +923,7 @@ fn table_capacity(table: &DescriptorTable) -> u16 {
 mod tests {
     extern crate std;
     use super::super::ring::tests::dma;
+    use super::super::transport::Transport;
     use super::super::transport::feature::VERSION_1;
     use super::super::transport::tests::{DEVICE, FakeDevice};
     use super::*;
@@ -930,7 +931,7 @@ mod tests {
 
     const PHYS: u64 = 0x7_0000;
 
-    fn area(len: usize) -> RequestArea {
+    fn area(len: usize) -> RequestArea<'static> {
         RequestArea::new(dma(len, PHYS).subregion(0, len).unwrap()).unwrap()
     }
 
@@ -1365,7 +1366,7 @@ mod tests {
         put(dev, 36, &[0xFF; 12]);
         put(dev, 48, &[0; 9]);
         let all = feature::BLK_SUPPORTED;
-        let c = BlkConfig::read(&t, all).unwrap();
+        let c = BlkConfig::read(&t.registers(), all).unwrap();
         assert_eq!(c.capacity, 1 << 33);
         assert_eq!(c.size_max, Some(65536));
         assert_eq!(c.seg_max, Some(1), "0 segments reads as 1");
@@ -1379,31 +1380,31 @@ mod tests {
         assert!(!c.write_zeroes.unwrap().may_unmap);
 
         // Without the features, the fields are not used.
-        let c = BlkConfig::read(&t, feature::FLUSH).unwrap();
+        let c = BlkConfig::read(&t.registers(), feature::FLUSH).unwrap();
         assert_eq!((c.num_queues, c.blk_size, c.seg_max), (1, None, None));
         assert_eq!(c.write_cache, WriteCache::WriteBack);
-        let c = BlkConfig::read(&t, 0).unwrap();
+        let c = BlkConfig::read(&t.registers(), 0).unwrap();
         assert_eq!(c.write_cache, WriteCache::WriteThrough);
 
         // Switching the cache mode writes `writeback`.
-        let c = BlkConfig::read(&t, all).unwrap();
-        assert!(c.set_write_cache(&t, WriteCache::WriteBack));
+        let c = BlkConfig::read(&t.registers(), all).unwrap();
+        assert!(c.set_write_cache(&t.registers(), WriteCache::WriteBack));
         assert_eq!(dev.state.lock().unwrap().config[32], 1);
         assert_eq!(
-            BlkConfig::read(&t, all).unwrap().write_cache,
+            BlkConfig::read(&t.registers(), all).unwrap().write_cache,
             WriteCache::WriteBack
         );
 
         // Impossible values.
         put(dev, 20, &1000u32.to_le_bytes());
         assert_eq!(
-            BlkConfig::read(&t, all),
+            BlkConfig::read(&t.registers(), all),
             Err(BlkConfigError::Invalid("blk_size"))
         );
         put(dev, 20, &512u32.to_le_bytes());
         put(dev, 34, &0u16.to_le_bytes());
         assert_eq!(
-            BlkConfig::read(&t, all),
+            BlkConfig::read(&t.registers(), all),
             Err(BlkConfigError::Invalid("num_queues"))
         );
         let _ = DEVICE;
@@ -1423,13 +1424,13 @@ mod tests {
             4,
         );
         put(dev, 20, &512u32.to_le_bytes());
-        assert!(BlkConfig::read(&t, feature::BLK_SIZE | feature::SEG_MAX).is_ok());
+        assert!(BlkConfig::read(&t.registers(), feature::BLK_SIZE | feature::SEG_MAX).is_ok());
         assert_eq!(
-            BlkConfig::read(&t, feature::MQ),
+            BlkConfig::read(&t.registers(), feature::MQ),
             Err(BlkConfigError::TooShort)
         );
         assert_eq!(
-            BlkConfig::read(&t, feature::DISCARD),
+            BlkConfig::read(&t.registers(), feature::DISCARD),
             Err(BlkConfigError::TooShort)
         );
     }

@@ -40,7 +40,8 @@ pub use ring::{
     RawDescriptor, RingError, SplitQueue, UsedElem,
 };
 pub use transport::{
-    DeviceConfig, DeviceStatus, Isr, NO_VECTOR, QueueNotifier, Transport, TransportError,
+    DeviceConfig, DeviceRegisters, DeviceStatus, Isr, NO_VECTOR, QueueNotifier, Transport,
+    TransportError,
 };
 pub use virtqueue::{QueueError, Virtqueue};
 

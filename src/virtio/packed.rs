@@ -186,9 +186,9 @@ const FREE_ID: IdSlot = IdSlot {
 /// - `broken` holds the rule the device broke, once it did; nothing more is taken from the ring.
 #[derive(Debug)]
 pub struct PackedQueue {
-    ring: DmaRegion,
-    driver: DmaRegion,
-    device: DmaRegion,
+    ring: DmaRegion<'static>,
+    driver: DmaRegion<'static>,
+    device: DmaRegion<'static>,
     size: QueueSize,
     event_idx: bool,
     ids: [IdSlot; MAX_QUEUE_SIZE as usize],
@@ -215,7 +215,11 @@ impl PackedQueue {
     ///
     /// `memory` must be 16-aligned (bus address; 2.8.10.1: the descriptor ring's alignment) and
     /// 8-aligned (virtual address); 64-aligned keeps the device area on its own cache line.
-    pub fn new(memory: DmaRegion, size: QueueSize, event_idx: bool) -> Result<Self, LayoutError> {
+    pub fn new(
+        memory: DmaRegion<'static>,
+        size: QueueSize,
+        event_idx: bool,
+    ) -> Result<Self, LayoutError> {
         let layout = Layout::new(size);
         if memory.len() < layout.total {
             return Err(LayoutError::TooSmall {
@@ -664,13 +668,13 @@ impl PackedQueue {
 ///
 /// `region.u64s()` is `Some` (the region starts 8-aligned).
 #[derive(Clone, Copy, Debug)]
-pub struct IndirectTable {
-    region: DmaRegion,
+pub struct IndirectTable<'a> {
+    region: DmaRegion<'a>,
 }
 
-impl IndirectTable {
+impl<'a> IndirectTable<'a> {
     /// A table over `region`, or `None` unless the region starts 8-aligned.
-    pub fn new(region: DmaRegion) -> Option<Self> {
+    pub fn new(region: DmaRegion<'a>) -> Option<Self> {
         region.u64s()?;
         // INVARIANT: checked above; a DmaRegion never changes.
         Some(Self { region })
@@ -747,9 +751,9 @@ mod tests {
     /// The device side of a packed queue, written for these tests from VIRTIO 1.2 2.8: reads
     /// available descriptors in ring order, writes used descriptors (through the queue's memory).
     struct Device {
-        ring: DmaRegion,
-        driver: DmaRegion,
-        device: DmaRegion,
+        ring: DmaRegion<'static>,
+        driver: DmaRegion<'static>,
+        device: DmaRegion<'static>,
         size: u16,
         next_avail: u16,
         avail_wrap: bool,
@@ -762,7 +766,7 @@ mod tests {
     type Element = (u64, u32, u16);
 
     impl Device {
-        fn new(memory: DmaRegion, size: QueueSize) -> Self {
+        fn new(memory: DmaRegion<'static>, size: QueueSize) -> Self {
             let l = Layout::new(size);
             Self {
                 ring: memory.subregion(0, l.ring).unwrap(),
@@ -855,7 +859,7 @@ mod tests {
         (q, dev)
     }
 
-    fn queue_in_memory(size: u16, event_idx: bool) -> (PackedQueue, Device, DmaRegion) {
+    fn queue_in_memory(size: u16, event_idx: bool) -> (PackedQueue, Device, DmaRegion<'static>) {
         let size = QueueSize::new(size).unwrap();
         let memory = dma(PackedQueue::memory_size(size), 0x20_0000);
         let q = PackedQueue::new(memory, size, event_idx).unwrap();

@@ -208,13 +208,13 @@ impl RawDescriptor {
 /// `region.u64s()` is `Some` (the region starts 8-aligned), so each 16-byte descriptor is two
 /// naturally aligned 64-bit words.
 #[derive(Clone, Copy, Debug)]
-pub struct DescriptorTable {
-    region: DmaRegion,
+pub struct DescriptorTable<'a> {
+    region: DmaRegion<'a>,
 }
 
-impl DescriptorTable {
+impl<'a> DescriptorTable<'a> {
     /// A table over `region`, or `None` unless the region starts 8-aligned.
-    pub fn new(region: DmaRegion) -> Option<Self> {
+    pub fn new(region: DmaRegion<'a>) -> Option<Self> {
         region.u64s()?;
         // INVARIANT: u64s() is Some (checked above); a DmaRegion never changes.
         Some(Self { region })
@@ -362,9 +362,9 @@ const IDLE_SLOT: Slot = Slot {
 ///   nothing more is taken from it until [`SplitQueue::reset`].
 #[derive(Debug)]
 pub struct SplitQueue {
-    desc: DescriptorTable,
-    avail: DmaRegion,
-    used: DmaRegion,
+    desc: DescriptorTable<'static>,
+    avail: DmaRegion<'static>,
+    used: DmaRegion<'static>,
     size: QueueSize,
     event_idx: bool,
     slots: [Slot; MAX_QUEUE_SIZE as usize],
@@ -398,7 +398,11 @@ impl SplitQueue {
     ///
     /// `memory` should be 64-aligned so the used ring gets its own cache line; it must be
     /// 16-aligned (bus address) and 8-aligned (virtual address).
-    pub fn new(memory: DmaRegion, size: QueueSize, event_idx: bool) -> Result<Self, LayoutError> {
+    pub fn new(
+        memory: DmaRegion<'static>,
+        size: QueueSize,
+        event_idx: bool,
+    ) -> Result<Self, LayoutError> {
         let layout = Layout::new(size);
         if memory.len() < layout.total {
             return Err(LayoutError::TooSmall {
@@ -797,7 +801,7 @@ pub(crate) mod tests {
     use std::vec::Vec;
 
     /// A leaked, 64-aligned DMA buffer of `len` bytes at bus address `phys`.
-    pub(crate) fn dma(len: usize, phys: u64) -> DmaRegion {
+    pub(crate) fn dma(len: usize, phys: u64) -> DmaRegion<'static> {
         // Over-allocate by a cache line and start at a 64-aligned word.
         let words: Vec<AtomicU64> = (0..len / 8 + 8).map(|_| AtomicU64::new(0)).collect();
         let words: &'static [AtomicU64] = std::boxed::Box::leak(words.into_boxed_slice());
@@ -808,16 +812,16 @@ pub(crate) mod tests {
     /// The device side of a queue, written for these tests: reads the available ring and
     /// descriptors, writes the used ring (through the same memory the queue uses).
     struct Device {
-        desc: DescriptorTable,
-        avail: DmaRegion,
-        used: DmaRegion,
+        desc: DescriptorTable<'static>,
+        avail: DmaRegion<'static>,
+        used: DmaRegion<'static>,
         size: u16,
         last_avail: u16,
         used_idx: u16,
     }
 
     impl Device {
-        fn new(memory: DmaRegion, size: QueueSize) -> Self {
+        fn new(memory: DmaRegion<'static>, size: QueueSize) -> Self {
             let l = Layout::new(size);
             Self {
                 desc: DescriptorTable::new(memory.subregion(0, l.avail).unwrap()).unwrap(),

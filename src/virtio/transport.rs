@@ -202,7 +202,7 @@ impl QueueNotifier {
 }
 
 /// A read-only view of the device-specific configuration, valid inside one
-/// [`Transport::read_device_config`] attempt.
+/// [`DeviceRegisters::read_device_config`] attempt.
 ///
 /// Reads use the natural width of the field (4.1.3.1); a field outside the structure reads as
 /// `None`, never as the all-ones a window gives outside its range.
@@ -251,13 +251,83 @@ impl DeviceConfig<'_> {
     }
 }
 
+/// The device's registers for reading (device status, ISR status, device configuration), from
+/// any context: [`Transport::registers`].
+///
+/// It writes no `device_status`: those writes (reset, the initialization steps, FAILED) go
+/// through the one [`Transport`], which is not `Clone` and which the driver keeps where its
+/// writes are serialised (the adapter's interrupt-lock cell), so the status bits it holds are the
+/// ones the device was last given.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceRegisters {
+    common: RegisterWindow,
+    isr: RegisterWindow,
+    device: RegisterWindow,
+}
+
+impl DeviceRegisters {
+    /// `device_status` as the device reports it.
+    pub fn device_status(&self) -> DeviceStatus {
+        DeviceStatus(self.common.read_u8(common::DEVICE_STATUS))
+    }
+
+    /// Whether the device finished a reset: `device_status` reads 0 (4.1.4.3.2).
+    pub fn reset_acknowledged(&self) -> bool {
+        self.common.read_u8(common::DEVICE_STATUS) == 0
+    }
+
+    /// Reads (and thereby clears) the ISR status byte.
+    pub fn read_isr(&self) -> Isr {
+        Isr(self.isr.read_u8(0))
+    }
+
+    /// `config_generation`.
+    pub fn config_generation(&self) -> u8 {
+        self.common.read_u8(common::CONFIG_GENERATION)
+    }
+
+    /// Runs `read` over the device configuration until `config_generation` is the same before
+    /// and after it (4.1.4.3.1, 2.5.1), at most 16 times.
+    pub fn read_device_config<T>(
+        &self,
+        mut read: impl FnMut(&DeviceConfig<'_>) -> T,
+    ) -> Result<T, TransportError> {
+        let view = DeviceConfig {
+            window: &self.device,
+        };
+        for _ in 0..CONFIG_READ_ATTEMPTS {
+            let before = self.config_generation();
+            let value = read(&view);
+            if self.config_generation() == before {
+                return Ok(value);
+            }
+        }
+        Err(TransportError::ConfigUnstable)
+    }
+
+    /// Writes a byte of device configuration (e.g. virtio-blk `writeback`; not a status).
+    pub fn write_device_config_u8(&self, offset: usize, value: u8) {
+        self.device.write_u8(offset, value);
+    }
+}
+
 /// The modern virtio-pci transport of one device.
+///
+/// Not `Clone`: `driver_status` is the driver's record of what it wrote to `device_status`, and a
+/// copy would write from a stale record. Reads from elsewhere use [`Transport::registers`].
+///
+/// ```compile_fail,E0599
+/// // A second transport with its own record of the status bits does not exist.
+/// fn copy(transport: &vioblk::virtio::Transport) -> vioblk::virtio::Transport {
+///     transport.clone()
+/// }
+/// ```
 ///
 /// # Invariants
 ///
 /// `common` is at least `COMMON_CFG_MIN_LEN` bytes, `notify` at least 2, `isr` at least 1.
 /// `driver_status` holds the status bits the driver has set since the last reset.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Transport {
     common: RegisterWindow,
     notify: RegisterWindow,
@@ -310,6 +380,15 @@ impl Transport {
         }
     }
 
+    /// The registers for reading, to be used where this transport is not reachable.
+    pub fn registers(&self) -> DeviceRegisters {
+        DeviceRegisters {
+            common: self.common,
+            isr: self.isr,
+            device: self.device,
+        }
+    }
+
     /// Resets the device: writes 0 to `device_status` and waits until it reads 0
     /// (4.1.4.3.2), polling with `stall(microseconds)` in between, for at most about 1 ms.
     ///
@@ -350,7 +429,7 @@ impl Transport {
     /// Whether the device finished a reset: `device_status` reads 0 (4.1.4.3.2: "the driver
     /// MUST wait for a read of device_status to return 0 before reinitializing the device").
     pub fn reset_acknowledged(&self) -> bool {
-        self.common.read_u8(common::DEVICE_STATUS) == 0
+        self.registers().reset_acknowledged()
     }
 
     /// Resets the device, sets ACKNOWLEDGE and DRIVER and returns the features it offers
@@ -507,41 +586,12 @@ impl Transport {
 
     /// `device_status` as the device reports it.
     pub fn device_status(&self) -> DeviceStatus {
-        DeviceStatus(self.common.read_u8(common::DEVICE_STATUS))
+        self.registers().device_status()
     }
 
     /// Reads (and thereby clears) the ISR status byte.
     pub fn read_isr(&self) -> Isr {
-        Isr(self.isr.read_u8(0))
-    }
-
-    /// `config_generation`.
-    pub fn config_generation(&self) -> u8 {
-        self.common.read_u8(common::CONFIG_GENERATION)
-    }
-
-    /// Runs `read` over the device configuration until `config_generation` is the same before
-    /// and after it (4.1.4.3.1, 2.5.1), at most 16 times.
-    pub fn read_device_config<T>(
-        &self,
-        mut read: impl FnMut(&DeviceConfig<'_>) -> T,
-    ) -> Result<T, TransportError> {
-        let view = DeviceConfig {
-            window: &self.device,
-        };
-        for _ in 0..CONFIG_READ_ATTEMPTS {
-            let before = self.config_generation();
-            let value = read(&view);
-            if self.config_generation() == before {
-                return Ok(value);
-            }
-        }
-        Err(TransportError::ConfigUnstable)
-    }
-
-    /// Writes a byte of device configuration (e.g. virtio-blk `writeback`).
-    pub fn write_device_config_u8(&self, offset: usize, value: u8) {
-        self.device.write_u8(offset, value);
+        self.registers().read_isr()
     }
 
     fn set_status(&mut self, bit: u8) {
@@ -950,6 +1000,7 @@ pub(crate) mod tests {
         let mut attempts = 0;
         dev.state.lock().unwrap().generation_flips = 3;
         let v = t
+            .registers()
             .read_device_config(|c| {
                 attempts += 1;
                 (c.u64(0), c.u32(60), c.u32(61), c.u8(64))
@@ -959,7 +1010,7 @@ pub(crate) mod tests {
         assert!(attempts >= 2);
         dev.state.lock().unwrap().generation_flips = u32::MAX;
         assert_eq!(
-            t.read_device_config(|c| c.u8(0)),
+            t.registers().read_device_config(|c| c.u8(0)),
             Err(TransportError::ConfigUnstable)
         );
     }

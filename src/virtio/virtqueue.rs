@@ -49,7 +49,7 @@ impl Virtqueue {
 
     /// Places a queue in `memory` (see [`SplitQueue::new`] and [`PackedQueue::new`]).
     pub fn new(
-        memory: DmaRegion,
+        memory: DmaRegion<'static>,
         size: QueueSize,
         event_idx: bool,
         packed: bool,
@@ -66,7 +66,7 @@ impl Virtqueue {
     // `__chkstk` (the kernel stack is 24 KiB; the driver links no stack probe).
     #[inline(never)]
     fn new_packed(
-        memory: DmaRegion,
+        memory: DmaRegion<'static>,
         size: QueueSize,
         event_idx: bool,
     ) -> Result<Self, LayoutError> {
@@ -74,7 +74,11 @@ impl Virtqueue {
     }
 
     #[inline(never)]
-    fn new_split(memory: DmaRegion, size: QueueSize, event_idx: bool) -> Result<Self, LayoutError> {
+    fn new_split(
+        memory: DmaRegion<'static>,
+        size: QueueSize,
+        event_idx: bool,
+    ) -> Result<Self, LayoutError> {
         SplitQueue::new(memory, size, event_idx).map(Self::Split)
     }
 

@@ -17,8 +17,8 @@ use core::ffi::c_void;
 use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use storport::ffi;
 use storport_rules::{Callback, Cpu, Lock, Model, Violation};
+use storport_sys as ffi;
 
 use crate::memory::{self, Block, MISALIGN};
 use crate::pci::{Bar, Location};

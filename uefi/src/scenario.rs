@@ -10,7 +10,7 @@
 //! with DATA PROTECT / WRITE PROTECTED. Lines starting with `@` tell the host test what to check
 //! in the image file afterwards.
 
-use storport::ffi;
+use storport_sys as ffi;
 
 use crate::expect::Expect;
 use crate::pattern;

@@ -1,6 +1,6 @@
 //! The `StorPort*` routines, defined for the driver on UEFI.
 //!
-//! `crates/storport/src/ffi.rs` declares storport.sys's exports in an `extern "C"` block with no
+//! `crates/storport-sys` declares storport.sys's exports in an `extern "C"` block with no
 //! link attribute on UEFI; a UEFI image links statically, so these `#[unsafe(no_mangle)]`
 //! definitions are what the driver's calls reach. They implement a polled, single-CPU Storport
 //! in crash-dump mode (see `port`): locks are checked (order, pairing, who may take them) but
@@ -19,8 +19,8 @@
 //! 32-bit arguments are truncated from their 64-bit slots (their upper halves are unspecified).
 #![allow(non_snake_case, reason = "the routines keep Storport's exact C names")]
 
-use storport::ffi::{self, BOOLEAN, PCCHAR, PVOID, ULONG};
 use storport_rules::Callback;
+use storport_sys::{self as ffi, BOOLEAN, PCCHAR, PVOID, ULONG};
 
 use crate::pci::Location;
 use crate::port::{self, RegionKind, UNCACHED_LIMIT, check, violation, with};

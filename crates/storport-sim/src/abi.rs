@@ -1,6 +1,6 @@
 //! The sim's own reading of the Storport ABI (x64), transcribed from `reference/layouts.md`.
 //!
-//! The user-mode Storport deliberately does not reuse `storport::ffi`: it is an independent reading
+//! The user-mode Storport deliberately does not reuse `storport_sys`: it is an independent reading
 //! of the same tables, so a wrong offset in the driver's declarations shows up as a disagreement at
 //! run time instead of being silently shared. Every structure carries `const` offset checks.
 

@@ -615,6 +615,9 @@ fn perf_opts(a: &AdapterInner, query: bool, data: *mut abi::PerfConfigurationDat
     };
     a.channels.store(ch, Ordering::SeqCst);
     a.perf_flags.store(d.Flags, Ordering::SeqCst);
+    if ch > 1 && a.port.options.start_io_while_granting_channels {
+        crate::request::probe_start_io(a);
+    }
     abi::STOR_STATUS_SUCCESS
 }
 

@@ -75,6 +75,11 @@ pub struct PortOptions {
     /// Check Windows' rules only: the project's own stricter rules (`Rule::PROJECT_ONLY`,
     /// RULES.md) are off, so a driver not written to them (viostor) is measured fairly.
     pub windows_rules_only: bool,
+    /// While StorPortInitializePerfOpts grants more than one concurrent channel, before the call
+    /// returns, run one TEST UNIT READY through HwStorBuildIo and HwStorStartIo on another CPU
+    /// (a thread of its own) and wait for it: Storport may start StartIo in parallel as soon as
+    /// the channels are in force. For tests of the layer's StartIo token.
+    pub start_io_while_granting_channels: bool,
 }
 
 impl Default for PortOptions {
@@ -99,6 +104,7 @@ impl Default for PortOptions {
             multi_tier_reset: false,
             reset_tier_wait: Duration::from_secs(1),
             windows_rules_only: false,
+            start_io_while_granting_channels: false,
         }
     }
 }

@@ -906,7 +906,7 @@ fn finish_rejected(w: Waiter, c: Completion) {
 }
 
 /// Sends a request to the miniport (or parks it while the adapter is paused, busy or reset).
-pub(crate) fn dispatch(a: &AdapterInner, mut r: Box<Record>) {
+pub(crate) fn dispatch(a: &AdapterInner, r: Box<Record>) {
     if a.gate.load(Ordering::SeqCst) != 0 {
         park(a, r);
         return;
@@ -917,6 +917,36 @@ pub(crate) fn dispatch(a: &AdapterInner, mut r: Box<Record>) {
         park(a, r);
         return;
     }
+    run(a, r);
+}
+
+/// Sends one TEST UNIT READY straight to HwStorBuildIo and HwStorStartIo on a thread of its own
+/// (another CPU), past the gate, and waits for that thread
+/// (`PortOptions::start_io_while_granting_channels`).
+pub(crate) fn probe_start_io(a: &AdapterInner) {
+    let Some(me) = a.self_weak.upgrade() else {
+        return;
+    };
+    let slot = Arc::new(Slot::default());
+    let Ok(r) = prepare(a, &Request::scsi(&[0; 6]), Waiter::Slot(slot)) else {
+        return;
+    };
+    let r = SendRecord(r);
+    let worker = std::thread::spawn(move || {
+        let SendRecord(r) = r;
+        me.active.fetch_add(1, Ordering::SeqCst);
+        run(&me, r);
+    });
+    let _ = worker.join();
+}
+
+/// A record moved to the probe's thread.
+struct SendRecord(Box<Record>);
+// SAFETY: the record is handed over whole to the one thread that sends it; nothing else holds it.
+unsafe impl Send for SendRecord {}
+
+/// BuildIo, then StartIo, for a request the gate let through (`active` counted).
+fn run(a: &AdapterInner, mut r: Box<Record>) {
     if !arm(a, &mut r) {
         a.active.fetch_sub(1, Ordering::SeqCst);
         let sub = r.submitted;

@@ -10,10 +10,10 @@ mod common;
 
 use std::sync::Arc;
 
-use storport::ffi;
 use storport_ramdisk::{BLOCK_COUNT, DISK_BYTES, MAX_TRANSFER};
 use storport_sim::device::{Bar, InterruptSink, PciDevice};
 use storport_sim::*;
+use storport_sys as ffi;
 
 /// What the RAM disk adapter sits on: a PCI function with no BARs and no interrupts.
 struct NoHardware;

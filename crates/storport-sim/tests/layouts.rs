@@ -1,10 +1,10 @@
-//! The sim reads the Storport ABI independently of `storport::ffi` (see `abi.rs`); here the two
+//! The sim reads the Storport ABI independently of `storport_sys` (see `abi.rs`); here the two
 //! readings must agree, so a layout slip on either side fails a test instead of corrupting memory.
 
 use std::mem::{offset_of, size_of};
 
-use storport::ffi;
 use storport_sim::abi;
+use storport_sys as ffi;
 
 #[test]
 fn structure_sizes_agree() {

@@ -19,7 +19,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::c_void;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use storport::config::MessageSynchronization;
@@ -31,8 +31,7 @@ use storport::msi::MsiShared;
 use storport::perf::{self, PerfGranted, PerfRequest};
 use storport::sync::{DpcShared, InterruptShared, StartIoShared};
 use storport::{
-    AdapterControl, AdapterControlStatus, FindAdapterStatus, Miniport, Port, PortConfiguration,
-    Srb, ffi,
+    AdapterControl, AdapterControlStatus, FindAdapterStatus, Miniport, Port, PortConfiguration, Srb,
 };
 use storport_sim::abi;
 use storport_sim::{
@@ -75,6 +74,12 @@ struct Scenario {
     leak: Leak,
     /// The port answers StorPortAcquireSpinLockEx with STOR_STATUS_NOT_IMPLEMENTED.
     ex_not_implemented: bool,
+    /// HwStorFindAdapter describes the adapter with `set_bus_master_adapter` (false: only the
+    /// transfer limits; the synchronization model then comes from `Miniport::Duplex` alone).
+    bus_master: bool,
+    /// The port runs a StartIo on another CPU while it grants concurrent channels
+    /// (`PortOptions::start_io_while_granting_channels`).
+    start_io_during_grant: bool,
 }
 
 const BASE: Scenario = Scenario {
@@ -83,6 +88,8 @@ const BASE: Scenario = Scenario {
     early_returns: false,
     leak: Leak::None,
     ex_not_implemented: false,
+    bus_master: true,
+    start_io_during_grant: false,
 };
 
 /// Updates of one cell: how many, and the highest value seen (equal when no update was lost).
@@ -110,6 +117,10 @@ struct Obs {
     dpc_init: Mutex<Option<(bool, bool)>>,
     /// `perf::initialize` result, when concurrent channels were requested.
     granted: Mutex<Option<Option<PerfGranted>>>,
+    /// Passive initialization is inside `perf::initialize`.
+    granting: AtomicBool,
+    /// The tokens StartIo got while `granting` ("concurrent" or "serialized").
+    during_grant: Mutex<Vec<&'static str>>,
     start_io_concurrent: AtomicU64,
     start_io_serialized: AtomicU64,
     /// ISR runs (all kinds), counted as each ISR returns.
@@ -137,6 +148,8 @@ impl Obs {
             stor_dpc: AtomicUsize::new(0),
             dpc_init: Mutex::new(None),
             granted: Mutex::new(None),
+            granting: AtomicBool::new(false),
+            during_grant: Mutex::new(Vec::new()),
             start_io_concurrent: AtomicU64::new(0),
             start_io_serialized: AtomicU64::new(0),
             isr_runs: AtomicU64::new(0),
@@ -352,6 +365,7 @@ impl TestMiniport {
 }
 
 impl Miniport for TestMiniport {
+    type Duplex = storport::context::FullDuplex;
     const INITIAL: Self = Self {
         port: None,
         obs: OnceLock::new(),
@@ -383,7 +397,9 @@ impl Miniport for TestMiniport {
         self.start_io.bind(port);
         self.msi.bind(port);
         config.set_transfer_limits(64 * 1024, 16);
-        config.set_bus_master_adapter(3, 1);
+        if obs.scenario.bus_master {
+            config.set_bus_master_adapter(3, 1);
+        }
         match obs.scenario.irq {
             Irq::Line => {}
             Irq::MsiAll => config.use_message_interrupts::<Self>(MessageSynchronization::All),
@@ -416,7 +432,9 @@ impl Miniport for TestMiniport {
                 concurrent_channels: o.scenario.channels,
                 ..PerfRequest::default()
             };
+            o.granting.store(true, Ordering::SeqCst);
             *o.granted.lock().unwrap() = Some(perf::initialize(&*ctx, port, request));
+            o.granting.store(false, Ordering::SeqCst);
         }
         true
     }
@@ -455,6 +473,13 @@ impl Miniport for TestMiniport {
 
     fn start_io(&self, ctx: StartIo<'_>, srb: Srb) {
         let o = self.obs();
+        if o.granting.load(Ordering::SeqCst) {
+            let token = match ctx {
+                StartIo::Concurrent(_) => "concurrent",
+                StartIo::Serialized(_) => "serialized",
+            };
+            o.during_grant.lock().unwrap().push(token);
+        }
         match ctx {
             StartIo::Concurrent(c) => {
                 o.start_io_concurrent.fetch_add(1, Ordering::SeqCst);
@@ -472,7 +497,7 @@ impl Miniport for TestMiniport {
                 self.dpc_and_interrupt_paths(s);
             }
         }
-        let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
+        let _ = srb.complete(storport::srb::Status::Success);
     }
 
     fn interrupt(&self, ctx: &mut context::Interrupt) -> bool {
@@ -624,6 +649,7 @@ fn start(scenario: Scenario) -> Run {
     REGISTRY.lock().unwrap().insert(id, obs.clone());
     let port = storport_sim::Port::new(PortOptions {
         acquire_spinlock_ex_not_implemented: scenario.ex_not_implemented,
+        start_io_while_granting_channels: scenario.start_io_during_grant,
         ..PortOptions::default()
     });
     port.load_driver(DriverEntry)
@@ -1071,6 +1097,37 @@ fn start_io_token_follows_granted_channels() {
     assert!(o.granted.lock().unwrap().is_none());
     assert!(o.start_io_serialized.load(Ordering::SeqCst) > 0);
     assert_eq!(o.start_io_concurrent.load(Ordering::SeqCst), 0);
+}
+
+/// The synchronization model is the miniport type's (`Miniport::Duplex`), declared by the
+/// HwStorFindAdapter trampoline itself: a find_adapter that describes nothing else still runs the
+/// full-duplex model its tokens claim (a port left at half duplex would hold the interrupt lock
+/// around StartIo, and the full-duplex StartIo token's acquisitions would be violations).
+#[test]
+fn duplex_model_is_declared_by_the_trampoline() {
+    for channels in [1, 2] {
+        let (run, _) = exercise(Scenario {
+            bus_master: false,
+            channels,
+            ..BASE
+        });
+        assert_eq!(run.adapter.synchronization(), (true, true));
+    }
+}
+
+/// Storport may run StartIo in parallel as soon as it grants concurrent channels, before
+/// StorPortInitializePerfOpts returns. That StartIo already gets the concurrent token (the layer
+/// records the channels before it asks), never the one-channel token, which would claim a StartIo
+/// lock nobody holds.
+#[test]
+fn start_io_during_the_channel_grant_gets_the_concurrent_token() {
+    let (run, _) = exercise(Scenario {
+        start_io_during_grant: true,
+        ..BASE
+    });
+    let o = &run.obs;
+    assert_eq!(*o.during_grant.lock().unwrap(), ["concurrent"]);
+    assert_eq!(o.start_io_serialized.load(Ordering::SeqCst), 0);
 }
 
 /// Under PerMessage, the routine of another message does not reach the cell of message 1

@@ -237,7 +237,7 @@ impl<'a> PortConfiguration<'a> {
 
     /// Takes the adapter's uncached extension: `bytes` of DMA-able, physically contiguous memory
     /// (StorPortGetUncachedExtension, allowed only here, after SrbExtensionSize is set).
-    pub fn uncached_extension(&mut self, bytes: u32) -> Option<DmaRegion> {
+    pub fn uncached_extension(&mut self, bytes: u32) -> Option<DmaRegion<'static>> {
         // SAFETY: called during HwStorFindAdapter with this adapter's configuration.
         let va =
             unsafe { ffi::StorPortGetUncachedExtension(self.port.extension(), self.raw, bytes) };
@@ -268,7 +268,8 @@ impl<'a> PortConfiguration<'a> {
     }
 
     /// Describes a bus-master, scatter-gather, full 64-bit DMA adapter with one bus, one target
-    /// and `luns` logical units, using SRB_EX and BTL8 addresses, full duplex.
+    /// and `luns` logical units, using SRB_EX and BTL8 addresses. (The synchronization model is
+    /// `Miniport::Duplex`, which the FindAdapter trampoline declares.)
     pub fn set_bus_master_adapter(&mut self, alignment_mask: u32, luns: u8) {
         self.raw.AlignmentMask = alignment_mask;
         self.raw.ScatterGather = 1;
@@ -285,7 +286,12 @@ impl<'a> PortConfiguration<'a> {
         self.raw.WmiDataProvider = 0;
         self.raw.SrbType = ffi::SRB_TYPE_STORAGE_REQUEST_BLOCK;
         self.raw.AddressType = ffi::STORAGE_ADDRESS_TYPE_BTL8;
-        self.raw.SynchronizationModel = ffi::StorSynchronizeFullDuplex;
+    }
+
+    /// Declares the synchronization model: only the FindAdapter trampoline does, from
+    /// `Miniport::Duplex`, so the model and the tokens cannot disagree.
+    pub(crate) fn set_synchronization_model(&mut self, model: ffi::STOR_SYNCHRONIZATION_MODEL) {
+        self.raw.SynchronizationModel = model;
     }
 
     /// Sets how many requests Storport may send at once (adapter-wide and per LU), where the

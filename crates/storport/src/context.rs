@@ -23,9 +23,15 @@
 //! | HwStorTimer                    | [`Timer`]                        | `Timer<HalfDuplex>`                 |
 //! | HwStorResetBus                 | [`ResetBus`]                     | `ResetBus<HalfDuplex>`              |
 //! | HwStorAdapterControl           | [`AdapterControl`]               | same                                |
+//! | HwStorAdapterControl, stop/restart | [`AdapterStopRestart`]       | same                                |
 //! | HwStorUnitControl              | [`UnitControl`]                  | same                                |
-//! | HwStorStateChange              | [`StateChange`]                  | `StateChange<HalfDuplex>`           |
 //! | StorPortSynchronizeAccess routine | [`Synchronized`]              | same                                |
+//!
+//! The model is a property of the miniport type ([`crate::Miniport::Duplex`]): the
+//! HwStorFindAdapter trampoline writes it into PORT_CONFIGURATION_INFORMATION, and the StartIo,
+//! Timer and ResetBus trampolines hand out the tokens of that model, so a token can never claim
+//! locks the declared model does not give. HwStorStateChange has no trampoline (the layer does not
+//! register StorPortStateChangeDetected callbacks), so it has no token either.
 
 use core::marker::PhantomData;
 
@@ -33,12 +39,14 @@ use crate::ffi;
 
 /// The `SynchronizationModel` a miniport declares in PORT_CONFIGURATION_INFORMATION.
 ///
-/// Storport holds more locks around HwStorStartIo, HwStorTimer, HwStorResetBus and
-/// HwStorStateChange in half duplex (seed 003, first table), so those tokens take the model as a
-/// type parameter, full duplex by default.
+/// Storport holds more locks around HwStorStartIo, HwStorTimer and HwStorResetBus in half duplex
+/// (seed 003, first table), so those tokens take the model as a type parameter, full duplex by
+/// default. A miniport names its model once, as [`crate::Miniport::Duplex`].
 pub trait Duplex: sealed::Sealed + 'static {
     /// The STOR_SYNCHRONIZATION_MODEL value.
     const MODEL: ffi::STOR_SYNCHRONIZATION_MODEL;
+    /// Whether StartIo may run on several channels at once (full duplex only).
+    const CONCURRENT_CHANNELS: bool;
 }
 
 /// StorSynchronizeFullDuplex: StartIo runs at DISPATCH_LEVEL, concurrently with the ISR.
@@ -49,10 +57,12 @@ pub enum HalfDuplex {}
 
 impl Duplex for FullDuplex {
     const MODEL: ffi::STOR_SYNCHRONIZATION_MODEL = ffi::StorSynchronizeFullDuplex;
+    const CONCURRENT_CHANNELS: bool = true;
 }
 
 impl Duplex for HalfDuplex {
     const MODEL: ffi::STOR_SYNCHRONIZATION_MODEL = ffi::StorSynchronizeHalfDuplex;
+    const CONCURRENT_CHANNELS: bool = false;
 }
 
 mod sealed {
@@ -167,12 +177,50 @@ token!(
     /// - Half duplex: Storport holds the StartIo and the interrupt lock; may acquire none.
     ResetBus<D>
 );
+/// HwStorAdapterControl: the IRQL depends on the control type (PASSIVE for queries and
+/// configuration, DIRQL for stop/restart); may acquire DPC, StartIo and Interrupt locks (seed
+/// 003). Storport answers STOR_STATUS_INVALID_IRQL where the IRQL forbids one; the lock wrappers
+/// report that.
+///
+/// ScsiStopAdapter and ScsiRestartAdapter arrive at DIRQL with the interrupt lock held
+/// (layouts.md, "Adapter control protocol"; seed 003 lists no lock, the documents conflict):
+/// for those, [`AdapterControl::stop_restart`] hands out the token of that,
+/// [`AdapterStopRestart`], which reaches `InterruptShared` cells directly.
+pub struct AdapterControl {
+    stop_restart: Option<AdapterStopRestart>,
+    _not_send: NotSend,
+}
+
+impl AdapterControl {
+    /// Makes the token.
+    ///
+    /// # Safety
+    ///
+    /// The caller is the HwStorAdapterControl trampoline; `stop_restart` is true only for
+    /// ScsiStopAdapter and ScsiRestartAdapter, which Storport sends holding the interrupt lock.
+    #[inline(always)]
+    pub(crate) unsafe fn new(stop_restart: bool) -> Self {
+        Self {
+            // SAFETY: by this function's `# Safety`, Storport holds the interrupt lock for a
+            // stop or restart, for as long as this callback runs.
+            stop_restart: stop_restart.then(|| unsafe { AdapterStopRestart::new() }),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// For ScsiStopAdapter and ScsiRestartAdapter: the proof that Storport holds the interrupt
+    /// lock. `None` for other control types.
+    #[inline]
+    pub fn stop_restart(&mut self) -> Option<&mut AdapterStopRestart> {
+        self.stop_restart.as_mut()
+    }
+}
+
 token!(
-    /// HwStorAdapterControl: the IRQL depends on the control type (PASSIVE for queries and
-    /// configuration, DIRQL for stop/restart); no lock held (docs conflict for stop/restart); may
-    /// acquire DPC, StartIo and Interrupt locks (seed 003). Storport answers
-    /// STOR_STATUS_INVALID_IRQL where the IRQL forbids one; the lock wrappers report that.
-    AdapterControl
+    /// ScsiStopAdapter or ScsiRestartAdapter in HwStorAdapterControl: DIRQL; Storport holds the
+    /// interrupt lock (layouts.md, "Adapter control protocol"); may acquire none. Reached through
+    /// [`AdapterControl::stop_restart`].
+    AdapterStopRestart
 );
 token!(
     /// HwStorUnitControl: PASSIVE or DISPATCH; no lock held; may acquire DPC, StartIo and
@@ -183,14 +231,6 @@ token!(
     /// HwStorTracingEnabled: PASSIVE_LEVEL; no lock held. Seed 003 has no row for it: this
     /// project's conservative reading lets it acquire no lock (it only records the flag).
     TracingEnabled
-);
-token!(
-    /// HwStorStateChange.
-    ///
-    /// - Full duplex: DISPATCH_LEVEL; Storport holds the StartIo lock; may acquire the Interrupt
-    ///   lock only.
-    /// - Half duplex: Storport holds the StartIo and the interrupt lock; may acquire none.
-    StateChange<D>
 );
 token!(
     /// The routine run by StorPortSynchronizeAccess: the synchronize IRQL holding the interrupt

@@ -10,41 +10,53 @@
 //! HwStorFindAdapter) and as each SRB's `SrbExtension`; `StorPortGetPhysicalAddress` gives the
 //! bus address the device must be told.
 
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64};
 
 /// A range of DMA-able memory: its virtual address, its physical (bus) address and its length.
 ///
+/// `'a` is how long the memory lives. The adapter's uncached extension lives as long as the
+/// adapter (`DmaRegion<'static>`: the driver keeps it in the device extension, which Storport
+/// frees with the adapter). An SRB extension lives until its request completes, so
+/// [`Srb::extension`](crate::Srb::extension) lends it out borrowed from the request, like the
+/// kernel's `Request::data_ref` lends a request's pdu: completing the request (which consumes
+/// the `Srb`) ends every view of its extension, and
+/// `let r = srb.extension()?; srb.complete(s); r.zero();` does not compile.
+///
 /// # Invariants
 ///
-/// `virt` is valid for reads and writes of `len` bytes for as long as any copy of the region
-/// exists: the memory is the adapter's uncached extension (which lives as long as the adapter
-/// and hence as long as the device extension that holds the region), or an SRB extension
-/// (which lives until the SRB completes, and which the driver only uses while it owns the SRB).
-/// The memory is physically contiguous and `phys` is the bus address of `virt`.
+/// `virt` is valid for reads and writes of `len` bytes for `'a`. The memory is physically
+/// contiguous and `phys` is the bus address of `virt`.
 #[derive(Clone, Copy, Debug)]
-pub struct DmaRegion {
+pub struct DmaRegion<'a> {
     virt: NonNull<u8>,
     phys: u64,
     len: usize,
+    _memory: PhantomData<&'a [AtomicU8]>,
 }
 
 // SAFETY: a DmaRegion is an address range of shared memory; every access through it is atomic,
 // so sharing the view between CPUs creates no data race on the Rust side.
-unsafe impl Send for DmaRegion {}
+unsafe impl Send for DmaRegion<'_> {}
 // SAFETY: as for Send: `&DmaRegion` only yields atomic views.
-unsafe impl Sync for DmaRegion {}
+unsafe impl Sync for DmaRegion<'_> {}
 
-impl DmaRegion {
+impl<'a> DmaRegion<'a> {
     /// Makes a region from a virtual address, its physical address and a length.
     ///
     /// # Safety
     ///
     /// `virt` must be valid for reads and writes of `len` bytes, physically contiguous at `phys`,
-    /// for as long as the region or any copy of it is used (see the type's invariants).
+    /// for `'a` (see the type's invariants).
     pub(crate) unsafe fn new(virt: NonNull<u8>, phys: u64, len: usize) -> Self {
         // INVARIANT: guaranteed by the caller.
-        Self { virt, phys, len }
+        Self {
+            virt,
+            phys,
+            len,
+            _memory: PhantomData,
+        }
     }
 
     /// Length in bytes.
@@ -63,7 +75,7 @@ impl DmaRegion {
     }
 
     /// The part of the region at `offset` of `len` bytes, or `None` if it does not fit.
-    pub fn subregion(&self, offset: usize, len: usize) -> Option<DmaRegion> {
+    pub fn subregion(&self, offset: usize, len: usize) -> Option<DmaRegion<'a>> {
         let end = offset.checked_add(len)?;
         if end > self.len {
             return None;
@@ -74,6 +86,7 @@ impl DmaRegion {
             virt: NonNull::new(virt)?,
             phys: self.phys.checked_add(offset as u64)?,
             len,
+            _memory: PhantomData,
         })
     }
 
@@ -121,10 +134,10 @@ impl DmaRegion {
 
     /// A region over a test buffer, with a made-up physical address.
     #[cfg(any(test, feature = "test-utils"))]
-    pub fn from_test_buffer(buf: &'static [AtomicU64], physical_address: u64) -> DmaRegion {
+    pub fn from_test_buffer(buf: &'a [AtomicU64], physical_address: u64) -> DmaRegion<'a> {
         let len = core::mem::size_of_val(buf);
         let virt = NonNull::from(buf).cast::<u8>();
-        // SAFETY: the buffer is 'static and only accessed atomically; it is contiguous in this
+        // SAFETY: the buffer lives for 'a and is only accessed atomically; it is contiguous in this
         // address space, and the physical address is whatever the test chooses.
         unsafe { DmaRegion::new(virt, physical_address, len) }
     }

@@ -260,8 +260,8 @@ may_issue! {
     {D: context::Duplex} context::Timer<D>,
     {D: context::Duplex} context::ResetBus<D>,
     context::AdapterControl,
+    context::AdapterStopRestart,
     context::UnitControl,
-    {D: context::Duplex} context::StateChange<D>,
     context::Synchronized,
     {L: crate::lock::Level} crate::lock::Held<L>,
 }

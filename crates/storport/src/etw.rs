@@ -40,6 +40,16 @@ impl<const N: usize> Text<N> {
     }
 }
 
+/// STORPORT_ETW_EVENT_KEYWORD_* bits for [`Event::keywords`].
+pub mod keywords {
+    use crate::ffi;
+
+    /// STORPORT_ETW_EVENT_KEYWORD_IO.
+    pub const IO: u64 = ffi::STORPORT_ETW_EVENT_KEYWORD_IO;
+    /// STORPORT_ETW_EVENT_KEYWORD_POWER.
+    pub const POWER: u64 = ffi::STORPORT_ETW_EVENT_KEYWORD_POWER;
+}
+
 /// How important an event is (STORPORT_ETW_LEVEL).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {

@@ -184,7 +184,7 @@ pub fn parse(
     };
     let mut parsed = Parsed {
         accepted: true,
-        function: srb.function(),
+        function: srb.function_code(),
         flags: srb.flags(),
         address: srb.address(),
         pnp: srb.pnp(),
@@ -202,7 +202,7 @@ pub fn parse(
     if let Some(dst) = parsed.cdb.get_mut(..parsed.cdb_len) {
         dst.copy_from_slice(cdb.get(..parsed.cdb_len).unwrap_or(&[]));
     }
-    srb.set_scsi_status(0x02);
+    srb.set_scsi_status(crate::srb::ScsiStatus::CheckCondition);
     if sense_safe {
         parsed.sense_written = Some(srb.write_sense(sense_data));
     }

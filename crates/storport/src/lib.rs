@@ -3,6 +3,9 @@
 //! driver lives here.
 #![no_std]
 
+// Storport's raw declarations (crates/storport-sys), private: drivers see typed values only.
+pub(crate) use storport_sys as ffi;
+
 #[cfg(target_os = "windows")]
 pub mod kernel_rt;
 
@@ -11,7 +14,6 @@ pub mod context;
 pub mod dma;
 pub mod dpc;
 pub mod etw;
-pub mod ffi;
 // Fuzzing and property-test support (SRB parsing over arbitrary bytes); not the layer's API.
 #[cfg(feature = "test-utils")]
 #[doc(hidden)]
@@ -27,8 +29,8 @@ pub mod sync;
 
 pub use config::PortConfiguration;
 pub use miniport::{
-    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
-    Miniport,
+    AdapterControl, AdapterControlStatus, AdapterControlType, BuildIoOutcome, FindAdapterStatus,
+    MapBuffers, MessageContext, Miniport, UnitControlType,
 };
 pub use port::Port;
 pub use srb::Srb;

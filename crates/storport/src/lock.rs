@@ -34,9 +34,10 @@ use core::pin::Pin;
 use core::ptr::{self, NonNull};
 
 use crate::context::{
-    AdapterControl, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
-    MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
-    StartIoSerialized, StateChange, Synchronized, Timer, TracingEnabled, UnitControl,
+    AdapterControl, AdapterStopRestart, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex,
+    Initialize, Interrupt, MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize,
+    ResetBus, StartIoConcurrent, StartIoSerialized, Synchronized, Timer, TracingEnabled,
+    UnitControl,
 };
 use crate::ffi;
 use crate::port::Port;
@@ -186,12 +187,9 @@ pub mod forbidden {
         /// In half duplex, HwStorResetBus holds the StartIo and interrupt locks: it may acquire
         /// none.
         HalfDuplexResetBusMayAcquireNoLock,
-        /// In full duplex, HwStorStateChange (holding the StartIo lock) may acquire only the
-        /// interrupt lock.
-        FullDuplexStateChangeMayAcquireOnlyInterrupt,
-        /// In half duplex, HwStorStateChange holds the StartIo and interrupt locks: it may
-        /// acquire none.
-        HalfDuplexStateChangeMayAcquireNoLock,
+        /// ScsiStopAdapter and ScsiRestartAdapter run holding the interrupt lock: they may
+        /// acquire no lock.
+        StopRestartHoldsInterruptLock,
         /// HwStorTracingEnabled (PASSIVE, no row in seed 003) may acquire no lock: it only
         /// records whether tracing is on.
         TracingEnabledMayAcquireNoLock,
@@ -257,10 +255,9 @@ rules! {
     ResetBus<FullDuplex>              => FullDuplexResetBusMayAcquireOnlyInterrupt,   FullDuplexResetBusMayAcquireOnlyInterrupt,   May;
     ResetBus<HalfDuplex>              => HalfDuplexResetBusMayAcquireNoLock,          HalfDuplexResetBusMayAcquireNoLock,          HalfDuplexResetBusMayAcquireNoLock;
     AdapterControl                    => May,                                         May,                                         May;
+    AdapterStopRestart                => StopRestartHoldsInterruptLock,               StopRestartHoldsInterruptLock,               StopRestartHoldsInterruptLock;
     UnitControl                       => May,                                         May,                                         May;
     TracingEnabled                    => TracingEnabledMayAcquireNoLock,              TracingEnabledMayAcquireNoLock,              TracingEnabledMayAcquireNoLock;
-    StateChange<FullDuplex>           => FullDuplexStateChangeMayAcquireOnlyInterrupt, FullDuplexStateChangeMayAcquireOnlyInterrupt, May;
-    StateChange<HalfDuplex>           => HalfDuplexStateChangeMayAcquireNoLock,       HalfDuplexStateChangeMayAcquireNoLock,       HalfDuplexStateChangeMayAcquireNoLock;
     Synchronized                      => SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock;
     // held levels: only upwards, never the same level again, never two DPC locks
     Held<StartIoLevel>                => StartIoLockAlreadyHeld,                      May,                                         May;
@@ -287,16 +284,15 @@ pub trait HoldsInterrupt: Rules {}
 impl<D: crate::context::Duplex> HoldsStartIo for StartIoSerialized<D> where Self: Rules {}
 impl<D: crate::context::Duplex> HoldsStartIo for Timer<D> where Self: Rules {}
 impl<D: crate::context::Duplex> HoldsStartIo for ResetBus<D> where Self: Rules {}
-impl<D: crate::context::Duplex> HoldsStartIo for StateChange<D> where Self: Rules {}
 
 impl HoldsInterrupt for Initialize {}
 impl HoldsInterrupt for Interrupt {}
 impl HoldsInterrupt for MessageInterrupt {}
 impl HoldsInterrupt for Synchronized {}
+impl HoldsInterrupt for AdapterStopRestart {}
 impl HoldsInterrupt for StartIoSerialized<HalfDuplex> {}
 impl HoldsInterrupt for Timer<HalfDuplex> {}
 impl HoldsInterrupt for ResetBus<HalfDuplex> {}
-impl HoldsInterrupt for StateChange<HalfDuplex> {}
 
 // ------------------------------------------------------------------------------------------------
 // Acquire and release.

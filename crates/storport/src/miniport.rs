@@ -67,7 +67,66 @@ pub enum AdapterControl {
     /// ScsiRestartAdapter: re-initialise the adapter after a stop; DIRQL.
     Restart,
     /// Any other type the miniport listed in [`Miniport::ADAPTER_CONTROL_TYPES`].
-    Other(u32),
+    Other(AdapterControlType),
+}
+
+/// Which data buffers Storport maps to system virtual addresses (`MapBuffers`, STOR_MAP_*), for
+/// [`crate::Srb::data_buffer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapBuffers {
+    /// STOR_MAP_NO_BUFFERS.
+    None,
+    /// STOR_MAP_NON_READ_WRITE_BUFFERS: every buffer but those of READ and WRITE.
+    NonReadWrite,
+    /// STOR_MAP_ALL_BUFFERS_INCLUDING_READ_WRITE: every buffer (a miniport that copies data itself).
+    AllIncludingReadWrite,
+}
+
+impl MapBuffers {
+    const fn to_raw(self) -> u8 {
+        match self {
+            Self::None => ffi::STOR_MAP_NO_BUFFERS,
+            Self::NonReadWrite => ffi::STOR_MAP_NON_READ_WRITE_BUFFERS,
+            Self::AllIncludingReadWrite => ffi::STOR_MAP_ALL_BUFFERS_INCLUDING_READ_WRITE,
+        }
+    }
+}
+
+/// An adapter-control type a miniport may support besides stop and restart
+/// (SCSI_ADAPTER_CONTROL_TYPE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterControlType(u32);
+
+impl AdapterControlType {
+    /// ScsiSetBootConfig.
+    pub const SET_BOOT_CONFIG: Self = Self(ffi::ScsiSetBootConfig);
+    /// ScsiSetRunningConfig.
+    pub const SET_RUNNING_CONFIG: Self = Self(ffi::ScsiSetRunningConfig);
+    /// ScsiPowerSettingNotification.
+    pub const POWER_SETTING_NOTIFICATION: Self = Self(ffi::ScsiPowerSettingNotification);
+    /// ScsiAdapterPower.
+    pub const ADAPTER_POWER: Self = Self(ffi::ScsiAdapterPower);
+    /// ScsiAdapterPrepareForBusReScan.
+    pub const PREPARE_FOR_BUS_RESCAN: Self = Self(ffi::ScsiAdapterPrepareForBusReScan);
+    /// ScsiAdapterSurpriseRemoval: the adapter is gone.
+    pub const SURPRISE_REMOVAL: Self = Self(ffi::ScsiAdapterSurpriseRemoval);
+}
+
+/// A unit-control type a miniport may support (SCSI_UNIT_CONTROL_TYPE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnitControlType(u32);
+
+impl UnitControlType {
+    /// ScsiUnitUsage.
+    pub const USAGE: Self = Self(ffi::ScsiUnitUsage);
+    /// ScsiUnitStart.
+    pub const START: Self = Self(ffi::ScsiUnitStart);
+    /// ScsiUnitPower.
+    pub const POWER: Self = Self(ffi::ScsiUnitPower);
+    /// ScsiUnitRemove: delivered as [`UnitControl::Remove`].
+    pub const REMOVE: Self = Self(ffi::ScsiUnitRemove);
+    /// ScsiUnitSurpriseRemoval: delivered as [`UnitControl::SurpriseRemoval`].
+    pub const SURPRISE_REMOVAL: Self = Self(ffi::ScsiUnitSurpriseRemoval);
 }
 
 /// The token of HwMSInterruptRoutine, by the interrupt synchronization mode the miniport chose.
@@ -124,7 +183,7 @@ pub enum UnitControl {
     /// ScsiUnitSurpriseRemoval: the unit is gone (the device vanished).
     SurpriseRemoval(Option<Address>),
     /// Any other type the miniport listed in [`Miniport::UNIT_CONTROL_TYPES`].
-    Other(u32),
+    Other(UnitControlType),
 }
 
 /// Whether a unit-control request succeeded.
@@ -151,6 +210,13 @@ pub enum AdapterControlStatus {
 /// must be `Sync` because Storport runs callbacks on several CPUs at once. Shared mutable state
 /// goes in the lock cells of [`crate::sync`].
 pub trait Miniport: Sized + Sync + 'static {
+    /// The synchronization model: [`context::FullDuplex`] (what SDV's SpDuplex rule asks for) or
+    /// [`context::HalfDuplex`].
+    ///
+    /// The HwStorFindAdapter trampoline declares it to Storport (`SynchronizationModel`), and the
+    /// StartIo, Timer and ResetBus trampolines hand out the tokens of this model, so the locks a
+    /// token claims are the ones Storport holds under the model it was told.
+    type Duplex: context::Duplex;
     /// The adapter's state before HwStorFindAdapter, written in place into the zeroed device
     /// extension.
     const INITIAL: Self;
@@ -160,13 +226,13 @@ pub trait Miniport: Sized + Sync + 'static {
     const ACCESS_RANGES: u32 = 6;
     /// `HW_INITIALIZATION_DATA.FeatureSupport` (STOR_FEATURE_*).
     const FEATURE_SUPPORT: u32 = 0;
-    /// `MapBuffers` (STOR_MAP_*): by default, system addresses for non-read/write buffers.
-    const MAP_BUFFERS: u8 = ffi::STOR_MAP_NON_READ_WRITE_BUFFERS;
+    /// `MapBuffers`: by default, system addresses for non-read/write buffers.
+    const MAP_BUFFERS: MapBuffers = MapBuffers::NonReadWrite;
     /// The adapter-control types the miniport supports besides stop and restart (which are
     /// mandatory and always reported).
-    const ADAPTER_CONTROL_TYPES: &'static [u32] = &[];
+    const ADAPTER_CONTROL_TYPES: &'static [AdapterControlType] = &[];
     /// The unit-control types the miniport supports (ScsiQuerySupportedUnitControlTypes).
-    const UNIT_CONTROL_TYPES: &'static [u32] = &[];
+    const UNIT_CONTROL_TYPES: &'static [UnitControlType] = &[];
 
     /// HwStorFindAdapter: claim and configure the adapter described by `config`.
     fn find_adapter(
@@ -193,7 +259,7 @@ pub trait Miniport: Sized + Sync + 'static {
     fn build_io(&self, ctx: &mut context::BuildIo, srb: Srb) -> BuildIoOutcome;
 
     /// HwStorStartIo: start (or complete) the request.
-    fn start_io(&self, ctx: context::StartIo<'_>, srb: Srb);
+    fn start_io(&self, ctx: context::StartIo<'_, Self::Duplex>, srb: Srb);
 
     /// HwStorInterrupt (line-based or single-message interrupts). Returns whether the
     /// adapter interrupted.
@@ -206,7 +272,7 @@ pub trait Miniport: Sized + Sync + 'static {
     }
 
     /// HwStorResetBus: reset the bus; every outstanding request must be completed.
-    fn reset_bus(&self, ctx: &mut context::ResetBus, path_id: u32) -> bool;
+    fn reset_bus(&self, ctx: &mut context::ResetBus<Self::Duplex>, path_id: u32) -> bool;
 
     /// HwStorAdapterControl for stop, restart and the types in `ADAPTER_CONTROL_TYPES`.
     fn adapter_control(
@@ -232,7 +298,7 @@ pub trait Miniport: Sized + Sync + 'static {
     }
 
     /// HwStorTimer, after [`request_timer`] asked for it.
-    fn timer(&self, ctx: &mut context::Timer) {
+    fn timer(&self, ctx: &mut context::Timer<Self::Duplex>) {
         let _ = ctx;
     }
 }
@@ -242,8 +308,13 @@ pub trait Miniport: Sized + Sync + 'static {
 pub(crate) struct ExtensionHeader {
     /// `M::SRB_EXTENSION_SIZE`, for SRB extension views.
     pub(crate) srb_extension_size: AtomicU32,
-    /// Whether Storport granted more than one concurrent channel (StartIo runs unserialised).
+    /// Whether Storport may have more than one concurrent channel in force (StartIo runs
+    /// unserialised). Set before asking Storport for channels, cleared only after Storport
+    /// confirmed one channel (see `perf::initialize`), so it is never false while StartIo runs
+    /// in parallel.
     pub(crate) concurrent_channels: AtomicBool,
+    /// Whether the miniport declared half duplex (`M::Duplex`): no concurrent channels then.
+    pub(crate) half_duplex: AtomicBool,
     /// Whether the adapter runs in a crash-dump or hibernation stack.
     pub(crate) dump_mode: AtomicBool,
     /// Whether message interrupts use InterruptSynchronizePerMessage (one lock per message).
@@ -305,7 +376,7 @@ pub const fn hw_initialization_data<M: Miniport>() -> ffi::HW_INITIALIZATION_DAT
     data.SpecificLuExtensionSize = 0;
     data.SrbExtensionSize = M::SRB_EXTENSION_SIZE;
     data.NumberOfAccessRanges = M::ACCESS_RANGES;
-    data.MapBuffers = M::MAP_BUFFERS;
+    data.MapBuffers = M::MAP_BUFFERS.to_raw();
     data.NeedPhysicalAddresses = 1;
     data.TaggedQueuing = 1;
     data.AutoRequestSense = 1;
@@ -384,6 +455,15 @@ fn extension(ptr: ffi::PVOID) -> Option<NonNull<c_void>> {
     NonNull::new(ptr)
 }
 
+/// HwStorFindAdapter for `M`: lays out the device extension, then [`Miniport::find_adapter`].
+///
+/// # Safety
+///
+/// Called by Storport as HwStorFindAdapter of a miniport registered through [`driver_entry`]
+/// for `M`, before any other callback of this adapter: `device_extension` is NULL or this
+/// adapter's DeviceExtensionSize (`size_of::<Extension<M>>()`) bytes, suitably aligned and not
+/// referenced elsewhere; `config_info` is NULL or the PORT_CONFIGURATION_INFORMATION of this call;
+/// `argument_string` is NULL or NUL-terminated; `again` is NULL or a writable BOOLEAN.
 unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     _hw_context: ffi::PVOID,
@@ -404,6 +484,7 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     let header = ExtensionHeader {
         srb_extension_size: AtomicU32::new(M::SRB_EXTENSION_SIZE),
         concurrent_channels: AtomicBool::new(false),
+        half_duplex: AtomicBool::new(!<M::Duplex as context::Duplex>::CONCURRENT_CHANNELS),
         dump_mode: AtomicBool::new(false),
         per_message: AtomicBool::new(false),
         pci_bus: AtomicU32::new(0),
@@ -435,15 +516,24 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
     self::header(&port).pci_slot.store(slot, Ordering::Relaxed);
     // SAFETY: this is the HwStorFindAdapter trampoline.
     let mut ctx = unsafe { context::FindAdapter::new() };
-    miniport
-        .find_adapter(&mut ctx, port, &mut config)
-        .to_sp_return()
+    let status = miniport.find_adapter(&mut ctx, port, &mut config);
+    // The model is the miniport type's, declared here and nowhere else, so the tokens the other
+    // trampolines hand out (by `M::Duplex`) hold to what Storport was told.
+    config.set_synchronization_model(<M::Duplex as context::Duplex>::MODEL);
+    status.to_sp_return()
 }
 
 fn header_dump_mode(port: &Port, dump: bool) {
     header(port).dump_mode.store(dump, Ordering::Relaxed);
 }
 
+/// HwStorInitialize for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorInitialize (DIRQL, interrupt lock held) for an adapter of `M`
+/// whose FindAdapter trampoline returned found: `device_extension` is its initialised
+/// `Extension<M>`.
 unsafe extern "C" fn initialize_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
 ) -> ffi::BOOLEAN {
@@ -454,6 +544,12 @@ unsafe extern "C" fn initialize_trampoline<M: Miniport>(
     boolean(miniport.initialize(&mut ctx))
 }
 
+/// HwStorPassiveInitializeRoutine for `M`, registered by [`enable_passive_initialization`].
+///
+/// # Safety
+///
+/// Called by Storport at PASSIVE_LEVEL after HwStorInitialize asked for it: `device_extension`
+/// is the initialised `Extension<M>` of the adapter, which lives as long as the adapter.
 unsafe extern "C" fn passive_initialize_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
 ) -> ffi::BOOLEAN {
@@ -465,6 +561,13 @@ unsafe extern "C" fn passive_initialize_trampoline<M: Miniport>(
     boolean(miniport.passive_initialize(&mut ctx))
 }
 
+/// HwStorBuildIo for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorBuildIo (DISPATCH_LEVEL, no lock held) for an adapter of `M`
+/// that was found: `device_extension` is its initialised `Extension<M>`; `srb` is a request of
+/// this adapter that Storport hands over until BuildIo returns (and, on TRUE, to StartIo).
 unsafe extern "C" fn build_io_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     srb: ffi::PSCSI_REQUEST_BLOCK,
@@ -494,6 +597,15 @@ unsafe extern "C" fn build_io_trampoline<M: Miniport>(
     }
 }
 
+/// HwStorStartIo for `M`: the token follows `M::Duplex` and the channels in force.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorStartIo for an adapter of `M` that was found, under the model
+/// `M::Duplex` that the FindAdapter trampoline declared: `device_extension` is its initialised
+/// `Extension<M>`; `srb` is a request of this adapter the miniport owns until it completes it;
+/// Storport holds the StartIo lock unless it granted more than one concurrent channel (which
+/// `perf::initialize` records before asking).
 unsafe extern "C" fn start_io_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     srb: ffi::PSCSI_REQUEST_BLOCK,
@@ -509,20 +621,33 @@ unsafe extern "C" fn start_io_trampoline<M: Miniport>(
     let Some(request) = (unsafe { Srb::from_raw(srb, port) }) else {
         return 1;
     };
-    if header(&port).concurrent_channels.load(Ordering::Relaxed) {
-        // SAFETY: this is the HwStorStartIo trampoline and Storport granted more than one
-        // concurrent channel, so it holds no StartIo lock.
+    // Acquire: pairs with the store `perf::initialize` makes before it asks Storport for
+    // channels, which happens before Storport runs StartIo in parallel.
+    if <M::Duplex as context::Duplex>::CONCURRENT_CHANNELS
+        && header(&port).concurrent_channels.load(Ordering::Acquire)
+    {
+        // SAFETY: this is the HwStorStartIo trampoline of a full-duplex miniport for which
+        // Storport may have more than one concurrent channel in force; the token claims no lock,
+        // which holds either way.
         let mut ctx = unsafe { context::StartIoConcurrent::new() };
         miniport.start_io(context::StartIo::Concurrent(&mut ctx), request);
     } else {
-        // SAFETY: this is the HwStorStartIo trampoline with at most one channel: Storport holds
-        // the StartIo lock.
-        let mut ctx = unsafe { context::StartIoSerialized::new() };
+        // SAFETY: this is the HwStorStartIo trampoline, under the model `M::Duplex` that the
+        // FindAdapter trampoline declared, with one channel in force (`concurrent_channels` is
+        // set before any request for more, and never in half duplex): Storport holds the
+        // StartIo lock (and in half duplex the interrupt lock).
+        let mut ctx = unsafe { context::StartIoSerialized::<M::Duplex>::new() };
         miniport.start_io(context::StartIo::Serialized(&mut ctx), request);
     }
     1
 }
 
+/// HwStorInterrupt for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorInterrupt (DIRQL, interrupt lock held) for an adapter of `M`
+/// that was found: `device_extension` is its initialised `Extension<M>`.
 unsafe extern "C" fn interrupt_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
 ) -> ffi::BOOLEAN {
@@ -534,6 +659,13 @@ unsafe extern "C" fn interrupt_trampoline<M: Miniport>(
 }
 
 /// The HwMSInterruptRoutine trampoline, installed by `PortConfiguration::use_message_interrupts`.
+///
+/// # Safety
+///
+/// Called by Storport as HwMSInterruptRoutine (DIRQL) for message `message_id` of an adapter of
+/// `M` that was found: `device_extension` is its initialised `Extension<M>`; Storport holds the
+/// interrupt lock (InterruptSynchronizeAll) or this message's lock (InterruptSynchronizePerMessage),
+/// as the header's `per_message` recorded from the same call that chose the mode.
 pub(crate) unsafe extern "C" fn message_interrupt_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     message_id: ffi::ULONG,
@@ -558,25 +690,49 @@ pub(crate) unsafe extern "C" fn message_interrupt_trampoline<M: Miniport>(
     }
 }
 
+/// HwStorResetBus for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorResetBus for an adapter of `M` that was found, under the model
+/// `M::Duplex` the FindAdapter trampoline declared (StartIo lock held; in half duplex the
+/// interrupt lock too): `device_extension` is its initialised `Extension<M>`.
 unsafe extern "C" fn reset_bus_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     path_id: ffi::ULONG,
 ) -> ffi::BOOLEAN {
     // SAFETY: Storport resets only an adapter that was found.
     let miniport = unsafe { miniport::<M>(device_extension) };
-    // SAFETY: this is the HwStorResetBus trampoline (full duplex: StartIo lock held).
-    let mut ctx = unsafe { context::ResetBus::new() };
+    // SAFETY: this is the HwStorResetBus trampoline under the model `M::Duplex` that the
+    // FindAdapter trampoline declared (StartIo lock held; in half duplex the interrupt lock too).
+    let mut ctx = unsafe { context::ResetBus::<M::Duplex>::new() };
     boolean(miniport.reset_bus(&mut ctx, path_id))
 }
 
+/// HwStorTimer for `M`, registered by [`request_timer`].
+///
+/// # Safety
+///
+/// Called by Storport as the HwStorTimer that [`request_timer`] registered for an adapter of `M`,
+/// under the model `M::Duplex` the FindAdapter trampoline declared (StartIo lock held; in half
+/// duplex the interrupt lock too): `device_extension` is its initialised `Extension<M>`.
 unsafe extern "C" fn timer_trampoline<M: Miniport>(device_extension: ffi::PVOID) {
     // SAFETY: registered by `request_timer`, after FindAdapter initialised the extension.
     let miniport = unsafe { miniport::<M>(device_extension) };
-    // SAFETY: this is the HwStorTimer trampoline (full duplex: StartIo lock held).
-    let mut ctx = unsafe { context::Timer::new() };
+    // SAFETY: this is the HwStorTimer trampoline under the model `M::Duplex` that the
+    // FindAdapter trampoline declared (StartIo lock held; in half duplex the interrupt lock too).
+    let mut ctx = unsafe { context::Timer::<M::Duplex>::new() };
     miniport.timer(&mut ctx);
 }
 
+/// HwStorUnitControl for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorUnitControl (PASSIVE or DISPATCH, no lock held) for an adapter of
+/// `M`: `device_extension` is its initialised `Extension<M>` for every type but the query, which
+/// may come first; `parameters` has the shape `control_type` names (the type list for
+/// ScsiQuerySupportedUnitControlTypes, a STOR_ADDRESS or NULL for the removals).
 unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     control_type: ffi::SCSI_UNIT_CONTROL_TYPE,
@@ -585,9 +741,11 @@ unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
     if control_type == ffi::ScsiQuerySupportedUnitControlTypes {
         // SAFETY: for ScsiQuerySupportedUnitControlTypes Storport passes a
         // SCSI_SUPPORTED_CONTROL_TYPE_LIST followed by MaxControlType BOOLEANs.
-        return unsafe { report_supported_types(parameters, &[], M::UNIT_CONTROL_TYPES) };
+        return unsafe {
+            report_supported_types(parameters, &[], M::UNIT_CONTROL_TYPES.iter().map(|t| t.0))
+        };
     }
-    if !M::UNIT_CONTROL_TYPES.contains(&control_type) {
+    if !M::UNIT_CONTROL_TYPES.contains(&UnitControlType(control_type)) {
         return ffi::ScsiUnitControlUnsuccessful;
     }
     // SAFETY: Storport sends unit controls only after FindAdapter succeeded.
@@ -620,7 +778,7 @@ unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
                 UnitControl::SurpriseRemoval(address)
             }
         }
-        other => UnitControl::Other(other),
+        other => UnitControl::Other(UnitControlType(other)),
     };
     // SAFETY: this is the HwStorUnitControl trampoline.
     let mut ctx = unsafe { context::UnitControl::new() };
@@ -661,6 +819,15 @@ unsafe fn unit_address(parameters: ffi::PVOID) -> Option<Address> {
     })
 }
 
+/// HwStorAdapterControl for `M`.
+///
+/// # Safety
+///
+/// Called by Storport as HwStorAdapterControl for an adapter of `M`: `device_extension` is its
+/// initialised `Extension<M>` for every type but the query, which may come first; `parameters`
+/// is the SCSI_SUPPORTED_CONTROL_TYPE_LIST for ScsiQuerySupportedControlTypes; ScsiStopAdapter and
+/// ScsiRestartAdapter arrive at DIRQL with the interrupt lock held (layouts.md, "Adapter control
+/// protocol").
 unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
     device_extension: ffi::PVOID,
     control_type: ffi::SCSI_ADAPTER_CONTROL_TYPE,
@@ -673,7 +840,7 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
             report_supported_types(
                 parameters,
                 &[ffi::ScsiStopAdapter, ffi::ScsiRestartAdapter],
-                M::ADAPTER_CONTROL_TYPES,
+                M::ADAPTER_CONTROL_TYPES.iter().map(|t| t.0),
             )
         };
     }
@@ -682,11 +849,15 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
     let control = match control_type {
         ffi::ScsiStopAdapter => AdapterControl::Stop,
         ffi::ScsiRestartAdapter => AdapterControl::Restart,
-        other if M::ADAPTER_CONTROL_TYPES.contains(&other) => AdapterControl::Other(other),
+        other if M::ADAPTER_CONTROL_TYPES.contains(&AdapterControlType(other)) => {
+            AdapterControl::Other(AdapterControlType(other))
+        }
         _ => return ffi::ScsiAdapterControlUnsuccessful,
     };
-    // SAFETY: this is the HwStorAdapterControl trampoline.
-    let mut ctx = unsafe { context::AdapterControl::new() };
+    let stop_restart = matches!(control, AdapterControl::Stop | AdapterControl::Restart);
+    // SAFETY: this is the HwStorAdapterControl trampoline; Storport sends ScsiStopAdapter and
+    // ScsiRestartAdapter holding the interrupt lock (layouts.md, "Adapter control protocol").
+    let mut ctx = unsafe { context::AdapterControl::new(stop_restart) };
     match miniport.adapter_control(&mut ctx, control) {
         AdapterControlStatus::Success => ffi::ScsiAdapterControlSuccess,
         AdapterControlStatus::Unsuccessful => ffi::ScsiAdapterControlUnsuccessful,
@@ -703,7 +874,7 @@ unsafe extern "C" fn adapter_control_trampoline<M: Miniport>(
 unsafe fn report_supported_types(
     parameters: ffi::PVOID,
     mandatory: &[u32],
-    supported: &[u32],
+    supported: impl Iterator<Item = u32>,
 ) -> ffi::SCSI_ADAPTER_CONTROL_STATUS {
     let list = parameters.cast::<ffi::SCSI_SUPPORTED_CONTROL_TYPE_LIST>();
     if list.is_null() {
@@ -714,11 +885,11 @@ unsafe fn report_supported_types(
     // SAFETY: the BOOLEAN array starts at SupportedTypeList, inside the same allocation.
     let entries =
         unsafe { core::ptr::addr_of_mut!((*list).SupportedTypeList) }.cast::<ffi::BOOLEAN>();
-    for control_type in mandatory.iter().chain(supported.iter()) {
-        if *control_type < max {
+    for control_type in mandatory.iter().copied().chain(supported) {
+        if control_type < max {
             // SAFETY: `control_type < MaxControlType`, the array's length (this function's
             // `# Safety`).
-            unsafe { entries.wrapping_add(*control_type as usize).write(1) };
+            unsafe { entries.wrapping_add(control_type as usize).write(1) };
         }
     }
     ffi::ScsiAdapterControlSuccess

@@ -5,8 +5,10 @@
 //! channels), to redirect completion DPCs to the CPU that issued a request, and to spread the
 //! adapter's MSI-X messages over CPUs. The layer first queries what this Storport supports and
 //! requests only that. When Storport grants more than one concurrent channel it no longer holds the
-//! StartIo lock around HwStorStartIo: the layer records that, and StartIo's trampoline hands the
-//! miniport the matching token (`context::StartIo::Concurrent`).
+//! StartIo lock around HwStorStartIo: the layer records that *before* it asks (Storport may run
+//! StartIo in parallel before the request returns), and StartIo's trampoline hands the miniport
+//! the matching token (`context::StartIo::Concurrent`). Half-duplex miniports get no concurrent
+//! channels.
 //! `StorPortGetStartIoPerfParams` (ExtendedFunction 15) tells StartIo which message (and so which
 //! queue) Storport chose for a request.
 
@@ -79,7 +81,9 @@ pub fn initialize<C: MayConfigurePerformance>(
     if request.dpc_redirection {
         flags |= ffi::STOR_PERF_DPC_REDIRECTION;
     }
-    if request.concurrent_channels > 1 {
+    // Concurrent channels need full duplex (a half-duplex StartIo runs under the interrupt lock,
+    // and its token says so).
+    if request.concurrent_channels > 1 && !header(&port).half_duplex.load(Ordering::Relaxed) {
         flags |= ffi::STOR_PERF_CONCURRENT_CHANNELS;
     }
     if request.message_range.is_some() && request.dpc_redirection {
@@ -106,6 +110,15 @@ pub fn initialize<C: MayConfigurePerformance>(
         data.FirstRedirectionMessageNumber = first;
         data.LastRedirectionMessageNumber = last;
     }
+    // Storport may run StartIo in parallel as soon as it grants the channels, before this
+    // function gets control back: say so first, so the StartIo trampoline never hands out the
+    // one-channel token (which claims the StartIo lock) while channels are in force. The claim
+    // "no lock held" is true either way; it is withdrawn below only once Storport answered.
+    let concurrent = &header(&port).concurrent_channels;
+    let before = concurrent.load(Ordering::Acquire);
+    if flags & ffi::STOR_PERF_CONCURRENT_CHANNELS != 0 {
+        concurrent.store(true, Ordering::SeqCst);
+    }
     // SAFETY: as above, with Query = FALSE.
     let status = unsafe {
         ffi::StorPortExtendedFunction(
@@ -116,6 +129,8 @@ pub fn initialize<C: MayConfigurePerformance>(
         )
     };
     if status != ffi::STOR_STATUS_SUCCESS {
+        // Nothing changed in Storport: what was in force before still is.
+        concurrent.store(before, Ordering::Release);
         return None;
     }
     let channels = if flags & ffi::STOR_PERF_CONCURRENT_CHANNELS != 0 {
@@ -123,9 +138,7 @@ pub fn initialize<C: MayConfigurePerformance>(
     } else {
         1
     };
-    header(&port)
-        .concurrent_channels
-        .store(channels > 1, Ordering::Release);
+    concurrent.store(channels > 1, Ordering::Release);
     Some(PerfGranted {
         flags,
         concurrent_channels: channels,

@@ -16,6 +16,155 @@ use crate::ffi;
 use crate::miniport::header;
 use crate::port::Port;
 
+/// How a request ends (SRB_STATUS_*): the statuses a miniport completes a request with.
+///
+/// SRB_STATUS_PENDING (a request still in progress) is not one of them, so a request cannot be
+/// handed back "pending". SRB_STATUS_AUTOSENSE_VALID is set by [`Srb::complete_check_condition`],
+/// which copies the sense data it vouches for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// SRB_STATUS_SUCCESS.
+    Success,
+    /// SRB_STATUS_ABORTED.
+    Aborted,
+    /// SRB_STATUS_ERROR (with a SCSI status, e.g. CHECK CONDITION).
+    Error,
+    /// SRB_STATUS_BUSY: Storport sends the request again later.
+    Busy,
+    /// SRB_STATUS_INVALID_REQUEST.
+    InvalidRequest,
+    /// SRB_STATUS_INVALID_PATH_ID.
+    InvalidPathId,
+    /// SRB_STATUS_NO_DEVICE.
+    NoDevice,
+    /// SRB_STATUS_TIMEOUT.
+    Timeout,
+    /// SRB_STATUS_SELECTION_TIMEOUT.
+    SelectionTimeout,
+    /// SRB_STATUS_COMMAND_TIMEOUT.
+    CommandTimeout,
+    /// SRB_STATUS_BUS_RESET: the request was ended by a reset.
+    BusReset,
+    /// SRB_STATUS_DATA_OVERRUN (also an underrun, with the length that moved).
+    DataOverrun,
+    /// SRB_STATUS_INVALID_LUN.
+    InvalidLun,
+    /// SRB_STATUS_INVALID_TARGET_ID.
+    InvalidTargetId,
+    /// SRB_STATUS_BAD_FUNCTION.
+    BadFunction,
+    /// SRB_STATUS_INTERNAL_ERROR.
+    InternalError,
+}
+
+impl Status {
+    /// The SRB_STATUS_* value.
+    const fn to_raw(self) -> u8 {
+        match self {
+            Self::Success => ffi::SRB_STATUS_SUCCESS,
+            Self::Aborted => ffi::SRB_STATUS_ABORTED,
+            Self::Error => ffi::SRB_STATUS_ERROR,
+            Self::Busy => ffi::SRB_STATUS_BUSY,
+            Self::InvalidRequest => ffi::SRB_STATUS_INVALID_REQUEST,
+            Self::InvalidPathId => ffi::SRB_STATUS_INVALID_PATH_ID,
+            Self::NoDevice => ffi::SRB_STATUS_NO_DEVICE,
+            Self::Timeout => ffi::SRB_STATUS_TIMEOUT,
+            Self::SelectionTimeout => ffi::SRB_STATUS_SELECTION_TIMEOUT,
+            Self::CommandTimeout => ffi::SRB_STATUS_COMMAND_TIMEOUT,
+            Self::BusReset => ffi::SRB_STATUS_BUS_RESET,
+            Self::DataOverrun => ffi::SRB_STATUS_DATA_OVERRUN,
+            Self::InvalidLun => ffi::SRB_STATUS_INVALID_LUN,
+            Self::InvalidTargetId => ffi::SRB_STATUS_INVALID_TARGET_ID,
+            Self::BadFunction => ffi::SRB_STATUS_BAD_FUNCTION,
+            Self::InternalError => ffi::SRB_STATUS_INTERNAL_ERROR,
+        }
+    }
+}
+
+/// The SCSI status byte of a request (SCSISTAT_*, SAM-5 5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScsiStatus {
+    /// GOOD.
+    Good,
+    /// CHECK CONDITION: sense data describes the error.
+    CheckCondition,
+    /// BUSY.
+    Busy,
+    /// RESERVATION CONFLICT.
+    ReservationConflict,
+    /// TASK SET FULL (SCSISTAT_QUEUE_FULL).
+    TaskSetFull,
+}
+
+impl ScsiStatus {
+    const fn to_raw(self) -> u8 {
+        match self {
+            Self::Good => ffi::SCSISTAT_GOOD,
+            Self::CheckCondition => ffi::SCSISTAT_CHECK_CONDITION,
+            Self::Busy => ffi::SCSISTAT_BUSY,
+            Self::ReservationConflict => ffi::SCSISTAT_RESERVATION_CONFLICT,
+            Self::TaskSetFull => ffi::SCSISTAT_QUEUE_FULL,
+        }
+    }
+}
+
+/// What a request asks for (SRB_FUNCTION_*, the `SrbFunction` of an SRB_EX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    /// SRB_FUNCTION_EXECUTE_SCSI: a CDB.
+    ExecuteScsi,
+    /// SRB_FUNCTION_IO_CONTROL.
+    IoControl,
+    /// SRB_FUNCTION_SHUTDOWN: flush, the system is going down.
+    Shutdown,
+    /// SRB_FUNCTION_FLUSH.
+    Flush,
+    /// SRB_FUNCTION_ABORT_COMMAND.
+    AbortCommand,
+    /// SRB_FUNCTION_RESET_BUS.
+    ResetBus,
+    /// SRB_FUNCTION_RESET_DEVICE.
+    ResetDevice,
+    /// SRB_FUNCTION_WMI.
+    Wmi,
+    /// SRB_FUNCTION_RESET_LOGICAL_UNIT.
+    ResetLogicalUnit,
+    /// SRB_FUNCTION_POWER ([`Srb::power`]).
+    Power,
+    /// SRB_FUNCTION_PNP ([`Srb::pnp`]).
+    Pnp,
+    /// SRB_FUNCTION_DUMP_POINTERS.
+    DumpPointers,
+    /// SRB_FUNCTION_FREE_DUMP_POINTERS.
+    FreeDumpPointers,
+    /// Any other function code.
+    Other(u32),
+}
+
+impl Function {
+    fn from_raw(raw: u32) -> Self {
+        let Ok(code) = u8::try_from(raw) else {
+            return Self::Other(raw);
+        };
+        match code {
+            ffi::SRB_FUNCTION_EXECUTE_SCSI => Self::ExecuteScsi,
+            ffi::SRB_FUNCTION_IO_CONTROL => Self::IoControl,
+            ffi::SRB_FUNCTION_SHUTDOWN => Self::Shutdown,
+            ffi::SRB_FUNCTION_FLUSH => Self::Flush,
+            ffi::SRB_FUNCTION_ABORT_COMMAND => Self::AbortCommand,
+            ffi::SRB_FUNCTION_RESET_BUS => Self::ResetBus,
+            ffi::SRB_FUNCTION_RESET_DEVICE => Self::ResetDevice,
+            ffi::SRB_FUNCTION_WMI => Self::Wmi,
+            ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT => Self::ResetLogicalUnit,
+            ffi::SRB_FUNCTION_POWER => Self::Power,
+            ffi::SRB_FUNCTION_PNP => Self::Pnp,
+            ffi::SRB_FUNCTION_DUMP_POINTERS => Self::DumpPointers,
+            ffi::SRB_FUNCTION_FREE_DUMP_POINTERS => Self::FreeDumpPointers,
+            _ => Self::Other(raw),
+        }
+    }
+}
+
 /// Proof that a request was completed (returned by [`Srb::complete`]).
 #[must_use]
 pub struct Completed {
@@ -67,6 +216,16 @@ pub struct PowerRequest {
     pub action: u32,
     /// SRB_POWER_FLAGS_*.
     pub flags: u8,
+}
+
+impl PowerRequest {
+    /// Whether the request takes the unit out of D0 (to D1, D2 or D3).
+    pub fn leaves_d0(&self) -> bool {
+        matches!(
+            self.device_state,
+            ffi::StorPowerDeviceD1 | ffi::StorPowerDeviceD2 | ffi::StorPowerDeviceD3
+        )
+    }
 }
 
 /// One element of a request's scatter-gather list.
@@ -215,7 +374,13 @@ impl Srb {
     }
 
     /// The SRB function (SRB_FUNCTION_*): EXECUTE_SCSI, FLUSH, RESET_*, PNP, POWER, ...
-    pub fn function(&self) -> u32 {
+    pub fn function(&self) -> Function {
+        Function::from_raw(self.header().SrbFunction)
+    }
+
+    /// The raw SRB_FUNCTION_* code (the fuzzing support reports it as read).
+    #[cfg(feature = "test-utils")]
+    pub(crate) fn function_code(&self) -> u32 {
         self.header().SrbFunction
     }
 
@@ -263,8 +428,9 @@ impl Srb {
         }
     }
 
-    /// Sets the SCSI status byte (SCSISTAT_*).
-    pub fn set_scsi_status(&mut self, status: u8) {
+    /// Sets the SCSI status byte.
+    pub fn set_scsi_status(&mut self, status: ScsiStatus) {
+        let status = status.to_raw();
         match self.scsi_block() {
             // SAFETY: `scsi_block` checked the block lies inside the SRB, which we own.
             ScsiBlock::Cdb16(mut p) => unsafe { p.as_mut().ScsiStatus = status },
@@ -345,6 +511,22 @@ impl Srb {
         Some(unsafe { core::slice::from_raw_parts_mut(buffer, length) })
     }
 
+    /// The data buffer through its system virtual address, to read (the parameter list of an
+    /// UNMAP or MODE SELECT, the block of a WRITE SAME), under the rules of
+    /// [`Srb::data_buffer`]. Reading needs only `&self`, so it can be done while a view of the
+    /// SRB extension is alive.
+    pub fn data(&self) -> Option<&[u8]> {
+        let header = self.header();
+        let buffer = header.DataBuffer.cast::<u8>().cast_const();
+        let length = header.DataTransferLength as usize;
+        if buffer.is_null() || length == 0 {
+            return None;
+        }
+        // SAFETY: as in `data_buffer`; the shared borrow of `self` excludes the unique one
+        // `data_buffer` takes, so no `&mut` to the same bytes exists meanwhile.
+        Some(unsafe { core::slice::from_raw_parts(buffer, length) })
+    }
+
     /// The request's scatter-gather list (physical segments of its data buffer).
     pub fn scatter_gather(&self) -> Option<impl ExactSizeIterator<Item = Segment> + '_> {
         // SAFETY: StorPortGetScatterGatherList takes the adapter and one of its requests.
@@ -369,7 +551,12 @@ impl Srb {
 
     /// The request's SRB extension (`SrbExtensionSize` bytes of DMA-able memory), fresh on
     /// every dispatch.
-    pub fn extension(&self) -> Option<DmaRegion> {
+    ///
+    /// The view borrows the request: the extension is Storport's memory only until the request
+    /// completes, and [`Srb::complete`] consumes the handle, so no view outlives the request
+    /// (`tests/compile_fail/extension_after_complete.rs`). A driver that keeps a request in
+    /// flight keeps the `Srb` and takes the view again when it needs it.
+    pub fn extension(&self) -> Option<DmaRegion<'_>> {
         let va = NonNull::new(self.header().MiniportContext.cast::<u8>())?;
         let size = header(&self.port)
             .srb_extension_size
@@ -388,7 +575,8 @@ impl Srb {
             return None;
         }
         // SAFETY: the SRB extension is SrbExtensionSize bytes of physically contiguous DMA-able
-        // memory (checked by the length Storport reported), valid until the request completes.
+        // memory (checked by the length Storport reported), valid until the request completes;
+        // the region borrows `self`, and completing consumes `self`, so it ends before that.
         Some(unsafe { DmaRegion::new(va, phys as u64, size as usize) })
     }
 
@@ -427,17 +615,27 @@ impl Srb {
         self.raw.as_ptr().cast()
     }
 
-    /// Completes the request with `status` (SRB_STATUS_*, with modifiers such as
-    /// SRB_STATUS_AUTOSENSE_VALID) and gives it back to Storport.
-    ///
-    /// SRB_STATUS_PENDING is not a completion status: it is turned into SRB_STATUS_INTERNAL_ERROR
-    /// rather than handed to Storport.
-    pub fn complete(mut self, status: u8) -> Completed {
-        let status = if status == ffi::SRB_STATUS_PENDING {
-            ffi::SRB_STATUS_INTERNAL_ERROR
+    /// Completes the request with `status` and gives it back to Storport.
+    pub fn complete(self, status: Status) -> Completed {
+        self.complete_raw(status.to_raw())
+    }
+
+    /// Completes the request with CHECK CONDITION and `sense` (fixed or descriptor format sense
+    /// data): SRB_STATUS_ERROR, with SRB_STATUS_AUTOSENSE_VALID when the sense data was copied
+    /// into the request's sense buffer (not when it has none, or SRB_FLAGS_DISABLE_AUTOSENSE).
+    pub fn complete_check_condition(mut self, sense: &[u8]) -> Completed {
+        self.set_scsi_status(ScsiStatus::CheckCondition);
+        let copied = self.write_sense(sense);
+        let status = if copied > 0 {
+            ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID
         } else {
-            status
+            ffi::SRB_STATUS_ERROR
         };
+        self.complete_raw(status)
+    }
+
+    /// Writes SRB_STATUS_* (never PENDING: [`Status`] has none) and notifies RequestComplete.
+    fn complete_raw(mut self, status: u8) -> Completed {
         self.header_mut().SrbStatus = status;
         // SAFETY: RequestComplete takes the adapter and a request it owns; the handle is consumed,
         // so the request cannot be completed or touched again through it.

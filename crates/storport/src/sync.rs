@@ -6,8 +6,8 @@
 //!
 //! | cell                 | lock (STOR_SPINLOCK)             | `&mut T` from                                                              |
 //! |----------------------|----------------------------------|----------------------------------------------------------------------------|
-//! | [`InterruptShared`]  | the interrupt lock (InterruptLock) | a callback Storport runs holding it ([`HoldsInterrupt`]: ISR, SynchronizeAll MSI routine, HwStorInitialize, half-duplex StartIo/Timer/ResetBus/StateChange), the StorPortSynchronizeAccess closure ([`InterruptShared::synchronize`]), or a StorPortAcquireSpinLockEx guard ([`InterruptShared::lock`], [`InterruptShared::with`]) |
-//! | [`StartIoShared`]    | the adapter's StartIo lock (StartIoLock) | a callback Storport runs holding it ([`HoldsStartIo`]: one-channel StartIo, Timer, ResetBus, StateChange), or a guard |
+//! | [`InterruptShared`]  | the interrupt lock (InterruptLock) | a callback Storport runs holding it ([`HoldsInterrupt`]: ISR, SynchronizeAll MSI routine, HwStorInitialize, half-duplex StartIo/Timer/ResetBus), the StorPortSynchronizeAccess closure ([`InterruptShared::synchronize`]), or a StorPortAcquireSpinLockEx guard ([`InterruptShared::lock`], [`InterruptShared::with`]) |
+//! | [`StartIoShared`]    | the adapter's StartIo lock (StartIoLock) | a callback Storport runs holding it ([`HoldsStartIo`]: one-channel StartIo, Timer, ResetBus), or a guard |
 //! | [`DpcShared`]        | its own STOR_DPC's lock (DpcLock) | a guard                                                                    |
 //! | [`crate::msi::MsiShared`] | one MSI message's lock      | that message's PerMessage routine, or a StorPortAcquireMSISpinLock guard  |
 //!
@@ -185,7 +185,7 @@ cell_common!(InterruptShared);
 impl<T> InterruptShared<T> {
     /// The value, in a callback Storport runs holding the interrupt lock (the ISR, the
     /// SynchronizeAll MSI routine, HwStorInitialize, the StorPortSynchronizeAccess routine,
-    /// half-duplex StartIo/Timer/ResetBus/StateChange).
+    /// half-duplex StartIo/Timer/ResetBus).
     #[inline]
     pub fn get<'a, C: HoldsInterrupt>(&'a self, ctx: &'a mut C) -> &'a mut T {
         let _ = ctx;
@@ -256,7 +256,7 @@ cell_common!(StartIoShared);
 
 impl<T> StartIoShared<T> {
     /// The value, in a callback Storport runs holding the StartIo lock (StartIo with one
-    /// channel, Timer, ResetBus, StateChange).
+    /// channel, Timer, ResetBus).
     #[inline]
     pub fn get<'a, C: HoldsStartIo>(&'a self, ctx: &'a mut C) -> &'a mut T {
         let _ = ctx;

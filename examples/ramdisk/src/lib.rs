@@ -32,13 +32,12 @@ use storport_sim as _;
 use core::ffi::c_void;
 
 use storport::context::{self, StartIo};
-use storport::ffi;
 use storport::perf::{self, PerfRequest};
-use storport::srb::Address;
+use storport::srb::{Address, Function, Status};
 use storport::sync::StartIoShared;
 use storport::{
-    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, Miniport, Port,
-    PortConfiguration, Srb,
+    AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MapBuffers, Miniport,
+    Port, PortConfiguration, Srb,
 };
 
 use scsi::{Blocks, Command, Sense};
@@ -76,7 +75,7 @@ enum Outcome {
     /// The request is refused with CHECK CONDITION and this sense data.
     Refused(Sense),
     /// The request ends with this SRB status and no data.
-    Status(u8),
+    Status(Status),
 }
 
 /// What BuildIo decided for a request.
@@ -88,6 +87,7 @@ enum Route {
 }
 
 impl Miniport for RamDisk {
+    type Duplex = storport::context::FullDuplex;
     const INITIAL: Self = RamDisk {
         disk: StartIoShared::new([0; DISK_BYTES]),
         port: None,
@@ -96,7 +96,7 @@ impl Miniport for RamDisk {
     // Nothing per request: StartIo decodes the CDB again rather than carrying BuildIo's result.
     const SRB_EXTENSION_SIZE: u32 = 0;
     const ACCESS_RANGES: u32 = 0;
-    const MAP_BUFFERS: u8 = ffi::STOR_MAP_ALL_BUFFERS_INCLUDING_READ_WRITE;
+    const MAP_BUFFERS: MapBuffers = MapBuffers::AllIncludingReadWrite;
 
     fn find_adapter(
         &mut self,
@@ -146,7 +146,7 @@ impl Miniport for RamDisk {
             Ok(Command::Read(blocks)) => self.transfer(ctx, &mut srb, Direction::Read, blocks),
             Ok(Command::Write(blocks)) => self.transfer(ctx, &mut srb, Direction::Write, blocks),
             // BuildIo passes on nothing else.
-            _ => Outcome::Status(ffi::SRB_STATUS_INTERNAL_ERROR),
+            _ => Outcome::Status(Status::InternalError),
         };
         let _ = finish(srb, outcome);
     }
@@ -222,7 +222,7 @@ impl RamDisk {
             StartIo::Concurrent(token) => self
                 .disk
                 .with(token, |disk, _held| copy(disk))
-                .unwrap_or(Outcome::Status(ffi::SRB_STATUS_ERROR)),
+                .unwrap_or(Outcome::Status(Status::Error)),
         }
     }
 }
@@ -247,19 +247,18 @@ fn channels(arguments: &[u8]) -> u32 {
 
 /// Routes a request in BuildIo: answers everything but READ and WRITE.
 fn route(srb: &mut Srb) -> Route {
-    let function = u8::try_from(srb.function()).unwrap_or(u8::MAX);
-    match function {
-        ffi::SRB_FUNCTION_EXECUTE_SCSI => {}
+    match srb.function() {
+        Function::ExecuteScsi => {}
         // Nothing is cached and nothing is ever outstanding: flushes, resets, power and PnP
         // requests have nothing to do.
-        ffi::SRB_FUNCTION_FLUSH
-        | ffi::SRB_FUNCTION_SHUTDOWN
-        | ffi::SRB_FUNCTION_RESET_BUS
-        | ffi::SRB_FUNCTION_RESET_DEVICE
-        | ffi::SRB_FUNCTION_RESET_LOGICAL_UNIT
-        | ffi::SRB_FUNCTION_POWER
-        | ffi::SRB_FUNCTION_PNP => return Route::Now(Outcome::Status(ffi::SRB_STATUS_SUCCESS)),
-        _ => return Route::Now(Outcome::Status(ffi::SRB_STATUS_INVALID_REQUEST)),
+        Function::Flush
+        | Function::Shutdown
+        | Function::ResetBus
+        | Function::ResetDevice
+        | Function::ResetLogicalUnit
+        | Function::Power
+        | Function::Pnp => return Route::Now(Outcome::Status(Status::Success)),
+        _ => return Route::Now(Outcome::Status(Status::InvalidRequest)),
     }
     match srb.address() {
         Some(Address {
@@ -269,8 +268,8 @@ fn route(srb: &mut Srb) -> Route {
         }) => {}
         Some(Address {
             path: 0, target: 0, ..
-        }) => return Route::Now(Outcome::Status(ffi::SRB_STATUS_INVALID_LUN)),
-        _ => return Route::Now(Outcome::Status(ffi::SRB_STATUS_NO_DEVICE)),
+        }) => return Route::Now(Outcome::Status(Status::InvalidLun)),
+        _ => return Route::Now(Outcome::Status(Status::NoDevice)),
     }
     match scsi::decode(srb.cdb(), BLOCK_COUNT) {
         Ok(Command::Read(_) | Command::Write(_)) => Route::Disk,
@@ -293,20 +292,14 @@ fn finish(mut srb: Srb, outcome: Outcome) -> storport::srb::Completed {
             srb.set_data_transfer_length(moved);
             // An underrun is DATA_OVERRUN with the length that moved (Storport's convention).
             if moved < requested {
-                srb.complete(ffi::SRB_STATUS_DATA_OVERRUN)
+                srb.complete(Status::DataOverrun)
             } else {
-                srb.complete(ffi::SRB_STATUS_SUCCESS)
+                srb.complete(Status::Success)
             }
         }
         Outcome::Refused(sense) => {
-            srb.set_scsi_status(ffi::SCSISTAT_CHECK_CONDITION);
             srb.set_data_transfer_length(0);
-            let status = if srb.write_sense(&sense.bytes()) > 0 {
-                ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID
-            } else {
-                ffi::SRB_STATUS_ERROR
-            };
-            srb.complete(status)
+            srb.complete_check_condition(&sense.bytes())
         }
         Outcome::Status(status) => {
             srb.set_data_transfer_length(0);

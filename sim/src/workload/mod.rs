@@ -373,7 +373,7 @@ const RETRIES: u32 = 4;
 /// Whether disk.sys would send a request again rather than fail it: a busy or full target, a
 /// bus reset, or a unit attention (reported once after a reset; SAM-5 5.14).
 fn retryable(c: &ScsiCompletion) -> bool {
-    use storport::ffi;
+    use storport_sys as ffi;
     let unit_attention = c.scsi_status == ffi::SCSISTAT_CHECK_CONDITION
         && c.valid_sense()
             .and_then(class::Sense::parse)
@@ -845,7 +845,7 @@ mod tests {
                 && self.inner.peek(lba * 512, 8) == verify::MAGIC
             {
                 return done(ScsiCompletion {
-                    srb_status: storport::ffi::SRB_STATUS_SUCCESS,
+                    srb_status: storport_sys::SRB_STATUS_SUCCESS,
                     ..ScsiCompletion::default()
                 });
             }
@@ -943,16 +943,16 @@ mod tests {
             };
             match fail {
                 None => self.0.submit(request, done),
-                Some(true) => done(ScsiCompletion::port_error(storport::ffi::SRB_STATUS_BUSY)),
+                Some(true) => done(ScsiCompletion::port_error(storport_sys::SRB_STATUS_BUSY)),
                 Some(false) => {
                     let mut sense = vec![0u8; 18];
                     sense[0] = 0x70;
                     sense[2] = crate::class::sense_key::UNIT_ATTENTION;
                     sense[12] = 0x29;
                     done(ScsiCompletion {
-                        srb_status: storport::ffi::SRB_STATUS_ERROR
-                            | storport::ffi::SRB_STATUS_AUTOSENSE_VALID,
-                        scsi_status: storport::ffi::SCSISTAT_CHECK_CONDITION,
+                        srb_status: storport_sys::SRB_STATUS_ERROR
+                            | storport_sys::SRB_STATUS_AUTOSENSE_VALID,
+                        scsi_status: storport_sys::SCSISTAT_CHECK_CONDITION,
                         sense,
                         ..ScsiCompletion::default()
                     });

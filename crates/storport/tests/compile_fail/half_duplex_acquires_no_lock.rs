@@ -1,6 +1,6 @@
-//! Seed 003 (half duplex): StartIo, Timer, ResetBus and StateChange run holding the StartIo and
+//! Seed 003 (half duplex): StartIo, Timer and ResetBus run holding the StartIo and
 //! interrupt locks and may acquire none.
-use storport::context::{HalfDuplex, ResetBus, StartIoSerialized, StateChange, Timer};
+use storport::context::{HalfDuplex, ResetBus, StartIoSerialized, Timer};
 use storport::sync::{DpcShared, InterruptShared};
 
 fn start_io(
@@ -18,10 +18,6 @@ fn timer(ctx: &mut Timer<HalfDuplex>, interrupt: &InterruptShared<u32>) {
 
 fn reset_bus(ctx: &mut ResetBus<HalfDuplex>, interrupt: &InterruptShared<u32>) {
     let _ = interrupt.synchronize(ctx, |_| ());
-}
-
-fn state_change(ctx: &mut StateChange<HalfDuplex>, interrupt: &InterruptShared<u32>) {
-    let _ = interrupt.with(ctx, |_, _| ());
 }
 
 fn main() {}

@@ -10,7 +10,7 @@ use storport::Port;
 use storport::context::{
     self, AdapterControl, BuildIo, Dpc, HalfDuplex, Initialize, Interrupt, MessageInterrupt,
     MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIo, StartIoConcurrent,
-    StartIoSerialized, StateChange, Synchronized, Timer, UnitControl,
+    StartIoSerialized, Synchronized, Timer, UnitControl,
 };
 use storport::dpc::{DpcHandler, StorDpc};
 use storport::lock::{
@@ -104,11 +104,6 @@ fn reset_bus(ctx: &mut ResetBus, a: &Adapter, port: Port) {
     interrupt_lock(ctx, a, port);
 }
 
-fn state_change(ctx: &mut StateChange, a: &Adapter, port: Port) {
-    *a.start_io.get(ctx) += 1;
-    interrupt_lock(ctx, a, port);
-}
-
 fn adapter_control(ctx: &mut AdapterControl, a: &Adapter, port: Port) {
     start_io_lock(ctx, a);
     dpc_lock(ctx, a);
@@ -168,7 +163,6 @@ fn half_duplex(
     start_io: &mut StartIoSerialized<HalfDuplex>,
     timer: &mut Timer<HalfDuplex>,
     reset_bus: &mut ResetBus<HalfDuplex>,
-    state_change: &mut StateChange<HalfDuplex>,
     a: &Adapter,
 ) {
     *a.interrupt.get(start_io) += 1;
@@ -176,7 +170,6 @@ fn half_duplex(
     *a.interrupt.get(timer) += 1;
     *a.start_io.get(timer) += 1;
     *a.interrupt.get(reset_bus) += 1;
-    *a.interrupt.get(state_change) += 1;
 }
 
 // The DPC: initialised from passive initialisation with the adapter's lifetime, run by Storport.

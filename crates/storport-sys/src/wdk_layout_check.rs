@@ -1,6 +1,6 @@
-//! Compile-time checks of `crates/storport`'s Storport declarations against wdk-sys.
+//! Compile-time checks of this crate's Storport declarations against wdk-sys.
 //!
-//! `storport::ffi` spells out Storport's C structures by hand (from `reference/layouts.md`), so
+//! `storport-sys` spells out Storport's C structures by hand (from `reference/layouts.md`), so
 //! that the driver builds anywhere without the WDK. On a Windows host with the WDK, wdk-sys
 //! (feature `storage`) runs bindgen over the real `storport.h`/`srb.h`: its types are the
 //! authority. This module, compiled only with the `wdk` feature (which only a Windows host with
@@ -18,7 +18,7 @@
 
 use core::mem::{align_of, offset_of, size_of};
 
-use storport::ffi;
+use crate as ffi;
 
 /// Asserts that each named structure has the same size and alignment in both declarations.
 macro_rules! same_layout {
@@ -27,11 +27,11 @@ macro_rules! same_layout {
             const _: () = {
                 assert!(
                     size_of::<ffi::$name>() == size_of::<wdk_sys::$name>(),
-                    concat!("storport::ffi::", stringify!($name), " differs in size from wdk-sys")
+                    concat!("storport_sys::", stringify!($name), " differs in size from wdk-sys")
                 );
                 assert!(
                     align_of::<ffi::$name>() == align_of::<wdk_sys::$name>(),
-                    concat!("storport::ffi::", stringify!($name), " differs in alignment from wdk-sys")
+                    concat!("storport_sys::", stringify!($name), " differs in alignment from wdk-sys")
                 );
             };
         )*
@@ -45,7 +45,7 @@ macro_rules! same_offsets {
             const _: () = assert!(
                 offset_of!(ffi::$name, $field) == offset_of!(wdk_sys::$name, $field),
                 concat!(
-                    "storport::ffi::", stringify!($name), "::", stringify!($field),
+                    "storport_sys::", stringify!($name), "::", stringify!($field),
                     " differs in offset from wdk-sys"
                 )
             );

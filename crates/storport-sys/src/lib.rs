@@ -1,9 +1,12 @@
 //! Storport's C declarations for x64: scalar aliases, enumerations, `#define` constants,
 //! structures, callback typedefs and the routines storport.sys exports.
 //!
-//! This is the only place in the workspace where Storport's C ABI is spelt out. Every item keeps
-//! its exact C name, so code here reads like `storport.h`/`srb.h`; the safe layer in the rest of
-//! this crate maps these onto Rust types.
+//! This crate is the only place in the workspace where Storport's C ABI is spelt out (the
+//! `wdk-sys` of this project, as windows-drivers-rs has `wdk-sys` under `wdk`). Every item keeps
+//! its exact C name, so code here reads like `storport.h`/`srb.h`; the safe layer
+//! (`crates/storport`, which keeps these declarations private) maps them onto Rust types, and
+//! the user-mode and UEFI Storports implement them. With the `wdk` feature, on a Windows host with
+//! the WDK, every structure is held to wdk-sys's bindgen output (`wdk_layout_check`).
 //!
 //! # Where the layouts come from
 //!
@@ -41,11 +44,12 @@
 //! `StorPortAcquireSpinLock`, `StorPortAcquireSpinLockEx`, `StorPortReleaseSpinLock`,
 //! `StorPortInitializeDpc`, `StorPortIssueDpc`, `StorPortEnablePassiveInitialization`,
 //! `StorPortInitializePerfOpts`, `StorPortGetStartIoPerfParams`, `StorPortAcquireMSISpinLock`,
-//! `StorPortAllocatePool` and friends. They are built elsewhere in this crate on the variadic
+//! `StorPortAllocatePool` and friends. `crates/storport` builds them on the variadic
 //! exports [`StorPortNotification`] and [`StorPortExtendedFunction`], with the function codes and
 //! argument orders of `layouts.md`. The `StorPortReadRegister*`/`StorPortWriteRegister*`
 //! accessors are macros over volatile accesses on AMD64; only host builds declare them, as
 //! functions the simulator defines.
+#![no_std]
 #![allow(
     non_camel_case_types,
     non_snake_case,
@@ -56,6 +60,10 @@
 
 use core::ffi::c_void;
 use core::mem::{align_of, offset_of, size_of};
+
+// On a Windows host with the WDK: the hand-written declarations held to wdk-sys's.
+#[cfg(feature = "wdk")]
+mod wdk_layout_check;
 
 /// Asserts at compile time a structure's size, alignment and field offsets.
 macro_rules! assert_layout {
