@@ -8,6 +8,7 @@
 //! requests) and the violations the simulated Storport reports. Every wait has a deadline whose
 //! expiry fails the test (a request that never completes is reported, not waited for forever).
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,12 @@ fn start(options: StackOptions, prepare: impl FnOnce(&VirtioBlkDevice)) -> Stack
 fn hung(stack: &Stack, what: &str) -> ! {
     let log = stack.adapter.log();
     let tail = log[log.len().saturating_sub(20)..].join("\n");
-    eprintln!("HUNG (deadline {DEADLINE:?}): {what}\nlast log lines:\n{tail}");
+    // Straight to the process's stderr: the test harness's capture of eprintln! would be lost
+    // with the process.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "HUNG (deadline {DEADLINE:?}): {what}\nlast log lines:\n{tail}"
+    );
     std::process::exit(101);
 }
 
