@@ -101,24 +101,27 @@ fn json_report_is_machine_readable() {
 }
 
 fn json_report_is_machine_readable_on(target: &str) {
-    let out = vioblk_sim_on(target, &[
-        "--json",
-        "--ios",
-        "600",
-        "-s",
-        "-b",
-        "64K",
-        "-w",
-        "50",
-        "--block-size",
-        "4096",
-        "-t1",
-        "-o4",
-        "--queues",
-        "3",
-        "--flush-every",
-        "10",
-    ]);
+    let out = vioblk_sim_on(
+        target,
+        &[
+            "--json",
+            "--ios",
+            "600",
+            "-s",
+            "-b",
+            "64K",
+            "-w",
+            "50",
+            "--block-size",
+            "4096",
+            "-t1",
+            "-o4",
+            "--queues",
+            "3",
+            "--flush-every",
+            "10",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(j["schema"], "vioblk-sim/report/v1");
@@ -204,7 +207,11 @@ fn cdb_inquiry_and_a_failing_read() {
 
 fn cdb_inquiry_and_a_failing_read_on(target: &str) {
     let vioblk_sim = |args: &[&str]| vioblk_sim_on(target, args);
-    let product = if target == "ram" { "RAM disk" } else { "virtio-blk disk" };
+    let product = if target == "ram" {
+        "RAM disk"
+    } else {
+        "virtio-blk disk"
+    };
     let out = vioblk_sim(&["cdb", "12", "00", "00", "00", "24", "00"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
