@@ -140,11 +140,15 @@ run_package() {
     } | tee -a "$summary"
 }
 
+# The target selection goes to both cargo-mutants phases (build and test), so that only these
+# suites are built for each mutant.
+cargo_test_args() { local a; for a in "$@"; do printf -- '--cargo-test-arg=%s\n' "$a"; done; }
+mapfile -t driver_args < <(cargo_test_args --lib "${driver_suites[@]}")
+mapfile -t storport_args < <(cargo_test_args --lib "${storport_suites[@]}" "${driver_suites[@]}")
 run_package vioblk "${driver_files[@]}" -- --package vioblk --test-package vioblk,vioblk-sim \
-    -- --lib "${driver_suites[@]}"
+    "${driver_args[@]}"
 run_package storport "${storport_files[@]}" -- --package storport \
-    --test-package storport,storport-sim,vioblk-sim \
-    -- --lib "${storport_suites[@]}" "${driver_suites[@]}"
+    --test-package storport,storport-sim,vioblk-sim "${storport_args[@]}"
 
 viable=$((total_caught + total_missed + total_hung))
 {
