@@ -77,8 +77,9 @@ def job(sim, image, args, extra):
         report = json.loads(out)
     except ValueError:
         pass
-    return {"exit": code, "report": report, "cpu_s": cpu,
-            "stderr": [l for l in err.splitlines() if l.strip()][-3:]}
+    lines = [l for l in err.splitlines() if l.strip()]
+    return {"exit": code, "report": report, "cpu_s": cpu, "stderr": lines[-3:],
+            "stops": [l for l in lines if "*** STOP" in l]}
 
 
 def instructions_in(path, lo, hi):
@@ -128,10 +129,49 @@ def image_instructions(qd32, image, ios):
     return (counts[0] - counts[1]) / ios, None
 
 
+def ended(r):
+    """How a run that printed no report ended: the watchdog's STOP, or an exit status."""
+    if r["exit"] == 0x33:
+        for line in r["stops"]:
+            m = re.search(r"Watchdog: (Hw\w+) has not returned", line)
+            if m:
+                return f"STOP 0x133: {m.group(1)} never returned"
+        return "STOP 0x133 (the watchdog ended the machine)"
+    if r["exit"] == -9:
+        return "HUNG: killed at the deadline"
+    return f"exit status {r['exit']:#x}"
+
+
+def fault_cell(s):
+    """One cell of the fault matrix: pass/FAIL, and what it took (Storport's resets, the DMA cut)."""
+    if "passed" not in s:
+        return s["ended"]
+    f = s.get("faults") or {}
+    if not f.get("injected"):
+        return ("pass" if s["passed"] else "FAIL") + " (the fault never fired)"
+    r = f.get("resets") or {}
+    how = [f"{k} reset {r[k]}" for k in ("lu", "bus", "device") if r.get(k)]
+    if r.get("dma_cut"):
+        how.append(f"DMA cut {r['dma_cut']}")
+    why = []
+    if not s["passed"]:
+        if s.get("errors"):
+            why.append(f"{s['errors']} I/O errors")
+        if s.get("mismatches"):
+            why.append(f"{s['mismatches']} mismatches")
+        if s.get("violations"):
+            why.append("violation " + str(s["violations"][0])[:80])
+        if not f.get("recovered", True):
+            why.append("not recovered")
+    text = "pass" if s["passed"] else "FAIL"
+    details = why + how
+    return text + (f" ({'; '.join(details)})" if details else "")
+
+
 def summarize(r):
     rep = r["report"]
     if rep is None:
-        return {"ended": f"exit status {r['exit']:#x}", "stderr": r["stderr"]}
+        return {"ended": ended(r), "stderr": r["stderr"]}
     res = rep["result"]
     lat = rep["latency_us"]["all"]
     return {
@@ -145,6 +185,8 @@ def summarize(r):
         "notifies_per_io": round(sum(q["notifications"] for q in rep.get("queues") or []) / max(res["ios"], 1), 3),
         "interrupts_per_io": round(sum(q["interrupts"] for q in rep.get("queues") or []) / max(res["ios"], 1), 3),
         "violations": rep["violations"],
+        "errors": res.get("errors", 0),
+        "faults": rep.get("faults"),
     }
 
 
@@ -211,9 +253,7 @@ def main():
         else f"{d['all_rules']['ended']}: {' / '.join(d['all_rules']['stderr'])[:160]}"))
     if "faults" in result["drivers"][names[0]]:
         for mode in FAULT_MODES:
-            row(f"fault {mode}", lambda d, m=mode: (
-                ("pass" if d["faults"][m].get("passed") else "FAIL")
-                if "passed" in d["faults"][m] else d["faults"][m]["ended"]))
+            row(f"fault {mode}", lambda d, m=mode: fault_cell(d["faults"][m]))
     else:
         print(f"\nfault matrix: {result['fault_matrix']}")
 

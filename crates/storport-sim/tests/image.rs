@@ -308,6 +308,49 @@ fn a_kernel_stack_overflow_is_bug_check_0x7f_naming_the_routine() {
     );
 }
 
+/// The child half of the bad-call test: an image routine that calls through a null pointer.
+#[test]
+#[ignore = "run by a_call_through_a_null_pointer_is_bug_check_0x50_naming_the_caller in a child"]
+fn null_calling_child() {
+    let call_null = [
+        0x48, 0x83, 0xec, 0x28, // sub rsp, 0x28
+        0x31, 0xc0, // xor eax, eax
+        0xff, 0xd0, // call rax
+        0x48, 0x83, 0xc4, 0x28, // add rsp, 0x28
+        0xc3, // ret
+    ];
+    let (image, _) = TestImage::new(&call_null).load("null-call").expect("loads");
+    let entry = image.driver_entry();
+    // SAFETY: the routine never returns: the jump to address 0 ends the process.
+    unsafe { entry(std::ptr::null_mut(), std::ptr::null_mut()) };
+    unreachable!("the call through a null pointer returned");
+}
+
+/// viostor, given a used id it never published, calls through a null callback pointer: the
+/// fault is at an address that is neither image code nor a register window, so it is reported as
+/// the image's bug check naming the routine and the call site, not as a crash of the simulator.
+#[test]
+fn a_call_through_a_null_pointer_is_bug_check_0x50_naming_the_caller() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "null_calling_child", "--nocapture"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(image::IMAGE_FAULT_EXIT_CODE),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("STOP 0x00000050")
+            && stderr.contains("DriverEntry jumped to 0x0")
+            && stderr.contains("returning to")
+            // The return address is right after the 2-byte `call rax` at .text+6.
+            && stderr.contains("(image+0x1008)"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn the_marker_is_the_one_the_storport_crate_emits() {
     assert_eq!(image::MARKER, storport::register::REGISTER_ACCESS_MARKER);

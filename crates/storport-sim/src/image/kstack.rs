@@ -241,6 +241,24 @@ pub(super) fn guard_hit(address: usize) -> Option<Option<usize>> {
         .flatten()
 }
 
+/// Whether `address..address + len` lies in the usable part of this thread's kernel stack (what
+/// a fault handler may read of an interrupted image routine's frame).
+pub(super) fn holds(address: usize, len: usize) -> bool {
+    STACK
+        .try_with(|s| {
+            let Ok(s) = s.try_borrow() else {
+                return false;
+            };
+            s.as_ref().is_some_and(|stack| {
+                address >= stack.low()
+                    && address
+                        .checked_add(len)
+                        .is_some_and(|end| end <= stack.top())
+            })
+        })
+        .unwrap_or(false)
+}
+
 /// The routine running innermost on this thread's kernel stack, if any (its slot).
 pub(super) fn current() -> Option<usize> {
     STACK

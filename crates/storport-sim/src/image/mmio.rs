@@ -267,6 +267,28 @@ extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, context:
             where_is(rip)
         ));
     }
+    if rip == address
+        && let Some(slot) = kstack::current()
+    {
+        // The fetch of the instruction itself faulted: execution went to an address that is no
+        // code. When the return address on top of the image routine's stack is image code, the
+        // image called through a bad function pointer (a null or stale callback); on Windows
+        // that is a bug check too, so it is the image's fault, reported as one.
+        let rsp = gregs[libc::REG_RSP as usize] as usize;
+        let caller = kstack::holds(rsp, 8).then(|| {
+            // SAFETY: `rsp..rsp + 8` lies in this thread's mapped kernel stack (`holds`).
+            unsafe { std::ptr::read_unaligned(rsp as *const usize) }
+        });
+        if let Some(caller) = caller.filter(|&c| code_at(c).is_some()) {
+            fail(format!(
+                "*** STOP 0x00000050 ({address:#x}, 8, {address:#x}, 0) \
+                 PAGE_FAULT_IN_NONPAGED_AREA: {} jumped to {address:#x}, which is no code: a \
+                 call through a bad function pointer, returning to {}",
+                gate::slot_name(slot),
+                where_is(caller)
+            ));
+        }
+    }
     chain(signal, info, context);
 }
 
