@@ -479,11 +479,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn a_failed_get_id_gives_no_serial() {
     for mode in [FaultMode::IoErrStatus, FaultMode::UnsuppStatus] {
         let stack = start(options(4), |d| d.arm_fault(mode, 1));
-        assert_eq!(
-            stack.device.fired_faults().len(),
-            1,
-            "{mode:?}: fired on GET_ID"
-        );
+        // On a loaded machine the device may answer after the driver's 5 ms of polling (then
+        // the driver has no serial either way): wait for the answer before looking.
+        wait_for(&stack, "the device answered GET_ID", |s| {
+            s.device.faults_fired() == 1
+        });
         assert_eq!(total(&stack, |c| c.get_ids), 1, "{mode:?}: one GET_ID");
         let page = vpd_80(&stack);
         assert!(
@@ -556,21 +556,17 @@ fn stop_adapter_resets_the_device_and_restart_brings_it_back() {
         assert_eq!(status(&c), ffi::SRB_STATUS_SUCCESS);
         assert_ne!(stack.device.status(), 0, "running device has a status");
         assert_eq!(stack.adapter.stop(), Some(0), "ScsiStopAdapter");
-        assert_eq!(
-            stack.device.status(),
-            0,
-            "{queues} queue(s): device_status after ScsiStopAdapter"
-        );
+        // Quiet: reset (device_status 0), or, when the device did not finish its reset within
+        // the 1 ms ScsiStopAdapter may wait (a loaded machine), its DMA cut.
         assert!(
-            !stack.device.dma_cut(),
-            "an acknowledged reset needs no DMA cut"
+            stack.device.status() == 0 || stack.device.dma_cut(),
+            "{queues} queue(s): device_status {:#04x} after ScsiStopAdapter, DMA not cut",
+            stack.device.status()
         );
         stack.adapter.restart().expect("ScsiRestartAdapter");
-        assert_eq!(
-            stack.device.status() & 0x0F,
-            0x0F,
-            "DRIVER_OK after restart"
-        );
+        wait_for(&stack, "DRIVER_OK after restart", |s| {
+            s.device.status() & 0x0F == 0x0F && !s.device.dma_cut()
+        });
         for i in 0..8u32 {
             let c = stack.adapter.execute(read(8 * i));
             assert_eq!(
