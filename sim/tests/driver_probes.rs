@@ -790,3 +790,39 @@ fn find_adapter_fails_on_a_device_that_refuses_the_features() {
     let (_, started) = start_altered(None, false);
     assert!(started);
 }
+
+// ------------------------------------------------------------------------------------------
+// Mutant `||` -> `&&` in BuildIo's address check: a request to another target on path 0 (or
+// to path 1, target 0) reached the one disk.
+
+/// The adapter has one disk, at path 0, target 0, LUN 0: a request to any other target or path
+/// fails with NO_DEVICE, to another LUN with INVALID_LUN, and none reaches the device.
+#[test]
+fn only_path_0_target_0_lun_0_is_a_disk() {
+    let stack = start(options(1), |d| prepare_data(d, 0, 1));
+    let served = |s: &Stack| total(s, |c| c.reads);
+    let before = served(&stack);
+    for ((path, target, lun), want) in [
+        ((0, 1, 0), ffi::SRB_STATUS_NO_DEVICE),
+        ((1, 0, 0), ffi::SRB_STATUS_NO_DEVICE),
+        ((1, 1, 0), ffi::SRB_STATUS_NO_DEVICE),
+        ((0, 0, 1), ffi::SRB_STATUS_INVALID_LUN),
+    ] {
+        let c = stack.adapter.execute(read(0).at(path, target, lun));
+        assert_eq!(
+            status(&c),
+            want,
+            "read at {path}:{target}:{lun}: {}",
+            brief(&c)
+        );
+    }
+    assert_eq!(
+        served(&stack),
+        before,
+        "a request for another address reached the disk"
+    );
+    let c = stack.adapter.execute(read(0));
+    assert_eq!(status(&c), ffi::SRB_STATUS_SUCCESS, "0:0:0: {}", brief(&c));
+    assert!(c.data == pattern(0, 4096));
+    assert_clean(&stack);
+}
