@@ -792,8 +792,8 @@ fn find_adapter_fails_on_a_device_that_refuses_the_features() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Mutant `||` -> `&&` in BuildIo's address check: a request to another target on path 0 (or
-// to path 1, target 0) reached the one disk.
+// BuildIo's address check (`||` -> `&&` there would let a request to another target on path 0
+// reach the one disk).
 
 /// The adapter has one disk, at path 0, target 0, LUN 0: a request to any other target or path
 /// fails with NO_DEVICE, to another LUN with INVALID_LUN, and none reaches the device.
