@@ -41,6 +41,7 @@ probes=[
         return Preparation::Good;""","""    if !builder.limits().flush && false {
         return Preparation::Good;""","a_device_without_flush_is_never_sent_one"),
  ("address-or-to-and","src/hba/io.rs","""        Some(address) if address.target != 0 || address.path != 0 => {""","""        Some(address) if address.target != 0 && address.path != 0 => {""","only_path_0_target_0_lun_0_is_a_disk"),
+ ("packed-get-id-skipped","src/hba/queue.rs","""        if ring.is_packed() && !area.repack_table(built) {""","""        if ring.is_packed() && area.repack_table(built) {""","get_id_is_sent_over_packed_rings_too"),
  ("drain-recheck-removed","src/hba/queue.rs","""            let pending = ring.enable_interrupts();""","""            let _ = ring.enable_interrupts();
             let pending = false;""","ALL"),
 ]

@@ -469,6 +469,18 @@ fn vpd_80(stack: &Stack) -> Vec<u8> {
     c.data
 }
 
+/// Whether a stack started with `opts` reports the device's serial. The driver polls GET_ID for
+/// 5 ms at start; on a loaded machine the device may answer later (then there is no serial, which
+/// is correct), so up to 5 starts are tried.
+fn serial_read_at_start(opts: StackOptions) -> bool {
+    (0..5).any(|_| {
+        let stack = start(opts.clone(), |_| {});
+        let seen = contains(&vpd_80(&stack), SERIAL);
+        assert_clean(&stack);
+        seen
+    })
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -491,8 +503,10 @@ fn a_failed_get_id_gives_no_serial() {
             "{mode:?}: the serial of a failed GET_ID was used: {page:02x?}"
         );
         // Without the failure, the page carries it (the check above can fail).
-        let good = start(options(4), |_| {});
-        assert!(contains(&vpd_80(&good), SERIAL));
+        assert!(
+            serial_read_at_start(options(4)),
+            "no serial from a good GET_ID"
+        );
         let c = stack.adapter.execute(read(0));
         assert_eq!(status(&c), ffi::SRB_STATUS_SUCCESS, "{mode:?}: read");
         assert_clean(&stack);
@@ -825,4 +839,49 @@ fn only_path_0_target_0_lun_0_is_a_disk() {
     assert_eq!(status(&c), ffi::SRB_STATUS_SUCCESS, "0:0:0: {}", brief(&c));
     assert!(c.data == pattern(0, 4096));
     assert_clean(&stack);
+}
+
+// ------------------------------------------------------------------------------------------
+// Surviving mutant `delete ! in Queue::submit_internal`: over packed rings, GET_ID was never sent.
+
+/// Over packed rings as over split ones, the serial number comes from GET_ID.
+#[test]
+fn get_id_is_sent_over_packed_rings_too() {
+    for packed in [false, true] {
+        let mut opts = options(4);
+        if packed {
+            opts.device.features = Some(features::DEFAULT | features::RING_PACKED);
+        }
+        let stack = start(opts.clone(), |_| {});
+        assert_eq!(
+            stack.device.negotiated_features() & features::RING_PACKED != 0,
+            packed
+        );
+        assert_eq!(total(&stack, |c| c.get_ids), 1, "packed {packed}: GET_ID");
+        drop(stack);
+        assert!(
+            serial_read_at_start(opts),
+            "packed {packed}: no serial in VPD 80h"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// A surprise removal is logged. (The mutant `delete ! in device_removed` survives this test: on
+// the PnP path the second notification logs instead of the first.)
+
+/// PnP surprise removal: the driver logs it (StorPortLogError 0x00130003) once, and fails new
+/// requests with NO_DEVICE.
+#[test]
+fn surprise_removal_is_logged_once() {
+    let stack = start(options(2), |_| {});
+    let _ = stack.adapter.surprise_remove();
+    let logged = stack
+        .adapter
+        .log()
+        .iter()
+        .filter(|l| l.contains("code 0x130003"))
+        .count();
+    assert_eq!(logged, 1, "{:?}", stack.adapter.log());
+    assert!(stack.violations().is_empty(), "{:?}", stack.violations());
 }
