@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Mutation testing of the driver and the safe Storport layer (issue 19) with cargo-mutants.
 #
-#   tools/mutants.sh [--in-diff BASE] [--file PATH]... [--timeout SECS] [--max N] [--out DIR]
+#   tools/mutants.sh [--in-diff BASE] [--file PATH]... [--re REGEX] [--timeout SECS] [--max N]
+#                    [--out DIR]
 #
 # Scope: src/hba, src/virtio, src/scsi (package vioblk) and crates/storport/src (package
 # storport); the test-only files under them (src/scsi/tests/, testdisk.rs) are not mutated.
 # With --file, only those files; with --in-diff BASE, only the mutants on lines changed since
-# the merge base of BASE and HEAD (what CI runs). One file at a time, one job (-j 1): the suites
+# the merge base of BASE and HEAD (what CI runs); with --re, only mutants whose name matches. One file at a time, one job (-j 1): the suites
 # themselves run many threads, and a loaded machine must not turn a slow test into a "timeout".
 #
 # The suites that matter: for the driver, its unit tests and the simulator's driver suites (the
@@ -27,17 +28,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 in_diff=""
 files=()
 timeout=600
 max=0
+re_args=()
 out="target/mutants"
 while [ $# -gt 0 ]; do
     case "$1" in
         --in-diff) in_diff="${2:?--in-diff needs a git revision}"; shift 2 ;;
         --file) files+=("${2:?--file needs a path}"); shift 2 ;;
+        --re) re_args=(--re "${2:?--re needs a regular expression}"); shift 2 ;;
         --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
         --max) max="${2:?--max needs a count}"; shift 2 ;;
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
@@ -103,7 +106,7 @@ run_package() {
     local diff_args=()
     [ -n "$diff_file" ] && diff_args=(--in-diff "$diff_file")
     local count
-    count=$(cargo mutants --list "${file_args[@]}" "${diff_args[@]}" 2>/dev/null | grep -c . || true)
+    count=$(cargo mutants --list "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" 2>/dev/null | grep -c . || true)
     if [ "$count" -eq 0 ]; then
         echo "$name: no mutant in scope" | tee -a "$summary"
         return 0
@@ -120,7 +123,7 @@ run_package() {
     rm -rf "$dir"
     echo "mutants: $name: $count mutants in ${file_args[*]}"
     set +e
-    cargo mutants "${file_args[@]}" "${diff_args[@]}" "${shard_args[@]}" --jobs 1 \
+    cargo mutants "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" "${shard_args[@]}" --jobs 1 \
         --timeout "$timeout" --baseline skip --no-shuffle --copy-target true \
         --output "$dir" --colors never "$@"
     set -e
