@@ -68,6 +68,10 @@ pub struct DiskOptions {
     pub faults: bool,
     /// Windows' rules only (`--windows-rules-only`): see `PortOptions::windows_rules_only`.
     pub windows_rules_only: bool,
+    /// Registry values under the driver's `Parameters\\Device` key (`--param NAME=VALUE`).
+    pub params: Vec<(String, u32)>,
+    /// An ETW trace session listens (`--trace`): Storport calls HwStorTracingEnabled.
+    pub trace: bool,
 }
 
 impl Default for DiskOptions {
@@ -83,6 +87,8 @@ impl Default for DiskOptions {
             device: crate::qemu::DeviceKind::Model,
             faults: false,
             windows_rules_only: false,
+            params: Vec::new(),
+            trace: false,
         }
     }
 }
@@ -100,6 +106,12 @@ pub trait OpenDisk {
     /// Storport rule violations seen so far, one description each.
     fn violations(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// The system event log entries the driver wrote (StorPortLogError), and how many ETW
+    /// events it published, when the backend runs a driver.
+    fn event_log(&self) -> (Vec<storport_sim::EventLogEntry>, usize) {
+        (Vec::new(), 0)
     }
 
     /// The interrupt mode actually in use (`"msix"`, `"intx"`), when there are interrupts.
@@ -303,6 +315,10 @@ DISK OPTIONS (all commands):
         --block-size N       logical block size, 512 or 4096 [512]
         --file PATH          back the disk with a file instead of RAM
         --driver-image PATH  run this vioblk.sys (PE loader) instead of the linked driver
+        --param NAME=VALUE   a REG_DWORD under the driver's Parameters\\Device key (repeatable):
+                             NumberOfQueues, QueueDepth, MaxTransferKB, PackedRing, MsiX,
+                             ResetTimeoutMs (inf/vioblk.inx documents them and their defaults)
+        --trace              an ETW session listens: the driver publishes per-I/O events
         --windows-rules-only  check Windows' rules only (the project's own are off; images may
                              use plain mov/movzx register accesses): for viostor.sys
         --queues N           request queues, 1 to 64 [2]
@@ -364,6 +380,34 @@ fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, Usage
     )
 }
 
+/// Parses `NAME=VALUE`: a registry value name and a 32-bit number (decimal or 0x hex).
+fn parse_param(text: &str) -> Result<(String, u32), UsageError> {
+    let bad = || {
+        usage(format!(
+            "--param must be NAME=VALUE with VALUE a number from 0 to 4294967295, got '{text}'"
+        ))
+    };
+    let Some((name, value)) = text.split_once('=') else {
+        return bad();
+    };
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return bad();
+    }
+    let value = value.trim();
+    let parsed = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => value.parse::<u32>().ok(),
+    };
+    match parsed {
+        Some(v) => Ok((name.to_owned(), v)),
+        None => bad(),
+    }
+}
+
 /// Parses hex bytes: pairs of digits, with spaces, commas, colons or `0x` between bytes.
 fn parse_hex(what: &str, text: &str) -> Result<Vec<u8>, UsageError> {
     let mut digits = String::new();
@@ -407,6 +451,7 @@ const SWITCHES: &[&str] = &[
     "--no-verify",
     "--json",
     "--no-progress",
+    "--trace",
     "-h",
     "--help",
     "-V",
@@ -488,6 +533,11 @@ fn disk_flag<'a>(
             d.disk.device = crate::qemu::DeviceKind::VhostUser(socket);
         }
         "--windows-rules-only" => d.disk.windows_rules_only = true,
+        "--trace" => d.disk.trace = true,
+        "--param" => {
+            let v = args.value(flag, inline)?;
+            d.disk.params.push(parse_param(v)?);
+        }
         "--queues" => {
             let v = args.value(flag, inline)?;
             match v.trim().parse::<u16>() {
@@ -893,6 +943,7 @@ fn run_job(
     let interrupts = disk.interrupts();
     let image = disk.driver_image();
     let backing = disk.backing();
+    let (event_log, etw_events) = disk.event_log();
     let mut violations = disk.violations();
     violations.extend(disk.close());
     let report = Report {
@@ -914,6 +965,8 @@ fn run_job(
         queues,
         violations,
         faults,
+        event_log,
+        etw_events,
     };
     let text = if r.json {
         let mut json = report.to_json();

@@ -58,6 +58,10 @@
 //!     "notifications": u64 | null, "interrupts": u64 | null
 //!   } ],
 //!   "violations": [string]            // Storport rule violations, as the port reported them
+//!   "event_log": [ {                  // the system event log entries of the run (StorPortLogError)
+//!     "code": u32, "unique_id": u32, "address": [u8; 3], "event": string
+//!   } ],
+//!   "etw_events": usize,              // ETW events published (`--trace`)
 //!   "faults": null | {                 // `--fault`: what was injected and how the driver recovered
 //!     "specs": [string], "injected": [string],
 //!     "resets": { "lu": u64, "device": u64, "bus": u64, "detected": u64, "dma_cut": u64 },
@@ -156,6 +160,28 @@ pub struct Report {
     pub violations: Vec<String>,
     /// The faults injected (`--fault`) and how the driver recovered.
     pub faults: Option<crate::faults::FaultReport>,
+    /// The system event log entries the driver wrote during the run (StorPortLogError).
+    pub event_log: Vec<storport_sim::EventLogEntry>,
+    /// ETW events the driver published (`--trace`).
+    pub etw_events: usize,
+}
+
+/// What an event log code of vioblk means (`src/hba/events.rs`).
+pub fn event_name(code: u32) -> &'static str {
+    match code {
+        0x0013_0000 => "bad completion",
+        0x0013_0001 => "reset ignored, DMA cut",
+        0x0013_0002 => "device given up",
+        0x0013_0003 => "surprise removal",
+        0x0013_0004 => "capacity refused",
+        0x0013_0005 => "ring broken",
+        0x0013_0006 => "reset started",
+        0x0013_0007 => "reset completed",
+        0x0013_0008 => "capacity changed",
+        0x0013_0009 => "tunable clamped",
+        0x0013_000A => "configuration refused",
+        _ => "other",
+    }
 }
 
 fn size(bytes: u64) -> String {
@@ -302,6 +328,13 @@ impl Report {
             },
             "queues": queues,
             "violations": self.violations,
+            "event_log": self.event_log.iter().map(|e| json!({
+                "code": e.code,
+                "unique_id": e.unique_id,
+                "address": [e.address.0, e.address.1, e.address.2],
+                "event": event_name(e.code),
+            })).collect::<Vec<_>>(),
+            "etw_events": self.etw_events,
             "faults": self.faults.as_ref().map_or(Value::Null, crate::faults::FaultReport::to_json),
         })
     }
@@ -517,6 +550,31 @@ impl Report {
             for (how, n) in &r.failures {
                 let _ = writeln!(s, "  failed:     {n} x {how}");
             }
+        }
+        if self.event_log.is_empty() {
+            s.push_str("\nevent log: no entries\n");
+        } else {
+            let n = self.event_log.len();
+            let _ = writeln!(
+                s,
+                "\nevent log: {n} {}",
+                if n == 1 { "entry" } else { "entries" }
+            );
+            for e in &self.event_log {
+                let _ = writeln!(
+                    s,
+                    "  - {:#010x} id {} ({}:{}:{}): {}",
+                    e.code,
+                    e.unique_id,
+                    e.address.0,
+                    e.address.1,
+                    e.address.2,
+                    event_name(e.code)
+                );
+            }
+        }
+        if self.etw_events > 0 {
+            let _ = writeln!(s, "etw: {} events", self.etw_events);
         }
         if self.violations.is_empty() {
             s.push_str("\nstorport: no violations\n");
@@ -898,6 +956,12 @@ mod tests {
             }]),
             violations: vec!["STORPORT_VIOLATION 0x1: lock order\n  held: StartIo".into()],
             faults: None,
+            event_log: vec![storport_sim::EventLogEntry {
+                address: (0, 0, 0),
+                code: 0x0013_0006,
+                unique_id: 3,
+            }],
+            etw_events: 0,
         }
     }
 
@@ -921,6 +985,14 @@ mod tests {
         );
         assert!(j["queues"][0]["interrupts"].is_null());
         assert_eq!(j["violations"].as_array().map(Vec::len), Some(1));
+        assert_eq!(j["event_log"][0]["code"], 0x0013_0006);
+        assert_eq!(j["event_log"][0]["unique_id"], 3);
+        assert_eq!(j["event_log"][0]["event"], "reset started");
+        let text = report().to_text();
+        assert!(
+            text.contains("0x00130006 id 3 (0:0:0): reset started"),
+            "{text}"
+        );
         // Every top-level key the schema documents, and no other.
         let keys: Vec<&str> = j
             .as_object()
@@ -939,6 +1011,8 @@ mod tests {
             "verification",
             "queues",
             "violations",
+            "event_log",
+            "etw_events",
             "faults",
         ];
         want.sort_unstable();

@@ -28,6 +28,10 @@ pub struct StackOptions {
     pub dump: bool,
     /// Offer at most this many MSI-X messages.
     pub max_messages: Option<u16>,
+    /// REG_DWORD values under the driver's `Parameters\\Device` key (StorPortRegistryRead).
+    pub registry: Vec<(String, u32)>,
+    /// An ETW session listens: Storport calls HwStorTracingEnabled(TRUE) after the start.
+    pub tracing: bool,
     /// Run this driver image (vioblk.sys) instead of the linked driver; when `None`, the
     /// `VIOBLK_DRIVER_IMAGE` environment variable names one (how CI runs the suites on it).
     pub driver_image: Option<std::path::PathBuf>,
@@ -124,6 +128,8 @@ impl<D: PciDevice + 'static> Stack<D> {
                     },
                     dump_mode: options.dump.then_some(1),
                     max_messages: options.max_messages,
+                    registry: options.registry.clone(),
+                    tracing: options.tracing,
                     ..AdapterOptions::default()
                 },
             )
@@ -237,6 +243,8 @@ impl DriverBackend {
             intx: options.interrupts == crate::cli::InterruptMode::Intx,
             driver_image: options.driver_image.clone(),
             max_messages: (options.interrupts == crate::cli::InterruptMode::Msi).then_some(1),
+            registry: options.params.clone(),
+            tracing: options.trace,
             ..StackOptions::default()
         }
     }
@@ -319,6 +327,13 @@ impl crate::cli::OpenDisk for DriverDisk {
 
     fn violations(&self) -> Vec<String> {
         self.stack.violations()
+    }
+
+    fn event_log(&self) -> (Vec<storport_sim::EventLogEntry>, usize) {
+        (
+            self.stack.adapter.event_log(),
+            self.stack.adapter.etw_events().len(),
+        )
     }
 
     fn interrupts(&self) -> Option<String> {
@@ -438,6 +453,7 @@ impl crate::cli::Backend for DriverBackend {
             ("HwResetBus", hw.HwResetBus.is_some()),
             ("HwAdapterControl", hw.HwAdapterControl.is_some()),
             ("HwUnitControl", hw.HwUnitControl.is_some()),
+            ("HwTracingEnabled", hw.HwTracingEnabled.is_some()),
         ];
         let (full_duplex, per_message) = adapter.synchronization();
         let (channels, perf_flags) = adapter.perf();

@@ -434,10 +434,9 @@ fn reset_of_a_device_that_does_not_acknowledge_never_waits_in_a_callback() {
         assert_eq!(stack.adapter.stop(), Some(0), "{interrupts:?}: stop");
         assert!(stack.device.dma_cut(), "{interrupts:?}: DMA cut at stop");
         stack.adapter.restart().expect("restart");
-        assert!(
-            !stack.device.dma_cut(),
-            "{interrupts:?}: DMA back after restart"
-        );
+        // Restart waits at most 1 ms at DIRQL for the device's reset; on a loaded machine the
+        // reset machine finishes it and sets Bus Master Enable again a little later.
+        wait_for(&stack, "DMA back after restart", |s| !s.device.dma_cut());
         recovers(&stack, 256);
         assert_clean(&stack);
     }

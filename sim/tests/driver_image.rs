@@ -276,3 +276,45 @@ fn an_image_with_an_import_off_the_list_does_not_load() {
         "{stderr}"
     );
 }
+
+/// The image reads the registry through storport-sim's import thunks: a tunable out of range is
+/// clamped and in the report's event log, and one in range takes effect (two queues of four).
+#[test]
+fn the_image_reads_its_registry_tunables() {
+    let Some(image) = image() else { return };
+    let image = image.to_str().unwrap();
+    let out = vioblk_sim(&[
+        "--driver-image",
+        image,
+        "--queues",
+        "4",
+        "--param",
+        "NumberOfQueues=2",
+        "--param",
+        "ResetTimeoutMs=1",
+        "--ios",
+        "2000",
+        "--no-progress",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("0x00130009 id 6 (0:0:0): tunable clamped"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("event log: 1 entry"), "{stdout}");
+    // Only queues 0 and 1 carried I/O.
+    let idle = |q: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(q))
+            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+    };
+    assert!(idle("2") && idle("3") && !idle("0"), "{stdout}");
+    assert!(stdout.contains("result:  PASS"), "{stdout}");
+}

@@ -17,8 +17,7 @@ use super::queue::{Batch, Drained, InFlight, SubmitError};
 use super::request::{self, Extension, Op, Preparation, Prepared};
 use super::{Adapter, Mode};
 
-/// StorPortLogError code: the device reported a capacity the driver refuses (`disk::MAX_SECTORS`).
-const LOG_CAPACITY_REFUSED: u32 = 0x0013_0004;
+use super::events::{CAPACITY_CHANGED, CAPACITY_REFUSED as LOG_CAPACITY_REFUSED, Cause};
 
 /// SCSISTAT_CHECK_CONDITION.
 const CHECK_CONDITION: u8 = 2;
@@ -50,6 +49,20 @@ pub(super) fn build_io(
             &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
         ));
     }
+    // A power SRB that takes the unit out of D0 (the dump instance's before the machine
+    // hibernates or powers off, or a unit going to sleep) writes the device's cache back first:
+    // it is served as a FLUSH. Into D0, or without a state, there is nothing to do.
+    let function = if function == ffi::SRB_FUNCTION_POWER
+        && srb.power().is_some_and(|p| {
+            matches!(
+                p.device_state,
+                ffi::StorPowerDeviceD1 | ffi::StorPowerDeviceD2 | ffi::StorPowerDeviceD3
+            )
+        }) {
+        ffi::SRB_FUNCTION_FLUSH
+    } else {
+        function
+    };
     match function {
         ffi::SRB_FUNCTION_EXECUTE_SCSI => {}
         ffi::SRB_FUNCTION_FLUSH | ffi::SRB_FUNCTION_SHUTDOWN => {
@@ -484,7 +497,7 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
                 if mode == Mode::Dump {
                     super::reset::dump_reset(adapter, ctx);
                 } else {
-                    super::reset::begin_reset(adapter, &*ctx);
+                    super::reset::begin_reset(adapter, &*ctx, Cause::BrokenRing(0));
                 }
                 break;
             }
@@ -602,7 +615,7 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
             }
             Ok(Drained::Idle) | Err(_) => return,
             Ok(Drained::Broken(_)) => {
-                super::reset::begin_reset(adapter, &*ctx);
+                super::reset::begin_reset(adapter, &*ctx, Cause::BrokenRing(queue));
                 return;
             }
         }
@@ -639,10 +652,25 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
         max_written,
     } = request;
     let status = area.status();
+    if adapter.tracing.load(Ordering::Relaxed)
+        && let Some(port) = adapter.port
+    {
+        let byte = match status {
+            Status::Ok => 0,
+            Status::IoError => 1,
+            Status::Unsupported => 2,
+            Status::Invalid(byte) => byte,
+        };
+        super::events::io_completed(port, &srb, byte);
+    }
     // The device may not claim to have written more than the request offered (2.7.8.1).
     if used_len > max_written || matches!(status, Status::Invalid(_)) {
         if let Some(port) = adapter.port {
-            port.log_error(Some(&srb), 0x0013_0000, u32::from(op as u8));
+            port.log_error(
+                Some(&srb),
+                super::events::BAD_COMPLETION,
+                u32::from(op as u8),
+            );
         }
         let _ = check_condition(srb, &Sense::new(SenseKey::HardwareError, 0x44, 0x00));
         return None;
@@ -685,7 +713,7 @@ fn reset_if_device_needs_it<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
     if status.vanished() {
         super::reset::device_removed(adapter, ctx);
     } else if status.needs_reset() {
-        super::reset::begin_reset(adapter, ctx);
+        super::reset::begin_reset(adapter, ctx, Cause::NeedsReset);
     }
 }
 
@@ -708,6 +736,7 @@ pub(super) fn config_changed(adapter: &Adapter) {
         return;
     }
     if adapter.disk.resize(config.capacity) {
+        port.log_error(None, CAPACITY_CHANGED, config.capacity as u32);
         port.notify_bus_change(0);
     }
 }

@@ -25,11 +25,13 @@
 //! completes.
 
 mod disk;
+mod events;
 mod io;
 mod queue;
 mod request;
 mod reset;
 mod setup;
+mod tunables;
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32};
 
@@ -39,7 +41,7 @@ use storport::dpc::StorDpc;
 use storport::ffi;
 use storport::miniport::{
     AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
-    UnitControl, UnitControlStatus,
+    UnitControl, UnitControlStatus, UnitPowerState,
 };
 use storport::sync::{DpcShared, InterruptShared};
 use storport::{Miniport, Port, PortConfiguration, Srb};
@@ -49,6 +51,7 @@ use crate::virtio::{BlkConfig, QueueAddresses, RequestBuilder, Transport};
 pub use disk::{DiskState, PRODUCT, REVISION, VENDOR};
 pub use queue::SLOTS;
 pub use request::{MAX_SEGMENTS, SRB_EXTENSION_SIZE};
+pub use tunables::Tunables;
 
 /// Most request queues the driver uses (one MSI-X message each, plus one for configuration).
 pub const MAX_QUEUES: usize = 16;
@@ -132,6 +135,14 @@ pub struct Adapter {
     held_resets: InterruptShared<reset::HeldResets>,
     /// A reset could not bring the device back; requests fail until another reset does.
     broken: AtomicBool,
+    /// The registry tunables read in HwStorFindAdapter.
+    tunables: Tunables,
+    /// Why the reset in progress started (`events::Cause` as u8).
+    reset_cause: AtomicU8,
+    /// An ETW session listens (HwStorTracingEnabled): publish per-I/O events.
+    tracing: AtomicBool,
+    /// The unit's device power state from ScsiUnitPower (1 = D0 .. 4 = D3; 0 before any).
+    unit_power: AtomicU8,
 }
 
 /// `arg1` of the reset DPC (queue DPCs get their queue index).
@@ -180,11 +191,20 @@ impl Miniport for Adapter {
         removed: AtomicBool::new(false),
         held_resets: InterruptShared::new(reset::HeldResets::EMPTY),
         broken: AtomicBool::new(false),
+        tunables: Tunables::DEFAULT,
+        reset_cause: AtomicU8::new(0),
+        tracing: AtomicBool::new(false),
+        unit_power: AtomicU8::new(0),
     };
 
     const SRB_EXTENSION_SIZE: u32 = SRB_EXTENSION_SIZE as u32;
     const ADAPTER_CONTROL_TYPES: &'static [u32] = &[ffi::ScsiAdapterSurpriseRemoval];
-    const UNIT_CONTROL_TYPES: &'static [u32] = &[ffi::ScsiUnitRemove, ffi::ScsiUnitSurpriseRemoval];
+    const UNIT_CONTROL_TYPES: &'static [u32] = &[
+        ffi::ScsiUnitStart,
+        ffi::ScsiUnitPower,
+        ffi::ScsiUnitRemove,
+        ffi::ScsiUnitSurpriseRemoval,
+    ];
 
     fn find_adapter(
         &mut self,
@@ -225,6 +245,12 @@ impl Miniport for Adapter {
         reset::reset_bus(self, ctx)
     }
 
+    fn tracing_enabled(&self, ctx: &mut context::TracingEnabled, enabled: bool) {
+        let _ = ctx;
+        self.tracing
+            .store(enabled, core::sync::atomic::Ordering::Release);
+    }
+
     fn timer(&self, ctx: &mut context::Timer) {
         reset::timer(self, ctx);
     }
@@ -242,6 +268,35 @@ impl Miniport for Adapter {
             // An orderly removal: Storport has drained the unit; nothing to do until the adapter
             // stops.
             UnitControl::Remove(_) => UnitControlStatus::Success,
+            // The unit starts: it is ready as soon as the adapter is (a vanished device is not).
+            UnitControl::Start(_) => {
+                if self.removed.load(core::sync::atomic::Ordering::Acquire) {
+                    UnitControlStatus::Unsuccessful
+                } else {
+                    UnitControlStatus::Success
+                }
+            }
+            // A virtio-blk disk has no power states of its own: the D-state is recorded (and
+            // traced); the disk class driver has already written the cache back (SYNCHRONIZE
+            // CACHE) before a unit leaves D0, and the adapter's own power-down is
+            // ScsiStopAdapter.
+            UnitControl::Power { state, action, .. } => {
+                let raw = match state {
+                    UnitPowerState::D0 => 1,
+                    UnitPowerState::D1 => 2,
+                    UnitPowerState::D2 => 3,
+                    UnitPowerState::D3 => 4,
+                    UnitPowerState::Unspecified(_) => return UnitControlStatus::Unsuccessful,
+                };
+                self.unit_power
+                    .store(raw, core::sync::atomic::Ordering::Release);
+                if let Some(port) = self.port
+                    && self.tracing.load(core::sync::atomic::Ordering::Acquire)
+                {
+                    events::unit_power(port, u32::from(raw), action);
+                }
+                UnitControlStatus::Success
+            }
             UnitControl::Other(_) => UnitControlStatus::Unsuccessful,
         }
     }

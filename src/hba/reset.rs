@@ -46,10 +46,12 @@ const RESTART_POLLS: u32 = 1_000;
 /// Held LU, device and bus reset SRBs (Storport sends them one at a time per LU).
 pub(super) const HELD_RESETS: usize = 4;
 
-/// StorPortLogError codes (the driver's own, SP_INTERNAL_ADAPTER_ERROR range).
-const LOG_RESET_NOT_ACKNOWLEDGED: u32 = 0x0013_0001;
-const LOG_DEVICE_GIVEN_UP: u32 = 0x0013_0002;
-const LOG_SURPRISE_REMOVAL: u32 = 0x0013_0003;
+// StorPortLogError codes: `super::events`.
+use super::events::{
+    Cause, DEVICE_GIVEN_UP as LOG_DEVICE_GIVEN_UP, RESET_COMPLETED as LOG_RESET_COMPLETED,
+    RESET_NOT_ACKNOWLEDGED as LOG_RESET_NOT_ACKNOWLEDGED, RESET_STARTED as LOG_RESET_STARTED,
+    RING_BROKEN, SURPRISE_REMOVAL as LOG_SURPRISE_REMOVAL,
+};
 
 /// Where the reset machine is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +116,7 @@ fn set_stage(adapter: &Adapter, stage: Stage) {
 /// The write is left to the DPC because a device may take its time over it (a register write that
 /// makes the host drain its I/O): not in the ISR. A reset already in progress absorbs this one:
 /// it hands back every request that is outstanding when it gets to that step.
-pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
+pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C, cause: Cause) {
     match adapter.mode() {
         Mode::Stopped => return,
         // A dump stack has no DPC and no timer: stop the device, and requests fail until the
@@ -139,6 +141,13 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
         // One is in progress; if it is past handing requests back, it starts again when done.
         adapter.reset_again.store(true, Ordering::Release);
         return;
+    }
+    adapter.reset_cause.store(cause.id(), Ordering::Release);
+    if let Some(port) = adapter.port {
+        if let Cause::BrokenRing(queue) = cause {
+            port.log_error(None, RING_BROKEN, u32::try_from(queue).unwrap_or(u32::MAX));
+        }
+        port.log_error(None, LOG_RESET_STARTED, u32::from(cause.id()));
     }
     // Polls 0: the reset is not written yet (the DPC writes it), set before the DPC is issued.
     adapter.reset_polls.store(0, Ordering::Release);
@@ -184,7 +193,8 @@ pub(super) fn dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
 fn end_reset(adapter: &Adapter, ctx: &context::Dpc) {
     set_stage(adapter, Stage::Idle);
     if adapter.reset_again.swap(false, Ordering::AcqRel) {
-        begin_reset(adapter, ctx);
+        let cause = Cause::from_id(adapter.reset_cause.load(Ordering::Acquire));
+        begin_reset(adapter, ctx, cause);
     }
 }
 
@@ -206,7 +216,7 @@ pub(super) fn device_removed<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
     {
         port.log_error(None, LOG_SURPRISE_REMOVAL, 0);
     }
-    begin_reset(adapter, ctx);
+    begin_reset(adapter, ctx, Cause::Removal);
 }
 
 /// Whether the device's registers read all ones: a surprise-removed PCI function.
@@ -221,7 +231,7 @@ pub(super) fn vanished(adapter: &Adapter) -> bool {
 /// request once the device can no longer write into it.
 pub(super) fn reset_bus(adapter: &Adapter, ctx: &mut context::ResetBus) -> bool {
     if matches!(adapter.mode(), Mode::MultiQueue | Mode::SingleInterrupt) {
-        begin_reset(adapter, &*ctx);
+        begin_reset(adapter, &*ctx, Cause::Bus);
     }
     true
 }
@@ -241,6 +251,7 @@ where
         let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
         return;
     }
+    let cause = Cause::of_function(srb.function());
     let mut pending = Some(srb);
     let held =
         adapter
@@ -251,7 +262,7 @@ where
             });
     match held {
         // Held: the reset completes it.
-        Ok(None) => begin_reset(adapter, &*ctx),
+        Ok(None) => begin_reset(adapter, &*ctx, cause),
         // Every place taken: resets already in progress will hand this unit's requests back.
         Ok(Some(srb)) => {
             let _ = srb.complete(ffi::SRB_STATUS_BUSY);
@@ -300,7 +311,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
     match current {
         Stage::Waiting if !acknowledged => {
             let polls = adapter.reset_polls.fetch_add(1, Ordering::AcqRel) + 1;
-            if polls < ACK_POLLS {
+            if polls < adapter.tunables.reset_timeout_ms {
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
             }
@@ -365,6 +376,10 @@ fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
         .unwrap_or(false);
     if restarted {
         adapter.broken.store(false, Ordering::Release);
+        if let Some(port) = adapter.port {
+            let cause = adapter.reset_cause.load(Ordering::Acquire);
+            port.log_error(None, LOG_RESET_COMPLETED, u32::from(cause));
+        }
         end_reset(adapter, ctx);
         // While the device was reset it could not announce a configuration change (it only
         // does once DRIVER_OK is set): look at the capacity again.
@@ -514,7 +529,7 @@ pub(super) fn restart(
             adapter.removed.store(true, Ordering::Release);
             return AdapterControlStatus::Unsuccessful;
         }
-        begin_reset(adapter, &*ctx);
+        begin_reset(adapter, &*ctx, Cause::NeedsReset);
         return AdapterControlStatus::Success;
     }
     if super::setup::reprogram(adapter, &mut transport, port) {

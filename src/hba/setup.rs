@@ -24,6 +24,7 @@ use crate::virtio::{
     VirtioPciLayout, Virtqueue, area_size, feature,
 };
 
+use super::events::{CONFIGURATION_REFUSED, Refused};
 use super::queue::{Queue, SLOTS};
 use super::request::MAX_SEGMENTS;
 use super::{Adapter, MAX_QUEUES, Mode};
@@ -76,6 +77,10 @@ pub(super) fn find_adapter(
     let Ok(layout) = VirtioPciLayout::parse(&pci) else {
         return FindAdapterStatus::BadConfig;
     };
+    // The administrator's registry values (defaults in a dump stack, which reads none).
+    let tunables = super::Tunables::read(config, port);
+    adapter.tunables = tunables;
+    let refuse = |reason: Refused| port.log_error(None, CONFIGURATION_REFUSED, reason as u32);
 
     // Map each structure through the access range that holds its BAR.
     let mut windows: [Option<(u64, storport::register::RegisterWindow)>; 6] = [None; 6];
@@ -104,11 +109,13 @@ pub(super) fn find_adapter(
     } else {
         WANTED_FEATURES
     };
-    // `packed=0` in the adapter's argument string refuses packed rings when offered.
-    if contains(config.argument_string(), b"packed=0") {
+    // `packed=0` in the adapter's argument string, or PackedRing = 0 in the registry, refuses
+    // packed rings when offered.
+    if contains(config.argument_string(), b"packed=0") || !tunables.packed {
         wanted &= !feature::RING_PACKED;
     }
     let Ok(accepted) = transport.negotiate(wanted) else {
+        refuse(Refused::Features);
         return FindAdapterStatus::Error;
     };
     let Ok(blk) = BlkConfig::read(&transport, accepted) else {
@@ -117,6 +124,7 @@ pub(super) fn find_adapter(
     };
     // A capacity whose byte count does not fit 64 bits is nonsense, not a disk.
     if !super::disk::capacity_is_valid(blk.capacity) {
+        refuse(Refused::Capacity);
         transport.fail();
         return FindAdapterStatus::Error;
     }
@@ -125,7 +133,9 @@ pub(super) fn find_adapter(
     let device_queues = if dump {
         1
     } else {
-        blk.num_queues.clamp(1, MAX_QUEUES as u16)
+        blk.num_queues
+            .clamp(1, MAX_QUEUES as u16)
+            .min(tunables.queues)
     };
     let msix_messages = layout.msix_table_size.unwrap_or(0);
     let queues = if dump || msix_messages < 2 {
@@ -215,14 +225,19 @@ pub(super) fn find_adapter(
     let elements = u32::from(limits.max_data_segments) / per_page;
     let block_bytes = blk.blk_size.unwrap_or(512).max(512);
     if elements < 2 || (elements - 1).saturating_mul(PAGE_SIZE) < block_bytes {
+        refuse(Refused::Limits);
         transport.fail();
         return FindAdapterStatus::Error;
     }
-    let max_transfer = ((elements - 1) * PAGE_SIZE).min(MAX_TRANSFER);
-    config.set_transfer_limits(max_transfer, elements - 1);
+    // MaxTransferKB lowers the limit, never below one block (its minimum is 4 KiB).
+    let max_transfer = ((elements - 1) * PAGE_SIZE)
+        .min(MAX_TRANSFER)
+        .min(tunables.max_transfer.max(block_bytes));
+    let breaks = (elements - 1).min(max_transfer.div_ceil(PAGE_SIZE));
+    config.set_transfer_limits(max_transfer, breaks);
     config.set_bus_master_adapter(0x3, 1);
     let depth = u32::from(queues) * u32::from(size.get());
-    config.set_queue_depth(depth, depth);
+    config.set_queue_depth(depth, depth.min(tunables.queue_depth));
     if !dump {
         config.use_message_interrupts::<Adapter>(MessageSynchronization::PerMessage);
     }
@@ -251,8 +266,11 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
     // the fast path; fewer means one queue behind the interrupt lock.
     let dump = adapter.mode() == Mode::Dump;
     // A dump stack has no interrupts at all: do not even ask.
+    // MsiX = 0 in the registry: one message for everything (the single-interrupt mode).
     let messages = if dump {
         0
+    } else if !adapter.tunables.msix {
+        usize::from(port.message_info(0).is_some())
     } else {
         (0..=MAX_QUEUES as u32)
             .take_while(|&m| port.message_info(m).is_some())
@@ -431,7 +449,7 @@ pub(super) fn passive_initialize<'a>(
     adapter.reset_dpc.initialize(ctx, port, adapter);
     if adapter.broken.load(Ordering::Acquire) {
         // HwStorInitialize could not bring the device back after a broken GET_ID.
-        super::reset::begin_reset(adapter, &*ctx);
+        super::reset::begin_reset(adapter, &*ctx, super::events::Cause::BrokenRing(0));
     }
     if adapter.mode() == Mode::MultiQueue && active > 1 {
         let request = PerfRequest {

@@ -24,7 +24,7 @@
 //!
 //! The used ring is written by an untrusted device. [`SplitQueue::pop_used`] validates it: the
 //! used index may not run ahead of what was made available, an id must be below the queue size
-//! and name a chain that is in flight. The driver's bookkeeping (free list, chain heads and
+//! and name a chain that is in flight and published. The driver's bookkeeping (free list, chain heads and
 //! tails) lives in the queue itself, never in device-visible memory, so the device cannot
 //! corrupt it. Every operation is O(1) except [`SplitQueue::push_chain`], which is linear in the
 //! chain it writes.
@@ -289,8 +289,8 @@ pub enum RingError {
         /// The id read.
         id: u32,
     },
-    /// A used id names a descriptor that heads no chain in flight (a double completion or an
-    /// invented id).
+    /// A used id names a descriptor that heads no chain the device was given (a double
+    /// completion, an invented id, or a chain pushed but not yet published).
     UnknownId {
         /// The id read.
         id: u16,
@@ -368,6 +368,10 @@ pub struct SplitQueue {
     size: QueueSize,
     event_idx: bool,
     slots: [Slot; MAX_QUEUE_SIZE as usize],
+    /// Bit `h` set: the chain headed by `h` is pushed but not yet published. [`Self::publish`]
+    /// publishes every pushed chain at once, so it clears them all. Private, like every other
+    /// piece of bookkeeping: the device cannot write it.
+    unpublished: [u64; MAX_QUEUE_SIZE as usize / 64],
     free_head: u16,
     num_free: u16,
     /// Next free available ring index (free-running, wraps at 2^16).
@@ -419,6 +423,7 @@ impl SplitQueue {
             size,
             event_idx,
             slots: [IDLE_SLOT; MAX_QUEUE_SIZE as usize],
+            unpublished: [0; MAX_QUEUE_SIZE as usize / 64],
             free_head: 0,
             num_free: 0,
             next_avail: 0,
@@ -448,6 +453,7 @@ impl SplitQueue {
             };
         }
         // INVARIANT: the free list is 0, 1, ..., n - 1: all n descriptors; nothing in flight.
+        self.unpublished = [0; MAX_QUEUE_SIZE as usize / 64];
         self.free_head = 0;
         self.num_free = n;
         self.next_avail = 0;
@@ -606,6 +612,7 @@ impl SplitQueue {
             idx.store(self.next_avail.to_le(), Ordering::Release);
         }
         self.published = self.next_avail;
+        self.unpublished = [0; MAX_QUEUE_SIZE as usize / 64];
     }
 
     /// Whether the device must be notified of what was published since the last call
@@ -671,6 +678,12 @@ impl SplitQueue {
         let Some(&slot) = self.slot(head).filter(|s| s.tail != NONE) else {
             return Some(Err(self.fail(RingError::UnknownId { id: head })));
         };
+        // 2.7.8: the device returns chains it took from the available ring; one pushed but not
+        // yet published is not there (its descriptors would rejoin the free list while the
+        // entry naming them is still to be published).
+        if self.is_unpublished(head) {
+            return Some(Err(self.fail(RingError::UnknownId { id: head })));
+        }
         // Return the chain to the free list in O(1): splice it in front.
         let free_head = self.free_head;
         if let Some(tail) = self.slot_mut(slot.tail) {
@@ -736,7 +749,17 @@ impl SplitQueue {
         if let Some(entry) = self.avail_word(2 + index) {
             entry.store(head.to_le(), Ordering::Relaxed);
         }
+        if let Some(word) = self.unpublished.get_mut(usize::from(head / 64)) {
+            *word |= 1 << (head % 64);
+        }
         self.next_avail = self.next_avail.wrapping_add(1);
+    }
+
+    /// Whether `head` was made available after the last publish.
+    fn is_unpublished(&self, head: u16) -> bool {
+        self.unpublished
+            .get(usize::from(head / 64))
+            .is_some_and(|word| word & (1 << (head % 64)) != 0)
     }
 
     fn fail(&mut self, error: RingError) -> RingError {
@@ -1166,6 +1189,25 @@ pub(crate) mod tests {
         assert_eq!(q.pop_used(), Some(Ok(UsedElem { id: a, len: 0 })));
         assert_eq!(q.pop_used(), Some(Err(RingError::UnknownId { id: a })));
         assert_eq!(q.pop_used(), None);
+
+        // A chain pushed but not yet published (found by the used-ring fuzz target: it used to
+        // complete, its descriptors rejoining the free list before the device was given them).
+        let (mut q, mut dev) = queue(8, false);
+        let a = q.push_indirect(0x1000, 16).unwrap();
+        q.publish();
+        let b = q.push_indirect(0x2000, 16).unwrap();
+        dev.write_used(u32::from(b), 0);
+        assert_eq!(q.pop_used(), Some(Err(RingError::UnknownId { id: b })));
+        assert_eq!(q.pop_used(), None);
+        // Once published, the same completion is fine.
+        let (mut q, mut dev) = queue(8, false);
+        q.push_indirect(0x1000, 16).unwrap();
+        q.publish();
+        let b = q.push_indirect(0x2000, 16).unwrap();
+        q.publish();
+        dev.write_used(u32::from(b), 0);
+        assert_eq!(q.pop_used(), Some(Ok(UsedElem { id: b, len: 0 })));
+        let _ = a;
 
         // A non-head descriptor of a direct chain is not an id.
         let (mut q, mut dev) = queue(8, false);

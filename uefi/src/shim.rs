@@ -745,6 +745,43 @@ unsafe fn printf(format: *const u8, args: &[usize]) {
     }
 }
 
+/// StorPortAllocateRegistryBuffer: PASSIVE_LEVEL only, never in a dump stack (whose
+/// HwStorFindAdapter runs at HIGH_LEVEL): a violation, and NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn StorPortAllocateRegistryBuffer(extension: PVOID, _length: *mut ULONG) -> *mut u8 {
+    own_extension("StorPortAllocateRegistryBuffer", extension);
+    violation(format_args!(
+        "StorPortAllocateRegistryBuffer in dump mode: no registry at HIGH_LEVEL"
+    ));
+    core::ptr::null_mut()
+}
+
+/// StorPortFreeRegistryBuffer: as StorPortAllocateRegistryBuffer.
+#[unsafe(no_mangle)]
+pub extern "C" fn StorPortFreeRegistryBuffer(extension: PVOID, _buffer: *mut u8) {
+    own_extension("StorPortFreeRegistryBuffer", extension);
+    violation(format_args!(
+        "StorPortFreeRegistryBuffer in dump mode: no registry at HIGH_LEVEL"
+    ));
+}
+
+/// StorPortRegistryRead: as StorPortAllocateRegistryBuffer; FALSE.
+#[unsafe(no_mangle)]
+pub extern "C" fn StorPortRegistryRead(
+    extension: PVOID,
+    _name: *mut u8,
+    _global: ULONG,
+    _ty: ULONG,
+    _buffer: *mut u8,
+    _length: *mut ULONG,
+) -> BOOLEAN {
+    own_extension("StorPortRegistryRead", extension);
+    violation(format_args!(
+        "StorPortRegistryRead in dump mode: no registry at HIGH_LEVEL"
+    ));
+    0
+}
+
 /// StorPortLogError: a transcript line.
 #[unsafe(no_mangle)]
 pub extern "C" fn StorPortLogError(

@@ -48,6 +48,8 @@ pub enum Callback {
     UnitControl,
     /// HwStorStateChange.
     StateChange,
+    /// HwStorTracingEnabled (no row in seed 003: this project lets it acquire no lock).
+    TracingEnabled,
     /// The routine StorPortSynchronizeAccess runs.
     SynchronizedAccess,
 }
@@ -70,6 +72,7 @@ impl Callback {
             Callback::AdapterControl => "HwStorAdapterControl",
             Callback::UnitControl => "HwStorUnitControl",
             Callback::StateChange => "HwStorStateChange",
+            Callback::TracingEnabled => "HwStorTracingEnabled",
             Callback::SynchronizedAccess => "StorPortSynchronizeAccess routine",
         }
     }
@@ -171,7 +174,8 @@ pub fn held_on_entry(callback: Callback, model: Model) -> [Option<Lock>; 2] {
         | Callback::BuildIo
         | Callback::Dpc
         | Callback::AdapterControl
-        | Callback::UnitControl => [None, None],
+        | Callback::UnitControl
+        | Callback::TracingEnabled => [None, None],
     }
 }
 
@@ -193,7 +197,8 @@ pub fn may_acquire(callback: Callback, lock: Lock, model: Model) -> bool {
         | Callback::Initialize
         | Callback::PassiveInitialize
         | Callback::Interrupt
-        | Callback::SynchronizedAccess => false,
+        | Callback::SynchronizedAccess
+        | Callback::TracingEnabled => false,
     }
 }
 

@@ -35,6 +35,8 @@ pub type SrbFn = unsafe extern "C" fn(*mut c_void, *mut c_void) -> u8;
 pub type ResetBusFn = unsafe extern "C" fn(*mut c_void, u32) -> u8;
 /// `PHW_ADAPTER_CONTROL`.
 pub type AdapterControlFn = unsafe extern "C" fn(*mut c_void, u32, *mut c_void) -> u32;
+/// `PHW_TRACING_ENABLED`: the adapter and whether tracing is now on.
+pub type TracingFn = unsafe extern "C" fn(*mut c_void, u8);
 /// `PHW_UNIT_CONTROL`.
 pub type UnitControlFn = unsafe extern "C" fn(*mut c_void, u32, *mut c_void) -> u32;
 /// `PHW_MESSAGE_SIGNALED_INTERRUPT_ROUTINE`.
@@ -83,7 +85,7 @@ pub struct HwInitializationData {
     pub HwCompleteServiceIrp: *mut c_void,
     pub HwInitializeTracing: *mut c_void,
     pub HwCleanupTracing: *mut c_void,
-    pub HwTracingEnabled: *mut c_void,
+    pub HwTracingEnabled: Option<TracingFn>,
     pub FeatureSupport: u32,
     pub SrbTypeFlags: u32,
     pub AddressTypeFlags: u32,
@@ -442,6 +444,10 @@ pub const EXT_GET_MESSAGE_INTERRUPT_INFORMATION: u32 = 13;
 pub const EXT_INITIALIZE_PERFORMANCE_OPTIMIZATIONS: u32 = 14;
 pub const EXT_GET_START_IO_PERFORMANCE_PARAMETERS: u32 = 15;
 pub const EXT_ACQUIRE_SPIN_LOCK: u32 = 93;
+/// ExtFunctionMiniportEtwEvent2 (StorPortEtwEvent2).
+pub const EXT_MINIPORT_ETW_EVENT2: u32 = 58;
+/// MINIPORT_REG_DWORD (StorPortRegistryRead's `Type`).
+pub const MINIPORT_REG_DWORD: u32 = 4;
 
 // STOR_SPINLOCK.
 pub const DPC_LOCK: u32 = 1;
@@ -478,6 +484,8 @@ pub const SCSI_ADAPTER_CONTROL_MAX: u32 = 26;
 pub const SCSI_ADAPTER_SURPRISE_REMOVAL: u32 = 16;
 // SCSI_UNIT_CONTROL_TYPE.
 pub const SCSI_UNIT_SURPRISE_REMOVAL: u32 = 10;
+pub const SCSI_UNIT_START: u32 = 2;
+pub const SCSI_UNIT_POWER: u32 = 3;
 
 /// IRQLs of the simulated machine.
 pub mod irql {

@@ -50,6 +50,43 @@ pub struct AdapterOptions {
     pub slot_number: u32,
     /// Offer at most this many MSI-X messages.
     pub max_messages: Option<u16>,
+    /// REG_DWORD values under the miniport's `Parameters\\Device` key, as StorPortRegistryRead
+    /// finds them (name, value). The simulated machine has one adapter per registry, so
+    /// `Parameters\\Device<N>` (Global = 0) holds the same values.
+    pub registry: Vec<(String, u32)>,
+    /// Tell the miniport that an ETW session enabled its tracing (HwStorTracingEnabled) once it
+    /// has started, as Storport does when a trace session enables the storport provider.
+    pub tracing: bool,
+}
+
+/// One entry the miniport wrote to the system event log (StorPortLogError).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventLogEntry {
+    /// The unit's address (path, target, lun), 0:0:0 for the adapter.
+    pub address: (u8, u8, u8),
+    /// The miniport's error code.
+    pub code: u32,
+    /// The miniport's unique id.
+    pub unique_id: u32,
+}
+
+/// One ETW event the miniport published (StorPortEtwEvent2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtwEvent {
+    /// The miniport's event id.
+    pub id: u32,
+    /// The description string.
+    pub description: String,
+    /// STORPORT_ETW_EVENT_KEYWORD_* bits.
+    pub keywords: u64,
+    /// STORPORT_ETW_LEVEL.
+    pub level: u32,
+    /// STORPORT_ETW_EVENT_OPCODE.
+    pub opcode: u32,
+    /// Whether an SRB was named.
+    pub with_srb: bool,
+    /// The two (name, value) parameters.
+    pub parameters: [(String, u64); 2],
 }
 
 /// Why a PnP start failed.
@@ -76,6 +113,7 @@ pub(crate) struct Negotiated {
     pub srb_ext_size: u32,
     pub max_transfer: u32,
     pub max_breaks: u32,
+    pub max_ios_per_lun: u32,
 }
 
 /// Adapter lifecycle phase.
@@ -151,6 +189,16 @@ pub(crate) struct AdapterInner {
     pub max_completions_per_run: AtomicU32,
     /// A multi-tier reset is running.
     escalating: AtomicBool,
+    /// `AdapterOptions::registry`.
+    pub registry: Vec<(String, u32)>,
+    /// The registry buffer the miniport holds (StorPortAllocateRegistryBuffer): address, layout.
+    pub registry_buffer: Mutex<Option<(usize, Layout)>>,
+    /// StorPortLogError entries, in order.
+    pub event_log: Mutex<Vec<EventLogEntry>>,
+    /// Whether HwStorTracingEnabled(TRUE) was the last call.
+    pub tracing: AtomicBool,
+    /// StorPortEtwEvent2 events, in order.
+    pub etw: Mutex<Vec<EtwEvent>>,
 }
 
 /// Callbacks run and lock acquisitions of one adapter, for the I/O-path benchmark
@@ -706,6 +754,7 @@ impl AdapterInner {
             srb_ext_size: cfg.SrbExtensionSize,
             max_transfer: cfg.MaximumTransferLength,
             max_breaks: cfg.NumberOfPhysicalBreaks,
+            max_ios_per_lun: cfg.MaxIOsPerLun,
         };
         let _ = self.neg.set(neg);
         drop(ranges);
@@ -904,11 +953,29 @@ impl Drop for AdapterInner {
             // SAFETY: allocated in `start` with this layout and not freed elsewhere.
             None => unsafe { std::alloc::dealloc(self.devext as *mut u8, self.devext_layout) },
         }
+        if let Some((p, l)) = self
+            .registry_buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            // SAFETY: allocated by StorPortAllocateRegistryBuffer with this layout, not freed.
+            unsafe { std::alloc::dealloc(p as *mut u8, l) };
+        }
         for (p, l) in self.pool.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             // SAFETY: allocated by ExtFunctionAllocatePool with this layout and never freed.
             unsafe { std::alloc::dealloc(p as *mut u8, l) };
         }
     }
+}
+
+/// STOR_ADDR_BTL8 of LU 0:0:0 { Type = STOR_ADDRESS_TYPE_BTL8 (1), Port 0, AddressLength 4,
+/// Path 0, Target 0, Lun 0, Reserved 0 }.
+fn unit_address() -> [u8; 16] {
+    let mut address = [0u8; 16];
+    address[0] = 1;
+    address[4] = 4;
+    address
 }
 
 fn base_config(
@@ -1111,6 +1178,11 @@ pub(crate) fn start(
         threads: Mutex::new(Vec::new()),
         max_completions_per_run: AtomicU32::new(0),
         escalating: AtomicBool::new(false),
+        registry: opts.registry.clone(),
+        registry_buffer: Mutex::new(None),
+        event_log: Mutex::new(Vec::new()),
+        tracing: AtomicBool::new(false),
+        etw: Mutex::new(Vec::new()),
     });
     ADAPTERS
         .write()
@@ -1161,6 +1233,15 @@ pub(crate) fn start(
     device.connect_interrupts(a.irq.clone());
     a.initialize()?;
     a.open(gate::STOPPED);
+    // The disk's PnP start: Storport tells the miniport with ScsiUnitStart (if supported).
+    if dump.is_none() && a.supports_unit(abi::SCSI_UNIT_START) {
+        let mut address = unit_address();
+        let status = a.unit_control(abi::SCSI_UNIT_START, address.as_mut_ptr().cast());
+        a.log(format!("UnitControl(ScsiUnitStart) = {status:?}"));
+    }
+    if opts.tracing && dump.is_none() {
+        adapter.set_tracing(true);
+    }
     Ok(adapter)
 }
 
@@ -1188,6 +1269,39 @@ impl Adapter {
             .filter(|v| v.adapter == Some(self.inner.serial))
             .cloned()
             .collect()
+    }
+
+    /// The system event log entries the miniport wrote (StorPortLogError), in order.
+    pub fn event_log(&self) -> Vec<EventLogEntry> {
+        self.inner
+            .event_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The ETW events the miniport published (StorPortEtwEvent2), in order.
+    pub fn etw_events(&self) -> Vec<EtwEvent> {
+        self.inner
+            .etw
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A trace session enabled (`true`) or disabled the miniport's tracing: Storport calls
+    /// HwStorTracingEnabled (PASSIVE_LEVEL, no lock), when the miniport registered one.
+    pub fn set_tracing(&self, enabled: bool) {
+        let a = &self.inner;
+        a.tracing.store(enabled, Ordering::SeqCst);
+        let Some(f) = a.hw.HwTracingEnabled else {
+            return;
+        };
+        let devext = a.devext_ptr();
+        // SAFETY: the miniport's HwTracingEnabled with its device extension and a BOOLEAN.
+        cpu::invoke(a, Callback::TracingEnabled, irql::PASSIVE, &[], || unsafe {
+            f(devext, u8::from(enabled))
+        });
     }
 
     /// StorPortDebugPrint / StorPortLogError / notification lines recorded for this adapter.
@@ -1374,11 +1488,7 @@ impl Adapter {
         let unit = a
             .supports_unit(abi::SCSI_UNIT_SURPRISE_REMOVAL)
             .then(|| {
-                // STOR_ADDR_BTL8 { Type = STOR_ADDRESS_TYPE_BTL8 (1), Port 0, AddressLength 4,
-                // Path 0, Target 0, Lun 0, Reserved 0 }.
-                let mut address = [0u8; 16];
-                address[0] = 1;
-                address[4] = 4;
+                let mut address = unit_address();
                 a.unit_control(abi::SCSI_UNIT_SURPRISE_REMOVAL, address.as_mut_ptr().cast())
             })
             .flatten();
@@ -1398,6 +1508,53 @@ impl Adapter {
         // The remove: Storport has waited for what it could.
         self.stop_after(Duration::ZERO);
         (adapter, unit)
+    }
+
+    /// What HwStorFindAdapter told Storport: (MaximumTransferLength, NumberOfPhysicalBreaks,
+    /// MaxIOsPerLun), or `None` before it ran.
+    pub fn limits(&self) -> Option<(u32, u32, u32)> {
+        self.inner
+            .neg
+            .get()
+            .map(|n| (n.max_transfer, n.max_breaks, n.max_ios_per_lun))
+    }
+
+    /// The unit-control types the miniport reports (ScsiQuerySupportedUnitControlTypes).
+    pub fn supported_unit_controls(&self) -> Vec<u32> {
+        (0..20).filter(|&t| self.inner.supports_unit(t)).collect()
+    }
+
+    /// Storport's unit power transition: HwStorUnitControl(ScsiUnitPower) for LU 0:0:0 with a
+    /// STOR_UNIT_CONTROL_POWER naming the D-state (1 = D0 .. 4 = D3) and the system power action,
+    /// if the miniport supports it. The miniport's answer (ScsiUnitControlSuccess = 0).
+    pub fn unit_power(&self, state: u32, action: u32) -> Option<u32> {
+        let a = &self.inner;
+        if !a.supports_unit(abi::SCSI_UNIT_POWER) {
+            return None;
+        }
+        let mut address = unit_address();
+        // STOR_UNIT_CONTROL_POWER { PSTOR_ADDRESS Address; STOR_POWER_ACTION PowerAction;
+        // STOR_DEVICE_POWER_STATE PowerState; } (x64: 16 bytes).
+        let mut power = [0u8; 16];
+        power[..8].copy_from_slice(&(address.as_mut_ptr() as u64).to_le_bytes());
+        power[8..12].copy_from_slice(&action.to_le_bytes());
+        power[12..].copy_from_slice(&state.to_le_bytes());
+        let status = a.unit_control(abi::SCSI_UNIT_POWER, power.as_mut_ptr().cast());
+        a.log(format!(
+            "UnitControl(ScsiUnitPower D{}) = {status:?}",
+            state.saturating_sub(1)
+        ));
+        status
+    }
+
+    /// HwStorUnitControl(ScsiUnitStart) again (a unit restarted after a stop), if supported.
+    pub fn unit_start(&self) -> Option<u32> {
+        let a = &self.inner;
+        if !a.supports_unit(abi::SCSI_UNIT_START) {
+            return None;
+        }
+        let mut address = unit_address();
+        a.unit_control(abi::SCSI_UNIT_START, address.as_mut_ptr().cast())
     }
 
     /// Raises interrupt line `message` as the device would (tests of ISR paths).

@@ -362,14 +362,14 @@ pub unsafe extern "C" fn storport_sim_extended_function(
     devext: *mut c_void,
     args: *const u64,
 ) -> u32 {
-    // SAFETY: the shim always passes an array of 6 arguments.
-    let args: [u64; 6] = unsafe { args.cast::<[u64; 6]>().read() };
+    // SAFETY: the shim always passes an array of 12 arguments.
+    let args: [u64; 12] = unsafe { args.cast::<[u64; 12]>().read() };
     on(devext, "StorPortExtendedFunction", |a| {
         extended(a, code, args)
     })
 }
 
-fn extended(a: &AdapterInner, code: u32, args: [u64; 6]) -> u32 {
+fn extended(a: &AdapterInner, code: u32, args: [u64; 12]) -> u32 {
     let p = |i: usize| args[i] as *mut c_void;
     match code {
         abi::EXT_ALLOCATE_POOL => {
@@ -396,6 +396,43 @@ fn extended(a: &AdapterInner, code: u32, args: [u64; 6]) -> u32 {
                 .insert(mem as usize, layout);
             // SAFETY: the wrapper passes a PVOID* for the result.
             unsafe { out.write_unaligned(mem.cast()) };
+            abi::STOR_STATUS_SUCCESS
+        }
+        abi::EXT_MINIPORT_ETW_EVENT2 => {
+            if cpu::current_irql() > irql::DISPATCH {
+                a.report(
+                    Rule::InvalidParameter,
+                    [code as u64, 0, 0],
+                    "StorPortEtwEvent2 above DISPATCH_LEVEL".into(),
+                );
+                return abi::STOR_STATUS_INVALID_IRQL;
+            }
+            // SAFETY: the wrapper passes NUL-terminated UTF-16 strings (or NULL) for the
+            // description and both parameter names.
+            let text = |i: usize| unsafe { wide(args[i] as *const u16) };
+            let event = crate::adapter::EtwEvent {
+                id: args[1] as u32,
+                description: text(2),
+                keywords: args[3],
+                level: args[4] as u32,
+                opcode: args[5] as u32,
+                with_srb: args[6] != 0,
+                parameters: [(text(7), args[8]), (text(9), args[10])],
+            };
+            if event.description.is_empty() {
+                a.report(
+                    Rule::InvalidParameter,
+                    [code as u64, 0, 0],
+                    "StorPortEtwEvent2 without a description (it is required)".into(),
+                );
+                return abi::STOR_STATUS_INVALID_PARAMETER;
+            }
+            if !a.tracing.load(Ordering::SeqCst) {
+                // No session listens: Storport drops the event.
+                return abi::STOR_STATUS_SUCCESS;
+            }
+            a.etw.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+            a.port.events.notify();
             abi::STOR_STATUS_SUCCESS
         }
         abi::EXT_FREE_POOL => {
@@ -1039,10 +1076,176 @@ pub extern "C" fn StorPortLogError(
     UniqueId: u32,
 ) {
     on(HwDeviceExtension, "StorPortLogError", |a| {
+        let entry = crate::adapter::EventLogEntry {
+            address: (PathId, TargetId, Lun),
+            code: ErrorCode,
+            unique_id: UniqueId,
+        };
+        a.event_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
+        a.port
+            .event_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((a.serial, entry));
         a.log(format!(
             "LogError({PathId}:{TargetId}:{Lun}) code {ErrorCode:#x} id {UniqueId:#x}"
-        ))
+        ));
+        a.port.events.notify();
     });
+}
+
+/// A NUL-terminated UTF-16 string, at most 256 code units (more is cut).
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated UTF-16 string.
+unsafe fn wide(p: *const u16) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    let mut units = Vec::new();
+    while units.len() < 256 {
+        // SAFETY: the units before the NUL are readable (this function's `# Safety`).
+        let u = unsafe { p.wrapping_add(units.len()).read_unaligned() };
+        if u == 0 {
+            break;
+        }
+        units.push(u);
+    }
+    String::from_utf16_lossy(&units)
+}
+
+/// The registry rules: PASSIVE_LEVEL only. Whether the call may go on.
+fn registry_passive(a: &AdapterInner, what: &str) -> bool {
+    let irql = cpu::current_irql();
+    if irql != irql::PASSIVE {
+        a.report(
+            Rule::RegistryAccess,
+            [u64::from(irql), 0, 0],
+            format!("{what} at IRQL {irql} (PASSIVE_LEVEL only)"),
+        );
+        return false;
+    }
+    true
+}
+
+/// StorPortAllocateRegistryBuffer: one buffer per adapter at a time; a second answers NULL.
+///
+/// # Safety
+/// `Length` is NULL or points at a ULONG.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn StorPortAllocateRegistryBuffer(
+    HwDeviceExtension: *mut c_void,
+    Length: *mut u32,
+) -> *mut u8 {
+    on(HwDeviceExtension, "StorPortAllocateRegistryBuffer", |a| {
+        if !registry_passive(a, "StorPortAllocateRegistryBuffer") || Length.is_null() {
+            return 0usize;
+        }
+        let mut held = a.registry_buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return 0;
+        }
+        // SAFETY: a non-NULL ULONG pointer (this function's `# Safety`).
+        let want = unsafe { Length.read_unaligned() }.clamp(1, 64 * 1024) as usize;
+        let layout = Layout::from_size_align(want, 8).expect("registry buffer layout");
+        // SAFETY: non-zero size.
+        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
+        if mem.is_null() {
+            return 0;
+        }
+        *held = Some((mem as usize, layout));
+        // SAFETY: as above.
+        unsafe { Length.write_unaligned(want as u32) };
+        mem as usize
+    }) as *mut u8
+}
+
+/// StorPortFreeRegistryBuffer.
+#[unsafe(no_mangle)]
+pub extern "C" fn StorPortFreeRegistryBuffer(HwDeviceExtension: *mut c_void, Buffer: *mut u8) {
+    on(HwDeviceExtension, "StorPortFreeRegistryBuffer", |a| {
+        if !registry_passive(a, "StorPortFreeRegistryBuffer") {
+            return;
+        }
+        let mut held = a.registry_buffer.lock().unwrap_or_else(|e| e.into_inner());
+        match *held {
+            Some((p, layout)) if p == Buffer as usize => {
+                *held = None;
+                // SAFETY: allocated by StorPortAllocateRegistryBuffer with this layout.
+                unsafe { std::alloc::dealloc(p as *mut u8, layout) };
+            }
+            _ => a.report(
+                Rule::RegistryAccess,
+                [Buffer as u64, 0, 0],
+                "StorPortFreeRegistryBuffer of a buffer the adapter does not hold".into(),
+            ),
+        }
+    })
+}
+
+/// StorPortRegistryRead: REG_DWORD values from `AdapterOptions::registry`.
+///
+/// # Safety
+/// `ValueName` is NULL or NUL-terminated; `BufferLength` is NULL or points at a ULONG.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn StorPortRegistryRead(
+    HwDeviceExtension: *mut c_void,
+    ValueName: *const u8,
+    _Global: u32,
+    Type: u32,
+    Buffer: *mut u8,
+    BufferLength: *mut u32,
+) -> u8 {
+    on(HwDeviceExtension, "StorPortRegistryRead", |a| {
+        if !registry_passive(a, "StorPortRegistryRead") {
+            return 0;
+        }
+        let held = *a.registry_buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((base, layout)) = held.filter(|&(p, _)| p == Buffer as usize) else {
+            a.report(
+                Rule::RegistryAccess,
+                [Buffer as u64, 0, 0],
+                "StorPortRegistryRead into a buffer not from StorPortAllocateRegistryBuffer".into(),
+            );
+            return 0;
+        };
+        if ValueName.is_null() || BufferLength.is_null() {
+            a.report(
+                Rule::InvalidParameter,
+                [0; 3],
+                "StorPortRegistryRead without a value name or length".into(),
+            );
+            return 0;
+        }
+        // SAFETY: a NUL-terminated name (this function's `# Safety`).
+        let name = unsafe { CStr::from_ptr(ValueName.cast()) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: a ULONG (this function's `# Safety`).
+        let room = unsafe { BufferLength.read_unaligned() } as usize;
+        let value = a
+            .registry
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            .map(|&(_, v)| v);
+        a.log(format!("RegistryRead({name}) = {value:?}"));
+        let Some(value) = value else { return 0 };
+        if Type != abi::MINIPORT_REG_DWORD || room < 4 || layout.size() < 4 {
+            return 0;
+        }
+        // SAFETY: the registry buffer holds `layout.size()` >= 4 bytes.
+        unsafe {
+            (base as *mut u8)
+                .cast::<u32>()
+                .write_unaligned(value.to_le())
+        };
+        // SAFETY: as above.
+        unsafe { BufferLength.write_unaligned(4) };
+        1
+    })
 }
 
 /// `on` for the register accessors: a NULL extension is resolved by the register's address

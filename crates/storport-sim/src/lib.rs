@@ -43,8 +43,8 @@ pub mod wait;
 mod watchdog;
 
 pub use adapter::{
-    Activity, Adapter, AdapterOptions, CallbackKind, InterruptMode, LockCounts, LockKind,
-    StartError,
+    Activity, Adapter, AdapterOptions, CallbackKind, EtwEvent, EventLogEntry, InterruptMode,
+    LockCounts, LockKind, StartError,
 };
 pub use exports::{LockApi, LockCall, record_lock_calls, unattributed_calls};
 pub use port::{LoadError, Port, PortOptions, Registration, SgMode};

@@ -131,6 +131,9 @@ pub(crate) struct PortShared {
     pub events: Signal,
     pub registration: Mutex<Option<Registration>>,
     pub driver_entry: Mutex<Option<DriverEntryFn>>,
+    /// The machine's system event log: every adapter's StorPortLogError entries, in order,
+    /// with the adapter's serial number (kept when an adapter failed to start or is gone).
+    pub event_log: Mutex<Vec<(u64, crate::adapter::EventLogEntry)>>,
 }
 
 impl PortShared {
@@ -192,6 +195,7 @@ impl Port {
                 reporter,
                 events: Signal::new(),
                 registration: Mutex::new(None),
+                event_log: Mutex::new(Vec::new()),
                 driver_entry: Mutex::new(None),
             }),
         }
@@ -236,6 +240,16 @@ impl Port {
         options: AdapterOptions,
     ) -> Result<Adapter, StartError> {
         crate::adapter::start(&self.shared, device, memory, options)
+    }
+
+    /// The machine's system event log: every adapter's StorPortLogError entries in order, with
+    /// the adapter's serial number, including those of adapters that did not start.
+    pub fn event_log(&self) -> Vec<(u64, crate::adapter::EventLogEntry)> {
+        self.shared
+            .event_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every violation reported so far on this machine.

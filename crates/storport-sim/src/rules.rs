@@ -96,6 +96,9 @@ pub enum Rule {
     /// The device wrote into the memory of a request the miniport had already completed (a reset
     /// that handed requests back before the device stopped: virtio-win #1326).
     WriteAfterCompletion,
+    /// A registry call above PASSIVE_LEVEL, StorPortRegistryRead into a buffer that is not the
+    /// adapter's registry buffer (StorPortAllocateRegistryBuffer), or freeing one it does not hold.
+    RegistryAccess,
 }
 
 impl Rule {
@@ -147,6 +150,7 @@ impl Rule {
             OutsideCallback => sdv(25),
             AdapterControl => sdv(26),
             WriteAfterCompletion => sdv(27),
+            RegistryAccess => sdv(28),
         }
     }
 }

@@ -65,9 +65,11 @@ void StorPortNotification(ULONG type, void *devext, ...)
     storport_sim_notification(type, devext, a);
 }
 
+#define Q() ((uint64_t)va_arg(ap, unsigned long long))
+
 ULONG StorPortExtendedFunction(ULONG code, void *devext, ...)
 {
-    uint64_t a[6] = {0};
+    uint64_t a[12] = {0};
     va_list ap;
     va_start(ap, devext);
     switch (code) {
@@ -87,6 +89,12 @@ ULONG StorPortExtendedFunction(ULONG code, void *devext, ...)
         break;
     case 15: /* GetStartIoPerformanceParameters: Srb, STARTIO_PERFORMANCE_PARAMETERS * */
         a[0] = P(); a[1] = P();
+        break;
+    case 58: /* MiniportEtwEvent2: Address, EventId, Description, Keywords (ULONGLONG), Level,
+                Opcode, Srb, Parameter1Name, Parameter1Value (ULONGLONG), Parameter2Name,
+                Parameter2Value (ULONGLONG) */
+        a[0] = P(); a[1] = U(); a[2] = P(); a[3] = Q(); a[4] = U(); a[5] = U();
+        a[6] = P(); a[7] = P(); a[8] = Q(); a[9] = P(); a[10] = Q();
         break;
     case 93: /* AcquireSpinLock (Ex): STOR_SPINLOCK, context, STOR_LOCK_HANDLE * */
         a[0] = U(); a[1] = P(); a[2] = P();

@@ -349,6 +349,26 @@ fn rule_msi_lock_outside_per_message() {
     expect(bad::MSI_LOCK_MODE, Rule::MsiLock);
 }
 #[test]
+fn rule_registry_read_into_a_foreign_buffer() {
+    expect(bad::REGISTRY_FOREIGN_BUFFER, Rule::RegistryAccess);
+}
+#[test]
+fn rule_registry_buffer_at_dispatch() {
+    expect(bad::REGISTRY_AT_DISPATCH, Rule::RegistryAccess);
+}
+#[test]
+fn registry_read_through_the_registry_buffer_is_clean() {
+    let p = port(quiet());
+    let opts = AdapterOptions {
+        argument_string: Some(format!("bad={}", bad::REGISTRY_GOOD)),
+        registry: vec![("Tunable".to_owned(), 77)],
+        ..Default::default()
+    };
+    let (a, _dev) = start_with(&p, 0, opts, 2).unwrap();
+    drop(a);
+    assert!(p.violations().is_empty(), "{:#?}", p.violations());
+}
+#[test]
 fn rule_prohibited_ddi() {
     expect(bad::PROHIBITED, Rule::ProhibitedDdi);
 }

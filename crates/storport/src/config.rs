@@ -119,6 +119,51 @@ impl<'a> PortConfiguration<'a> {
         }
     }
 
+    /// The REG_DWORD `name` under the miniport's `Parameters\\Device` key (StorPortRegistryRead
+    /// with Global = 1), or `None` when it is not set, is not a DWORD, or cannot be read.
+    ///
+    /// Storport allows registry reads at PASSIVE_LEVEL only, through the one registry buffer an
+    /// adapter may hold (StorPortAllocateRegistryBuffer, freed again here on every path). A dump
+    /// stack's HwStorFindAdapter runs at HIGH_LEVEL: there the answer is `None` without a call.
+    pub fn registry_dword(&self, name: &core::ffi::CStr) -> Option<u32> {
+        if self.dump_mode().is_some() {
+            return None;
+        }
+        let devext = self.port.extension();
+        let mut length: ffi::ULONG = 4;
+        // SAFETY: the adapter's extension (`port`'s invariant), at PASSIVE_LEVEL (HwStorFindAdapter
+        // outside a dump stack), and a valid in/out length.
+        let buffer = unsafe { ffi::StorPortAllocateRegistryBuffer(devext, &mut length) };
+        if buffer.is_null() {
+            return None;
+        }
+        let mut read = length.min(4);
+        // SAFETY: a NUL-terminated name, the registry buffer just allocated, and its length
+        // (at most the `length` bytes Storport gave).
+        let found = unsafe {
+            ffi::StorPortRegistryRead(
+                devext,
+                name.as_ptr().cast_mut().cast(),
+                1,
+                ffi::MINIPORT_REG_DWORD,
+                buffer,
+                &mut read,
+            )
+        };
+        let value = if found != 0 && read == 4 && length >= 4 {
+            // SAFETY: Storport wrote `read` = 4 bytes into the buffer of `length` >= 4 bytes; the
+            // read is unaligned-safe.
+            Some(u32::from_le(unsafe {
+                buffer.cast::<u32>().read_unaligned()
+            }))
+        } else {
+            None
+        };
+        // SAFETY: the buffer StorPortAllocateRegistryBuffer returned above, freed once.
+        unsafe { ffi::StorPortFreeRegistryBuffer(devext, buffer) };
+        value
+    }
+
     /// The system I/O bus number and slot of the adapter.
     pub fn bus_slot(&self) -> (u32, u32) {
         (self.raw.SystemIoBusNumber, self.raw.SlotNumber)

@@ -180,6 +180,11 @@ token!(
     UnitControl
 );
 token!(
+    /// HwStorTracingEnabled: PASSIVE_LEVEL; no lock held. Seed 003 has no row for it: this
+    /// project's conservative reading lets it acquire no lock (it only records the flag).
+    TracingEnabled
+);
+token!(
     /// HwStorStateChange.
     ///
     /// - Full duplex: DISPATCH_LEVEL; Storport holds the StartIo lock; may acquire the Interrupt

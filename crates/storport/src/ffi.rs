@@ -108,6 +108,7 @@ pub type KAFFINITY = usize;
 pub type PVOID = *mut c_void;
 pub type PCHAR = *mut i8;
 pub type PCCHAR = *const i8;
+pub type PUCHAR = *mut u8;
 pub type KIRQL = u8;
 /// A `LARGE_INTEGER` (`QuadPart`): 8 bytes, align 8 on x64.
 pub type STOR_PHYSICAL_ADDRESS = i64;
@@ -1672,7 +1673,59 @@ unsafe extern "C" {
         ErrorCode: ULONG,
         UniqueId: ULONG,
     );
+
+    /// PASSIVE_LEVEL; one registry buffer per adapter at a time (a second answers NULL).
+    pub fn StorPortAllocateRegistryBuffer(HwDeviceExtension: PVOID, Length: *mut ULONG) -> PUCHAR;
+
+    /// PASSIVE_LEVEL.
+    pub fn StorPortFreeRegistryBuffer(HwDeviceExtension: PVOID, Buffer: PUCHAR);
+
+    /// PASSIVE_LEVEL; `Buffer` comes from StorPortAllocateRegistryBuffer. `Global` nonzero reads
+    /// `Parameters\Device`, zero `Parameters\Device<N>` of the miniport's service key.
+    pub fn StorPortRegistryRead(
+        HwDeviceExtension: PVOID,
+        ValueName: PUCHAR,
+        Global: ULONG,
+        Type: ULONG,
+        Buffer: PUCHAR,
+        BufferLength: *mut ULONG,
+    ) -> BOOLEAN;
 }
+
+/// `STOR_UNIT_CONTROL_POWER` (ScsiUnitPower's parameter): the unit, the system power action
+/// and the device power state it moves to. x64: Address at 0, PowerAction at 8, PowerState at
+/// 12; 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct STOR_UNIT_CONTROL_POWER {
+    pub Address: *mut STOR_ADDR_BTL8,
+    pub PowerAction: STOR_POWER_ACTION,
+    pub PowerState: STOR_DEVICE_POWER_STATE,
+}
+const _: () = assert!(core::mem::size_of::<STOR_UNIT_CONTROL_POWER>() == 16);
+
+/// StorPortExtendedFunction code of StorPortEtwEvent2 (STORPORT_FUNCTION_CODE, Windows 8.1:
+/// ExtFunctionGetProcessorIndexFromNumber is 56, then PoFxSetIdleTimeout, MiniportEtwEvent2).
+pub const ExtFunctionMiniportEtwEvent2: ULONG = 58;
+/// STORPORT_ETW_LEVEL: Informational.
+pub const StorportEtwLevelInformational: ULONG = 4;
+/// STORPORT_ETW_LEVEL: Warning.
+pub const StorportEtwLevelWarning: ULONG = 3;
+/// STORPORT_ETW_EVENT_OPCODE: Info.
+pub const StorportEtwEventOpcodeInfo: ULONG = 0;
+/// STORPORT_ETW_EVENT_KEYWORD_IO.
+pub const STORPORT_ETW_EVENT_KEYWORD_IO: u64 = 0x1;
+/// STORPORT_ETW_EVENT_KEYWORD_POWER.
+pub const STORPORT_ETW_EVENT_KEYWORD_POWER: u64 = 0x4;
+/// Characters of an ETW event description, without the NUL (STORPORT_ETW_MAX_DESCRIPTION_LENGTH;
+/// UNVERIFIED: the value is from memory of storport.h, not a header checked here).
+pub const STORPORT_ETW_MAX_DESCRIPTION_LENGTH: usize = 32;
+/// Characters of an ETW parameter name, without the NUL (STORPORT_ETW_MAX_PARAM_NAME_LENGTH;
+/// UNVERIFIED as above).
+pub const STORPORT_ETW_MAX_PARAM_NAME_LENGTH: usize = 16;
+
+/// StorPortRegistryRead `Type`: a REG_DWORD value (storport.h MINIPORT_REG_DWORD).
+pub const MINIPORT_REG_DWORD: ULONG = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Host-only register accessors

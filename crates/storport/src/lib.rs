@@ -10,7 +10,12 @@ pub mod config;
 pub mod context;
 pub mod dma;
 pub mod dpc;
+pub mod etw;
 pub mod ffi;
+// Fuzzing and property-test support (SRB parsing over arbitrary bytes); not the layer's API.
+#[cfg(feature = "test-utils")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod miniport;
 pub mod msi;

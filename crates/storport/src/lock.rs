@@ -36,7 +36,7 @@ use core::ptr::{self, NonNull};
 use crate::context::{
     AdapterControl, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
     MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
-    StartIoSerialized, StateChange, Synchronized, Timer, UnitControl,
+    StartIoSerialized, StateChange, Synchronized, Timer, TracingEnabled, UnitControl,
 };
 use crate::ffi;
 use crate::port::Port;
@@ -192,6 +192,9 @@ pub mod forbidden {
         /// In half duplex, HwStorStateChange holds the StartIo and interrupt locks: it may
         /// acquire none.
         HalfDuplexStateChangeMayAcquireNoLock,
+        /// HwStorTracingEnabled (PASSIVE, no row in seed 003) may acquire no lock: it only
+        /// records whether tracing is on.
+        TracingEnabledMayAcquireNoLock,
         /// The StorPortSynchronizeAccess routine runs holding the interrupt lock: it may acquire
         /// no lock (DPC and StartIo are below Interrupt; Interrupt is held).
         SynchronizedRoutineHoldsInterruptLock,
@@ -255,6 +258,7 @@ rules! {
     ResetBus<HalfDuplex>              => HalfDuplexResetBusMayAcquireNoLock,          HalfDuplexResetBusMayAcquireNoLock,          HalfDuplexResetBusMayAcquireNoLock;
     AdapterControl                    => May,                                         May,                                         May;
     UnitControl                       => May,                                         May,                                         May;
+    TracingEnabled                    => TracingEnabledMayAcquireNoLock,              TracingEnabledMayAcquireNoLock,              TracingEnabledMayAcquireNoLock;
     StateChange<FullDuplex>           => FullDuplexStateChangeMayAcquireOnlyInterrupt, FullDuplexStateChangeMayAcquireOnlyInterrupt, May;
     StateChange<HalfDuplex>           => HalfDuplexStateChangeMayAcquireNoLock,       HalfDuplexStateChangeMayAcquireNoLock,       HalfDuplexStateChangeMayAcquireNoLock;
     Synchronized                      => SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock,       SynchronizedRoutineHoldsInterruptLock;

@@ -78,9 +78,47 @@ pub enum MessageContext<'a> {
     PerMessage(&'a mut context::MessageInterruptPerMessage),
 }
 
+/// A unit's device power state (STOR_DEVICE_POWER_STATE) in ScsiUnitPower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitPowerState {
+    /// StorPowerDeviceD0: working.
+    D0,
+    /// StorPowerDeviceD1.
+    D1,
+    /// StorPowerDeviceD2.
+    D2,
+    /// StorPowerDeviceD3: off (system sleep, hibernation, shutdown, or idle power-down).
+    D3,
+    /// StorPowerDeviceUnspecified or a value outside the enumeration.
+    Unspecified(u32),
+}
+
+impl UnitPowerState {
+    fn from_raw(value: ffi::ULONG) -> Self {
+        match value {
+            ffi::StorPowerDeviceD0 => Self::D0,
+            ffi::StorPowerDeviceD1 => Self::D1,
+            ffi::StorPowerDeviceD2 => Self::D2,
+            ffi::StorPowerDeviceD3 => Self::D3,
+            other => Self::Unspecified(other),
+        }
+    }
+}
+
 /// A unit-control request (HwStorUnitControl) for one logical unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnitControl {
+    /// ScsiUnitStart: the unit is starting (PnP start of the disk).
+    Start(Option<Address>),
+    /// ScsiUnitPower: the unit moves to a device power state.
+    Power {
+        /// The unit.
+        address: Option<Address>,
+        /// STOR_POWER_ACTION (the system action behind it: none, sleep, hibernate, shutdown...).
+        action: u32,
+        /// The device power state.
+        state: UnitPowerState,
+    },
     /// ScsiUnitRemove: the unit is being removed in an orderly way.
     Remove(Option<Address>),
     /// ScsiUnitSurpriseRemoval: the unit is gone (the device vanished).
@@ -187,6 +225,12 @@ pub trait Miniport: Sized + Sync + 'static {
         UnitControlStatus::Unsuccessful
     }
 
+    /// HwStorTracingEnabled: an ETW session enabled (`true`) or disabled the miniport's
+    /// tracing; per-I/O events are worth publishing only while it is on.
+    fn tracing_enabled(&self, ctx: &mut context::TracingEnabled, enabled: bool) {
+        let _ = (ctx, enabled);
+    }
+
     /// HwStorTimer, after [`request_timer`] asked for it.
     fn timer(&self, ctx: &mut context::Timer) {
         let _ = ctx;
@@ -256,6 +300,7 @@ pub const fn hw_initialization_data<M: Miniport>() -> ffi::HW_INITIALIZATION_DAT
     data.HwAdapterControl = Some(adapter_control_trampoline::<M>);
     data.HwBuildIo = Some(build_io_trampoline::<M>);
     data.HwUnitControl = Some(unit_control_trampoline::<M>);
+    data.HwTracingEnabled = Some(tracing_enabled_trampoline::<M>);
     data.DeviceExtensionSize = Extension::<M>::SIZE;
     data.SpecificLuExtensionSize = 0;
     data.SrbExtensionSize = M::SRB_EXTENSION_SIZE;
@@ -548,6 +593,24 @@ unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
     // SAFETY: Storport sends unit controls only after FindAdapter succeeded.
     let miniport = unsafe { miniport::<M>(device_extension) };
     let control = match control_type {
+        ffi::ScsiUnitStart => {
+            // SAFETY: for ScsiUnitStart Storport passes the unit's STOR_ADDRESS (or NULL).
+            UnitControl::Start(unsafe { unit_address(parameters) })
+        }
+        ffi::ScsiUnitPower => {
+            let power = parameters.cast::<ffi::STOR_UNIT_CONTROL_POWER>();
+            if power.is_null() {
+                return ffi::ScsiUnitControlUnsuccessful;
+            }
+            // SAFETY: for ScsiUnitPower Storport passes a STOR_UNIT_CONTROL_POWER.
+            let power = unsafe { power.read_unaligned() };
+            UnitControl::Power {
+                // SAFETY: its Address is NULL or the unit's STOR_ADDRESS.
+                address: unsafe { unit_address(power.Address.cast()) },
+                action: power.PowerAction,
+                state: UnitPowerState::from_raw(power.PowerState),
+            }
+        }
         ffi::ScsiUnitRemove | ffi::ScsiUnitSurpriseRemoval => {
             // SAFETY: for these types Storport passes the unit's STOR_ADDRESS (or NULL).
             let address = unsafe { unit_address(parameters) };
@@ -565,6 +628,17 @@ unsafe extern "C" fn unit_control_trampoline<M: Miniport>(
         UnitControlStatus::Success => ffi::ScsiUnitControlSuccess,
         UnitControlStatus::Unsuccessful => ffi::ScsiUnitControlUnsuccessful,
     }
+}
+
+unsafe extern "C" fn tracing_enabled_trampoline<M: Miniport>(
+    device_extension: ffi::PVOID,
+    enabled: ffi::BOOLEAN,
+) {
+    // SAFETY: Storport calls HwStorTracingEnabled for a started adapter, after FindAdapter.
+    let miniport = unsafe { miniport::<M>(device_extension) };
+    // SAFETY: this is the HwStorTracingEnabled trampoline (PASSIVE, no lock held).
+    let mut ctx = unsafe { context::TracingEnabled::new() };
+    miniport.tracing_enabled(&mut ctx, enabled != 0);
 }
 
 /// The BTL8 address a unit control names.

@@ -5,7 +5,7 @@
 use storport::context::{
     AdapterControl, BuildIo, Dpc, FindAdapter, FullDuplex, HalfDuplex, Initialize, Interrupt,
     MessageInterrupt, MessageInterruptPerMessage, PassiveInitialize, ResetBus, StartIoConcurrent,
-    StartIoSerialized, StateChange, Synchronized, Timer, UnitControl,
+    StartIoSerialized, StateChange, Synchronized, Timer, TracingEnabled, UnitControl,
 };
 use storport::lock::{DpcLevel, Held, InterruptLevel, Rules, StartIoLevel, verdicts};
 use storport_rules::{Callback, Cpu, Lock, Model, may_acquire};
@@ -118,7 +118,8 @@ fn every_callback_row_matches_storport_rules() {
     checked += row::<AdapterControl>("AdapterControl", Callback::AdapterControl, &ANY);
     checked += row::<UnitControl>("UnitControl", Callback::UnitControl, &ANY);
     checked += row::<Synchronized>("Synchronized", Callback::SynchronizedAccess, &ANY);
-    assert_eq!(checked, 55, "every row under every model it stands for");
+    checked += row::<TracingEnabled>("TracingEnabled", Callback::TracingEnabled, &ANY);
+    assert_eq!(checked, 59, "every row under every model it stands for");
 }
 
 /// What the run-time checker says about taking each column's lock while holding `held` in a

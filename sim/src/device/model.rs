@@ -434,7 +434,8 @@ impl VirtioBlkDevice {
 
     /// Waits until `condition` holds, checking it at once, whenever a queue thread is done with
     /// a chain (after its used entry and interrupt, if any) and when the device sets
-    /// DEVICE_NEEDS_RESET, at most `timeout`; the error names `what` did not happen.
+    /// DEVICE_NEEDS_RESET, and when an armed fault fires, at most `timeout`; the error names
+    /// `what` did not happen.
     pub fn wait_until(
         &self,
         what: impl std::fmt::Display,

@@ -344,6 +344,21 @@ impl PackedRing {
         Ok(())
     }
 
+    /// Retires buffer `id` as used without writing its used descriptor: the caller wrote one
+    /// by hand (a fault injecting a lie in its place), and the ring moves on past it as if
+    /// [`Self::add_used`] had written it.
+    pub fn retire_by_hand(&mut self, id: u16) -> Result<(), PackedError> {
+        let count = self
+            .in_flight
+            .remove(&id)
+            .ok_or(PackedError::UnknownId(id))?;
+        for _ in 0..count {
+            (self.next_used, self.used_wrap) = self.step(self.next_used, self.used_wrap);
+        }
+        self.used_added = self.used_added.saturating_add(count);
+        Ok(())
+    }
+
     /// Whether the used buffers added since the last call deserve an interrupt (2.8.10): the
     /// driver area says ENABLE, or DESC (with event index) at a position they passed.
     pub fn needs_notification<M: RingMemory>(&mut self, mem: &M) -> Result<bool, PackedError> {

@@ -7,7 +7,11 @@
 //! DEVICE_NEEDS_RESET. Of the fault modes, NeedsReset, LostRequest and BadStatus apply to
 //! packed rings as they are; the split ring's used-ring lies (UsedIdOutOfRange, UsedLenTooLarge,
 //! UsedIdxJump) become the packed ring's own: an id past the queue size, a length past the
-//! buffer, and a used descriptor written with the previous lap's wrap pattern.
+//! buffer, and a used descriptor written with the previous lap's wrap pattern. `Slow` holds a
+//! request as on a split ring. Bus Master Enable and surprise removal are honoured as there: a
+//! device whose DMA is cut (or that is gone) takes no buffer and writes nothing, and every
+//! device write into a buffer is reported to the [`super::model`]'s watch first, so a write
+//! into a request the driver already completed is seen (virtio-win #1326).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,7 +22,6 @@ use vm_memory::Bytes;
 use super::blk::{self, ChainError, Segments};
 use super::fault::FaultMode;
 use super::model::Shared;
-use super::msix::ISR_QUEUE;
 use super::packed::{Chain, PackedRing, RingMemory};
 
 /// Starts the thread serving packed queue `index`.
@@ -35,7 +38,10 @@ fn run(shared: &Shared, index: u16, mut ring: PackedRing) {
     let ctl = &shared.queue_ctl[usize::from(index)];
     let mut segs = Segments::default();
     loop {
-        if !shared.is_broken() && drain(shared, index, &mut ring, &mut segs).is_err() {
+        if !shared.is_broken()
+            && shared.dma_allowed()
+            && drain(shared, index, &mut ring, &mut segs).is_err()
+        {
             shared.set_needs_reset();
         }
         if !ctl.wait() {
@@ -55,7 +61,7 @@ fn drain(
     loop {
         ring.disable_notification(mem).map_err(|_| Broken)?;
         loop {
-            if shared.is_broken() || ctl.stopping() {
+            if shared.is_broken() || ctl.stopping() || !shared.dma_allowed() {
                 return Ok(());
             }
             let Some(chain) = ring.pop(mem).map_err(|_| Broken)? else {
@@ -82,14 +88,65 @@ fn serve(
     segs: &mut Segments,
 ) -> Result<(), Broken> {
     let mem = &*shared.mem;
-    let stats = &shared.queue_stats[usize::from(index)];
     let chain_len = match segs.collect_elements(&chain.elements, mem) {
         Ok(len) => len,
         Err(ChainError::Malformed | ChainError::NoStatus) => return Err(Broken),
     };
     let fault = shared.fault.next_request(index);
+    if fault != FaultMode::None {
+        // Tests wait for a fault to fire (`VirtioBlkDevice::wait_until`).
+        shared.events.notify();
+    }
     if fault == FaultMode::NeedsReset {
         return Err(Broken);
+    }
+    if fault == FaultMode::Slow {
+        // Held, in short slices so that a reset (which joins this thread) is not held up.
+        let until = std::time::Instant::now() + shared.slow_time();
+        while std::time::Instant::now() < until {
+            if stopping(shared, index) {
+                // Reset while held: the request is dropped with the rest of the device's state.
+                shared.holds_ended.fetch_add(1, Ordering::AcqRel);
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    let outcome = serve_now(shared, index, ring, chain, chain_len, fault, segs);
+    if fault == FaultMode::Slow {
+        shared.holds_ended.fetch_add(1, Ordering::AcqRel);
+    }
+    outcome
+}
+
+fn stopping(shared: &Shared, index: u16) -> bool {
+    shared
+        .queue_ctl
+        .get(usize::from(index))
+        .is_none_or(super::queue_thread::QueueControl::stopping)
+        || shared.is_removed()
+}
+
+fn serve_now(
+    shared: &Shared,
+    index: u16,
+    ring: &mut PackedRing,
+    chain: &Chain,
+    chain_len: u64,
+    fault: FaultMode,
+    segs: &mut Segments,
+) -> Result<(), Broken> {
+    let mem = &*shared.mem;
+    let stats = &shared.queue_stats[usize::from(index)];
+    // Bus mastering off (or the device gone): its memory accesses fail, and the request with
+    // them (QEMU drops a disabled function's DMA).
+    if !shared.dma_allowed() {
+        return Ok(());
+    }
+    // Every device-writable byte of the buffer is about to be written (data in, status): report
+    // it if the request was already completed.
+    for (addr, len) in segs.writable() {
+        shared.watch.device_write(addr, len as usize);
     }
     let ctx = shared.blk_context();
     let outcome = blk::execute(&ctx, segs);
@@ -124,13 +181,13 @@ fn serve(
         let word = u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48;
         mem.store_u64(ring.slot_address(position) + 8, word, Ordering::Release)
             .ok_or(Broken)?;
+        // The next buffer goes to the next position, as the split ring's used index moves on.
+        ring.retire_by_hand(chain.id).map_err(|_| Broken)?;
     }
     let wanted = fault != FaultMode::None || ring.needs_notification(mem).map_err(|_| Broken)?;
     if wanted {
         stats.interrupts.fetch_add(1, Ordering::Relaxed);
-        shared
-            .interrupts
-            .signal(shared.queue_vector(index), ISR_QUEUE);
+        shared.signal_queue(index);
     } else {
         stats.suppressed.fetch_add(1, Ordering::Relaxed);
     }

@@ -256,6 +256,10 @@ fn serve(
         Err(ChainError::Malformed | ChainError::NoStatus) => return Err(Broken),
     };
     let fault = shared.fault.next_request(index);
+    if fault != FaultMode::None {
+        // Tests wait for a fault to fire (`VirtioBlkDevice::wait_until`).
+        shared.events.notify();
+    }
     if fault == FaultMode::NeedsReset {
         return Err(Broken);
     }

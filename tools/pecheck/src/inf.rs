@@ -171,6 +171,58 @@ fn validate_version(version: &str) -> Result<(), Error> {
     }
 }
 
+/// The values an INF writes under the service's `Parameters\Device` key: (name, type, value)
+/// from `HKR, "Parameters\Device", "Name", TYPE, value` lines outside comments.
+pub fn device_parameters(inf: &str) -> Vec<(String, String, String)> {
+    inf.lines()
+        .map(|line| line.split(';').next().unwrap_or(line))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            match fields.as_slice() {
+                ["HKR", key, name, ty, value]
+                    if key
+                        .trim_matches('"')
+                        .eq_ignore_ascii_case("Parameters\\Device") =>
+                {
+                    Some((
+                        name.trim_matches('"').to_owned(),
+                        (*ty).to_owned(),
+                        (*value).to_owned(),
+                    ))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Problems with the INF's `Parameters\Device` values against the driver `image`: a name the
+/// image does not hold as a NUL-terminated string (a tunable the driver never reads), a type
+/// other than REG_DWORD, or a value that is not a number.
+pub fn check_device_parameters(inf: &str, image: &[u8]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, ty, value) in device_parameters(inf) {
+        let mut needle = name.clone().into_bytes();
+        needle.push(0);
+        if name.is_empty() || !image.windows(needle.len()).any(|w| w == needle.as_slice()) {
+            problems.push(format!(
+                "the INF sets Parameters\\Device\\{name}, which the driver image never reads"
+            ));
+        }
+        if !ty.eq_ignore_ascii_case("%REG_DWORD%") && ty != "0x00010001" {
+            problems.push(format!(
+                "the INF sets Parameters\\Device\\{name} as {ty}; the driver reads REG_DWORD only"
+            ));
+        }
+        if value.parse::<u32>().is_err() {
+            problems.push(format!(
+                "the INF sets Parameters\\Device\\{name} to `{value}`, not a 32-bit number"
+            ));
+        }
+    }
+    problems
+}
+
 /// `[Name]` -> `Name`, for a section header line (a trailing `; comment` allowed).
 fn section_name(line: &str) -> Option<&str> {
     let line = line.split(';').next().unwrap_or(line).trim();
@@ -185,6 +237,55 @@ fn key_of(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_parameters_are_checked_against_the_image() {
+        let inf = "; HKR, \"Parameters\\Device\", \"Commented\", %REG_DWORD%, 1\r\n\
+                   HKR, \"Parameters\\Device\", \"QueueDepth\", %REG_DWORD%, 64 ; note\r\n\
+                   HKR, \"Parameters\", \"BusType\", %REG_DWORD%, 1\r\n";
+        assert_eq!(
+            device_parameters(inf),
+            [(
+                "QueueDepth".to_owned(),
+                "%REG_DWORD%".to_owned(),
+                "64".to_owned()
+            )]
+        );
+        let image = b"....QueueDepth\0....";
+        assert!(check_device_parameters(inf, image).is_empty());
+        // A name the driver does not read, a string type, a value that is not a number.
+        let problems = check_device_parameters(
+            "HKR, \"Parameters\\Device\", \"QueueDepht\", %REG_SZ%, deep\r\n",
+            image,
+        );
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("never reads"));
+        assert!(problems[1].contains("REG_DWORD only"));
+        assert!(problems[2].contains("not a 32-bit number"));
+        // A prefix of a longer string is not the name.
+        assert_eq!(
+            check_device_parameters(
+                "HKR, \"Parameters\\Device\", \"Queue\", %REG_DWORD%, 1\r\n",
+                image
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn the_shipped_template_sets_only_dwords() {
+        let inx = include_str!("../../../inf/vioblk.inx");
+        let parameters = device_parameters(inx);
+        assert_eq!(parameters.len(), 6, "{parameters:?}");
+        let names: Vec<&str> = parameters.iter().map(|(n, _, _)| n.as_str()).collect();
+        let mut image = Vec::new();
+        for name in &names {
+            image.extend_from_slice(name.as_bytes());
+            image.push(0);
+        }
+        assert!(check_device_parameters(inx, &image).is_empty());
+    }
 
     const INX: &str = "; comment\n[Version]\nSignature=\"$Windows NT$\"\nClass=SCSIAdapter\n\
                        DriverVer = 01/01/1970,0.0.0.0 ; stamped\nCatalogFile=vioblk.cat\n\n\

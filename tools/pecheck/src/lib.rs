@@ -144,6 +144,13 @@ pub fn package(options: &PackageOptions) -> Result<Package, Error> {
                 .into(),
         );
     }
+    // The INF's tunables are values the driver reads: each name it writes under
+    // Parameters\Device is in the image (the driver passes it to StorPortRegistryRead as a
+    // NUL-terminated string), and each is a REG_DWORD (the only type the driver reads).
+    let image_bytes = read(&sys)?;
+    report
+        .problems
+        .extend(inf::check_device_parameters(&stamped, &image_bytes));
     let sys_name = format!("{name}.sys").to_ascii_lowercase();
     if !stamped.to_ascii_lowercase().contains(&sys_name) {
         report

@@ -199,18 +199,41 @@ fn package_writes_a_checksummed_image_and_a_stamped_inf() {
     let mut image = DriverImage::valid();
     image.checksum = false; // as the linker leaves it
     let dll = dir.join("vioblk.dll");
-    std::fs::write(&dll, image.build()).unwrap();
+    let mut bytes = image.build();
+    // Without the names of the tunables the INF sets, the image is not the driver that reads
+    // them: the package says so.
+    std::fs::write(&dll, &bytes).unwrap();
     let out = dir.join("package");
-
-    let package = pecheck::package(&pecheck::PackageOptions {
-        image: dll,
+    let options = pecheck::PackageOptions {
+        image: dll.clone(),
         inx: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../inf/vioblk.inx"),
         out: out.clone(),
         version: Some("0.1.0.0".into()),
         date: Some("06/15/2025".into()),
         allowlist: pecheck::default_allowlist_path(),
-    })
-    .unwrap();
+    };
+    let package = pecheck::package(&options).unwrap();
+    let missing: Vec<&String> = package
+        .report
+        .problems
+        .iter()
+        .filter(|p| p.contains("which the driver image never reads"))
+        .collect();
+    assert_eq!(missing.len(), 6, "{:#?}", package.report.problems);
+    // The names as the driver holds them (NUL-terminated), after the sections.
+    for name in [
+        "NumberOfQueues",
+        "QueueDepth",
+        "MaxTransferKB",
+        "PackedRing",
+        "MsiX",
+        "ResetTimeoutMs",
+    ] {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+    }
+    std::fs::write(&dll, &bytes).unwrap();
+    let package = pecheck::package(&options).unwrap();
     assert!(package.report.passed(), "{:#?}", package.report.problems);
     assert_eq!(package.sys, out.join("vioblk.sys"));
     let sys = std::fs::read(&package.sys).unwrap();

@@ -105,6 +105,7 @@ extern "win64" fn t_StorPortInitialize(
         HwAdapterControl "HwStorAdapterControl" Kind::Plain, abi::AdapterControlFn;
         HwBuildIo "HwStorBuildIo" Kind::Plain, abi::SrbFn;
         HwUnitControl "HwStorUnitControl" Kind::Plain, abi::UnitControlFn;
+        HwTracingEnabled "HwStorTracingEnabled" Kind::Plain, abi::TracingFn;
     }
     // SAFETY: the port reads the copy during the call only.
     unsafe { sim::StorPortInitialize(argument1, argument2, (&raw mut copy).cast(), context) }
@@ -141,6 +142,12 @@ extern "win64" fn t_StorPortExtendedFunction(
     a2: usize,
     a3: usize,
 ) -> u32 {
+    // StorPortEtwEvent2 has eleven arguments after the extension, more than the import gate
+    // copies (eight in all): answer as a Storport without ETW support does, so the image loses
+    // the event rather than reading past its arguments.
+    if code == abi::EXT_MINIPORT_ETW_EVENT2 {
+        return abi::STOR_STATUS_NOT_IMPLEMENTED;
+    }
     // SAFETY: forwards the image's arguments; the shim reads as many as `code` has.
     unsafe { StorPortExtendedFunction(code, devext, a0, a1, a2, a3) }
 }
@@ -331,6 +338,39 @@ extern "win64" fn t_StorPortLogError(
 }
 import_stub!(storport_sim_imp_log_error, t_StorPortLogError);
 
+extern "win64" fn t_StorPortAllocateRegistryBuffer(
+    devext: *mut c_void,
+    length: *mut u32,
+) -> *mut u8 {
+    // SAFETY: the image's arguments (a ULONG pointer or NULL).
+    unsafe { sim::StorPortAllocateRegistryBuffer(devext, length) }
+}
+import_stub!(
+    storport_sim_imp_allocate_registry_buffer,
+    t_StorPortAllocateRegistryBuffer
+);
+
+extern "win64" fn t_StorPortFreeRegistryBuffer(devext: *mut c_void, buffer: *mut u8) {
+    sim::StorPortFreeRegistryBuffer(devext, buffer)
+}
+import_stub!(
+    storport_sim_imp_free_registry_buffer,
+    t_StorPortFreeRegistryBuffer
+);
+
+extern "win64" fn t_StorPortRegistryRead(
+    devext: *mut c_void,
+    name: *const u8,
+    global: u32,
+    ty: u32,
+    buffer: *mut u8,
+    length: *mut u32,
+) -> u8 {
+    // SAFETY: the image's arguments (a NUL-terminated name, a ULONG pointer).
+    unsafe { sim::StorPortRegistryRead(devext, name, global, ty, buffer, length) }
+}
+import_stub!(storport_sim_imp_registry_read, t_StorPortRegistryRead);
+
 extern "win64" fn t_memcpy(dst: *mut c_void, src: *const c_void, n: usize) -> *mut c_void {
     // SAFETY: the image's arguments, with memcpy's contract.
     unsafe { libc::memcpy(dst, src, n) }
@@ -388,6 +428,9 @@ unsafe extern "C" {
     static storport_sim_imp_device_busy: u8;
     static storport_sim_imp_device_ready: u8;
     static storport_sim_imp_log_error: u8;
+    static storport_sim_imp_allocate_registry_buffer: u8;
+    static storport_sim_imp_free_registry_buffer: u8;
+    static storport_sim_imp_registry_read: u8;
     static storport_sim_imp_memcpy: u8;
     static storport_sim_imp_memmove: u8;
     static storport_sim_imp_memset: u8;
@@ -429,6 +472,9 @@ pub(super) fn bind(dll: &str, function: &str) -> Option<usize> {
         "storport.sys" "StorPortDeviceBusy" => storport_sim_imp_device_busy,
         "storport.sys" "StorPortDeviceReady" => storport_sim_imp_device_ready,
         "storport.sys" "StorPortLogError" => storport_sim_imp_log_error,
+        "storport.sys" "StorPortAllocateRegistryBuffer" => storport_sim_imp_allocate_registry_buffer,
+        "storport.sys" "StorPortFreeRegistryBuffer" => storport_sim_imp_free_registry_buffer,
+        "storport.sys" "StorPortRegistryRead" => storport_sim_imp_registry_read,
         "ntoskrnl.exe" "memcpy" => storport_sim_imp_memcpy,
         "ntoskrnl.exe" "memmove" => storport_sim_imp_memmove,
         "ntoskrnl.exe" "memset" => storport_sim_imp_memset,

@@ -173,6 +173,16 @@ unsafe extern "C" {
     fn StorPortWriteRegisterUlong64(d: *mut c_void, r: *mut u64, v: u64);
     fn StorPortDebugPrint(level: u32, fmt: *const i8, ...);
     fn KeInsertQueueDpc() -> u8;
+    fn StorPortAllocateRegistryBuffer(d: *mut c_void, len: *mut u32) -> *mut u8;
+    fn StorPortFreeRegistryBuffer(d: *mut c_void, buf: *mut u8);
+    fn StorPortRegistryRead(
+        d: *mut c_void,
+        name: *const u8,
+        global: u32,
+        ty: u32,
+        buf: *mut u8,
+        len: *mut u32,
+    ) -> u8;
 }
 
 // ---------------------------------------------------------------- the miniport
@@ -223,6 +233,12 @@ pub mod bad {
     pub const DPC_DESCHEDULED: u32 = 37;
     /// The DPC never returns (a spin at DISPATCH).
     pub const DPC_HANG: u32 = 38;
+    /// FindAdapter reads the registry into a buffer of its own, not the registry buffer.
+    pub const REGISTRY_FOREIGN_BUFFER: u32 = 39;
+    /// The DPC allocates the registry buffer at DISPATCH_LEVEL.
+    pub const REGISTRY_AT_DISPATCH: u32 = 40;
+    /// Not a misbehaviour: FindAdapter reads `Tunable` properly (the rule's clean twin).
+    pub const REGISTRY_GOOD: u32 = 41;
 }
 
 #[repr(C)]
@@ -444,6 +460,36 @@ unsafe extern "C" fn find_adapter(
         unsafe { StorPortReadRegisterUlong(d, e.regs.add(0x10).cast()) },
         0xFEED_F00D
     );
+    if e.bad == bad::REGISTRY_FOREIGN_BUFFER || e.bad == bad::REGISTRY_GOOD {
+        let mut len = 4u32;
+        let buffer = unsafe { StorPortAllocateRegistryBuffer(d, &mut len) };
+        assert!(!buffer.is_null());
+        // One buffer at a time: a second answers NULL.
+        let mut len2 = 4u32;
+        assert!(unsafe { StorPortAllocateRegistryBuffer(d, &mut len2) }.is_null());
+        let mut own = [0u8; 4];
+        let target = if e.bad == bad::REGISTRY_GOOD {
+            buffer
+        } else {
+            own.as_mut_ptr()
+        };
+        let mut read = 4u32;
+        let found = unsafe {
+            StorPortRegistryRead(
+                d,
+                c"Tunable".as_ptr().cast(),
+                1,
+                abi::MINIPORT_REG_DWORD,
+                target,
+                &mut read,
+            )
+        };
+        if e.bad == bad::REGISTRY_GOOD {
+            assert_eq!(found, 1);
+            assert_eq!(unsafe { buffer.cast::<u32>().read_unaligned() }, 77);
+        }
+        unsafe { StorPortFreeRegistryBuffer(d, buffer) };
+    }
     if e.bad == bad::FIND_RETURN {
         7
     } else {
@@ -795,6 +841,11 @@ unsafe extern "C" fn dpc(dpc: *mut c_void, d: *mut c_void, _a1: *mut c_void, _a2
     }
     unsafe { StorPortDebugPrint(1, c"dpc done %d\n".as_ptr(), 1i32) };
     dpc_watchdog_modes(e);
+    if e.bad == bad::REGISTRY_AT_DISPATCH {
+        let mut len = 4u32;
+        let buffer = unsafe { StorPortAllocateRegistryBuffer(d, &mut len) };
+        assert!(buffer.is_null(), "refused at DISPATCH_LEVEL");
+    }
     match e.bad {
         bad::LOCK_ORDER => {
             let (mut a, mut b) = (StorLockHandle::default(), StorLockHandle::default());
