@@ -41,87 +41,101 @@ mod three_way;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use storport_sim::{CallbackKind, LockCounts, LockKind};
-use vioblk_sim::device::VirtioBlkDevice;
-use vioblk_sim::device::direct::{self, BenchParams};
 
-/// Reads per callgrind run (fixed, with a fixed seed, so the count is repeatable).
+/// Reads per callgrind run at QD32 (fixed, with a fixed seed, so the count is repeatable).
 const CALLGRIND_IOS: u64 = 20_000;
-/// Reads per throughput round.
-const THROUGHPUT_IOS: u64 = 200_000;
-/// Throughput rounds (driver and direct alternate; the best of each is reported).
+/// Reads per callgrind run at QD1 (each read waits for the device thread: slower under valgrind).
+const CALLGRIND_QD1_IOS: u64 = 5_000;
+/// Requests per native run of the example (CPU time, context switches, allocations).
+const NATIVE_IOS: u64 = 200_000;
+/// Native rounds (stack and direct alternate; the median of each is reported).
 const ROUNDS: usize = 3;
+/// Reads of the in-process lock-count run.
+const LOCK_IOS: u64 = 50_000;
+/// Queue depth of the full-ring run: far above the 128 requests one queue holds.
+const FULL_RING_QD: usize = 1024;
 
-/// Instructions per read the driver may spend (submission + completion).
-const TARGET_INSTRUCTIONS: f64 = 300.0;
-/// Driver IOPS as a fraction of the direct baseline.
-const TARGET_RATIO: f64 = 0.80;
-/// SRB extension bytes.
-const TARGET_SRB_EXTENSION: usize = 1024;
+/// Targets (issue 15), reported beside the figures, never asserted.
+const TARGET_READ_QD32: f64 = 500.0;
+const TARGET_READ_QD1: f64 = 700.0;
+const TARGET_RATIO: f64 = 0.5;
+const TARGET_ALLOCATIONS: f64 = 0.0;
+const TARGET_CONTEXT_SWITCHES: f64 = 0.3;
+const TARGET_SRB_EXTENSION: usize = 1088;
+const TARGET_DEVICE_EXTENSION: usize = 48 * 1024;
 
 fn main() {
     let mut broken = Vec::<String>::new();
-    println!(
-        "vioblk I/O path: 4 KiB random reads, queue depth {}",
-        qd32::QUEUE_DEPTH
-    );
+    println!("vioblk I/O path: 4 KiB random requests through the driver on the user-mode Storport");
     println!();
-
-    // (d) SRB extension.
     let srb_ext = vioblk::hba::SRB_EXTENSION_SIZE;
+    let dev_ext = vioblk::hba::DEVICE_EXTENSION_SIZE;
 
-    // (c) + (b): throughput and locks.
-    let tp = throughput(&mut broken);
-
-    // (a) callgrind.
-    let cg = callgrind(&mut broken);
+    // (b) locks, in process.
+    let locks = lock_counts(&mut broken);
+    // (c) CPU time, context switches, allocations: the example run natively.
+    let native = native_figures(&mut broken);
+    // (a) callgrind, per workload.
+    let workloads = [
+        ("read_qd32", CALLGRIND_IOS, vec!["--qd", "32"]),
+        ("read_qd1", CALLGRIND_QD1_IOS, vec!["--qd", "1"]),
+        ("write_qd32", CALLGRIND_IOS, vec!["--qd", "32", "--write"]),
+    ];
+    let mut cg = Vec::new();
+    for (name, ios, args) in &workloads {
+        cg.push((*name, callgrind(&mut broken, *ios, args)));
+    }
+    // The instruction ratio: whole processes, device model direct vs the whole stack.
+    let ratio = instruction_ratio(&mut broken);
     // (e) the shipped image under callgrind.
     let image = image_callgrind(&mut broken);
 
-    println!("{:<58} {:>12} {:>10}", "figure", "value", "target");
-    println!("{}", "-".repeat(82));
-    match &cg {
-        Ok(c) => {
-            let row = |name: &str, v: f64, target: &str| {
-                println!("{name:<58} {v:>12.1} {target:>10}");
-            };
-            row(
-                "(a) driver instr / read: submission (BuildIo + StartIo)",
-                c.submit.driver_per_io(),
-                "",
-            );
-            row(
-                "(a) driver instr / read: completion (ISR + DPC)",
-                c.complete.driver_per_io(),
-                "",
-            );
-            let total = c.submit.driver_per_io() + c.complete.driver_per_io();
-            row("(a) driver instr / read: total", total, "<= 300");
-            row(
-                "    storport-sim + device model under those callbacks",
-                c.submit.port_per_io() + c.complete.port_per_io(),
-                "",
-            );
-        }
-        Err(e) => {
-            println!(
-                "{:<58} {:>12} {:>10}",
-                "(a) driver instr / read", "n/a", "<= 300"
-            );
-            println!("    {e}");
+    println!("{:<62} {:>12} {:>10}", "figure", "value", "target");
+    println!("{}", "-".repeat(86));
+    let row = |name: &str, v: f64, target: &str| println!("{name:<62} {v:>12.1} {target:>10}");
+    for (name, c) in &cg {
+        let target = match *name {
+            "read_qd32" => format!("<= {TARGET_READ_QD32}"),
+            "read_qd1" => format!("<= {TARGET_READ_QD1}"),
+            _ => String::new(),
+        };
+        match c {
+            Ok(c) => {
+                row(
+                    &format!("(a) {name}: driver instr / I/O, submission"),
+                    c.submit.driver_per_io(),
+                    "",
+                );
+                row(
+                    &format!("(a) {name}: driver instr / I/O, completion"),
+                    c.complete.driver_per_io(),
+                    "",
+                );
+                row(
+                    &format!("(a) {name}: driver instr / I/O, total"),
+                    c.total(),
+                    &target,
+                );
+                row(
+                    "    storport-sim + device model under those callbacks",
+                    c.submit.port_per_io() + c.complete.port_per_io(),
+                    "",
+                );
+            }
+            Err(e) => println!(
+                "{:<62} {:>12} {target:>10}\n    {e}",
+                format!("(a) {name}"),
+                "n/a"
+            ),
         }
     }
-    if let Some(tp) = &tp {
-        let l = &tp.locks;
-        let n = tp.ios as f64;
+    if let Some(l) = &locks {
+        let n = LOCK_IOS as f64;
         let per = |v: u64| v as f64 / n;
-        let row = |name: &str, v: f64, target: &str| println!("{name:<58} {v:>12.3} {target:>10}");
-        println!(
-            "{:<58}",
-            "(b) lock acquisitions / read (miniport's + port's):"
-        );
+        let row3 = |name: &str, v: f64, target: &str| println!("{name:<62} {v:>12.3} {target:>10}");
+        println!("(b) lock acquisitions / read (miniport's + port's):");
         for (name, kind) in [
             ("    StartIo lock", LockKind::StartIo),
             ("    DPC lock (the queue lock)", LockKind::Dpc),
@@ -129,9 +143,9 @@ fn main() {
             ("    MSI message lock", LockKind::Msi),
         ] {
             let target = if kind == LockKind::Interrupt { "0" } else { "" };
-            row(name, per(l.total(kind)), target);
+            row3(name, per(l.total(kind)), target);
         }
-        row(
+        row3(
             "    StorPortSynchronizeAccess calls",
             per(l.synchronize_access),
             "0",
@@ -140,35 +154,103 @@ fn main() {
             + l.miniport[CallbackKind::BuildIo as usize][LockKind::Dpc as usize];
         let dpcs = l.runs(CallbackKind::Dpc).max(1);
         let dpc_q = l.miniport[CallbackKind::Dpc as usize][LockKind::Dpc as usize];
-        row(
+        row3(
             "    queue lock per submission (BuildIo + StartIo)",
             per(sub_q),
             "<= 1",
         );
-        row(
+        row3(
             "    queue lock per DPC run (drains <= 32 per acquisition)",
             dpc_q as f64 / dpcs as f64,
             "<= 1",
         );
-        row("    ISR runs / read", per(l.runs(CallbackKind::Isr)), "");
-        row("    DPC runs / read", per(l.runs(CallbackKind::Dpc)), "");
-        println!(
-            "{:<58} {:>12.0} {:>10}",
-            "(c) IOPS through the driver (best of 3)", tp.driver_iops, ""
+        row3("    ISR runs / read", per(l.runs(CallbackKind::Isr)), "");
+        row3("    DPC runs / read", per(l.runs(CallbackKind::Dpc)), "");
+    }
+    if let Some(n) = &native {
+        let row3 = |name: &str, v: f64, target: &str| println!("{name:<62} {v:>12.3} {target:>10}");
+        row3(
+            "(c) CPU us / read, whole stack (median of 3)",
+            n.stack_qd32.cpu_us_per_io(),
+            "",
         );
-        println!(
-            "{:<58} {:>12.0} {:>10}",
-            "(c) IOPS, device model driven directly (best of 3)", tp.direct_iops, ""
+        row3(
+            "(c) CPU us / read, device model driven directly (median of 3)",
+            n.direct_qd32.cpu_us_per_io(),
+            "",
         );
-        println!(
-            "{:<58} {:>11.1}% {:>10}",
-            "(c) driver / direct",
-            100.0 * tp.driver_iops / tp.direct_iops.max(1.0),
-            ">= 80%"
+        row3(
+            "(c) CPU us / read at QD1, whole stack",
+            n.stack_qd1.cpu_us_per_io(),
+            "",
+        );
+        row3(
+            "(c) CPU us / read at QD1, device model directly",
+            n.direct_qd1.cpu_us_per_io(),
+            "",
+        );
+        row3(
+            "(c) CPU us / write, whole stack",
+            n.stack_write.cpu_us_per_io(),
+            "",
+        );
+        row3(
+            "(c) heap allocations / read, whole process",
+            n.stack_qd32.allocations_per_io(),
+            &format!("{TARGET_ALLOCATIONS}"),
+        );
+        row3(
+            "(c) context switches / read at QD32",
+            n.stack_qd32.switches_per_io(),
+            &format!("<= {TARGET_CONTEXT_SWITCHES}"),
+        );
+        row3(
+            "(c) context switches / read at QD1",
+            n.stack_qd1.switches_per_io(),
+            "",
+        );
+        row3(
+            &format!("(g) full ring (QD{FULL_RING_QD}): CPU us / read"),
+            n.full_ring.cpu_us_per_io(),
+            "",
+        );
+        row3(
+            &format!("(g) full ring (QD{FULL_RING_QD}): BUSY retries / read"),
+            n.full_ring.busy_per_io(),
+            "",
+        );
+        row3(
+            &format!("(g) full ring (QD{FULL_RING_QD}): context switches / read"),
+            n.full_ring.switches_per_io(),
+            "",
         );
     }
+    match &ratio {
+        Ok(r) => {
+            row(
+                "(h) instructions / read, whole stack (callgrind)",
+                r.stack,
+                "",
+            );
+            row(
+                "(h) instructions / read, device model directly",
+                r.direct,
+                "",
+            );
+            println!(
+                "{:<62} {:>12.3} {:>10}",
+                "(h) instruction ratio direct / stack",
+                r.ratio(),
+                format!(">= {TARGET_RATIO}")
+            );
+        }
+        Err(e) => println!(
+            "{:<62} {:>12} {:>10}\n    {e}",
+            "(h) instruction ratio", "n/a", ""
+        ),
+    }
     println!(
-        "{:<58} {:>12} {:>10}",
+        "{:<62} {:>12} {:>10}",
         format!(
             "(d) SRB extension bytes at {} SG segments",
             vioblk::hba::MAX_SEGMENTS
@@ -176,26 +258,26 @@ fn main() {
         srb_ext,
         format!("<= {TARGET_SRB_EXTENSION}")
     );
+    println!(
+        "{:<62} {:>12} {:>10}",
+        "(d) device extension bytes",
+        dev_ext,
+        format!("<= {TARGET_DEVICE_EXTENSION}")
+    );
     match &image {
         Some(Ok(per_read)) => {
-            println!(
-                "{:<58} {:>12.1} {:>10}",
-                "(e) image instr / read (vioblk.sys, submission + completion)", per_read, "<= 300"
+            row(
+                "(e) image instr / read (vioblk.sys, submission + completion)",
+                *per_read,
+                "",
             );
-            if let Ok(c) = &cg {
-                let rlib = c.submit.driver_per_io() + c.complete.driver_per_io();
-                println!(
-                    "{:<58} {:>12.1} {:>10}",
-                    "    the rlib's (a) total for comparison", rlib, ""
-                );
-            }
         }
         Some(Err(e)) => println!(
-            "{:<58} {:>12} {:>10}\n    {e}",
+            "{:<62} {:>12} {:>10}\n    {e}",
             "(e) image instr / read", "n/a", ""
         ),
         None => println!(
-            "{:<58} {:>12} {:>10}",
+            "{:<62} {:>12} {:>10}",
             "(e) image instr / read (set VIOBLK_BENCH_IMAGE)", "skipped", ""
         ),
     }
@@ -203,25 +285,47 @@ fn main() {
 
     // Verdicts (reported, not asserted).
     let mut missed = Vec::new();
-    if let Ok(c) = &cg {
-        let total = c.submit.driver_per_io() + c.complete.driver_per_io();
-        if total > TARGET_INSTRUCTIONS {
+    for (name, c) in &cg {
+        let target = match *name {
+            "read_qd32" => TARGET_READ_QD32,
+            "read_qd1" => TARGET_READ_QD1,
+            _ => continue,
+        };
+        if let Ok(c) = c
+            && c.total() > target
+        {
+            missed.push(format!("{name} {:.0} > {target}", c.total()));
+        }
+    }
+    if let Some(n) = &native {
+        if n.stack_qd32.allocations_per_io() > TARGET_ALLOCATIONS {
             missed.push(format!(
-                "instructions/read {total:.0} > {TARGET_INSTRUCTIONS}"
+                "allocations/read {:.2} > 0",
+                n.stack_qd32.allocations_per_io()
+            ));
+        }
+        if n.stack_qd32.switches_per_io() > TARGET_CONTEXT_SWITCHES {
+            missed.push(format!(
+                "context switches/read {:.2} > {TARGET_CONTEXT_SWITCHES}",
+                n.stack_qd32.switches_per_io()
             ));
         }
     }
-    if let Some(tp) = &tp {
-        if tp.locks.total(LockKind::Interrupt) != 0 {
-            missed.push("interrupt-lock acquisitions on the MSI-X path".into());
-        }
-        let ratio = tp.driver_iops / tp.direct_iops.max(1.0);
-        if ratio < TARGET_RATIO {
-            missed.push(format!("IOPS ratio {:.1}% < 80%", 100.0 * ratio));
-        }
+    if let Ok(r) = &ratio
+        && r.ratio() < TARGET_RATIO
+    {
+        missed.push(format!(
+            "instruction ratio {:.3} < {TARGET_RATIO}",
+            r.ratio()
+        ));
     }
     if srb_ext > TARGET_SRB_EXTENSION {
         missed.push(format!("SRB extension {srb_ext} > {TARGET_SRB_EXTENSION}"));
+    }
+    if dev_ext > TARGET_DEVICE_EXTENSION {
+        missed.push(format!(
+            "device extension {dev_ext} > {TARGET_DEVICE_EXTENSION}"
+        ));
     }
     if missed.is_empty() {
         println!("targets: all met");
@@ -229,11 +333,12 @@ fn main() {
         println!("targets missed: {}", missed.join("; "));
     }
 
-    if let Ok(c) = &cg {
+    for (name, c) in &cg {
+        let Ok(c) = c else { continue };
         println!();
         println!(
-            "top driver functions (self cost with what was inlined into them), instructions / \
-             read; hottest driver line:"
+            "{name}: top driver functions (self cost with what was inlined into them), \
+             instructions / I/O; hottest driver line:"
         );
         for (phase, p) in [("submission", &c.submit), ("completion", &c.complete)] {
             println!("  {phase}:");
@@ -242,7 +347,7 @@ fn main() {
             }
         }
         println!(
-            "top storport-sim/device costs under the driver's callbacks, instructions / read:"
+            "{name}: top storport-sim/device costs under the driver's callbacks, instructions / I/O:"
         );
         for (phase, p) in [("submission", &c.submit), ("completion", &c.complete)] {
             let calls: Vec<String> = p
@@ -254,36 +359,128 @@ fn main() {
         }
         if c.inlined_port > 0.0 {
             println!(
-                "note: {:.1} instructions/read of storport-sim code were inlined into driver \
+                "note: {:.1} instructions/I/O of storport-sim code were inlined into driver \
                  functions and are counted as driver",
                 c.inlined_port
             );
         }
     }
 
-    three_way_report(&mut broken);
+    let three = three_way_report(&mut broken);
+
+    // The figures as one JSON object on the last line (tools/bench.sh's contract).
+    let mut json = serde_json::Map::new();
+    let num = |v: f64| serde_json::json!((v * 1000.0).round() / 1000.0);
+    for (name, c) in &cg {
+        if let Ok(c) = c {
+            json.insert(
+                format!("driver_instructions_{name}"),
+                serde_json::json!({
+                    "submission": num(c.submit.driver_per_io()),
+                    "completion": num(c.complete.driver_per_io()),
+                    "total": num(c.total()),
+                }),
+            );
+        }
+    }
+    if let Ok(r) = &ratio {
+        json.insert("instructions_per_read_stack".into(), num(r.stack));
+        json.insert("instructions_per_read_direct".into(), num(r.direct));
+        json.insert("instruction_ratio_direct_over_stack".into(), num(r.ratio()));
+    }
+    if let Some(n) = &native {
+        json.insert(
+            "cpu_us_per_read_stack".into(),
+            num(n.stack_qd32.cpu_us_per_io()),
+        );
+        json.insert(
+            "cpu_us_per_read_direct".into(),
+            num(n.direct_qd32.cpu_us_per_io()),
+        );
+        json.insert(
+            "cpu_us_per_read_qd1_stack".into(),
+            num(n.stack_qd1.cpu_us_per_io()),
+        );
+        json.insert(
+            "cpu_us_per_read_qd1_direct".into(),
+            num(n.direct_qd1.cpu_us_per_io()),
+        );
+        json.insert(
+            "cpu_us_per_write_stack".into(),
+            num(n.stack_write.cpu_us_per_io()),
+        );
+        json.insert(
+            "allocations_per_io".into(),
+            num(n.stack_qd32.allocations_per_io()),
+        );
+        json.insert(
+            "allocations_per_io_write".into(),
+            num(n.stack_write.allocations_per_io()),
+        );
+        json.insert(
+            "context_switches_per_io".into(),
+            num(n.stack_qd32.switches_per_io()),
+        );
+        json.insert(
+            "context_switches_per_io_qd1".into(),
+            num(n.stack_qd1.switches_per_io()),
+        );
+        json.insert(
+            "full_ring".into(),
+            serde_json::json!({
+                "queue_depth": FULL_RING_QD,
+                "cpu_us_per_read": num(n.full_ring.cpu_us_per_io()),
+                "busy_retries_per_read": num(n.full_ring.busy_per_io()),
+                "context_switches_per_read": num(n.full_ring.switches_per_io()),
+            }),
+        );
+    }
+    if let Some(l) = &locks {
+        json.insert(
+            "interrupt_locks_per_read".into(),
+            num(l.total(LockKind::Interrupt) as f64 / LOCK_IOS as f64),
+        );
+    }
+    json.insert("srb_extension_bytes".into(), serde_json::json!(srb_ext));
+    json.insert("device_extension_bytes".into(), serde_json::json!(dev_ext));
+    if let Some(Ok(v)) = &image {
+        json.insert("image_instructions_per_read".into(), num(*v));
+    }
+    if let Some(ways) = three {
+        json.insert("three_way".into(), serde_json::Value::Array(ways));
+    }
+    json.insert("targets_missed".into(), serde_json::json!(missed));
 
     if !broken.is_empty() {
         for b in &broken {
             eprintln!("io_path: broken run: {b}");
         }
+        json.insert("broken".into(), serde_json::json!(broken));
+    }
+    println!("{}", serde_json::Value::Object(json));
+    if !broken.is_empty() {
         std::process::exit(1);
     }
 }
 
-fn three_way_report(broken: &mut Vec<String>) {
+fn three_way_report(broken: &mut Vec<String>) -> Option<Vec<serde_json::Value>> {
     println!();
     println!(
         "(f) one job three ways: {} random 4 KiB reads at QD{}, CPU time per read from /proc",
         three_way::IOS,
         qd32::QUEUE_DEPTH
     );
+    if std::env::var_os("VIOBLK_BENCH_NO_THREE_WAY").is_some() {
+        println!("  skipped: VIOBLK_BENCH_NO_THREE_WAY is set");
+        return None;
+    }
     match three_way::run(broken) {
         Ok(ways) => {
             println!(
                 "  {:<34} {:>10} {:>16} {:>16} {:>12}",
                 "way", "IOPS", "CPU us/read sim", "CPU us/read qsd", "total"
             );
+            let mut out = Vec::new();
             for w in ways {
                 let daemon = w.cpu_us_daemon.unwrap_or(0.0);
                 println!(
@@ -295,87 +492,194 @@ fn three_way_report(broken: &mut Vec<String>) {
                         .map_or_else(|| "-".to_owned(), |d| format!("{d:.2}")),
                     w.cpu_us_self + daemon
                 );
+                out.push(serde_json::json!({
+                    "way": w.name,
+                    "iops": w.iops.round(),
+                    "cpu_us_per_read_simulator": w.cpu_us_self,
+                    "cpu_us_per_read_daemon": w.cpu_us_daemon,
+                }));
             }
+            Some(out)
         }
-        Err(e) => println!("  skipped: {e}"),
+        Err(e) => {
+            println!("  skipped: {e}");
+            None
+        }
     }
 }
 
-// ---- (b) + (c) --------------------------------------------------------------------------------
+// ---- (b) locks --------------------------------------------------------------------------------
 
-struct Throughput {
-    ios: u64,
-    locks: LockCounts,
-    driver_iops: f64,
-    direct_iops: f64,
-}
-
-fn throughput(broken: &mut Vec<String>) -> Option<Throughput> {
-    let mut best_driver = 0f64;
-    let mut best_direct = 0f64;
-    let mut locks = None;
-    for round in 0..ROUNDS {
-        // Through the driver.
-        let stack = match qd32::start_stack() {
-            Ok(s) => s,
-            Err(e) => {
-                broken.push(format!("stack start: {e}"));
-                return None;
-            }
-        };
-        let warm = qd32::run(&stack, 5_000, 7);
-        let before = stack.adapter.lock_counts();
-        let r = qd32::run(&stack, THROUGHPUT_IOS, 1 + round as u64);
-        let after = stack.adapter.lock_counts();
-        let violations = stack.violations();
-        if warm.failed + r.failed != 0 || !violations.is_empty() {
-            broken.push(format!(
-                "driver run: {} failed reads, violations: {violations:?}",
-                warm.failed + r.failed
-            ));
+fn lock_counts(broken: &mut Vec<String>) -> Option<LockCounts> {
+    let stack = match qd32::start_stack() {
+        Ok(s) => s,
+        Err(e) => {
+            broken.push(format!("stack start: {e}"));
             return None;
         }
-        best_driver = best_driver.max(r.ok as f64 / r.elapsed.as_secs_f64().max(1e-9));
-        if locks.is_none() {
-            locks = Some(after.since(&before));
-        }
-        drop(stack);
+    };
+    let warm = qd32::run(&stack, 5_000, 7);
+    let before = stack.adapter.lock_counts();
+    let r = qd32::run(&stack, LOCK_IOS, 1);
+    let after = stack.adapter.lock_counts();
+    let violations = stack.violations();
+    if warm.failed + r.failed != 0 || !violations.is_empty() {
+        broken.push(format!(
+            "driver run: {} failed reads, violations: {violations:?}",
+            warm.failed + r.failed
+        ));
+        return None;
+    }
+    Some(after.since(&before))
+}
 
-        // The device model directly.
-        let dev = match VirtioBlkDevice::new(qd32::device_config()) {
-            Ok(d) => Arc::new(d),
-            Err(e) => {
-                broken.push(format!("device model: {e:?}"));
-                return None;
-            }
+// ---- (c) native runs of the example -----------------------------------------------------------
+
+/// One `--stats` line of the example.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stats {
+    ios: u64,
+    cpu_us: u64,
+    context_switches: u64,
+    allocations: u64,
+    busy_retries: u64,
+}
+
+impl Stats {
+    fn per(&self, v: u64) -> f64 {
+        v as f64 / self.ios.max(1) as f64
+    }
+    fn cpu_us_per_io(&self) -> f64 {
+        self.per(self.cpu_us)
+    }
+    fn switches_per_io(&self) -> f64 {
+        self.per(self.context_switches)
+    }
+    fn allocations_per_io(&self) -> f64 {
+        self.per(self.allocations)
+    }
+    fn busy_per_io(&self) -> f64 {
+        self.per(self.busy_retries)
+    }
+}
+
+struct Native {
+    stack_qd32: Stats,
+    direct_qd32: Stats,
+    stack_qd1: Stats,
+    direct_qd1: Stats,
+    stack_write: Stats,
+    full_ring: Stats,
+}
+
+fn run_native(bin: &Path, ios: u64, args: &[&str]) -> Result<Stats, String> {
+    let o = Command::new(bin)
+        .env_remove("VIOBLK_DRIVER_IMAGE")
+        .arg(ios.to_string())
+        .arg("1")
+        .arg("--stats")
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() {
+        return Err(format!(
+            "{} {ios} {args:?} failed ({}): {} {}",
+            bin.display(),
+            o.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("qd32_reads: stats "))
+        .ok_or("the example printed no stats line")?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let f = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    Ok(Stats {
+        ios: f("ios"),
+        cpu_us: f("cpu_us"),
+        context_switches: f("context_switches"),
+        allocations: f("allocations"),
+        busy_retries: f("busy_retries"),
+    })
+}
+
+fn native_figures(broken: &mut Vec<String>) -> Option<Native> {
+    let Some(bin) = example_binary() else {
+        println!("(c) skipped: no qd32_reads binary (run tools/bench.sh)");
+        return None;
+    };
+    let result = (|| -> Result<Native, String> {
+        let mut stack = Vec::new();
+        let mut direct = Vec::new();
+        for _ in 0..ROUNDS {
+            stack.push(run_native(&bin, NATIVE_IOS, &[])?);
+            direct.push(run_native(&bin, NATIVE_IOS, &["--direct"])?);
+        }
+        let median = |mut v: Vec<Stats>| {
+            v.sort_by(|a, b| a.cpu_us_per_io().total_cmp(&b.cpu_us_per_io()));
+            v[v.len() / 2]
         };
-        let p = BenchParams {
-            queues: 1,
-            queue_depth: qd32::QUEUE_DEPTH as u16,
-            requests_per_queue: THROUGHPUT_IOS,
-            block_size: qd32::BLOCK,
-            seed: 1 + round as u64,
-        };
-        match direct::random_reads(dev, &p) {
-            Ok(r) if r.errors == 0 && r.completions == THROUGHPUT_IOS => {
-                best_direct = best_direct.max(r.iops)
-            }
-            Ok(r) => {
-                broken.push(format!("direct run: {r:?}"));
-                return None;
-            }
-            Err(e) => {
-                broken.push(format!("direct run: {e:?}"));
-                return None;
-            }
+        Ok(Native {
+            stack_qd32: median(stack),
+            direct_qd32: median(direct),
+            stack_qd1: run_native(&bin, NATIVE_IOS / 4, &["--qd", "1"])?,
+            direct_qd1: run_native(&bin, NATIVE_IOS / 4, &["--qd", "1", "--direct"])?,
+            stack_write: run_native(&bin, NATIVE_IOS, &["--write"])?,
+            full_ring: run_native(&bin, NATIVE_IOS, &["--qd", &FULL_RING_QD.to_string()])?,
+        })
+    })();
+    match result {
+        Ok(n) => Some(n),
+        Err(e) => {
+            broken.push(e);
+            None
         }
     }
-    Some(Throughput {
-        ios: THROUGHPUT_IOS,
-        locks: locks.unwrap_or_default(),
-        driver_iops: best_driver,
-        direct_iops: best_direct,
-    })
+}
+
+// ---- (h) the instruction ratio ----------------------------------------------------------------
+
+struct Ratio {
+    stack: f64,
+    direct: f64,
+}
+
+impl Ratio {
+    fn ratio(&self) -> f64 {
+        self.direct / self.stack.max(1.0)
+    }
+}
+
+/// Whole-process instructions per read (every thread, every crate), each side's 0-read run
+/// subtracted: the device model driven directly against the driver on the user-mode Storport.
+fn instruction_ratio(broken: &mut Vec<String>) -> Result<Ratio, String> {
+    let Some(bin) = example_binary() else {
+        return Err("skipped: no qd32_reads binary".into());
+    };
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        return Err("skipped: valgrind is not installed".into());
+    }
+    let dir = std::env::temp_dir().join(format!("vioblk-io-path-ratio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let per_read = |args: &[&str]| -> Result<f64, String> {
+        let run = run_callgrind(&bin, &[], CALLGRIND_IOS, args, &dir.join("n.out"))?;
+        let setup = run_callgrind(&bin, &[], 0, args, &dir.join("0.out"))?;
+        Ok((run.total as f64 - setup.total as f64) / CALLGRIND_IOS as f64)
+    };
+    let result = (|| -> Result<Ratio, String> {
+        Ok(Ratio {
+            stack: per_read(&[])?,
+            direct: per_read(&["--direct"])?,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = &result {
+        broken.push(e.clone());
+    }
+    result
 }
 
 // ---- (a) callgrind ----------------------------------------------------------------------------
@@ -397,6 +701,12 @@ struct Callgrind {
     /// Instructions per read of storport-sim / device-model source lines found inside driver
     /// functions (LTO inlining across the FFI boundary); they stay in the driver figure.
     inlined_port: f64,
+}
+
+impl Callgrind {
+    fn total(&self) -> f64 {
+        self.submit.driver_per_io() + self.complete.driver_per_io()
+    }
 }
 
 /// One phase: the run with `ios` reads minus the run with none.
@@ -669,7 +979,13 @@ fn example_binary() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-fn run_callgrind(bin: &Path, entries: &[&str], ios: u64, out: &Path) -> Result<Profile, String> {
+fn run_callgrind(
+    bin: &Path,
+    entries: &[&str],
+    ios: u64,
+    args: &[&str],
+    out: &Path,
+) -> Result<Profile, String> {
     let mut cmd = Command::new("valgrind");
     // The rlib's figures: never the image, whatever the environment says.
     cmd.env_remove("VIOBLK_DRIVER_IMAGE");
@@ -680,7 +996,7 @@ fn run_callgrind(bin: &Path, entries: &[&str], ios: u64, out: &Path) -> Result<P
     for e in entries {
         cmd.arg(format!("--toggle-collect={e}"));
     }
-    cmd.arg(bin).arg(ios.to_string()).arg("1");
+    cmd.arg(bin).arg(ios.to_string()).arg("1").args(args);
     let o = cmd
         .output()
         .map_err(|e| format!("valgrind could not be started: {e}"))?;
@@ -706,7 +1022,7 @@ fn run_callgrind(bin: &Path, entries: &[&str], ios: u64, out: &Path) -> Result<P
     parse_callgrind(&text)
 }
 
-fn callgrind(broken: &mut Vec<String>) -> Result<Callgrind, String> {
+fn callgrind(broken: &mut Vec<String>, ios: u64, args: &[&str]) -> Result<Callgrind, String> {
     let Some(bin) = example_binary() else {
         return Err(
             "skipped: no qd32_reads binary (run tools/bench.sh, or build \
@@ -717,26 +1033,20 @@ fn callgrind(broken: &mut Vec<String>) -> Result<Callgrind, String> {
     if Command::new("valgrind").arg("--version").output().is_err() {
         return Err("skipped: valgrind is not installed".into());
     }
-    let dir = std::env::temp_dir().join(format!("vioblk-io-path-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "vioblk-io-path-{}-{}",
+        std::process::id(),
+        args.join("")
+    ));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let phase = |tag: &str, entries: &[&str]| -> Result<Phase, String> {
-        let run = run_callgrind(
-            &bin,
-            entries,
-            CALLGRIND_IOS,
-            &dir.join(format!("{tag}.out")),
-        )?;
-        let setup = run_callgrind(&bin, entries, 0, &dir.join(format!("{tag}.0.out")))?;
-        Ok(Phase {
-            ios: CALLGRIND_IOS,
-            run,
-            setup,
-        })
+        let run = run_callgrind(&bin, entries, ios, args, &dir.join(format!("{tag}.out")))?;
+        let setup = run_callgrind(&bin, entries, 0, args, &dir.join(format!("{tag}.0.out")))?;
+        Ok(Phase { ios, run, setup })
     };
     let result = phase("submit", SUBMIT_ENTRIES).and_then(|submit| {
         let complete = phase("complete", COMPLETE_ENTRIES)?;
-        let inlined =
-            (submit.run.inlined_port() + complete.run.inlined_port()) as f64 / CALLGRIND_IOS as f64;
+        let inlined = (submit.run.inlined_port() + complete.run.inlined_port()) as f64 / ios as f64;
         Ok(Callgrind {
             submit,
             complete,

@@ -4,8 +4,15 @@
 //! file as a module).
 //!
 //! ```text
-//! qd32_reads [IOS] [SEED]        defaults: 20000 reads, seed 1
+//! qd32_reads [IOS] [SEED] [--qd N] [--write] [--direct] [--stats]
+//!                                 defaults: 20000 reads, seed 1, queue depth 32
 //! ```
+//!
+//! `--write`: WRITE(16)s of 4 KiB instead. `--direct`: the device model driven directly
+//! (`direct::random_reads`, one queue), no driver and no Storport: the other side of the
+//! benchmark's instruction ratio. `--stats`: after a warm-up of 5,000 requests, the measured
+//! run's CPU time, context switches and heap allocations (the example installs
+//! `storport_sim::measure::CountingAlloc`) on one line, `qd32_reads: stats {json}`.
 //!
 //! With `VIOBLK_DRIVER_IMAGE` set the stack runs that vioblk.sys, and the example prints the
 //! image's address range (the benchmark counts the instructions executed inside it).
@@ -17,10 +24,12 @@
 
 #![allow(dead_code)]
 
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use storport_sim::{PortOptions, Request};
+use storport_sim::{CompletionQueue, PortOptions, Request};
+
+#[global_allocator]
+static ALLOC: storport_sim::measure::CountingAlloc = storport_sim::measure::CountingAlloc;
 use vioblk_sim::device::DeviceConfig;
 use vioblk_sim::stack::{Stack, StackOptions};
 
@@ -67,11 +76,17 @@ pub struct RunReport {
     pub failed: u64,
     /// First submission to last completion.
     pub elapsed: Duration,
+    /// SRB_STATUS_BUSY answers the port retried (a full ring), over all requests.
+    pub busy_retries: u64,
 }
 
 fn read16(lba: u64, blocks: u32) -> [u8; 16] {
+    rw16(0x88, lba, blocks)
+}
+
+fn rw16(op: u8, lba: u64, blocks: u32) -> [u8; 16] {
     let mut cdb = [0u8; 16];
-    cdb[0] = 0x88;
+    cdb[0] = op;
     cdb[2..10].copy_from_slice(&lba.to_be_bytes());
     cdb[10..14].copy_from_slice(&blocks.to_be_bytes());
     cdb
@@ -79,6 +94,11 @@ fn read16(lba: u64, blocks: u32) -> [u8; 16] {
 
 /// Runs `ios` random 4 KiB reads at QD32 through `stack`.
 pub fn run(stack: &Stack, ios: u64, seed: u64) -> RunReport {
+    run_with(stack, ios, seed, QUEUE_DEPTH, false)
+}
+
+/// Runs `ios` random 4 KiB reads (or writes) with `qd` in flight through `stack`.
+pub fn run_with(stack: &Stack, ios: u64, seed: u64, qd: usize, write: bool) -> RunReport {
     let sector = stack.device.config().logical_block_size.max(512);
     let per_io = BLOCK / sector;
     let blocks = (stack.device.capacity() * 512 / u64::from(BLOCK)).max(1);
@@ -90,49 +110,182 @@ pub fn run(stack: &Stack, ios: u64, seed: u64) -> RunReport {
         rng ^= rng >> 27;
         rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % blocks * u64::from(per_io)
     };
-    let (tx, rx) = mpsc::channel::<bool>();
-    let submit = |lba: u64| {
-        let tx = tx.clone();
-        stack
-            .adapter
-            .submit_with(Request::data_in(&read16(lba, per_io), BLOCK), move |c| {
-                let _ = tx.send(c.srb_status & 0x3F == 1 && !c.port_rejected);
-            });
+    // One request reused for every submission (only its LBA changes) and completions taken
+    // from a CompletionQueue once per DPC run, data buffers given back: the submitter
+    // allocates nothing per request, so the allocation count is the port's and the driver's.
+    let queue = CompletionQueue::new();
+    let mut req = if write {
+        Request::data_out(&rw16(0x8A, 0, per_io), vec![0x5A; BLOCK as usize])
+    } else {
+        Request::data_in(&read16(0, per_io), BLOCK)
     };
+    let mut submit = |lba: u64| {
+        req.cdb[2..10].copy_from_slice(&lba.to_be_bytes());
+        stack.adapter.submit_to(&req, &queue, lba);
+    };
+    let mut done = Vec::with_capacity(qd.max(1));
     let start = Instant::now();
     let mut submitted = 0u64;
     let mut ok = 0u64;
     let mut failed = 0u64;
-    while submitted < ios && submitted < QUEUE_DEPTH as u64 {
+    let mut busy_retries = 0u64;
+    while submitted < ios && submitted < qd.max(1) as u64 {
         submit(next_lba());
         submitted += 1;
     }
     while ok + failed < submitted {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(true) => ok += 1,
-            Ok(false) => failed += 1,
-            Err(_) => {
-                // Lost completions: count them as failed rather than hang.
-                failed += submitted - ok - failed;
-                break;
-            }
+        if !queue.wait_into(&mut done, Duration::from_secs(30)) {
+            // Lost completions: count them as failed rather than hang.
+            failed += submitted - ok - failed;
+            break;
         }
-        if submitted < ios {
-            submit(next_lba());
-            submitted += 1;
+        for (_, c) in done.drain(..) {
+            if c.srb_status & 0x3F == 1 && !c.port_rejected {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+            busy_retries += u64::from(c.busy_retries);
+            queue.recycle(c.data);
+            if submitted < ios {
+                submit(next_lba());
+                submitted += 1;
+            }
         }
     }
     RunReport {
         ok,
         failed,
         elapsed: start.elapsed(),
+        busy_retries,
     }
 }
 
+/// Command-line options of the example.
+#[derive(Clone, Copy, Debug)]
+pub struct Args {
+    /// Requests to run.
+    pub ios: u64,
+    /// Seed of the offset generator.
+    pub seed: u64,
+    /// Requests in flight.
+    pub qd: usize,
+    /// WRITE(16) instead of READ(16).
+    pub write: bool,
+    /// The device model driven directly (`direct::random_reads`), no driver, no Storport.
+    pub direct: bool,
+    /// Warm up, then print the run's CPU time, context switches and allocations.
+    pub stats: bool,
+}
+
+/// Parses `[IOS] [SEED] [--qd N] [--write] [--direct] [--stats]`.
+pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        ios: 20_000,
+        seed: 1,
+        qd: QUEUE_DEPTH,
+        write: false,
+        direct: false,
+        stats: false,
+    };
+    let mut positional = 0;
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--qd" => {
+                a.qd = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&q| q > 0)
+                    .ok_or("--qd needs a queue depth above 0")?;
+            }
+            "--write" => a.write = true,
+            "--direct" => a.direct = true,
+            "--stats" => a.stats = true,
+            v => {
+                let n: u64 = v
+                    .parse()
+                    .map_err(|_| format!("unexpected argument {v:?}"))?;
+                match positional {
+                    0 => a.ios = n,
+                    1 => a.seed = n,
+                    _ => return Err(format!("unexpected argument {v:?}")),
+                }
+                positional += 1;
+            }
+        }
+    }
+    if a.direct && a.write {
+        return Err("--direct runs reads only".into());
+    }
+    Ok(a)
+}
+
+/// Requests run before a `--stats` measurement (pools and rings reach their steady state).
+const WARM_UP: u64 = 5_000;
+
+/// Prints the line the benchmark parses: per-run totals of the measured part.
+fn print_stats(ios: u64, busy_retries: u64, spent: &storport_sim::measure::Usage) {
+    println!(
+        "qd32_reads: stats {{\"ios\":{ios},\"cpu_us\":{},\"context_switches\":{},\"allocations\":{},\"busy_retries\":{busy_retries}}}",
+        spent.cpu_us, spent.context_switches, spent.allocations
+    );
+}
+
+fn run_direct(a: &Args) -> Result<(), String> {
+    use vioblk_sim::device::VirtioBlkDevice;
+    use vioblk_sim::device::direct::{self, BenchParams};
+    // A fresh device per run: the direct driver starts from ring index 0.
+    let device = || {
+        VirtioBlkDevice::new(device_config())
+            .map(std::sync::Arc::new)
+            .map_err(|e| format!("device model: {e:?}"))
+    };
+    let params = |ios: u64| BenchParams {
+        queues: 1,
+        queue_depth: a.qd.min(usize::from(u16::MAX)) as u16,
+        requests_per_queue: ios,
+        block_size: BLOCK,
+        seed: a.seed,
+    };
+    if a.ios == 0 {
+        return Ok(());
+    }
+    if a.stats {
+        direct::random_reads(device()?, &params(WARM_UP)).map_err(|e| format!("{e:?}"))?;
+    }
+    let dev = device()?;
+    let before = storport_sim::measure::Usage::now();
+    let r = direct::random_reads(dev, &params(a.ios)).map_err(|e| format!("{e:?}"))?;
+    let spent = storport_sim::measure::Usage::now().since(&before);
+    println!(
+        "qd32_reads: direct {} ok, {} errors, {:?}",
+        r.completions, r.errors, r.elapsed
+    );
+    if a.stats {
+        print_stats(r.completions, 0, &spent);
+    }
+    if r.errors != 0 || r.completions != a.ios {
+        return Err("the direct run lost or failed requests".into());
+    }
+    Ok(())
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let ios: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
-    let seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let a = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("qd32_reads: {e}");
+            std::process::exit(2);
+        }
+    };
+    if a.direct {
+        if let Err(e) = run_direct(&a) {
+            eprintln!("qd32_reads: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let stack = match start_stack() {
         Ok(s) => s,
         Err(e) => {
@@ -159,19 +312,28 @@ fn main() {
         .adapter
         .submit(storport_sim::Request::data_in(&capacity, 32))
         .wait();
-    let r = run(&stack, ios, seed);
+    let mut warm_failed = 0;
+    if a.stats && a.ios > 0 {
+        warm_failed = run_with(&stack, WARM_UP, a.seed ^ 0x5555, a.qd, a.write).failed;
+    }
+    let before = storport_sim::measure::Usage::now();
+    let r = run_with(&stack, a.ios, a.seed, a.qd, a.write);
+    let spent = storport_sim::measure::Usage::now().since(&before);
     let violations = stack.violations();
     println!(
         "qd32_reads: {} ok, {} failed, {:?}, {} violations",
         r.ok,
-        r.failed,
+        r.failed + warm_failed,
         r.elapsed,
         violations.len()
     );
+    if a.stats {
+        print_stats(r.ok + r.failed, r.busy_retries, &spent);
+    }
     for v in &violations {
         eprintln!("{v}");
     }
-    if r.failed != 0 || !violations.is_empty() {
+    if r.failed + warm_failed != 0 || !violations.is_empty() {
         std::process::exit(1);
     }
 }

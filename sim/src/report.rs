@@ -34,7 +34,9 @@
 //!     "iops": f64, "mib_per_s": f64,  // MiB = 2^20 bytes
 //!     "errors": u64, "error_samples": [string],       // the first 8 failures, described
 //!     "failures": [{ "how": string, "count": u64 }],  // failures by status and sense
-//!     "retries": u64                  // sent again after BUSY, TASK SET FULL, UNIT ATTENTION
+//!     "retries": u64,                 // sent again after BUSY, TASK SET FULL, UNIT ATTENTION
+//!     "transfers": u64,               // SRBs sent for READ/WRITE requests (retries included)
+//!     "transfers_per_request": u32    // SRBs one READ/WRITE became (split at the disk's maximum transfer length)
 //!   },
 //!   "latency_us": {                   // each: null when no such request completed
 //!     "read" | "write" | "all": {
@@ -313,6 +315,8 @@ impl Report {
                 "error_samples": r.errors,
                 "failures": r.failures.iter().map(|(how, n)| json!({ "how": how, "count": n })).collect::<Vec<_>>(),
                 "retries": r.counts.retries,
+                "transfers": r.counts.transfers,
+                "transfers_per_request": r.transfers_per_request,
             },
             "latency_us": {
                 "read": latency_json(&r.latencies.read),
@@ -443,6 +447,14 @@ impl Report {
         }
         if r.counts.retries > 0 {
             let _ = writeln!(s, "{:<10}{:>12}", "retries", r.counts.retries);
+        }
+        if r.transfers_per_request > 1 {
+            let _ = writeln!(
+                s,
+                "split     each request larger than the disk's maximum transfer length became {} \
+                 transfers ({} SRBs in all), as classpnp splits it",
+                r.transfers_per_request, r.counts.transfers
+            );
         }
         let _ = writeln!(
             s,
@@ -936,6 +948,7 @@ mod tests {
                 },
                 errors: Vec::new(),
                 failures: Vec::new(),
+                transfers_per_request: 1,
                 verification: Verification {
                     enabled: true,
                     blocks_verified: 16,

@@ -251,3 +251,44 @@ fn info_needs_a_driver() {
         "error: this target loads no driver (try --target driver)\n"
     );
 }
+
+/// `-b 1M` through the driver, whose disk reports a maximum transfer length of 252 KiB (63
+/// pages: NumberOfPhysicalBreaks 63): the class model splits each request as classpnp does,
+/// the report says into how many transfers, and every block read back verifies. A request that
+/// fits is one transfer.
+#[test]
+fn requests_above_the_maximum_transfer_length_are_split_and_verified() {
+    let run = |size: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vioblk-sim"))
+            .args(["run", "--target", "driver", "-s", "-b", size, "-w", "50"])
+            .args(["--ios", "48", "-t1", "-o4", "-c", "16M", "--json"])
+            .output()
+            .expect("the binary runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "-b {size}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        assert_eq!(j["passed"], true, "-b {size}");
+        assert_eq!(j["result"]["errors"], 0, "-b {size}");
+        assert_eq!(j["verification"]["mismatches"], 0, "-b {size}");
+        assert!(
+            j["verification"]["blocks_verified"]
+                .as_u64()
+                .is_some_and(|v| v > 0),
+            "-b {size}: nothing was verified"
+        );
+        (
+            j["result"]["transfers_per_request"].as_u64(),
+            j["result"]["transfers"].as_u64(),
+        )
+    };
+    // 1 MiB = 4 x 252 KiB + 16 KiB.
+    let (per, all) = run("1M");
+    assert_eq!(per, Some(5));
+    assert!(all.is_some_and(|n| n >= 48 * 5), "{all:?}");
+    assert_eq!(run("64K"), (Some(1), Some(48)));
+}

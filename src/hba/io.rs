@@ -334,6 +334,48 @@ fn is_reset_request(srb: &Srb) -> bool {
     )
 }
 
+/// Runs `$body` with `$token` bound to the StartIo context's token, whichever kind Storport
+/// gave (both kinds may take the queue locks; only their types differ): the one place the
+/// `Concurrent`/`Serialized` match is written.
+macro_rules! with_start_io_token {
+    ($ctx:expr, |$token:ident| $body:expr) => {
+        match $ctx {
+            StartIo::Concurrent($token) => $body,
+            StartIo::Serialized($token) => $body,
+        }
+    };
+}
+
+/// What putting a request on a ring came to.
+enum Submitted {
+    /// On the ring; ring the doorbell (after the lock is released).
+    Notify(crate::virtio::QueueNotifier),
+    /// On the ring; the device asked not to be notified.
+    Quiet,
+    /// The ring is full: Storport retries it.
+    Full(InFlight),
+    /// The ring broke between the reset check and the lock.
+    Broken(InFlight),
+    /// The queue's lock closure did not run (its DPC is not bound yet, or Storport refused the
+    /// lock, or the adapter is stopped): the request is still in `pending`.
+    NotRun,
+}
+
+impl Submitted {
+    /// The outcome of `Queue::submit` run under a queue lock (`None`: the closure did not run).
+    fn from_lock<E>(
+        outcome: Result<Option<Result<Option<crate::virtio::QueueNotifier>, SubmitError>>, E>,
+    ) -> Submitted {
+        match outcome {
+            Ok(Some(Ok(Some(notifier)))) => Submitted::Notify(notifier),
+            Ok(Some(Ok(None))) => Submitted::Quiet,
+            Ok(Some(Err(SubmitError::Full(request)))) => Submitted::Full(request),
+            Ok(Some(Err(SubmitError::Broken(request)))) => Submitted::Broken(request),
+            Ok(None) | Err(_) => Submitted::NotRun,
+        }
+    }
+}
+
 /// HwStorStartIo: put the prepared request on a ring.
 pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
     if adapter.removed.load(Ordering::Acquire) {
@@ -341,10 +383,9 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         return;
     }
     if is_reset_request(&srb) {
-        match ctx {
-            StartIo::Concurrent(token) => super::reset::hold_reset_request(adapter, token, srb),
-            StartIo::Serialized(token) => super::reset::hold_reset_request(adapter, token, srb),
-        }
+        with_start_io_token!(ctx, |token| super::reset::hold_reset_request(
+            adapter, token, srb
+        ));
         return;
     }
     let Some(extension) = extension_of(&srb) else {
@@ -365,49 +406,43 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         op,
         max_written: built.max_written,
     };
+    let mode = adapter.mode();
+    let queue = if mode == Mode::MultiQueue {
+        queue_for(adapter, &request.srb)
+    } else {
+        0
+    };
     let mut pending = Some(request);
-    let outcome = match adapter.mode() {
-        Mode::MultiQueue => {
-            let queue = pending.as_ref().map_or(0, |r| queue_for(adapter, &r.srb));
-            let Some(cell) = adapter.queues.get(queue) else {
-                return fail_submit(adapter, pending);
-            };
-            let epoch = adapter.epoch.load(Ordering::Acquire);
-            let mut submit = |q: &mut super::queue::Queue| {
-                q.sync_epoch(epoch);
-                pending.take().map(|r| q.submit(r, &built))
-            };
-            match ctx {
-                StartIo::Concurrent(token) => cell.with(token, |q, _| submit(q)),
-                StartIo::Serialized(token) => cell.with(token, |q, _| submit(q)),
-            }
-        }
+    let epoch = adapter.epoch.load(Ordering::Acquire);
+    let mut submit = |q: &mut super::queue::Queue| {
+        q.sync_epoch(epoch);
+        pending.take().map(|r| q.submit(r, &built))
+    };
+    let outcome = match mode {
+        Mode::MultiQueue => match adapter.queues.get(queue) {
+            Some(cell) => Submitted::from_lock(
+                with_start_io_token!(ctx, |token| cell.with(token, |q, _| submit(q)))
+            ),
+            None => Submitted::NotRun,
+        },
         Mode::SingleInterrupt | Mode::Dump => {
-            let epoch = adapter.epoch.load(Ordering::Acquire);
-            let submit = |q: &mut super::queue::Queue| {
-                q.sync_epoch(epoch);
-                pending.take().map(|r| q.submit(r, &built))
-            };
-            match ctx {
-                StartIo::Concurrent(token) => adapter.single.synchronize(token, submit),
-                StartIo::Serialized(token) => adapter.single.synchronize(token, submit),
-            }
+            Submitted::from_lock(with_start_io_token!(ctx, |token| adapter
+                .single
+                .synchronize(token, &mut submit)))
         }
-        Mode::Stopped => Ok(None),
+        Mode::Stopped => Submitted::NotRun,
     };
     match outcome {
         // Rung after the lock is released (DESIGN.md: notification outside the lock).
-        Ok(Some(Ok(Some(notifier)))) => notifier.notify(),
-        Ok(Some(Ok(None))) => {}
-        Ok(Some(Err(SubmitError::Full(request)))) => busy(adapter, request),
-        // The ring broke between the reset check and the lock. Whoever found it broken (a drain)
-        // has started the reset; Storport sends the request again once the device is back.
-        Ok(Some(Err(SubmitError::Broken(request)))) => {
+        Submitted::Notify(notifier) => notifier.notify(),
+        Submitted::Quiet => {}
+        Submitted::Full(request) => busy(adapter, request),
+        // Whoever found the ring broken (a drain) has started the reset; Storport sends the
+        // request again once the device is back.
+        Submitted::Broken(request) => {
             let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
         }
-        // The closure did not run (the queue's DPC is not bound yet, or Storport refused the
-        // lock): the request is still ours, in `pending`.
-        Ok(None) | Err(_) => fail_submit(adapter, pending),
+        Submitted::NotRun => fail_submit(adapter, pending),
     }
 }
 
@@ -432,7 +467,16 @@ fn busy(adapter: &Adapter, request: InFlight) {
 fn queue_for(adapter: &Adapter, srb: &Srb) -> usize {
     let active = usize::from(adapter.active_queues.load(Ordering::Relaxed)).max(1);
     match perf::start_io_parameters(srb) {
-        Some((message, _)) if message >= 1 => (message as usize - 1) % active,
+        // Storport steers by the messages the driver asked for, so the queue is in range and
+        // no division is needed; the remainder only guards a message beyond them.
+        Some((message, _)) if message >= 1 => {
+            let queue = message as usize - 1;
+            if queue < active {
+                queue
+            } else {
+                queue % active
+            }
+        }
         _ => 0,
     }
 }

@@ -53,6 +53,11 @@ pub use queue::SLOTS;
 pub use request::{MAX_SEGMENTS, SRB_EXTENSION_SIZE};
 pub use tunables::Tunables;
 
+/// Bytes of the device extension Storport allocates per adapter (the driver's [`Adapter`]
+/// behind the safe layer's header).
+pub const DEVICE_EXTENSION_SIZE: usize =
+    core::mem::size_of::<storport::miniport::Extension<Adapter>>();
+
 /// Most request queues the driver uses (one MSI-X message each, plus one for configuration).
 pub const MAX_QUEUES: usize = 16;
 

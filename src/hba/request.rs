@@ -9,12 +9,11 @@
 //!
 //! # The SRB extension
 //!
-//! | bytes | what |
-//! |---|---|
-//! | 0..32 | [`Prepared`]: what BuildIo built, for StartIo (never shown to the device) |
-//! | 32.. | the [`RequestArea`]: header, status, indirect table (or discard segments) |
-
-use core::sync::atomic::Ordering;
+//! The whole extension is the [`RequestArea`]: header (0..16), status byte (16), indirect
+//! table (32..) or discard segments. [`Prepared`], what BuildIo built for StartIo, is one word
+//! at 24..32, in the status byte's slot past the byte the device is shown
+//! ([`crate::virtio::PRIVATE_OFFSET`]): descriptors, operation and `max_written`; the table's
+//! address follows from the area's.
 
 use storport::dma::DmaRegion;
 
@@ -26,11 +25,9 @@ use crate::virtio::{
 /// Data segments one request may carry: Storport is told `NumberOfPhysicalBreaks` = this - 1.
 pub const MAX_SEGMENTS: u16 = 64;
 
-/// Bytes at the start of the SRB extension that hold [`Prepared`].
-const PREPARED_SIZE: usize = 32;
-
-/// The SRB extension size: the prepared record and a request area for `MAX_SEGMENTS`.
-pub const SRB_EXTENSION_SIZE: usize = PREPARED_SIZE + area_size(MAX_SEGMENTS);
+/// The SRB extension size: a request area for `MAX_SEGMENTS` (the prepared record lives in
+/// the status byte's slot).
+pub const SRB_EXTENSION_SIZE: usize = area_size(MAX_SEGMENTS);
 
 /// What a block request does (for the sense data of a failure, and FUA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,53 +81,41 @@ pub struct Prepared {
     pub op: Op,
 }
 
-/// The SRB extension of one request, split into its two parts.
+/// The SRB extension of one request.
 pub struct Extension {
-    record: DmaRegion,
-    /// The virtio-blk request area.
+    /// The virtio-blk request area (with the prepared record in its private word).
     pub area: RequestArea,
 }
 
 impl Extension {
-    /// Splits an SRB extension; `None` if Storport gave less than [`SRB_EXTENSION_SIZE`] bytes or
-    /// misaligned memory.
+    /// Wraps an SRB extension; `None` if Storport gave misaligned memory or less than a
+    /// request area needs.
     pub fn new(region: DmaRegion) -> Option<Extension> {
-        let record = region.subregion(0, PREPARED_SIZE)?;
-        let area_len = region.len().checked_sub(PREPARED_SIZE)?;
-        let area = RequestArea::new(region.subregion(PREPARED_SIZE, area_len)?)?;
-        record.u64s()?;
-        Some(Extension { record, area })
+        Some(Extension {
+            area: RequestArea::new(region)?,
+        })
     }
 
-    /// Records what BuildIo prepared, for StartIo.
+    /// Records what BuildIo prepared, for StartIo: descriptors (bits 0..16), operation
+    /// (16..24) and `max_written` (32..64) in one word.
     pub fn record(&self, prepared: &Prepared) {
-        let Some(words) = self.record.u64s() else {
-            return;
-        };
         let b = &prepared.built;
-        let packed = u64::from(b.table_len)
-            | u64::from(b.descriptors) << 32
-            | u64::from(prepared.op as u8) << 48;
-        let values = [b.table_address, packed, u64::from(b.max_written)];
-        for (word, value) in words.iter().zip(values) {
-            word.store(value, Ordering::Relaxed);
-        }
+        self.area.store_private(
+            u64::from(b.descriptors)
+                | u64::from(prepared.op as u8) << 16
+                | u64::from(b.max_written) << 32,
+        );
     }
 
     /// Reads back what BuildIo prepared (StartIo, on the same request).
     pub fn prepared(&self) -> Option<Prepared> {
-        let words = self.record.u64s()?;
-        let table_address = words.first()?.load(Ordering::Relaxed);
-        let packed = words.get(1)?.load(Ordering::Relaxed);
-        let max_written = u32::try_from(words.get(2)?.load(Ordering::Relaxed)).ok()?;
-        let op = Op::from_byte(u8::try_from(packed >> 48 & 0xFF).ok()?)?;
+        let word = self.area.load_private()?;
+        let [d0, d1, op, _, w0, w1, w2, w3] = word.to_le_bytes();
+        let op = Op::from_byte(op)?;
+        let descriptors = u16::from_le_bytes([d0, d1]);
+        let max_written = u32::from_le_bytes([w0, w1, w2, w3]);
         Some(Prepared {
-            built: BuiltRequest {
-                table_address,
-                table_len: u32::try_from(packed & 0xFFFF_FFFF).ok()?,
-                descriptors: u16::try_from(packed >> 32 & 0xFFFF).ok()?,
-                max_written,
-            },
+            built: self.area.built(descriptors, max_written),
             op,
         })
     }

@@ -476,6 +476,9 @@ pub struct RangeSegment {
 pub const HEADER_OFFSET: usize = 0;
 /// Offset of the status byte in a request area.
 pub const STATUS_OFFSET: usize = 16;
+/// Offset of the driver's own word in a request area: inside the status byte's 16-byte slot,
+/// past the one byte the status descriptor shows the device, so the device never sees it.
+pub const PRIVATE_OFFSET: usize = 24;
 /// Offset of the indirect descriptor table in a request area.
 pub const TABLE_OFFSET: usize = 32;
 /// The request area (SRB extension) size the driver plans with.
@@ -594,6 +597,33 @@ impl RequestArea {
 
     fn physical(&self, offset: usize) -> u64 {
         self.region.physical_address().wrapping_add(offset as u64)
+    }
+
+    fn private_word(&self) -> Option<&core::sync::atomic::AtomicU64> {
+        self.region.u64s()?.get(PRIVATE_OFFSET / 8)
+    }
+
+    /// Stores the driver's own word ([`PRIVATE_OFFSET`]: never described to the device).
+    pub fn store_private(&self, value: u64) {
+        if let Some(word) = self.private_word() {
+            word.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Loads the driver's own word.
+    pub fn load_private(&self) -> Option<u64> {
+        Some(self.private_word()?.load(Ordering::Relaxed))
+    }
+
+    /// The request built in this area with `descriptors` table entries: the table is always at
+    /// offset 32, so only the count and `max_written` need remembering.
+    pub fn built(&self, descriptors: u16, max_written: u32) -> BuiltRequest {
+        BuiltRequest {
+            table_address: self.physical(TABLE_OFFSET),
+            table_len: u32::from(descriptors).saturating_mul(DESCRIPTOR_SIZE as u32),
+            descriptors,
+            max_written,
+        }
     }
 }
 

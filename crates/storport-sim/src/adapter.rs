@@ -172,6 +172,14 @@ pub(crate) struct AdapterInner {
     pub pending: Mutex<VecDeque<Box<Record>>>,
     pub busy_remaining: AtomicU32,
     pub device_busy: Mutex<HashMap<(u8, u8, u8), u32>>,
+    /// `device_busy` may hold entries (completions skip its lock while it does not).
+    pub device_busy_entries: AtomicBool,
+    /// Finished request records, reused by the next requests (no allocation per request).
+    #[expect(
+        clippy::vec_box,
+        reason = "records travel as Box<Record> (the request table, the timer, the parked list); the pool keeps those boxes"
+    )]
+    pub record_pool: Mutex<Vec<Box<crate::request::Record>>>,
     pub timer: TimerShared,
     pub irq: Arc<IrqLines>,
     pub pool: Mutex<HashMap<usize, Layout>>,
@@ -439,6 +447,23 @@ pub(crate) fn lookup_serial(serial: u64) -> Option<Arc<AdapterInner>> {
 }
 
 impl AdapterInner {
+    /// A record from the pool (or a new one).
+    pub(crate) fn take_record(&self) -> Box<crate::request::Record> {
+        self.record_pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(crate::request::Record::blank)
+    }
+
+    /// Returns a finished record to the pool.
+    pub(crate) fn put_record(&self, r: Box<crate::request::Record>) {
+        self.record_pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
+    }
+
     pub fn arc(&self) -> Arc<AdapterInner> {
         self.self_weak
             .upgrade()
@@ -1163,6 +1188,8 @@ pub(crate) fn start(
         pending: Mutex::new(VecDeque::new()),
         busy_remaining: AtomicU32::new(0),
         device_busy: Mutex::new(HashMap::new()),
+        device_busy_entries: AtomicBool::new(false),
+        record_pool: Mutex::new(Vec::new()),
         timer: TimerShared::default(),
         irq: Arc::new(IrqLines::new(lines, weak.clone())),
         pool: Mutex::new(HashMap::new()),

@@ -188,16 +188,32 @@ pub(crate) fn defer(f: Box<dyn FnOnce()>) {
     }
 }
 
+/// Whether a callback is running on this CPU (completions are then handed over when the
+/// outermost one returns).
+pub(crate) fn in_callback() -> bool {
+    CTX.with(|c| !c.frames.borrow().is_empty())
+}
+
 fn run_deferred() {
+    crate::request::flush_queued();
+    let mut batch = Vec::new();
     loop {
-        let batch = CTX.with(|c| std::mem::take(&mut *c.deferred.borrow_mut()));
+        // Swap rather than take: both vectors keep their capacity (no allocation per run).
+        CTX.with(|c| std::mem::swap(&mut *c.deferred.borrow_mut(), &mut batch));
         if batch.is_empty() {
-            return;
+            break;
         }
-        for f in batch {
+        for f in batch.drain(..) {
             f();
         }
+        crate::request::flush_queued();
     }
+    CTX.with(|c| {
+        let mut d = c.deferred.borrow_mut();
+        if d.capacity() < batch.capacity() {
+            std::mem::swap(&mut *d, &mut batch);
+        }
+    });
 }
 
 /// Fills the context fields of a violation from this CPU.

@@ -89,7 +89,9 @@ type WatchReport = Box<dyn Fn(u64, usize) + Send + Sync>;
 /// ([`crate::Rule::WriteAfterCompletion`]) of the adapter the device belongs to.
 #[derive(Default)]
 pub struct DmaWatch {
-    freed: std::sync::Mutex<std::collections::BTreeMap<u64, u64>>,
+    /// Freed blocks as (start, end), sorted by start: a vector rather than a tree, so that
+    /// marking and reusing blocks allocates nothing once it has grown to the blocks in use.
+    freed: std::sync::Mutex<Vec<(u64, u64)>>,
     report: std::sync::Mutex<Option<WatchReport>>,
     hits: std::sync::atomic::AtomicU64,
 }
@@ -102,18 +104,21 @@ impl DmaWatch {
 
     /// The port freed `[guest, guest + len)` (a completed request's memory).
     pub(crate) fn freed(&self, guest: u64, len: usize) {
-        self.freed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(guest, guest.saturating_add(len as u64));
+        let end = guest.saturating_add(len as u64);
+        let mut v = self.freed.lock().unwrap_or_else(|e| e.into_inner());
+        let at = v.partition_point(|&(s, _)| s < guest);
+        match v.get_mut(at) {
+            Some(e) if e.0 == guest => e.1 = end,
+            _ => v.insert(at, (guest, end)),
+        }
     }
 
     /// The port handed the block at `guest` out again.
     pub(crate) fn reused(&self, guest: u64) {
-        self.freed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&guest);
+        let mut v = self.freed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(at) = v.binary_search_by_key(&guest, |&(s, _)| s) {
+            v.remove(at);
+        }
     }
 
     /// Where violations go (the port connects its adapter).
@@ -128,13 +133,12 @@ impl DmaWatch {
             return true;
         }
         let last = addr.saturating_add(len as u64 - 1);
-        let hit = self
-            .freed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .range(..=last)
-            .next_back()
-            .is_some_and(|(_, &end)| end > addr);
+        let hit = {
+            let v = self.freed.lock().unwrap_or_else(|e| e.into_inner());
+            // The last block starting at or before `last` is the only one that can overlap.
+            let at = v.partition_point(|&(s, _)| s <= last);
+            at > 0 && v.get(at - 1).is_some_and(|&(_, end)| end > addr)
+        };
         if hit {
             self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(report) = self

@@ -1034,10 +1034,9 @@ pub extern "C" fn StorPortDeviceBusy(
             a.timer
                 .busy_clear_at(Some(Instant::now() + Duration::from_millis(10)));
         } else {
-            a.device_busy
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert((PathId, TargetId, Lun), n);
+            let mut d = a.device_busy.lock().unwrap_or_else(|e| e.into_inner());
+            d.insert((PathId, TargetId, Lun), n);
+            a.device_busy_entries.store(true, Ordering::SeqCst);
         }
         1
     })
@@ -1055,6 +1054,7 @@ pub extern "C" fn StorPortDeviceReady(
         let empty = {
             let mut d = a.device_busy.lock().unwrap_or_else(|e| e.into_inner());
             d.remove(&(PathId, TargetId, Lun));
+            a.device_busy_entries.store(!d.is_empty(), Ordering::SeqCst);
             d.is_empty()
         };
         if empty {

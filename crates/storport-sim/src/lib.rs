@@ -32,6 +32,7 @@ mod dpc;
 mod exports;
 pub mod image;
 mod interrupt;
+pub mod measure;
 pub mod memfd;
 mod memory;
 mod port;
@@ -48,7 +49,7 @@ pub use adapter::{
 };
 pub use exports::{LockApi, LockCall, record_lock_calls, unattributed_calls};
 pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
-pub use request::{Completion, Request, RequestHandle, flags, function};
+pub use request::{Completion, CompletionQueue, Request, RequestHandle, flags, function};
 pub use rules::{Rule, Violation};
 pub use wait::{PATIENCE, Signal};
 pub use watchdog::HANG_EXIT_CODE;

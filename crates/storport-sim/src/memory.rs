@@ -145,12 +145,21 @@ impl GuestAllocator {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), host as *mut u8, data.len()) };
     }
 
+    /// Copies `len` bytes at `host` into `out` (replacing its contents, reusing its capacity,
+    /// no zero-fill first).
+    pub fn read_into(&self, host: usize, len: usize, out: &mut Vec<u8>) {
+        assert!(self.contains(host, len));
+        out.clear();
+        // SAFETY: the source lies inside the guest region (checked above), which `mem.owner`
+        // keeps mapped; `out` is a host buffer, so the two cannot overlap.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(host as *const u8, len) });
+    }
+
     /// Copies `len` bytes at `host` out of the region.
     pub fn read(&self, host: usize, len: usize) -> Vec<u8> {
         assert!(self.contains(host, len));
-        let mut v = vec![0u8; len];
-        // SAFETY: the source lies inside the guest region (checked above); `v` is a fresh buffer.
-        unsafe { std::ptr::copy_nonoverlapping(host as *const u8, v.as_mut_ptr(), len) };
+        let mut v = Vec::new();
+        self.read_into(host, len, &mut v);
         v
     }
 }
@@ -172,12 +181,14 @@ impl FifoPool {
         }
     }
 
-    pub fn get(&self) -> Box<[u64]> {
+    /// A buffer whose first `used` bytes are zero (the rest holds an older request's bytes).
+    pub fn get(&self, used: usize) -> Box<[u64]> {
         let mut f = self.free.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() > self.quarantine
             && let Some(mut b) = f.pop_front()
         {
-            b.fill(0);
+            let words = used.div_ceil(8).min(b.len());
+            b[..words].fill(0);
             return b;
         }
         drop(f);

@@ -111,6 +111,9 @@ pub struct WorkloadResult {
     pub failures: Vec<(String, u64)>,
     /// The verification tally.
     pub verification: Verification,
+    /// SRBs one READ or WRITE became: 1, or more when the request is larger than the disk's
+    /// maximum transfer length and the class driver split it.
+    pub transfers_per_request: u32,
 }
 
 impl WorkloadResult {
@@ -161,18 +164,8 @@ pub fn validate(opts: &WorkloadOptions, disk: &DiskGeometry) -> Result<(), Strin
         ));
     }
     let blocks = opts.io_size / bs;
-    if let Some(max) = disk
-        .limits
-        .map(|l| l.max_transfer_blocks)
-        .filter(|&m| m != 0)
-        && blocks > max
-    {
-        return Err(format!(
-            "-b ({}) exceeds the disk's maximum transfer length ({} bytes)",
-            opts.io_size,
-            u64::from(max) * u64::from(bs)
-        ));
-    }
+    // A READ or WRITE larger than the disk's maximum transfer length is split, as classpnp
+    // splits it (`transfer_blocks`); only UNMAP has a limit of its own below.
     if opts.mix.write_percent > 100 {
         return Err(format!(
             "-w must be between 0 and 100, got {}",
@@ -215,6 +208,9 @@ struct Job<'a> {
     map: SlotMap,
     shadow: Option<Shadow>,
     blocks_per_io: u32,
+    /// Blocks per SRB of a READ or WRITE: `blocks_per_io`, or the disk's maximum transfer
+    /// length when that is smaller (the request is then split, as classpnp does).
+    transfer_blocks: u32,
     deadline: Option<Instant>,
     reserved: AtomicU64,
     live: Live,
@@ -259,6 +255,7 @@ pub fn run(
         map: SlotMap::new(slots),
         shadow,
         blocks_per_io: opts.io_size / disk.logical_block_size,
+        transfer_blocks: transfer_blocks(disk, opts.io_size / disk.logical_block_size),
         deadline: match opts.stop {
             Stop::Duration(d) => Some(start + d),
             Stop::Ios(_) => None,
@@ -306,7 +303,18 @@ pub fn run(
             f
         },
         verification: job.shadow.as_ref().map(Shadow::summary).unwrap_or_default(),
+        transfers_per_request: job.blocks_per_io.div_ceil(job.transfer_blocks.max(1)),
     })
+}
+
+/// Blocks per SRB for requests of `blocks`: the disk's maximum transfer length (VPD page 0xB0)
+/// when the request is larger, as classpnp splits a transfer at the adapter's
+/// MaximumTransferLength.
+fn transfer_blocks(disk: &DiskGeometry, blocks: u32) -> u32 {
+    match disk.limits.map(|l| l.max_transfer_blocks) {
+        Some(max) if max != 0 && blocks > max => max,
+        _ => blocks.max(1),
+    }
 }
 
 /// One request in flight.
@@ -358,29 +366,112 @@ fn retryable(c: &ScsiCompletion) -> bool {
 
 type Completed = (usize, Duration, ScsiCompletion);
 
-/// The SRB of `p` (built again, identically, for a retry).
-fn request(job: &Job<'_>, p: &Pending) -> ScsiRequest {
+/// The SRBs of `p` (built again, identically, for a retry): one, or for a READ or WRITE larger
+/// than the disk's maximum transfer length, one per `transfer_blocks` in LBA order.
+fn requests(job: &Job<'_>, p: &Pending) -> Vec<ScsiRequest> {
+    let parts = |f: &dyn Fn(u64, u32, std::ops::Range<usize>) -> ScsiRequest| {
+        let bs = job.disk.logical_block_size as usize;
+        let step = job.transfer_blocks.max(1);
+        (0..job.blocks_per_io)
+            .step_by(step as usize)
+            .map(|first| {
+                let n = step.min(job.blocks_per_io - first);
+                let at = first as usize * bs;
+                f(p.lba + u64::from(first), n, at..at + n as usize * bs)
+            })
+            .collect()
+    };
     match p.op {
-        Op::Read => job.disk.read(p.lba, job.blocks_per_io, false),
-        Op::Write => job
-            .disk
-            .write(p.lba, write_data(job, p.lba, &p.generations), job.opts.fua),
-        Op::Unmap => job.disk.unmap(&[(p.lba, job.blocks_per_io)]),
-        Op::Flush => class::flush(),
+        Op::Read => parts(&|lba, n, _| job.disk.read(lba, n, false)),
+        Op::Write => {
+            let data = write_data(job, p.lba, &p.generations);
+            parts(&|lba, _, range| {
+                job.disk
+                    .write(lba, data.get(range).unwrap_or(&[]).to_vec(), job.opts.fua)
+            })
+        }
+        Op::Unmap => vec![job.disk.unmap(&[(p.lba, job.blocks_per_io)])],
+        Op::Flush => vec![class::flush()],
     }
 }
 
-/// Sends `request` under `tag`; the completion comes back on `tx`.
-fn send(job: &Job<'_>, tag: usize, request: ScsiRequest, tx: &mpsc::Sender<Completed>) {
-    let tx = tx.clone();
+/// The parts of a split request completed so far.
+struct Split {
+    left: usize,
+    parts: Vec<Option<ScsiCompletion>>,
+}
+
+/// One completion for a request split into `parts` (each complete): the first part that did
+/// not succeed, in LBA order, or success with the parts' data joined.
+fn merge(parts: Vec<Option<ScsiCompletion>>) -> ScsiCompletion {
+    let parts: Vec<ScsiCompletion> = parts.into_iter().map(Option::unwrap_or_default).collect();
+    if let Some(failed) = parts.iter().find(|c| !c.is_success()) {
+        return failed.clone();
+    }
+    let mut merged = ScsiCompletion {
+        srb_status: parts.first().map_or(0, |c| c.srb_status),
+        ..ScsiCompletion::default()
+    };
+    for c in parts {
+        merged.data_transfer_length = merged
+            .data_transfer_length
+            .saturating_add(c.data_transfer_length);
+        merged.data_in.extend_from_slice(&c.data_in);
+    }
+    merged
+}
+
+/// Sends the SRBs of one request under `tag`; one completion comes back on `tx` when all of
+/// them have completed (the parts of a split request are in flight together, as classpnp's
+/// transfer packets are).
+fn send(
+    job: &Job<'_>,
+    stats: &mut ThreadStats,
+    tag: usize,
+    p: &Pending,
+    tx: &mpsc::Sender<Completed>,
+) {
     let issued = Instant::now();
-    job.target.submit(
-        request,
-        Box::new(move |c| {
-            // The thread waits for every request it issued, so it is still receiving.
-            let _ = tx.send((tag, issued.elapsed(), c));
-        }),
-    );
+    let mut parts = requests(job, p);
+    if matches!(p.op, Op::Read | Op::Write) {
+        stats.counts.transfers += parts.len() as u64;
+    }
+    if parts.len() == 1 {
+        let tx = tx.clone();
+        let request = parts.remove(0);
+        job.target.submit(
+            request,
+            Box::new(move |c| {
+                // The thread waits for every request it issued, so it is still receiving.
+                let _ = tx.send((tag, issued.elapsed(), c));
+            }),
+        );
+        return;
+    }
+    let split = std::sync::Arc::new(std::sync::Mutex::new(Split {
+        left: parts.len(),
+        parts: vec![None; parts.len()],
+    }));
+    for (i, request) in parts.into_iter().enumerate() {
+        let tx = tx.clone();
+        let split = split.clone();
+        job.target.submit(
+            request,
+            Box::new(move |c| {
+                let done = {
+                    let mut s = split.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(slot) = s.parts.get_mut(i) {
+                        *slot = Some(c);
+                    }
+                    s.left -= 1;
+                    (s.left == 0).then(|| std::mem::take(&mut s.parts))
+                };
+                if let Some(parts) = done {
+                    let _ = tx.send((tag, issued.elapsed(), merge(parts)));
+                }
+            }),
+        );
+    }
 }
 
 /// One workload thread: keeps `outstanding` requests in flight until the job is over.
@@ -441,7 +532,7 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
                     .collect();
             }
             free.pop();
-            send(job, tag, request(job, &p), &tx);
+            send(job, &mut stats, tag, &p, &tx);
             pending[tag] = Some(p);
         }
         if free.len() == qd {
@@ -462,7 +553,7 @@ fn worker(job: &Job<'_>, thread: u32) -> ThreadStats {
         if retryable(&completion) && p.retries < RETRIES {
             p.retries += 1;
             stats.counts.retries += 1;
-            send(job, tag, request(job, &p), &tx);
+            send(job, &mut stats, tag, &p, &tx);
             pending[tag] = Some(p);
             continue;
         }

@@ -26,6 +26,9 @@ pub struct Counts {
     pub errors: u64,
     /// Requests sent again after a busy target or a unit attention.
     pub retries: u64,
+    /// SRBs sent for READs and WRITEs: more than the requests when a request is larger than
+    /// the disk's maximum transfer length and the class driver splits it (retries included).
+    pub transfers: u64,
 }
 
 impl Counts {
@@ -43,6 +46,7 @@ impl Counts {
         self.bytes_written += o.bytes_written;
         self.errors += o.errors;
         self.retries += o.retries;
+        self.transfers += o.transfers;
     }
 }
 
