@@ -14,10 +14,10 @@ probes=[
             return None;
             #[allow(unreachable_code)]
             let _ = check_condition(""","unsupp_fails_every_request_type_with_invalid_command"),
- ("reset-bus-dump-false","src/hba/reset.rs","""        begin_reset(adapter, &*ctx);
+ ("reset-bus-dump-false","src/hba/reset.rs","""        begin_reset(adapter, &*ctx, Cause::Bus);
     }
     true
-}""","""        begin_reset(adapter, &*ctx);
+}""","""        begin_reset(adapter, &*ctx, Cause::Bus);
         return true;
     }
     false
