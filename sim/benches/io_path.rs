@@ -15,7 +15,7 @@
 //! - (b) lock acquisitions per read by kind and by callback, from storport-sim's counters
 //!   (`Adapter::lock_counts`).
 //! - (c) IOPS through the driver on storport-sim vs the device model driven directly
-//!   (`direct::random_reads`), best of 3 alternating rounds, and the ratio.
+//!   (`oracle::random_reads`), best of 3 alternating rounds, and the ratio.
 //! - (d) the SRB extension size at `MAX_SEGMENTS` scatter-gather segments.
 //! - (e) when `VIOBLK_BENCH_IMAGE` names a vioblk.sys (tools/bench.sh passes
 //!   `target/package/vioblk.sys` when it exists): the shipped image's own instructions per read,

@@ -234,7 +234,7 @@ fn print_stats(ios: u64, busy_retries: u64, spent: &storport_sim::measure::Usage
 
 fn run_direct(a: &Args) -> Result<(), String> {
     use vioblk_sim::device::VirtioBlkDevice;
-    use vioblk_sim::device::direct::{self, BenchParams};
+    use vioblk_sim::device::oracle::{self as direct, BenchParams};
     // A fresh device per run: the direct driver starts from ring index 0.
     let device = || {
         VirtioBlkDevice::new(device_config())

@@ -10,202 +10,19 @@
 //! driver goes there.
 //!
 //! Exit codes: 0 success; 1 the job failed (a failed request, a data mismatch, a Storport
-//! violation), the disk did not start, or a CDB did not complete with GOOD; 2 bad usage.
+//! violation), the disk did not start, or a CDB did not complete with GOOD; 2 bad usage (an
+//! option, a value, a path that cannot be used, an option the target cannot honour).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::class::start_disk;
-use crate::report::{DriverRegistration, QueueStats, Report, Setup, cdb_result};
-use crate::target::{RamConfig, RamScsiTarget, ScsiRequest, ScsiTarget};
+pub use crate::disk::{Backend, DeviceKind, DiskOptions, InterruptMode, OpenDisk, RamBackend};
+use crate::report::cdb_result;
+use crate::stats::{Report, Setup};
+use crate::target::ScsiRequest;
 use crate::workload::{self, Mix, Pattern, Stop, WorkloadOptions};
-
-/// How the device interrupts the driver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InterruptMode {
-    /// MSI-X, one message per queue plus configuration.
-    Msix,
-    /// The legacy INTx line with the ISR status register.
-    Intx,
-    /// One MSI-X message for the configuration and the one queue.
-    Msi,
-}
-
-impl InterruptMode {
-    /// `"msix"`, `"intx"` or `"msi"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Msix => "msix",
-            Self::Intx => "intx",
-            Self::Msi => "msi",
-        }
-    }
-}
-
-/// The disk the command line asks a backend for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskOptions {
-    /// Capacity in bytes (a multiple of the logical block size).
-    pub capacity_bytes: u64,
-    /// Logical block size: 512 or 4096.
-    pub logical_block_size: u32,
-    /// A backing file instead of RAM.
-    pub file: Option<PathBuf>,
-    /// Request queues.
-    pub queues: u16,
-    /// The interrupt mode.
-    pub interrupts: InterruptMode,
-    /// Requests the workload keeps in flight in all (threads × outstanding), so a backend can
-    /// size its queues.
-    pub max_outstanding: u32,
-    /// Run this driver image (vioblk.sys) instead of the linked driver (`--driver-image`).
-    pub driver_image: Option<PathBuf>,
-    /// The device under the driver: the model, or QEMU's block layer (`--device`, `--vhost-user`).
-    pub device: crate::qemu::DeviceKind,
-    /// Faults will be injected (`--fault`): the backend shortens Storport's timeouts so that
-    /// lost requests are recovered within the job.
-    pub faults: bool,
-    /// Windows' rules only (`--windows-rules-only`): see `PortOptions::windows_rules_only`.
-    pub windows_rules_only: bool,
-    /// Registry values under the driver's `Parameters\\Device` key (`--param NAME=VALUE`).
-    pub params: Vec<(String, u32)>,
-    /// An ETW trace session listens (`--trace`): Storport calls HwStorTracingEnabled.
-    pub trace: bool,
-}
-
-impl Default for DiskOptions {
-    fn default() -> Self {
-        Self {
-            capacity_bytes: 64 << 20,
-            logical_block_size: 512,
-            file: None,
-            queues: 2,
-            interrupts: InterruptMode::Msix,
-            max_outstanding: 32,
-            driver_image: None,
-            device: crate::qemu::DeviceKind::Model,
-            faults: false,
-            windows_rules_only: false,
-            params: Vec::new(),
-            trace: false,
-        }
-    }
-}
-
-/// A disk opened by a backend.
-pub trait OpenDisk {
-    /// The SCSI target the class model talks to.
-    fn target(&self) -> &dyn ScsiTarget;
-
-    /// Per-queue counters, when the backend has them.
-    fn queue_stats(&self) -> Option<Vec<QueueStats>> {
-        None
-    }
-
-    /// Storport rule violations seen so far, one description each.
-    fn violations(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    /// The system event log entries the driver wrote (StorPortLogError), and how many ETW
-    /// events it published, when the backend runs a driver.
-    fn event_log(&self) -> (Vec<storport_sim::EventLogEntry>, usize) {
-        (Vec::new(), 0)
-    }
-
-    /// The interrupt mode actually in use (`"msix"`, `"intx"`), when there are interrupts.
-    fn interrupts(&self) -> Option<String> {
-        None
-    }
-
-    /// The driver image running in place of the linked driver, when there is one.
-    fn driver_image(&self) -> Option<crate::image_report::ImageReport> {
-        None
-    }
-
-    /// What serves the data, when it is not the RAM or `--file` of the options (e.g. the
-    /// vhost-user back end and its version).
-    fn backing(&self) -> Option<String> {
-        None
-    }
-
-    /// Starts injecting `faults` into the running disk.
-    ///
-    /// # Errors
-    /// A sentence saying why not (backends without a device model cannot).
-    fn start_faults(&self, faults: Vec<crate::faults::FaultSpec>) -> Result<(), String> {
-        let _ = faults;
-        Err("this target has no device to inject faults into (try --target driver)".to_owned())
-    }
-
-    /// Stops injecting, checks the disk serves I/O again, and reports.
-    fn finish_faults(&self) -> Option<crate::faults::FaultReport> {
-        None
-    }
-
-    /// Stops the disk (e.g. removes the adapter) and returns the violations seen while doing
-    /// so.
-    fn close(self: Box<Self>) -> Vec<String> {
-        Vec::new()
-    }
-}
-
-/// Something that can give the command line a disk: the RAM double, or the driver stack.
-pub trait Backend {
-    /// Opens a disk as `options` describe.
-    ///
-    /// # Errors
-    /// A sentence saying why not (printed after `error: `).
-    fn open(&self, options: &DiskOptions) -> Result<Box<dyn OpenDisk>, String>;
-
-    /// What the driver registered with Storport, for `vioblk-sim info`.
-    ///
-    /// # Errors
-    /// A sentence saying why not; backends without a driver say so.
-    fn registration(&self, options: &DiskOptions) -> Result<DriverRegistration, String> {
-        let _ = options;
-        Err("this target loads no driver (try --target driver)".to_owned())
-    }
-}
-
-/// The `ram` backend: [`RamScsiTarget`], no driver at all.
-pub struct RamBackend;
-
-struct RamDisk(RamScsiTarget);
-
-impl OpenDisk for RamDisk {
-    fn target(&self) -> &dyn ScsiTarget {
-        &self.0
-    }
-
-    fn queue_stats(&self) -> Option<Vec<QueueStats>> {
-        Some(self.0.queue_stats())
-    }
-}
-
-impl Backend for RamBackend {
-    fn open(&self, options: &DiskOptions) -> Result<Box<dyn OpenDisk>, String> {
-        if options.file.is_some() {
-            return Err(
-                "the ram target keeps its disk in memory: --file needs the driver target"
-                    .to_owned(),
-            );
-        }
-        if options.driver_image.is_some() {
-            return Err(
-                "the ram target runs no driver: --driver-image needs the driver target".into(),
-            );
-        }
-        let target = RamScsiTarget::new(RamConfig {
-            capacity_bytes: options.capacity_bytes,
-            logical_block_size: options.logical_block_size,
-            queues: options.queues,
-            ..RamConfig::default()
-        })?;
-        Ok(Box::new(RamDisk(target)))
-    }
-}
 
 /// A usage error: printed as `error: <message>`, exit code 2.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,6 +47,8 @@ pub enum Command {
     Cdb(CdbArgs),
     /// Show the driver's registration.
     Info(DiskArgs),
+    /// Compare two JSON reports (their paths).
+    Compare(String, String),
     /// Print the help.
     Help,
     /// Print the version.
@@ -256,6 +75,8 @@ pub struct RunArgs {
     pub json: bool,
     /// Faults to inject (`--fault`), in order.
     pub faults: Vec<crate::faults::FaultSpec>,
+    /// Where to write the HTML report (`--html`).
+    pub html: Option<PathBuf>,
 }
 
 /// `vioblk-sim cdb`.
@@ -279,6 +100,7 @@ USAGE:
     vioblk-sim [run] [OPTIONS]           start the disk as disk.sys would, run a job, report
     vioblk-sim cdb <HEX>... [OPTIONS]    send one CDB and show the answer (like sg_raw)
     vioblk-sim info [OPTIONS]            show what the driver registered with Storport
+    vioblk-sim compare A.json B.json     two --json reports side by side, and what changed
     vioblk-sim help | --help | -h        this text
     vioblk-sim --version | -V            the version
 
@@ -308,6 +130,15 @@ JOB OPTIONS (run):
                              nothing hangs, no data is wrong, Storport saw no violation, and the
                              disk serves I/O afterwards (after removal: fails it with NO_DEVICE)
         --no-progress        no progress bar (it is only drawn when stderr is a terminal)
+        --html FILE          also write the report as a self-contained HTML page with charts
+
+DISKSPD SPELLINGS (run): -b4K -o32 -t4 -r -w30 -d30 -c1G work as in diskspd. Also:
+    -L                       latency statistics: always on (accepted and ignored)
+    -S, -Su                  no software cache: there is none (accepted)
+    -Sh, -Sw                 write-through: writes with FUA (as --fua)
+    -r<ALIGN>                random, aligned to ALIGN, which must be the I/O size
+    PATH                     a last argument with a / or a . is the file (as --file PATH)
+    -W, -C, -D, -Z, ...      diskspd options with no equivalent get a sentence saying so
 
 DISK OPTIONS (all commands):
         --target NAME        where the disk comes from: TARGETS [TARGET0]
@@ -333,11 +164,15 @@ CDB OPTIONS (cdb):
     <HEX>...                 the CDB, e.g. `12 00 00 00 24 00` or 120000002400
         --data-out HEX       bytes to send (makes the SRB data-out)
         --data-in-len N      data-in buffer size [from the CDB's allocation or transfer length]
+    The data length comes from the CDB (READ/WRITE 6/10/12/16, VERIFY, WRITE SAME, MODE
+    SENSE/SELECT, INQUIRY, REQUEST SENSE, REPORT LUNS, READ CAPACITY, UNMAP); a given length
+    that disagrees is sent as given, with a note. A data-out CDB without --data-out sends zeroes.
 
 SIZE takes K, M, G, T (powers of 1024), with an optional iB or B: 4K, 4KiB, 1M, 4096.
 Short options take their value attached or separate: -t4 or -t 4; long ones --x=v or --x v.
 Exit status: 0 passed; 1 failed (I/O errors, data mismatches, Storport violations, a CDB not
-GOOD, a disk that did not start); 2 bad usage.
+GOOD, a disk that did not start, a missing qemu-storage-daemon); 2 bad usage (an option, a value,
+or a --file, --driver-image or --vhost-user path that cannot be used).
 ";
 
 /// Parses a size: digits with an optional K, M, G or T suffix (binary), optionally iB or B.
@@ -458,6 +293,31 @@ const SWITCHES: &[&str] = &[
     "--version",
 ];
 
+/// Short flags whose value, optional, can only be attached (diskspd's `-r4K`, `-Sh`).
+const ATTACHED_ONLY: &[&str] = &["-r", "-s", "-S"];
+
+/// diskspd options with no equivalent here, and what they do, for a sentence instead of
+/// "unknown option".
+const DISKSPD_ONLY: &[(&str, &str)] = &[
+    ("-W", "warm-up time"),
+    ("-C", "cool-down time"),
+    ("-D", "IOPS statistics per interval"),
+    ("-R", "the output format"),
+    ("-Z", "write buffer contents"),
+    ("-F", "total threads"),
+    ("-n", "disabling NUMA affinity"),
+    ("-a", "CPU affinity"),
+    ("-g", "throughput limit"),
+    ("-x", "completion routines"),
+    ("-B", "the base offset"),
+    ("-f", "the maximum offset"),
+    ("-T", "the stride between threads"),
+    ("-l", "large pages"),
+    ("-P", "progress dots"),
+    ("-v", "verbose output"),
+    ("-z", "the random seed (here: --seed)"),
+];
+
 /// Short flags that take a value, which may be attached (`-t4`).
 const SHORT_VALUED: &[&str] = &["-t", "-o", "-b", "-w", "-d", "-c"];
 
@@ -480,7 +340,8 @@ impl<'a> Args<'a> {
         }
         if a.len() > 2 && a.starts_with('-') && a.is_char_boundary(2) {
             let (flag, rest) = a.split_at(2);
-            if SHORT_VALUED.contains(&flag) {
+            // diskspd's -r4K, -si, -Sh: a value only when attached.
+            if SHORT_VALUED.contains(&flag) || ATTACHED_ONLY.contains(&flag) {
                 return Some(Arg::Flag(flag.to_owned(), Some(rest)));
             }
         }
@@ -527,10 +388,13 @@ fn disk_flag<'a>(
         }
         "--file" => d.disk.file = Some(PathBuf::from(args.value(flag, inline)?)),
         "--driver-image" => d.disk.driver_image = Some(PathBuf::from(args.value(flag, inline)?)),
-        "--device" => d.disk.device = crate::qemu::parse_device(args.value(flag, inline)?)?,
+        "--device" => {
+            d.disk.device =
+                crate::disk::parse_device(args.value(flag, inline)?).map_err(UsageError)?
+        }
         "--vhost-user" => {
             let socket = PathBuf::from(args.value(flag, inline)?);
-            d.disk.device = crate::qemu::DeviceKind::VhostUser(socket);
+            d.disk.device = DeviceKind::VhostUser(socket);
         }
         "--windows-rules-only" => d.disk.windows_rules_only = true,
         "--trace" => d.disk.trace = true,
@@ -591,6 +455,26 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
         Some("run") => ("run", &argv[1..]),
         Some("cdb") => ("cdb", &argv[1..]),
         Some("info") => ("info", &argv[1..]),
+        Some("compare") => {
+            let rest = &argv[1..];
+            if rest.iter().any(|a| a == "-h" || a == "--help") {
+                return Ok(Command::Help);
+            }
+            if let Some(flag) = rest.iter().find(|a| a.starts_with('-') && a.len() > 1) {
+                return usage(format!(
+                    "compare takes no options, got {flag} (see vioblk-sim --help)"
+                ));
+            }
+            return match rest {
+                [a, b] => Ok(Command::Compare(a.clone(), b.clone())),
+                _ => usage(format!(
+                    "compare needs two JSON reports, e.g. vioblk-sim compare before.json after.json \
+                     (got {} argument{})",
+                    rest.len(),
+                    if rest.len() == 1 { "" } else { "s" }
+                )),
+            };
+        }
         Some("help") => return Ok(Command::Help),
         _ => ("run", argv),
     };
@@ -603,10 +487,12 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
     };
     let mut job = WorkloadOptions::default();
     let mut json = false;
+    let mut html = None;
     let mut faults = Vec::new();
     let mut duration: Option<Duration> = None;
     let mut ios: Option<u64> = None;
     let mut pattern: Option<&str> = None;
+    let mut random_align: Option<(String, u64)> = None;
     let mut write_percent: u32 = u32::from(job.mix.write_percent);
     let mut unmap_percent: u32 = 0;
     let mut hex = Vec::new();
@@ -618,13 +504,67 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 hex.push(p);
                 continue;
             }
+            // diskspd's target: a path (it has a / or a .) at the end of a job.
+            Arg::Positional(p) if sub == "run" && (p.contains('/') || p.contains('.')) => {
+                if let Some(f) = &disk.disk.file {
+                    return usage(format!(
+                        "two files given ({} and {p}): vioblk-sim runs on one disk",
+                        f.display()
+                    ));
+                }
+                disk.disk.file = Some(PathBuf::from(p));
+                continue;
+            }
             Arg::Positional(p) => {
                 return usage(format!("unexpected argument '{p}' (see vioblk-sim --help)"));
             }
             Arg::Flag(f, v) => (f, v),
         };
         let flag = flag.as_str();
-        if inline.is_some() && SWITCHES.contains(&flag) {
+        // diskspd's spellings: -r[align], -s (not -si), -S[u|w|h|b], -L.
+        if sub == "run" {
+            match (flag, inline) {
+                ("-r", Some(align)) => {
+                    random_align = Some((align.to_owned(), parse_size("-r", align)?));
+                }
+                ("-s", Some(rest)) => {
+                    return usage(format!(
+                        "-s{rest}: vioblk-sim has plain sequential I/O only (-s: each thread its \
+                         own stream); diskspd's interlocked or strided forms are not supported"
+                    ));
+                }
+                ("-S", rest) => {
+                    let rest = rest.unwrap_or("");
+                    if rest.contains('b') {
+                        return usage(
+                            "-Sb asks for the OS cache, which vioblk-sim does not have: every \
+                             I/O goes to the driver (leave -S out, or -Sh for write-through)",
+                        );
+                    }
+                    if !rest.chars().all(|c| matches!(c, 'u' | 'w' | 'h' | 'r')) {
+                        return usage(format!(
+                            "-S{rest}: diskspd's caching flags are u, w, h, r or b (e.g. -Sh)"
+                        ));
+                    }
+                    // There is no software cache to bypass; write-through is FUA on writes.
+                    if rest.contains('w') || rest.contains('h') {
+                        job.fua = true;
+                    }
+                    continue;
+                }
+                ("-L", None) => continue,
+                _ => {}
+            }
+            let short = flag.get(..2).filter(|_| !flag.starts_with("--"));
+            if let Some((_, what)) = DISKSPD_ONLY.iter().find(|(f, _)| Some(*f) == short) {
+                return usage(format!(
+                    "{flag}{}: diskspd's option for {what} has no vioblk-sim equivalent; leave \
+                     it out (see vioblk-sim --help)",
+                    inline.unwrap_or("")
+                ));
+            }
+        }
+        if inline.is_some() && SWITCHES.contains(&flag) && !ATTACHED_ONLY.contains(&flag) {
             return usage(format!("option {flag} takes no value"));
         }
         match flag {
@@ -704,6 +644,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
             ("run", "--seed") => job.seed = parse_number(flag, args.value(flag, inline)?)?,
             ("run", "--no-verify") => job.verify = false,
             ("run", "--json") => json = true,
+            ("run", "--html") => html = Some(PathBuf::from(args.value(flag, inline)?)),
             ("run", "--no-progress") => job.progress = false,
             ("run", "--fault") => {
                 let spec = args.value(flag, inline)?;
@@ -728,6 +669,11 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                     "the CDB must be 6 to 16 bytes long, got {}",
                     cdb.len()
                 ));
+            }
+            if data_in_len.is_some() && !data_out.is_empty() {
+                return usage(
+                    "--data-in-len and --data-out cannot be used together (an SRB moves data one way)",
+                );
             }
             Ok(Command::Cdb(CdbArgs {
                 disk,
@@ -760,6 +706,18 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 (None, Some(n)) => Stop::Ios(n),
                 (None, None) => job.stop,
             };
+            if let Some((text, align)) = random_align {
+                if pattern == Some("-s") {
+                    return usage("-r and -s cannot be used together");
+                }
+                if align != u64::from(job.io_size) {
+                    return usage(format!(
+                        "-r{text}: random offsets are aligned to the I/O size (-b {}); another \
+                         alignment is not supported",
+                        job.io_size
+                    ));
+                }
+            }
             let bs = disk.disk.logical_block_size;
             if job.io_size % bs != 0 {
                 return usage(format!(
@@ -773,6 +731,27 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                     job.io_size, disk.disk.capacity_bytes
                 ));
             }
+            let slots = disk.disk.capacity_bytes / u64::from(job.io_size);
+            let in_flight = u64::from(job.threads) * u64::from(job.outstanding);
+            if slots < in_flight {
+                return usage(format!(
+                    "the disk holds {slots} I/Os of {} bytes, fewer than -t × -o = {in_flight} in \
+                     flight: make -c larger, or -b, -t or -o smaller",
+                    job.io_size
+                ));
+            }
+            let blocks = disk.disk.capacity_bytes / u64::from(bs);
+            if job.verify && blocks > MAX_VERIFIED_BLOCKS {
+                return usage(format!(
+                    "-c {} with verification tracks {blocks} blocks, {} MiB of memory, more \
+                     than the {} MiB vioblk-sim allows itself: add --no-verify, or make -c at \
+                     most {}",
+                    crate::report::size(disk.disk.capacity_bytes),
+                    (blocks * 4) >> 20,
+                    (MAX_VERIFIED_BLOCKS * 4) >> 20,
+                    crate::report::size(MAX_VERIFIED_BLOCKS * u64::from(bs))
+                ));
+            }
             disk.disk.max_outstanding = job.threads.saturating_mul(job.outstanding);
             disk.disk.faults = !faults.is_empty();
             Ok(Command::Run(RunArgs {
@@ -780,32 +759,9 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                 job,
                 json,
                 faults,
+                html,
             }))
         }
-    }
-}
-
-/// The data-in length a CDB asks for, from its allocation or transfer length.
-fn guess_data_in(cdb: &[u8], block_size: u32) -> u32 {
-    use crate::class::opcode as op;
-    let be16 = |at: usize| {
-        cdb.get(at..at + 2)
-            .map_or(0, |b| u32::from(u16::from_be_bytes([b[0], b[1]])))
-    };
-    let be32 = |at: usize| {
-        cdb.get(at..at + 4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    match cdb.first().copied() {
-        Some(op::INQUIRY) => be16(3),
-        Some(op::REQUEST_SENSE | op::MODE_SENSE_6) => cdb.get(4).map_or(0, |&b| u32::from(b)),
-        Some(op::MODE_SENSE_10) => be16(7),
-        Some(op::READ_CAPACITY_10) => 8,
-        Some(op::SERVICE_ACTION_IN_16) => be32(10),
-        Some(op::REPORT_LUNS) => be32(6),
-        Some(op::READ_10) => be16(7).saturating_mul(block_size),
-        Some(op::READ_16) => be32(10).saturating_mul(block_size),
-        _ => 0,
     }
 }
 
@@ -828,6 +784,63 @@ pub fn run_cli(
             return 2;
         }
     };
+    // A path that cannot work, or an option the target cannot honour, is bad usage too, said
+    // before anything starts.
+    let disk = match &command {
+        Command::Run(r) => Some(&r.disk),
+        Command::Cdb(c) => Some(&c.disk),
+        Command::Info(d) => Some(d),
+        _ => None,
+    };
+    if let Some(d) = disk {
+        let name = d.target.as_deref().or(names.first().copied());
+        let ram = name == Some("ram");
+        let checked = crate::disk::check_paths(&d.disk)
+            .and_then(|()| {
+                if ram {
+                    crate::disk::RamBackend::check(&d.disk)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| match &command {
+                Command::Info(_) if ram => {
+                    Err("the ram target loads no driver: info needs the driver target".to_owned())
+                }
+                Command::Run(r) if ram && !r.faults.is_empty() => Err(
+                    "the ram target has no device to inject faults into: --fault needs the \
+                     driver target"
+                        .to_owned(),
+                ),
+                _ => Ok(()),
+            });
+        if let Err(e) = checked {
+            let _ = writeln!(err, "error: {e}");
+            return 2;
+        }
+    }
+    if let Command::Run(RunArgs {
+        html: Some(path), ..
+    }) = &command
+    {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if path.is_dir() || !parent.is_dir() {
+            let _ = writeln!(
+                err,
+                "error: --html {}: {} (give a file path in an existing directory)",
+                path.display(),
+                if path.is_dir() {
+                    "is a directory".to_owned()
+                } else {
+                    format!("the directory {} does not exist", parent.display())
+                }
+            );
+            return 2;
+        }
+    }
     let pick = |d: &DiskArgs| {
         let name = d
             .target
@@ -848,6 +861,12 @@ pub fn run_cli(
             let _ = writeln!(out, "vioblk-sim {}", env!("CARGO_PKG_VERSION"));
             return 0;
         }
+        Command::Compare(a, b) => crate::compare::load(&a).and_then(|ja| {
+            let jb = crate::compare::load(&b)?;
+            let text = crate::compare::compare(&ja, &jb, (&a, &b));
+            out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+            Ok(0)
+        }),
         Command::Info(d) => match pick(&d) {
             (_, Some(b)) => b.registration(&d.disk).map(|r| {
                 let _ = out.write_all(r.to_text().as_bytes());
@@ -860,7 +879,14 @@ pub fn run_cli(
             (name, None) => Err(format!("no target named {name}")),
         },
         Command::Run(r) => match pick(&r.disk) {
-            (name, Some(b)) => run_job(b, &name, &r, out),
+            (name, Some(b)) => match run_job(b, &name, &r, out) {
+                Err(JobError::Usage(e)) => {
+                    let _ = writeln!(err, "error: {e}");
+                    return 2;
+                }
+                Err(JobError::Failed(e)) => Err(e),
+                Ok(code) => Ok(code),
+            },
             (name, None) => Err(format!("no target named {name}")),
         },
     };
@@ -873,33 +899,126 @@ pub fn run_cli(
     }
 }
 
-fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i32, String> {
-    let disk = backend.open(&c.disk.disk)?;
-    let data_in_len = c
-        .data_in_len
-        .unwrap_or_else(|| guess_data_in(&c.cdb, c.disk.disk.logical_block_size));
-    let request = if !c.data_out.is_empty() {
-        ScsiRequest::data_out(c.cdb.clone(), c.data_out.clone())
-    } else if data_in_len > 0 {
-        ScsiRequest::data_in(c.cdb.clone(), data_in_len)
-    } else {
-        ScsiRequest::no_data(c.cdb.clone())
+/// Why a job did not run: the options do not fit the disk that started (usage, exit code 2),
+/// or something failed (exit code 1).
+enum JobError {
+    Usage(String),
+    Failed(String),
+}
+
+impl From<String> for JobError {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// The most blocks a verified job tracks (4 bytes each: 1 GiB of generations).
+const MAX_VERIFIED_BLOCKS: u64 = 1 << 28;
+
+/// The largest buffer `cdb` allocates from a CDB's length fields alone (64 MiB).
+const MAX_DERIVED: u32 = 64 << 20;
+
+/// The SRB `vioblk-sim cdb` sends: the data phase the CDB asks for, unless the options say
+/// otherwise; each disagreement between the two is a note for the user (sent as given).
+pub fn cdb_request(c: &CdbArgs) -> (ScsiRequest, Vec<String>) {
+    use crate::scsi::{Transfer, transfer};
+    let (wanted, name) = transfer(&c.cdb, c.disk.disk.logical_block_size);
+    let cdb = c.cdb.clone();
+    let given_out = c.data_out.len();
+    let mut notes = Vec::new();
+    let mut note = |n: String| notes.push(n);
+    let request = match (c.data_in_len, c.data_out.is_empty()) {
+        // The options choose; the CDB only comments.
+        (Some(len), _) => {
+            match wanted {
+                Transfer::In(n) if n == len => {}
+                Transfer::In(n) => note(format!(
+                    "{name} asks for {n} bytes in; --data-in-len gives a {len}-byte buffer (sent as given)"
+                )),
+                Transfer::Out(n) => note(format!(
+                    "{name} sends {n} bytes out, not in; --data-in-len gives a {len}-byte data-in buffer (sent as given)"
+                )),
+                Transfer::None => note(format!(
+                    "{name} transfers no data; --data-in-len gives a {len}-byte buffer (sent as given)"
+                )),
+                Transfer::Unknown => {}
+            }
+            ScsiRequest::data_in(cdb, len)
+        }
+        (None, false) => {
+            match wanted {
+                Transfer::Out(n) if n as usize == given_out => {}
+                Transfer::Out(n) => note(format!(
+                    "{name} sends {n} bytes out; --data-out has {given_out} (sent as given)"
+                )),
+                Transfer::In(n) => note(format!(
+                    "{name} transfers {n} bytes in, not out; --data-out's {given_out} bytes are sent as given"
+                )),
+                Transfer::None => note(format!(
+                    "{name} transfers no data; --data-out's {given_out} bytes are sent as given"
+                )),
+                Transfer::Unknown => {}
+            }
+            ScsiRequest::data_out(cdb, c.data_out.clone())
+        }
+        // Nothing given: the CDB decides, within what vioblk-sim allocates for a buffer.
+        (None, true) => match wanted {
+            Transfer::In(n) | Transfer::Out(n) if n > MAX_DERIVED => {
+                note(format!(
+                    "{name} transfers {n} bytes, more than vioblk-sim allocates from the CDB \
+                     ({MAX_DERIVED}): sent with no buffer (give --data-in-len or --data-out)"
+                ));
+                ScsiRequest::no_data(cdb)
+            }
+            Transfer::In(n) => ScsiRequest::data_in(cdb, n),
+            Transfer::Out(0) | Transfer::None => ScsiRequest::no_data(cdb),
+            Transfer::Out(n) => {
+                note(format!(
+                    "{name} sends {n} bytes out: sending {n} zero bytes (choose them with --data-out HEX)"
+                ));
+                ScsiRequest::data_out(cdb, vec![0; n as usize])
+            }
+            Transfer::Unknown => {
+                note(format!(
+                    "operation code {:02x}h is not one vioblk-sim knows the data length of: sent \
+                     with no data (give --data-in-len N or --data-out HEX)",
+                    c.cdb.first().copied().unwrap_or(0)
+                ));
+                ScsiRequest::no_data(cdb)
+            }
+        },
     };
+    (request, notes)
+}
+
+fn run_cdb(backend: &dyn Backend, c: &CdbArgs, out: &mut dyn Write) -> Result<i32, String> {
+    let (request, notes) = cdb_request(c);
+    let disk = backend.open(&c.disk.disk)?;
     let completion = disk.target().execute(request.clone());
     let image = disk.driver_image();
     let mut violations = disk.violations();
     violations.extend(disk.close());
     let mut text = image.map(|i| i.headline()).unwrap_or_default();
+    for n in &notes {
+        text.push_str(&format!("note:        {n}\n"));
+    }
     text.push_str(&cdb_result(&request, &completion));
     for v in &violations {
         text.push_str(&format!("storport violation: {v}\n"));
     }
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
-    Ok(if completion.is_success() && violations.is_empty() {
-        0
-    } else {
-        1
-    })
+    // An underrun (fewer bytes than the allocation length allows, status GOOD) is how a short
+    // answer comes back through Storport; sg_raw counts it as success too.
+    let underrun = completion.status() == storport::ffi::SRB_STATUS_DATA_OVERRUN
+        && completion.scsi_status == storport::ffi::SCSISTAT_GOOD
+        && completion.data_transfer_length < request.data_in_len;
+    Ok(
+        if (completion.is_success() || underrun) && violations.is_empty() {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 fn run_job(
@@ -907,7 +1026,7 @@ fn run_job(
     name: &str,
     r: &RunArgs,
     out: &mut dyn Write,
-) -> Result<i32, String> {
+) -> Result<i32, JobError> {
     let mut job = r.job.clone();
     // A file that already holds data is not known to be empty: blocks the job has not written
     // itself are then not checked.
@@ -915,7 +1034,7 @@ fn run_job(
         job.starts_empty = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
     }
     // Nor is a vhost-user back end somebody else runs.
-    if let crate::qemu::DeviceKind::VhostUser(_) = r.disk.disk.device {
+    if let DeviceKind::VhostUser(_) = r.disk.disk.device {
         job.starts_empty = false;
     }
     let disk = backend.open(&r.disk.disk)?;
@@ -926,9 +1045,15 @@ fn run_job(
             for v in disk.violations().into_iter().chain(disk.close()) {
                 message.push_str(&format!("\nstorport violation: {v}"));
             }
-            return Err(message);
+            return Err(JobError::Failed(message));
         }
     };
+    // Options that do not fit what the disk reported (its transfer limits, UNMAP support, write
+    // protection) are bad usage, said before any I/O.
+    if let Err(e) = workload::validate(&job, &geometry) {
+        let _ = disk.close();
+        return Err(JobError::Usage(e));
+    }
     if !r.faults.is_empty() {
         disk.start_faults(r.faults.clone())?;
     }
@@ -977,9 +1102,18 @@ fn run_job(
         s.push('\n');
         s
     } else {
-        image.map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
+        image.as_ref().map(|i| i.to_text()).unwrap_or_default() + &report.to_text()
     };
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    if let Some(path) = &r.html {
+        let page = crate::html::to_html(&report, image.as_ref())?;
+        std::fs::write(path, page).map_err(|e| {
+            format!(
+                "cannot write the HTML report to {}: {e} (the job itself ran; see above)",
+                path.display()
+            )
+        })?;
+    }
     Ok(if report.passed() { 0 } else { 1 })
 }
 
@@ -1059,6 +1193,63 @@ mod tests {
         );
         assert!(!r.job.verify);
         assert_eq!(r.disk.disk.file, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn diskspd_spellings() {
+        let r = run_args("-b4K -o32 -t4 -r -w30 -d30 -L -Sh -c1G");
+        assert_eq!(
+            (r.job.io_size, r.job.outstanding, r.job.threads),
+            (4096, 32, 4)
+        );
+        assert_eq!(r.job.pattern, Pattern::Random);
+        assert_eq!(r.job.mix.write_percent, 30);
+        assert_eq!(r.job.stop, Stop::Duration(Duration::from_secs(30)));
+        assert!(r.job.fua, "-Sh is write-through");
+        assert_eq!(r.disk.disk.capacity_bytes, 1 << 30);
+        let r = run_args("-b64K -r64K -Su -S disk.img");
+        assert_eq!(r.job.io_size, 65536);
+        assert!(!r.job.fua);
+        assert_eq!(r.disk.disk.file, Some(PathBuf::from("disk.img")));
+        let r = run_args("-Sw -s /tmp/x.img");
+        assert!(r.job.fua);
+        assert_eq!(r.job.pattern, Pattern::Sequential);
+        assert_eq!(r.disk.disk.file, Some(PathBuf::from("/tmp/x.img")));
+        let r = run_args("--html /tmp/r.html");
+        assert_eq!(r.html, Some(PathBuf::from("/tmp/r.html")));
+        for (line, want) in [
+            (
+                "-Sb",
+                "-Sb asks for the OS cache, which vioblk-sim does not have: every I/O goes to \
+                 the driver (leave -S out, or -Sh for write-through)",
+            ),
+            (
+                "-Sx",
+                "-Sx: diskspd's caching flags are u, w, h, r or b (e.g. -Sh)",
+            ),
+            (
+                "-b4K -r8K",
+                "-r8K: random offsets are aligned to the I/O size (-b 4096); another alignment \
+                 is not supported",
+            ),
+            ("-s -r4K", "-r and -s cannot be used together"),
+            (
+                "-si",
+                "-si: vioblk-sim has plain sequential I/O only (-s: each thread its own stream); \
+                 diskspd's interlocked or strided forms are not supported",
+            ),
+            (
+                "-W5",
+                "-W5: diskspd's option for warm-up time has no vioblk-sim equivalent; leave it \
+                 out (see vioblk-sim --help)",
+            ),
+            (
+                "a.img b.img",
+                "two files given (a.img and b.img): vioblk-sim runs on one disk",
+            ),
+        ] {
+            assert_eq!(error(line), want, "for `{line}`");
+        }
     }
 
     #[test]
@@ -1174,20 +1365,6 @@ mod tests {
         assert!(parse_size("-b", "99999999999T").is_err());
     }
 
-    #[test]
-    fn data_in_is_guessed_from_the_cdb() {
-        assert_eq!(guess_data_in(&[0x12, 1, 0x80, 0, 0xFF, 0], 512), 255);
-        assert_eq!(
-            guess_data_in(&crate::class::cdb::read_10(0, 8, false), 512),
-            4096
-        );
-        assert_eq!(
-            guess_data_in(&crate::class::cdb::read_capacity_16(32), 512),
-            32
-        );
-        assert_eq!(guess_data_in(&crate::class::cdb::test_unit_ready(), 512), 0);
-    }
-
     fn cli(line: &str) -> (i32, String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run_cli(&args(line), &[("ram", &RamBackend)], &mut out, &mut err);
@@ -1209,7 +1386,7 @@ mod tests {
         assert_eq!(j["result"]["ios"], 300);
         assert_eq!(j["queues"].as_array().map(Vec::len), Some(2));
         let (code, _, err) = cli("--file /tmp/nope --ios 1");
-        assert_eq!(code, 1);
+        assert_eq!(code, 2);
         assert_eq!(
             err,
             "error: the ram target keeps its disk in memory: --file needs the driver target\n"
@@ -1218,8 +1395,17 @@ mod tests {
         assert_eq!(
             (code, err.as_str()),
             (
-                1,
-                "error: this target loads no driver (try --target driver)\n"
+                2,
+                "error: the ram target loads no driver: info needs the driver target\n"
+            )
+        );
+        let (code, _, err) = cli("--fault lost --ios 10");
+        assert_eq!(
+            (code, err.as_str()),
+            (
+                2,
+                "error: the ram target has no device to inject faults into: --fault needs the \
+                 driver target\n"
             )
         );
         let (code, _, err) = cli("--block-size 1000");

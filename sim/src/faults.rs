@@ -159,6 +159,8 @@ pub struct FaultReport {
     pub specs: Vec<String>,
     /// What was injected, in order ("idx-jump on queue 1", "removal", ...).
     pub injected: Vec<String>,
+    /// When each of `injected` happened, milliseconds from the start of the job.
+    pub injected_at_ms: Vec<u64>,
     /// Storport's LU reset SRBs (multi-tier reset, first tier).
     pub lu_resets: u64,
     /// Storport's device reset SRBs (second tier).
@@ -191,6 +193,7 @@ impl FaultReport {
         json!({
             "specs": self.specs,
             "injected": self.injected,
+            "injected_at_ms": self.injected_at_ms,
             "resets": {
                 "lu": self.lu_resets, "device": self.device_resets, "bus": self.bus_resets,
                 "detected": self.resets_detected, "dma_cut": self.dma_cuts,
@@ -258,7 +261,8 @@ impl FaultReport {
 /// The thread that arms faults while a job runs.
 pub struct Injector {
     stop: Arc<AtomicBool>,
-    injected: Arc<Mutex<Vec<String>>>,
+    injected: Arc<Mutex<Vec<(Instant, String)>>>,
+    begun: Instant,
     thread: Option<JoinHandle<()>>,
     specs: Vec<FaultSpec>,
 }
@@ -278,13 +282,15 @@ impl Injector {
         Injector {
             stop,
             injected,
+            begun: Instant::now(),
             thread,
             specs,
         }
     }
 
-    /// Stops injecting (disarming what did not fire) and says what was injected.
-    pub fn finish(mut self, device: &VirtioBlkDevice) -> (Vec<String>, Vec<FaultSpec>) {
+    /// Stops injecting (disarming what did not fire) and says what was injected, and when
+    /// (milliseconds after the start).
+    pub fn finish(mut self, device: &VirtioBlkDevice) -> (Vec<(u64, String)>, Vec<FaultSpec>) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -294,15 +300,23 @@ impl Injector {
         device.set_reset_delay_ms(0);
         let injected =
             std::mem::take(&mut *self.injected.lock().unwrap_or_else(PoisonError::into_inner));
+        let begun = self.begun;
+        let injected = injected
+            .into_iter()
+            .map(|(at, what)| {
+                let ms = at.saturating_duration_since(begun).as_millis();
+                (u64::try_from(ms).unwrap_or(u64::MAX), what)
+            })
+            .collect();
         (injected, std::mem::take(&mut self.specs))
     }
 }
 
-fn note(injected: &Mutex<Vec<String>>, what: String) {
+fn note(injected: &Mutex<Vec<(Instant, String)>>, what: String) {
     injected
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(what);
+        .push((Instant::now(), what));
 }
 
 /// Sleeps until `until` or a stop; false on a stop.
@@ -321,7 +335,7 @@ fn run(
     queues: u16,
     specs: &[FaultSpec],
     stop: &AtomicBool,
-    injected: &Mutex<Vec<String>>,
+    injected: &Mutex<Vec<(Instant, String)>>,
 ) {
     let begun = Instant::now();
     for spec in specs {
@@ -376,7 +390,7 @@ fn chaos(
     queues: u16,
     spec: &FaultSpec,
     stop: &AtomicBool,
-    injected: &Mutex<Vec<String>>,
+    injected: &Mutex<Vec<(Instant, String)>>,
 ) {
     let mut rng = spec.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = || {

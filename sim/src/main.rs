@@ -1,8 +1,9 @@
 //! `vioblk-sim`: runs the vioblk driver on a simulated virtio-blk disk (see `vioblk_sim::cli`).
 #![forbid(unsafe_code)]
 
-use vioblk_sim::cli::{Backend, RamBackend, run_cli};
-use vioblk_sim::stack::DriverBackend;
+use vioblk_sim::cli::run_cli;
+use vioblk_sim::disk::{Backend, RamBackend};
+use vioblk_sim::driver::DriverBackend;
 
 fn main() {
     let argv: Vec<String> = std::env::args_os()

@@ -20,17 +20,7 @@ use crate::device::{VhostUserDevice, VhostUserOptions};
 use crate::stack::{Stack, StackOptions};
 use crate::target::ScsiTarget;
 
-/// Which device the driver runs on.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum DeviceKind {
-    /// The project's virtio-blk model (`sim/src/device`).
-    #[default]
-    Model,
-    /// A qemu-storage-daemon started for the run.
-    Qemu,
-    /// A vhost-user-blk back end the user runs, at this socket.
-    VhostUser(PathBuf),
-}
+pub use crate::disk::DeviceKind;
 
 /// The node name of the exported block device (for QMP commands).
 pub const NODE: &str = "disk";
@@ -85,7 +75,13 @@ pub fn daemon_version(binary: &Path) -> Result<String, String> {
     let out = Command::new(binary)
         .arg("--version")
         .output()
-        .map_err(|e| format!("{}: {e}", binary.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot run qemu-storage-daemon at {} ({e}): install it (Debian: apt-get install \
+                 qemu-system-common) or point VIOBLK_QEMU_STORAGE_DAEMON at it",
+                binary.display()
+            )
+        })?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
@@ -126,7 +122,10 @@ impl QemuStorageDaemon {
     /// No daemon binary, the image could not be made, or the daemon exited or never listened
     /// (its stderr is quoted).
     pub fn start(options: &DaemonOptions) -> Result<Self, String> {
-        let binary = daemon_binary().ok_or("qemu-storage-daemon is not installed")?;
+        let binary = daemon_binary().ok_or(
+            "qemu-storage-daemon is not installed, and --device qemu runs it: install it (Debian: \
+             apt-get install qemu-system-common) or name it in VIOBLK_QEMU_STORAGE_DAEMON",
+        )?;
         let version = daemon_version(&binary)?;
         let dir = temp_dir();
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -406,7 +405,7 @@ impl QemuStack {
 /// Opens the command line's disk on `kind` (not [`DeviceKind::Model`]).
 pub(crate) fn open(
     kind: &DeviceKind,
-    options: &crate::cli::DiskOptions,
+    options: &crate::disk::DiskOptions,
     stack: StackOptions,
 ) -> Result<QemuStack, String> {
     let device = VhostUserOptions {
@@ -436,12 +435,12 @@ pub(crate) fn open(
     }
 }
 
-impl crate::cli::OpenDisk for QemuStack {
+impl crate::disk::OpenDisk for QemuStack {
     fn target(&self) -> &dyn ScsiTarget {
         &self.stack
     }
 
-    fn queue_stats(&self) -> Option<Vec<crate::report::QueueStats>> {
+    fn queue_stats(&self) -> Option<Vec<crate::stats::QueueStats>> {
         Some(
             self.stack
                 .device
@@ -449,10 +448,7 @@ impl crate::cli::OpenDisk for QemuStack {
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    crate::report::QueueStats::from_counters(
-                        u16::try_from(i).unwrap_or(u16::MAX),
-                        c,
-                    )
+                    crate::stats::QueueStats::from_counters(u16::try_from(i).unwrap_or(u16::MAX), c)
                 })
                 .collect(),
         )
@@ -479,16 +475,5 @@ impl crate::cli::OpenDisk for QemuStack {
             after.push(format!("device failed: {why}"));
         }
         after
-    }
-}
-
-/// Parses `--device`'s value.
-pub(crate) fn parse_device(text: &str) -> Result<DeviceKind, crate::cli::UsageError> {
-    match text {
-        "model" => Ok(DeviceKind::Model),
-        "qemu" => Ok(DeviceKind::Qemu),
-        _ => Err(crate::cli::UsageError(format!(
-            "--device must be model or qemu, got {text}"
-        ))),
     }
 }

@@ -1,5 +1,8 @@
 //! What `vioblk-sim` prints: the job report (text and JSON), the `cdb` answer and the `info` page.
 //!
+//! Formatting only: the data it formats ([`Report`], [`QueueStats`], [`DriverRegistration`])
+//! lives in [`crate::stats`] and is re-exported here.
+//!
 //! # The JSON report (`vioblk-sim --json`), schema `vioblk-sim/report/v1`
 //!
 //! One object on stdout. Fields are only ever added within a schema version; a removal or a
@@ -60,12 +63,21 @@
 //!     "notifications": u64 | null, "interrupts": u64 | null
 //!   } ],
 //!   "violations": [string]            // Storport rule violations, as the port reported them
+//!   "threads": [ {                    // each workload thread (diskspd's per-thread table)
+//!     "thread": u32, "ios": u64, "reads": u64, "writes": u64, "bytes": u64,
+//!     "mean_us": f64, "stdev_us": f64
+//!   } ],
+//!   "timeline": {                     // successful I/Os completed per interval, from the start
+//!     "interval_s": f64, "ios": [u64], "bytes": [u64]
+//!   },
+//!   "latency_curve_us": [ { "quantile": f64, "us": f64 } ],  // every request; [] if none
 //!   "event_log": [ {                  // the system event log entries of the run (StorPortLogError)
 //!     "code": u32, "unique_id": u32, "address": [u8; 3], "event": string
 //!   } ],
 //!   "etw_events": usize,              // ETW events published (`--trace`)
 //!   "faults": null | {                 // `--fault`: what was injected and how the driver recovered
 //!     "specs": [string], "injected": [string],
+//!     "injected_at_ms": [u64],         // when each was injected, from the start of the job
 //!     "resets": { "lu": u64, "device": u64, "bus": u64, "detected": u64, "dma_cut": u64 },
 //!     "removal_detected": bool, "removed": bool,
 //!     "check": { "reads": u32, "as_expected": u32 },  // reads after the job: served, or
@@ -78,95 +90,13 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::class::{DiskGeometry, Sense, scsi_status_name, srb_status_name};
-use crate::device::QueueCounters;
+use crate::scsi::{Sense, scsi_status_name, srb_status_name};
+pub use crate::stats::{DriverRegistration, QueueStats, Report, Setup};
 use crate::target::{ScsiCompletion, ScsiRequest};
-use crate::workload::{LatencySummary, Pattern, Stop, WorkloadOptions, WorkloadResult};
+use crate::workload::{LatencySummary, Pattern, Stop, TIMELINE_INTERVAL};
 
 /// The schema name of the JSON report.
 pub const SCHEMA: &str = "vioblk-sim/report/v1";
-
-/// One request queue's counters, from the device model (or the RAM double's workers).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    /// The queue's index.
-    pub queue: u16,
-    /// Read requests.
-    pub reads: u64,
-    /// Write requests.
-    pub writes: u64,
-    /// Flush requests.
-    pub flushes: u64,
-    /// Discard (unmap) requests.
-    pub discards: u64,
-    /// Other requests.
-    pub other: u64,
-    /// Requests that failed.
-    pub errors: u64,
-    /// Bytes read.
-    pub bytes_read: u64,
-    /// Bytes written.
-    pub bytes_written: u64,
-    /// Doorbell writes the device saw, when known.
-    pub notifications: Option<u64>,
-    /// Interrupts the device raised, when known.
-    pub interrupts: Option<u64>,
-}
-
-impl QueueStats {
-    /// The report's view of the device model's counters of queue `queue`.
-    pub fn from_counters(queue: u16, c: &QueueCounters) -> Self {
-        Self {
-            queue,
-            reads: c.reads,
-            writes: c.writes,
-            flushes: c.flushes,
-            discards: c.discards + c.write_zeroes,
-            other: c.other + c.get_ids,
-            errors: c.errors,
-            bytes_read: c.bytes_read,
-            bytes_written: c.bytes_written,
-            notifications: Some(c.notifications),
-            interrupts: Some(c.interrupts),
-        }
-    }
-}
-
-/// How the disk under the job was set up (what the command line asked the backend for).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Setup {
-    /// The backend's name.
-    pub target: String,
-    /// Request queues.
-    pub queues: u16,
-    /// `"msix"` or `"intx"`.
-    pub interrupts: String,
-    /// `"ram"` or the backing file's path.
-    pub backing: String,
-}
-
-/// Everything one job's report says.
-#[derive(Clone, Debug)]
-pub struct Report {
-    /// How the disk was set up.
-    pub setup: Setup,
-    /// The job.
-    pub job: WorkloadOptions,
-    /// What the class model learnt at start.
-    pub disk: DiskGeometry,
-    /// What the job did.
-    pub result: WorkloadResult,
-    /// Per-queue counters, when the backend has them.
-    pub queues: Option<Vec<QueueStats>>,
-    /// Storport rule violations.
-    pub violations: Vec<String>,
-    /// The faults injected (`--fault`) and how the driver recovered.
-    pub faults: Option<crate::faults::FaultReport>,
-    /// The system event log entries the driver wrote during the run (StorPortLogError).
-    pub event_log: Vec<storport_sim::EventLogEntry>,
-    /// ETW events the driver published (`--trace`).
-    pub etw_events: usize,
-}
 
 /// What an event log code of vioblk means (`src/hba/events.rs`).
 pub fn event_name(code: u32) -> &'static str {
@@ -186,7 +116,8 @@ pub fn event_name(code: u32) -> &'static str {
     }
 }
 
-fn size(bytes: u64) -> String {
+/// `bytes` in the largest binary unit that divides it: "64 MiB", "4 KiB", "1000 bytes".
+pub fn size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [
         ("T", 1 << 40),
         ("G", 1 << 30),
@@ -212,17 +143,6 @@ fn latency_json(l: &LatencySummary) -> Value {
 }
 
 impl Report {
-    /// Whether the job passed: no failed request, no mismatch, no violation.
-    pub fn passed(&self) -> bool {
-        // With faults injected, failed requests are expected (and reported); wrong data never,
-        // and the disk must serve I/O again afterwards (or, removed, fail it with NO_DEVICE).
-        let errors_ok = match &self.faults {
-            Some(f) => f.recovered(),
-            None => self.result.counts.errors == 0,
-        };
-        errors_ok && self.result.verification.mismatches == 0 && self.violations.is_empty()
-    }
-
     /// The report as JSON (the schema is in this module's documentation).
     pub fn to_json(&self) -> Value {
         let job = &self.job;
@@ -332,6 +252,20 @@ impl Report {
             },
             "queues": queues,
             "violations": self.violations,
+            "threads": r.threads.iter().map(|t| json!({
+                "thread": t.thread, "ios": t.counts.ios(), "reads": t.counts.reads,
+                "writes": t.counts.writes,
+                "bytes": t.counts.bytes_read + t.counts.bytes_written,
+                "mean_us": t.mean_us, "stdev_us": t.stdev_us,
+            })).collect::<Vec<_>>(),
+            "timeline": {
+                "interval_s": TIMELINE_INTERVAL.as_secs_f64(),
+                "ios": r.timeline.iter().map(|i| i.ios).collect::<Vec<_>>(),
+                "bytes": r.timeline.iter().map(|i| i.bytes).collect::<Vec<_>>(),
+            },
+            "latency_curve_us": r.latency_curve.iter()
+                .map(|(q, us)| json!({ "quantile": q, "us": us }))
+                .collect::<Vec<_>>(),
             "event_log": self.event_log.iter().map(|e| json!({
                 "code": e.code,
                 "unique_id": e.unique_id,
@@ -464,6 +398,7 @@ impl Report {
         for e in &r.errors {
             let _ = writeln!(s, "  {e}");
         }
+        s.push_str(&thread_table(r, &self.setup.backing, disk.capacity_bytes()));
 
         let _ = writeln!(
             s,
@@ -607,6 +542,50 @@ impl Report {
     }
 }
 
+/// diskspd's "Total IO" table: one row per workload thread, then the total.
+fn thread_table(r: &crate::workload::WorkloadResult, backing: &str, capacity: u64) -> String {
+    if r.threads.is_empty() {
+        return String::new();
+    }
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let rule = "-".repeat(103);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nTotal IO (AvgLat and LatStdDev in ms)\n{:>6} | {:>15} | {:>12} | {:>10} | {:>10} | {:>8} | {:>9} | file",
+        "thread", "bytes", "I/Os", "MiB/s", "I/O per s", "AvgLat", "LatStdDev"
+    );
+    let _ = writeln!(s, "{rule}");
+    let file = format!("{backing} ({})", size(capacity));
+    for t in &r.threads {
+        let bytes = t.counts.bytes_read + t.counts.bytes_written;
+        let _ = writeln!(
+            s,
+            "{:>6} | {:>15} | {:>12} | {:>10.2} | {:>10.2} | {:>8.3} | {:>9.3} | {file}",
+            t.thread,
+            bytes,
+            t.counts.ios(),
+            bytes as f64 / secs / (1024.0 * 1024.0),
+            t.counts.ios() as f64 / secs,
+            t.mean_us / 1000.0,
+            t.stdev_us / 1000.0,
+        );
+    }
+    let _ = writeln!(s, "{rule}");
+    let bytes = r.counts.bytes_read + r.counts.bytes_written;
+    let _ = writeln!(
+        s,
+        "{:>6}   {:>15} | {:>12} | {:>10.2} | {:>10.2} | {:>8.3} |",
+        "total:",
+        bytes,
+        r.counts.ios(),
+        bytes as f64 / secs / (1024.0 * 1024.0),
+        r.counts.ios() as f64 / secs,
+        r.latencies.all.mean_us / 1000.0,
+    );
+    s
+}
+
 /// A hex dump in the style of sg_raw: offset, 16 bytes in two groups of 8, then ASCII.
 pub fn hex_dump(bytes: &[u8]) -> String {
     let mut s = String::new();
@@ -695,40 +674,6 @@ pub fn cdb_result(request: &ScsiRequest, c: &ScsiCompletion) -> String {
         );
     }
     s
-}
-
-/// What the driver handed Storport in `StorPortInitialize` (and, when the adapter started, in
-/// `PORT_CONFIGURATION_INFORMATION`), for `vioblk-sim info`. The integrator fills it from the
-/// port.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DriverRegistration {
-    /// The NTSTATUS `DriverEntry` returned.
-    pub driver_entry_status: u32,
-    /// `HW_INITIALIZATION_DATA.HwInitializationDataSize`.
-    pub hw_initialization_data_size: u32,
-    /// Each `Hw*` callback by name, and whether the driver supplied it.
-    pub callbacks: Vec<(String, bool)>,
-    /// `DeviceExtensionSize`.
-    pub device_extension_size: u32,
-    /// `SpecificLuExtensionSize`.
-    pub specific_lu_extension_size: u32,
-    /// `SrbExtensionSize`.
-    pub srb_extension_size: u32,
-    /// `SrbTypeFlags` (`SRB_TYPE_FLAG_*`).
-    pub srb_type_flags: u32,
-    /// `FeatureSupport` (`STOR_FEATURE_*`).
-    pub feature_support: u32,
-    /// `AdapterInterfaceType` (5 is PCIBus).
-    pub adapter_interface_type: u32,
-    /// `MapBuffers` (`STOR_MAP_*`).
-    pub map_buffers: u8,
-    /// `NumberOfAccessRanges`.
-    pub number_of_access_ranges: u32,
-    /// `NeedPhysicalAddresses`, `TaggedQueuing`, `AutoRequestSense`, `MultipleRequestPerLu`.
-    pub flags: Vec<(String, bool)>,
-    /// Anything else worth showing (port configuration after HwFindAdapter, perf options), as
-    /// name and value, in order.
-    pub extra: Vec<(String, String)>,
 }
 
 fn bit_names(value: u32, names: &[(u32, &str)]) -> String {
@@ -894,7 +839,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::workload::{Counts, Latencies, Mismatch, MismatchKind, Mix, Verification};
+    use crate::class::DiskGeometry;
+    use crate::workload::{
+        Counts, Interval, Latencies, Mismatch, MismatchKind, Mix, ThreadSummary, Verification,
+        WorkloadOptions, WorkloadResult,
+    };
 
     fn report() -> Report {
         let latency = LatencySummary {
@@ -960,6 +909,40 @@ mod tests {
                         kind: MismatchKind::Stale { found: 2 },
                     }],
                 },
+                threads: vec![
+                    ThreadSummary {
+                        thread: 0,
+                        counts: Counts {
+                            reads: 2,
+                            bytes_read: 8192,
+                            ..Counts::default()
+                        },
+                        mean_us: 12.5,
+                        stdev_us: 2.5,
+                    },
+                    ThreadSummary {
+                        thread: 1,
+                        counts: Counts {
+                            writes: 1,
+                            bytes_written: 4096,
+                            ..Counts::default()
+                        },
+                        mean_us: 35.0,
+                        stdev_us: 0.0,
+                    },
+                ],
+                timeline: vec![
+                    Interval {
+                        ios: 2,
+                        bytes: 8192,
+                    },
+                    Interval::default(),
+                    Interval {
+                        ios: 1,
+                        bytes: 4096,
+                    },
+                ],
+                latency_curve: vec![(0.0, 10.0), (0.5, 15.0), (0.9, 30.0), (1.0, 35.0)],
             },
             queues: Some(vec![QueueStats {
                 queue: 0,
@@ -1027,8 +1010,19 @@ mod tests {
             "event_log",
             "etw_events",
             "faults",
+            "threads",
+            "timeline",
+            "latency_curve_us",
         ];
         want.sort_unstable();
+        assert_eq!(j["threads"][1]["bytes"], 4096);
+        assert_eq!(j["threads"][0]["stdev_us"], 2.5);
+        assert_eq!(j["timeline"]["interval_s"], 0.1);
+        assert_eq!(j["timeline"]["ios"], json!([2, 0, 1]));
+        assert_eq!(
+            j["latency_curve_us"][3],
+            json!({ "quantile": 1.0, "us": 35.0 })
+        );
         let mut keys = keys;
         keys.sort_unstable();
         assert_eq!(keys, want);
@@ -1050,6 +1044,16 @@ mod tests {
         assert!(t.contains("verify:  16 blocks verified, 1 mismatch\n  LBA 42: expected generation 3, found generation 2 (stale data)"), "{t}");
         assert!(t.contains("storport: 1 violation(s)\n  - STORPORT_VIOLATION 0x1: lock order\n      held: StartIo"), "{t}");
         assert!(t.ends_with("result:  FAIL\n"), "{t}");
+        // diskspd's per-thread table, AvgLat and LatStdDev in milliseconds.
+        assert!(t.contains("\nTotal IO (AvgLat and LatStdDev in ms)\nthread |           bytes |         I/Os |      MiB/s |  I/O per s |   AvgLat | LatStdDev | file\n"), "{t}");
+        assert!(t.contains("\n     0 |            8192 |            2 |       0.00 |       1.00 |    0.013 |     0.003 | ram (64 MiB)\n"), "{t}");
+        assert!(t.contains("\n     1 |            4096 |            1 |       0.00 |       0.50 |    0.035 |     0.000 | ram (64 MiB)\n"), "{t}");
+        assert!(
+            t.contains(
+                "\ntotal:             12288 |            3 |       0.01 |       1.50 |    0.020 |"
+            ),
+            "{t}"
+        );
     }
 
     #[test]

@@ -61,6 +61,10 @@ fn help_lists_every_flag() {
         "--data-in-len",
         "cdb",
         "info",
+        "compare",
+        "--html",
+        "-Sh",
+        "-L",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}");
     }
@@ -245,10 +249,10 @@ fn cdb_inquiry_and_a_failing_read_on(target: &str) {
 #[test]
 fn info_needs_a_driver() {
     let out = vioblk_sim(&["info"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr),
-        "error: this target loads no driver (try --target driver)\n"
+        "error: the ram target loads no driver: info needs the driver target\n"
     );
 }
 

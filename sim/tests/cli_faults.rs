@@ -235,12 +235,17 @@ fn a_bad_spec_is_a_usage_error() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{spec}");
     }
-    // The ram target has no device to inject into.
+    // The ram target has no device to inject into: bad usage too.
     let out = Command::new(env!("CARGO_BIN_EXE_vioblk-sim"))
         .args(["--target", "ram", "--ios", "10", "--fault", "lost"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: the ram target has no device to inject faults into: --fault needs the driver \
+         target\n"
+    );
 }
 
 /// `--help` documents `--fault` and every mode.

@@ -1,10 +1,10 @@
-//! The virtio-blk device model driven by the direct (Storport-less) driver.
+//! The virtio-blk device model checked by the oracle: the independent (Storport-less) driver.
 
 use std::sync::Arc;
 
 use storport_sim::PATIENCE;
 use storport_sim::device::PciDevice;
-use vioblk_sim::device::direct::{
+use vioblk_sim::device::oracle::{
     BenchParams, Buf, DirectDriver, DriverError, RingError, random_reads, req_status, types,
 };
 use vioblk_sim::device::{

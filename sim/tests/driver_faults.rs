@@ -66,7 +66,17 @@ fn start_with(
     queues: u16,
     prepare: impl FnOnce(&VirtioBlkDevice),
 ) -> Stack {
-    Stack::start_with(options(interrupts, queues), prepare).expect("the stack starts")
+    let stack = Stack::start_with(options(interrupts, queues), prepare).expect("the stack starts");
+    // HwStorInitialize waits at most 5 ms for GET_ID and then goes on without a serial number;
+    // on a busy machine the device may take that request only now. A fault armed for "the next
+    // request" must not land on it: wait until the device has taken it (unless the test armed
+    // a fault before the start, which may be meant for it, or a fault has fired already).
+    if !stack.device.fault_armed() && stack.device.faults_fired() == 0 {
+        wait_for(&stack, "the device took the start-up GET_ID", |s| {
+            s.device.counters().first().is_some_and(|c| c.get_ids >= 1)
+        });
+    }
+    stack
 }
 
 /// Fails the test without tearing the stack down: a CPU thread stuck in the driver would make

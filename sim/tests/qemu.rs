@@ -19,8 +19,9 @@ use storport::ffi;
 use storport_sim::{PATIENCE, PortOptions, Request};
 use vioblk_sim::cli::run_cli;
 use vioblk_sim::device::VhostUserOptions;
+use vioblk_sim::driver::DriverBackend;
 use vioblk_sim::qemu::{DaemonOptions, QemuStack, daemon_binary};
-use vioblk_sim::stack::{DriverBackend, StackOptions};
+use vioblk_sim::stack::StackOptions;
 
 /// Whether the daemon is here; otherwise prints SKIPPED (and fails under CI).
 fn daemon_or_skip(test: &str) -> bool {

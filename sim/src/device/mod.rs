@@ -15,8 +15,10 @@
 //! - `fault`: deterministic fault injection for the driver's trust tests.
 //! - `vhost_user`: [`VhostUserDevice`], the same PCI function with a vhost-user back end (QEMU's
 //!   block layer) serving the queues instead of the model's queue threads.
-//! - [`direct`]: a small pure-Rust virtio driver that drives the model without Storport, used by
-//!   the tests and as the benchmark's "device model driven directly" baseline.
+//! - [`oracle`]: the independent oracle: a small virtio driver written from the VIRTIO 1.2 spec,
+//!   sharing no code with the vioblk driver, that drives the model without Storport. The device
+//!   model's tests hold the model to it, and the benchmark uses it as the "device model driven
+//!   directly" baseline.
 //!
 //! [`VirtioBlkDevice`] ties them together and implements [`storport_sim::device::PciDevice`].
 //! All DMA goes through one `vm_memory::GuestMemoryMmap` region the device owns; the port carves
@@ -25,10 +27,10 @@
 mod backend;
 mod blk;
 mod config;
-pub mod direct;
 mod fault;
 mod model;
 mod msix;
+pub mod oracle;
 pub mod packed;
 mod packed_thread;
 mod pci;

@@ -1105,7 +1105,7 @@ mod tests {
     /// configuration vector fires once the driver is running; not before.
     #[test]
     fn a_config_change_announcement_moves_the_generation_and_interrupts() {
-        use super::super::direct::CountingSink;
+        use super::super::oracle::CountingSink;
         use super::super::pci::MSIX_ENABLE;
         let link = Arc::new(Link::new(2, 1));
         let sink = Arc::new(CountingSink::default());

@@ -24,7 +24,9 @@ use crate::class::{self, DiskGeometry, describe_completion};
 use crate::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
 
 pub use generator::{Mix, OpKind, Pattern};
-pub use stats::{Counts, Latencies, LatencySummary};
+pub use stats::{
+    CURVE_QUANTILES, Counts, Interval, Latencies, LatencySummary, TIMELINE_INTERVAL, ThreadSummary,
+};
 pub use verify::{Mismatch, MismatchKind, Verification};
 
 use generator::{Generator, SlotMap};
@@ -111,6 +113,12 @@ pub struct WorkloadResult {
     pub failures: Vec<(String, u64)>,
     /// The verification tally.
     pub verification: Verification,
+    /// Each thread's totals.
+    pub threads: Vec<ThreadSummary>,
+    /// Completed I/Os and bytes per [`TIMELINE_INTERVAL`], from the start of the job.
+    pub timeline: Vec<Interval>,
+    /// Latency of every request at [`CURVE_QUANTILES`]: (quantile, microseconds).
+    pub latency_curve: Vec<(f64, f64)>,
     /// SRBs one READ or WRITE became: 1, or more when the request is larger than the disk's
     /// maximum transfer length and the class driver split it.
     pub transfers_per_request: u32,
@@ -159,7 +167,8 @@ pub fn validate(opts: &WorkloadOptions, disk: &DiskGeometry) -> Result<(), Strin
     let total = u64::from(opts.threads) * u64::from(opts.outstanding);
     if slots < total {
         return Err(format!(
-            "the disk holds {slots} I/Os of {} bytes, fewer than -t × -o = {total} in flight",
+            "the disk holds {slots} I/Os of {} bytes, fewer than -t × -o = {total} in flight: \
+             make -c larger, or -b, -t or -o smaller",
             opts.io_size
         ));
     }
@@ -187,7 +196,8 @@ pub fn validate(opts: &WorkloadOptions, disk: &DiskGeometry) -> Result<(), Strin
         }
         if disk.limits.is_some_and(|l| blocks > l.max_unmap_lba_count) {
             return Err(format!(
-                "-b ({}) exceeds the disk's maximum UNMAP LBA count",
+                "-b ({}) exceeds the disk's maximum UNMAP LBA count: use a smaller -b, or no \
+                 --unmap-percent",
                 opts.io_size
             ));
         }
@@ -214,6 +224,7 @@ struct Job<'a> {
     deadline: Option<Instant>,
     reserved: AtomicU64,
     live: Live,
+    start: Instant,
 }
 
 impl Job<'_> {
@@ -262,8 +273,10 @@ pub fn run(
         },
         reserved: AtomicU64::new(0),
         live: Live::default(),
+        start,
     };
     let mut total = ThreadStats::new();
+    let mut threads = Vec::new();
     std::thread::scope(|scope| {
         let job = &job;
         let bar = progress::wanted(opts.progress).then(|| {
@@ -279,9 +292,12 @@ pub fn run(
                     .spawn_scoped(scope, move || worker(job, t))
             })
             .collect();
-        for w in workers {
+        for (t, w) in (0..).zip(workers) {
             match w.map(|h| h.join()) {
-                Ok(Ok(stats)) => total.merge(&stats),
+                Ok(Ok(stats)) => {
+                    threads.push(stats.summary(t));
+                    total.merge(&stats);
+                }
                 Ok(Err(_)) => total.error("a workload thread panicked".to_owned()),
                 Err(e) => total.error(format!("cannot start a workload thread: {e}")),
             }
@@ -303,6 +319,9 @@ pub fn run(
             f
         },
         verification: job.shadow.as_ref().map(Shadow::summary).unwrap_or_default(),
+        threads,
+        latency_curve: total.latency_curve(),
+        timeline: total.timeline,
         transfers_per_request: job.blocks_per_io.div_ceil(job.transfer_blocks.max(1)),
     })
 }
@@ -628,6 +647,7 @@ fn complete(
                 0
             };
             job.live.bytes.fetch_add(moved, Ordering::Relaxed);
+            stats.completed_at(job.start.elapsed(), moved);
         }
     } else {
         let what = if c.is_success() {
@@ -663,7 +683,8 @@ mod tests {
 
     use super::*;
     use crate::class::start_disk;
-    use crate::target::{Done, RamConfig, RamScsiTarget, ScsiRequest};
+    use crate::ram::{RamConfig, RamScsiTarget};
+    use crate::target::{Done, ScsiRequest};
 
     fn ram(capacity: u64, block: u32) -> RamScsiTarget {
         RamScsiTarget::new(RamConfig {
@@ -958,7 +979,8 @@ mod tests {
         );
         assert_eq!(
             bad(job(1)),
-            "the disk holds 16 I/Os of 4096 bytes, fewer than -t × -o = 32 in flight"
+            "the disk holds 16 I/Os of 4096 bytes, fewer than -t × -o = 32 in flight: make -c \
+             larger, or -b, -t or -o smaller"
         );
     }
 }

@@ -101,6 +101,13 @@ pub struct Latencies {
     pub all: LatencySummary,
 }
 
+/// The quantiles of the latency curve: evenly spaced in "nines" (0.9, 0.99, ...), as latency
+/// percentile plots are drawn.
+pub const CURVE_QUANTILES: [f64; 19] = [
+    0.0, 0.1, 0.25, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999, 0.9995, 0.9999,
+    0.99995, 0.99999, 1.0,
+];
+
 /// How many failed requests are kept with their description.
 pub const ERROR_SAMPLES: usize = 8;
 
@@ -115,6 +122,36 @@ pub struct ThreadStats {
     pub errors: Vec<String>,
     /// Failed requests by how they failed (SRB status, SCSI status and sense, in words).
     pub failures: std::collections::BTreeMap<String, u64>,
+    /// Completed I/Os and bytes per [`TIMELINE_INTERVAL`] since the job began.
+    pub timeline: Vec<Interval>,
+}
+
+/// The width of one bucket of the timeline.
+pub const TIMELINE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The timeline is cut off after this many buckets (a day at 100 ms), so memory is bounded.
+const TIMELINE_MAX: usize = 864_000;
+
+/// What completed in one interval of the timeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interval {
+    /// Reads, writes and unmaps that completed successfully.
+    pub ios: u64,
+    /// Bytes they read and wrote.
+    pub bytes: u64,
+}
+
+/// One workload thread's totals, for the per-thread table (as diskspd prints it).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ThreadSummary {
+    /// The thread's index.
+    pub thread: u32,
+    /// Its counts.
+    pub counts: Counts,
+    /// Mean latency of its requests, microseconds.
+    pub mean_us: f64,
+    /// Standard deviation of their latency, microseconds.
+    pub stdev_us: f64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -150,7 +187,55 @@ impl ThreadStats {
             all: histogram(),
             errors: Vec::new(),
             failures: std::collections::BTreeMap::new(),
+            timeline: Vec::new(),
         }
+    }
+
+    /// Counts a successful I/O of `bytes` that completed `since_start` into the job.
+    pub fn completed_at(&mut self, since_start: Duration, bytes: u64) {
+        let i = usize::try_from(since_start.as_millis() / TIMELINE_INTERVAL.as_millis())
+            .unwrap_or(usize::MAX);
+        if i >= TIMELINE_MAX {
+            return;
+        }
+        if self.timeline.len() <= i {
+            self.timeline.resize(i + 1, Interval::default());
+        }
+        if let Some(b) = self.timeline.get_mut(i) {
+            b.ios += 1;
+            b.bytes += bytes;
+        }
+    }
+
+    /// This thread's totals, as thread `thread`.
+    pub fn summary(&self, thread: u32) -> ThreadSummary {
+        let us = |ns: f64| ns / 1000.0;
+        ThreadSummary {
+            thread,
+            counts: self.counts,
+            mean_us: if self.all.is_empty() {
+                0.0
+            } else {
+                us(self.all.mean())
+            },
+            stdev_us: if self.all.is_empty() {
+                0.0
+            } else {
+                us(self.all.stdev())
+            },
+        }
+    }
+
+    /// The latency of every request at the quantiles of [`CURVE_QUANTILES`]: (quantile,
+    /// microseconds). Empty when nothing completed.
+    pub fn latency_curve(&self) -> Vec<(f64, f64)> {
+        if self.all.is_empty() {
+            return Vec::new();
+        }
+        CURVE_QUANTILES
+            .iter()
+            .map(|&q| (q, self.all.value_at_quantile(q) as f64 / 1000.0))
+            .collect()
     }
 
     /// Records the latency of a completed request.
@@ -189,6 +274,14 @@ impl ThreadStats {
         let _ = self.read.add(&other.read);
         let _ = self.write.add(&other.write);
         let _ = self.all.add(&other.all);
+        if self.timeline.len() < other.timeline.len() {
+            self.timeline
+                .resize(other.timeline.len(), Interval::default());
+        }
+        for (a, b) in self.timeline.iter_mut().zip(&other.timeline) {
+            a.ios += b.ios;
+            a.bytes += b.bytes;
+        }
         for e in &other.errors {
             if self.errors.len() < ERROR_SAMPLES {
                 self.errors.push(e.clone());
@@ -229,5 +322,38 @@ mod tests {
         assert!(near(l.read.p99_us, 990.0), "{}", l.read.p99_us);
         assert!(near(l.read.max_us, 1000.0), "{}", l.read.max_us);
         assert!(near(l.write.max_us, 5000.0), "{}", l.write.max_us);
+        let curve = a.latency_curve();
+        assert_eq!(curve.len(), CURVE_QUANTILES.len());
+        assert!((curve[3].1 - 500.0).abs() < 5.0, "{curve:?}");
+        assert!((curve.last().unwrap().1 - 5000.0).abs() < 10.0, "{curve:?}");
+        assert!(curve.windows(2).all(|w| w[0].1 <= w[1].1), "{curve:?}");
+        let t = a.summary(3);
+        assert_eq!((t.thread, t.counts), (3, a.counts));
+        assert!(t.mean_us > 400.0 && t.stdev_us > 200.0, "{t:?}");
+        assert!(ThreadStats::new().latency_curve().is_empty());
+    }
+
+    #[test]
+    fn timeline_buckets() {
+        let mut a = ThreadStats::new();
+        let mut b = ThreadStats::new();
+        a.completed_at(Duration::from_millis(50), 4096);
+        a.completed_at(Duration::from_millis(99), 4096);
+        b.completed_at(Duration::from_millis(250), 512);
+        a.merge(&b);
+        assert_eq!(
+            a.timeline,
+            [
+                Interval {
+                    ios: 2,
+                    bytes: 8192
+                },
+                Interval::default(),
+                Interval { ios: 1, bytes: 512 }
+            ]
+        );
+        // Far past the bound: dropped, not a huge allocation.
+        a.completed_at(Duration::from_secs(1 << 40), 1);
+        assert_eq!(a.timeline.len(), 3);
     }
 }

@@ -1,4 +1,11 @@
-//! A small virtio-blk driver that drives [`VirtioBlkDevice`] directly, without Storport.
+//! The independent oracle: a small virtio-blk driver that drives [`VirtioBlkDevice`] directly,
+//! without Storport and without any of the vioblk driver's code.
+//!
+//! It is written from the VIRTIO 1.2 specification alone (2.7 split virtqueues, 4.1 the PCI
+//! transport, 5.2 virtio-blk), so that a bug the vioblk driver and the device model might share
+//! through common code cannot hide: when the model disagrees with this driver, one of the two
+//! is wrong, and the vioblk driver is not the judge. It uses the model only through the
+//! [`PciDevice`] interface the port uses, plus the model's register-layout constants.
 //!
 //! It does what a guest driver does, through the same [`PciDevice`] interface the port uses:
 //! walks the PCI capabilities, enables MSI-X as a PnP manager would, performs the status and
