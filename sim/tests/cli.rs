@@ -1,12 +1,22 @@
-//! The `vioblk-sim` binary end to end, against the `ram` target.
+//! The `vioblk-sim` binary end to end: the jobs run against the driver target (the real driver
+//! on the user-mode Storport over the device model, where "storport: no violations" means the
+//! rules were checked) and against the `ram` target (the workload and report alone).
 
 use std::process::{Command, Output};
 
+/// Both targets: the driver first (the one that matters), then the model-free RAM disk.
+const TARGETS: [&str; 2] = ["driver", "ram"];
+
+/// Runs the binary on the `ram` target (argument parsing, which does not depend on it).
 fn vioblk_sim(args: &[&str]) -> Output {
+    vioblk_sim_on("ram", args)
+}
+
+fn vioblk_sim_on(target: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vioblk-sim"))
         .args(args)
         .args(
-            ["--target", "ram"]
+            ["--target", target]
                 .iter()
                 .filter(|_| !args.contains(&"--help")),
         )
@@ -62,8 +72,18 @@ fn help_lists_every_flag() {
 
 #[test]
 fn a_small_verified_job_passes() {
-    let out = vioblk_sim(&["--ios", "2000", "-c", "8M"]);
+    for target in TARGETS {
+        a_small_verified_job_passes_on(target);
+    }
+}
+
+fn a_small_verified_job_passes_on(target: &str) {
+    let out = vioblk_sim_on(target, &["--ios", "2000", "-c", "8M"]);
     let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("setup:   target {target}")),
+        "{stdout}"
+    );
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(
         stdout.contains("job:     2 threads x 16 outstanding, 4 KiB random, 30% writes, 2000 I/Os"),
@@ -79,29 +99,39 @@ fn a_small_verified_job_passes() {
 
 #[test]
 fn json_report_is_machine_readable() {
-    let out = vioblk_sim(&[
-        "--json",
-        "--ios",
-        "600",
-        "-s",
-        "-b",
-        "64K",
-        "-w",
-        "50",
-        "--block-size",
-        "4096",
-        "-t1",
-        "-o4",
-        "--queues",
-        "3",
-        "--flush-every",
-        "10",
-    ]);
+    for target in TARGETS {
+        json_report_is_machine_readable_on(target);
+    }
+}
+
+fn json_report_is_machine_readable_on(target: &str) {
+    let out = vioblk_sim_on(
+        target,
+        &[
+            "--json",
+            "--ios",
+            "600",
+            "-s",
+            "-b",
+            "64K",
+            "-w",
+            "50",
+            "--block-size",
+            "4096",
+            "-t1",
+            "-o4",
+            "--queues",
+            "3",
+            "--flush-every",
+            "10",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(j["schema"], "vioblk-sim/report/v1");
     assert_eq!(j["passed"], true);
-    assert_eq!(j["target"], "ram");
+    assert_eq!(j["target"], target);
+    assert_eq!(j["violations"].as_array().map(Vec::len), Some(0), "{j}");
     assert_eq!(j["job"]["pattern"], "sequential");
     assert_eq!(j["job"]["io_size"], 65536);
     assert_eq!(j["disk"]["logical_block_size"], 4096);
@@ -116,11 +146,25 @@ fn json_report_is_machine_readable() {
             .is_some_and(|v| v > 0)
     );
     assert_eq!(j["queues"].as_array().map(Vec::len), Some(3));
+    if target == "driver" {
+        // The requests went through the driver and the device: the device served every one
+        // and interrupted (the RAM disk has no interrupts).
+        let queues = j["queues"].as_array().unwrap();
+        let sum = |field: &str| queues.iter().filter_map(|q| q[field].as_u64()).sum::<u64>();
+        assert_eq!(sum("reads") + sum("writes"), 600, "{j}");
+        assert!(sum("interrupts") > 0, "{j}");
+    }
 }
 
 #[test]
 fn a_short_timed_job() {
-    let out = vioblk_sim(&["-d", "0.3", "-c", "4M", "--unmap-percent", "10"]);
+    for target in TARGETS {
+        a_short_timed_job_on(target);
+    }
+}
+
+fn a_short_timed_job_on(target: &str) {
+    let out = vioblk_sim_on(target, &["-d", "0.3", "-c", "4M", "--unmap-percent", "10"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -160,6 +204,18 @@ fn bad_flags_exit_2_with_a_clear_error() {
 
 #[test]
 fn cdb_inquiry_and_a_failing_read() {
+    for target in TARGETS {
+        cdb_inquiry_and_a_failing_read_on(target);
+    }
+}
+
+fn cdb_inquiry_and_a_failing_read_on(target: &str) {
+    let vioblk_sim = |args: &[&str]| vioblk_sim_on(target, args);
+    let product = if target == "ram" {
+        "RAM disk"
+    } else {
+        "virtio-blk disk"
+    };
     let out = vioblk_sim(&["cdb", "12", "00", "00", "00", "24", "00"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
@@ -167,7 +223,7 @@ fn cdb_inquiry_and_a_failing_read() {
     assert!(stdout.contains("SCSI status: GOOD (0x00)"), "{stdout}");
     assert!(stdout.contains("data in:     36 of 36 bytes"), "{stdout}");
     assert!(
-        stdout.contains("VIOBLK  \n") && stdout.contains("RAM disk"),
+        stdout.contains("VIOBLK  \n") && stdout.contains(product),
         "{stdout}"
     );
 

@@ -84,7 +84,12 @@ fn start_with(
 fn hung(stack: &Stack, what: &str) -> ! {
     let log = stack.adapter.log();
     let tail = log[log.len().saturating_sub(20)..].join("\n");
-    eprintln!("HUNG: {what}\nlast log lines:\n{tail}");
+    // Straight to the process's stderr: the test harness's capture of eprintln! is lost with
+    // the process.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr().lock(),
+        format_args!("HUNG: {what}\nlast log lines:\n{tail}\n"),
+    );
     std::process::exit(101);
 }
 
@@ -625,13 +630,23 @@ fn a_timeout_is_recovered_by_the_lu_reset_tier() {
 #[test]
 fn one_dpc_run_completes_a_bounded_number_of_requests() {
     for interrupts in ALL_MODES {
-        let stack = start_with(interrupts, 1, |d| prepare_data(d, 0, 128));
+        // With chained descriptors (VIOBLK_SIM_FEATURES_OFF=indirect) a read takes three of
+        // the 128 ring entries the driver uses: only 40 fit while the interrupts are held.
+        let n = if vioblk_sim::device::features_off_from_env()
+            & vioblk_sim::device::features::INDIRECT_DESC
+            != 0
+        {
+            40u32
+        } else {
+            128
+        };
+        let stack = start_with(interrupts, 1, |d| prepare_data(d, 0, n));
         stack.device.hold_interrupts(true);
-        let handles: Vec<RequestHandle> = (0..128u32)
+        let handles: Vec<RequestHandle> = (0..n)
             .map(|i| stack.adapter.submit(read(8 * i, 40)))
             .collect();
-        wait_for(&stack, "the device served all 128", |s| {
-            s.device.counters().iter().map(|c| c.reads).sum::<u64>() >= 128
+        wait_for(&stack, "the device served every read", |s| {
+            s.device.counters().iter().map(|c| c.reads).sum::<u64>() >= u64::from(n)
         });
         stack.device.hold_interrupts(false);
         let done = wait_all(&stack, handles, Instant::now() + DEADLINE);

@@ -7,10 +7,14 @@
 //! The other suites run in packed mode too: `VIOBLK_SIM_RING=packed cargo test -p vioblk-sim`
 //! makes the model offer RING_PACKED with its default features.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
-use storport_sim::{Adapter, AdapterOptions, InterruptMode, Port, PortOptions, Request};
+use storport_sim::{
+    Adapter, AdapterOptions, Completion, InterruptMode, Port, PortOptions, Request,
+};
 use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, VirtioBlkDevice, features};
 
@@ -78,7 +82,7 @@ fn patterned_io(disk: &Disk, count: u32) {
         );
     }
     for _ in 0..count {
-        let (i, c) = rx.recv().unwrap();
+        let (i, c) = recv(disk, &rx);
         assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "write {i}: {c:?}");
     }
     for i in 0..count {
@@ -89,7 +93,7 @@ fn patterned_io(disk: &Disk, count: u32) {
         );
     }
     for _ in 0..count {
-        let (i, c) = rx.recv().unwrap();
+        let (i, c) = recv(disk, &rx);
         assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "read {i}: {c:?}");
         assert_eq!(
             c.data,
@@ -97,6 +101,34 @@ fn patterned_io(disk: &Disk, count: u32) {
             "read {i} back"
         );
     }
+}
+
+/// The longest a request may take before the test counts it as hung.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Ends the process with a failure: a driver that lost a request would make the teardown (which
+/// waits for outstanding requests) hang as well. Written past the test harness's capture.
+fn hung(disk: &Disk, what: &str) -> ! {
+    let log = disk.adapter.log();
+    let tail = log[log.len().saturating_sub(20)..].join("\n");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "HUNG (deadline {DEADLINE:?}): {what}\nlast log lines:\n{tail}"
+    );
+    std::process::exit(101);
+}
+
+/// Sends `request` and waits for its completion until the deadline.
+fn exec(disk: &Disk, request: Request) -> Completion {
+    let handle = disk.adapter.submit(request);
+    handle
+        .wait_timeout(DEADLINE)
+        .unwrap_or_else(|| hung(disk, "a request never completed"))
+}
+
+fn recv(disk: &Disk, rx: &mpsc::Receiver<(u32, Completion)>) -> (u32, Completion) {
+    rx.recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| hung(disk, "a request never completed"))
 }
 
 fn assert_clean(disk: &Disk) {
@@ -115,9 +147,7 @@ fn packed_rings_are_negotiated_and_carry_the_io() {
         );
         patterned_io(&disk, 600);
         // SYNCHRONIZE CACHE and INQUIRY go through the same rings.
-        let c = disk
-            .adapter
-            .execute(Request::scsi(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        let c = exec(&disk, Request::scsi(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS);
         let flushes: u64 = disk.device.counters().iter().map(|c| c.flushes).sum();
         assert!(flushes >= 1);
@@ -196,18 +226,17 @@ fn packed_ring_lies_are_handled() {
             None,
         );
         let data = pattern(mode as u32, 4096);
-        let c = disk
-            .adapter
-            .execute(Request::data_out(&rw10(0x2A, 64, 8), data.clone()));
+        let c = exec(&disk, Request::data_out(&rw10(0x2A, 64, 8), data.clone()));
         assert_eq!(
             c.srb_status,
             ffi::SRB_STATUS_SUCCESS,
             "{mode:?}: first write"
         );
         disk.device.arm_fault(mode, 1);
-        let victim = disk
-            .adapter
-            .execute(Request::data_in(&rw10(0x28, 64, 8), 4096).timeout(600));
+        let victim = exec(
+            &disk,
+            Request::data_in(&rw10(0x28, 64, 8), 4096).timeout(600),
+        );
         assert_eq!(disk.device.faults_fired(), 1, "{mode:?}: the fault fired");
         assert_eq!(victim.srb_status, expect, "{mode:?}: victim {victim:?}");
         if expect != ffi::SRB_STATUS_BUS_RESET {
@@ -217,8 +246,10 @@ fn packed_ring_lies_are_handled() {
         // The disk works again and the data survived.
         let read = (0..100)
             .map(|_| {
-                disk.adapter
-                    .execute(Request::data_in(&rw10(0x28, 64, 8), 4096).timeout(600))
+                exec(
+                    &disk,
+                    Request::data_in(&rw10(0x28, 64, 8), 4096).timeout(600),
+                )
             })
             .find(|c| c.srb_status == ffi::SRB_STATUS_SUCCESS)
             .expect("a read succeeds after the recovery");

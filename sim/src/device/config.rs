@@ -131,10 +131,34 @@ impl Default for DeviceConfig {
     }
 }
 
+/// The environment variable that withdraws default features from every device model.
+pub const FEATURES_OFF_ENV: &str = "VIOBLK_SIM_FEATURES_OFF";
+
+/// The features `VIOBLK_SIM_FEATURES_OFF` withdraws: `indirect` (INDIRECT_DESC) and `event-idx`
+/// (EVENT_IDX), comma-separated. An unknown name is a mistake that would make a suite run in
+/// a mode nobody asked for: it panics with the name (test configuration, not driver input).
+pub fn features_off_from_env() -> u64 {
+    let Ok(list) = std::env::var(FEATURES_OFF_ENV) else {
+        return 0;
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| match name {
+            "indirect" => features::INDIRECT_DESC,
+            "event-idx" => features::EVENT_IDX,
+            other => panic!("{FEATURES_OFF_ENV}: unknown feature `{other}` (indirect, event-idx)"),
+        })
+        .fold(0, |off, bit| off | bit)
+}
+
 impl DeviceConfig {
     /// The feature bits the device offers. With the default features, `VIOBLK_SIM_RING=packed`
     /// in the environment adds RING_PACKED, so that any suite runs over packed rings
-    /// (`VIOBLK_SIM_RING=packed cargo test -p vioblk-sim`).
+    /// (`VIOBLK_SIM_RING=packed cargo test -p vioblk-sim`), and `VIOBLK_SIM_FEATURES_OFF`
+    /// (a comma-separated list of `indirect` and `event-idx`) withdraws those features, so that
+    /// any suite runs over chained descriptors or flag-based notification (see
+    /// [`features_off_from_env`]).
     pub fn offered_features(&self) -> u64 {
         let mut offered = self.features.unwrap_or(features::DEFAULT);
         if self.features.is_none() && self.num_queues <= 1 {
@@ -144,6 +168,9 @@ impl DeviceConfig {
             && std::env::var("VIOBLK_SIM_RING").is_ok_and(|ring| ring == "packed")
         {
             offered |= features::RING_PACKED;
+        }
+        if self.features.is_none() {
+            offered &= !features_off_from_env();
         }
         if self.read_only {
             offered |= features::RO;

@@ -37,6 +37,12 @@ pub enum FaultMode {
     /// The request is held for the device's slow time (see
     /// [`super::VirtioBlkDevice::set_slow_ms`]) before it is executed and completed.
     Slow,
+    /// The request is executed, then completed with VIRTIO_BLK_S_IOERR (a well-formed failure:
+    /// not in [`FaultMode::ALL`], which lists the faults that break the protocol).
+    IoErrStatus,
+    /// The request is executed, then completed with VIRTIO_BLK_S_UNSUPP (not in
+    /// [`FaultMode::ALL`]).
+    UnsuppStatus,
 }
 
 impl FaultMode {
@@ -66,6 +72,20 @@ impl FaultMode {
             FaultMode::LostRequest => "lost",
             FaultMode::NeedsReset => "needs-reset",
             FaultMode::Slow => "slow",
+            FaultMode::IoErrStatus => "ioerr",
+            FaultMode::UnsuppStatus => "unsupp",
+        }
+    }
+}
+
+impl FaultMode {
+    /// The status byte the device writes in place of `status`, the one its executor produced.
+    pub fn status(self, status: u8) -> u8 {
+        match self {
+            FaultMode::BadStatus => 0x7F,
+            FaultMode::IoErrStatus => 1,
+            FaultMode::UnsuppStatus => 2,
+            _ => status,
         }
     }
 }

@@ -39,7 +39,7 @@ mod transport;
 pub mod vhost_direct;
 mod vhost_user;
 
-pub use config::{BackendConfig, DeviceConfig, features};
+pub use config::{BackendConfig, DeviceConfig, FEATURES_OFF_ENV, features, features_off_from_env};
 pub use fault::FaultMode;
 pub use model::{DeviceError, VirtioBlkDevice};
 pub use queue_thread::QueueCounters;

@@ -155,11 +155,7 @@ fn serve_now(
     if fault == FaultMode::LostRequest {
         return Ok(());
     }
-    let status = if fault == FaultMode::BadStatus {
-        0x7F
-    } else {
-        outcome.status
-    };
+    let status = fault.status(outcome.status);
     mem.write_obj(status, outcome.status_addr)
         .map_err(|_| Broken)?;
     let (id, len) = match fault {
