@@ -12,9 +12,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use storport_sys as ffi;
 use storport_sim::device::{Bar, DmaWatch, InterruptSink, PciDevice};
 use storport_sim::{Completion, PortOptions, Request, RequestHandle, function};
+use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, FaultMode, VirtioBlkDevice, features};
 use vioblk_sim::stack::{Stack, StackOptions};
 
