@@ -162,6 +162,8 @@ viable=$((total_caught + total_missed + total_hung))
     else
         echo "score: no viable mutant in scope"
     fi
-    [ "$total_skipped" -gt 0 ] && echo "not run (over --max $max per file): $total_skipped"
+    if [ "$total_skipped" -gt 0 ]; then
+        echo "not run (over --max $max per file): $total_skipped"
+    fi
 } | tee -a "$summary"
 [ "$total_missed" -eq 0 ] && [ "$total_hung" -eq 0 ]
