@@ -89,12 +89,14 @@ pub struct RunArgs {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SoakArgs {
     /// The job of every round (its `-d`/`--ios` is the round's length; without `--fault`, each
-    /// round gets `chaos,seed=ROUND,every=5`).
+    /// round gets `chaos,seed=ROUND,every=MS`, MS from `--chaos-every`, 5 by default).
     pub run: RunArgs,
     /// When to stop: after this many I/Os in all, or this much time.
     pub total: Stop,
     /// Turn the interrupt mode each round (no `--interrupts` given).
     pub rotate_interrupts: bool,
+    /// Milliseconds between chaos faults in the rounds' own chaos (`--chaos-every`, default 5).
+    pub chaos_every_ms: u64,
 }
 
 /// `vioblk-sim explore`.
@@ -135,10 +137,11 @@ USAGE:
     vioblk-sim explore --seeds A..B [RUN OPTIONS]
                                          run the job deterministically under each seed; stop
                                          at the first failure and print the command replaying it
-    vioblk-sim soak --total-ios N | --hours H [RUN OPTIONS]
+    vioblk-sim soak --total-ios N | --hours H [--chaos-every MS] [RUN OPTIONS]
                                          rounds of the job (-d/--ios each, default 10 s) with
-                                         chaos faults from the round's seed, interrupt mode
-                                         turning msix/intx/msi, until the total
+                                         chaos faults from the round's seed (one every MS
+                                         milliseconds, 5 by default), interrupt mode turning
+                                         msix/intx/msi, until the total
     vioblk-sim help | --help | -h        this text
     vioblk-sim --version | -V            the version
 
@@ -545,6 +548,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
     let mut deterministic = false;
     let mut seeds: Option<(u64, u64)> = None;
     let mut total: Option<Stop> = None;
+    let mut chaos_every_ms: u64 = 5;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg {
             Arg::Positional(p) if sub == "cdb" => {
@@ -627,6 +631,14 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
         if sub == "soak" && flag == "--total-ios" {
             let n: u64 = parse_number(flag, args.value(flag, inline)?)?;
             total = Some(Stop::Ios(n.max(1)));
+            continue;
+        }
+        if sub == "soak" && flag == "--chaos-every" {
+            let ms: u64 = parse_number(flag, args.value(flag, inline)?)?;
+            if ms == 0 {
+                return usage(format!("{flag} must be at least 1, got 0"));
+            }
+            chaos_every_ms = ms;
             continue;
         }
         if sub == "soak" && flag == "--hours" {
@@ -864,6 +876,7 @@ pub fn parse(argv: &[String], targets: &[&str]) -> Result<Command, UsageError> {
                     run,
                     total,
                     rotate_interrupts,
+                    chaos_every_ms,
                 }));
             }
             match seeds {
@@ -1432,7 +1445,8 @@ fn run_soak(
         }
         if run.faults.is_empty() {
             run.faults.push(crate::faults::FaultSpec::parse(&format!(
-                "chaos,seed={round},every=5"
+                "chaos,seed={round},every={}",
+                s.chaos_every_ms
             ))?);
         }
         let (report, _) = job_report(backend, name, &run)?;
