@@ -369,7 +369,10 @@ fn a_deterministic_run_on_the_image_replays_with_the_same_digest() {
     let first = deterministic_line(&deterministic_image_run(image, "9"));
     let again = deterministic_line(&deterministic_image_run(image, "9"));
     assert_eq!(first, again, "the same seed gave two transcripts");
-    assert!(first.starts_with("deterministic: seed 9, digest "), "{first}");
+    assert!(
+        first.starts_with("deterministic: seed 9, digest "),
+        "{first}"
+    );
     // Other seeds are other schedules of the image's register accesses and callbacks.
     let digest = |line: &str| line.split_whitespace().nth(4).map(str::to_owned);
     let mut digests = std::collections::BTreeSet::new();
