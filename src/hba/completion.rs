@@ -114,12 +114,15 @@ pub(super) fn message_interrupt(
     };
     match adapter.mode() {
         Mode::MultiQueue => {
-            if message_id == 0 {
+            // Message 0 announces configuration changes; message q + 1 serves queue q.
+            let Some(queue) = usize::try_from(message_id)
+                .ok()
+                .and_then(|m| m.checked_sub(1))
+            else {
                 config_changed(adapter);
                 reset_if_device_needs_it(adapter, &*token);
                 return true;
-            }
-            let queue = message_id as usize - 1;
+            };
             match adapter.queues.get(queue) {
                 Some(cell) => {
                     cell.dpc().issue(token, queue, 0);
@@ -329,7 +332,12 @@ pub(super) fn config_changed(adapter: &Adapter) {
         return;
     }
     if adapter.disk.resize(config.capacity) {
-        port.log_error(None, CAPACITY_CHANGED, config.capacity as u32);
+        // The event's unique id holds the capacity's low 32 bits (sectors).
+        port.log_error(
+            None,
+            CAPACITY_CHANGED,
+            (config.capacity & 0xFFFF_FFFF) as u32,
+        );
         port.notify_bus_change(0);
     }
 }

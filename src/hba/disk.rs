@@ -57,6 +57,10 @@ pub fn describe(config: &BlkConfig, max_transfer_bytes: u32, serial: Serial) -> 
         write_zeroes: config.write_zeroes.map(|w| {
             scsi::WriteZeroesLimits::from_config(w.max_sectors, w.max_segments, w.may_unmap)
         }),
+        #[expect(
+            clippy::arithmetic_side_effects,
+            reason = "BlockSize's invariant: bytes() >= 512, never 0"
+        )]
         max_transfer_blocks: max_transfer_bytes / block_size.bytes(),
         serial,
         vendor: VENDOR,

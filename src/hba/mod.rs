@@ -26,6 +26,15 @@
 //! StartIo submits through StorPortSynchronizeAccess and the ISR (or the dump stack's polling)
 //! completes.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 mod build_io;
 mod completion;
 mod disk;
@@ -62,7 +71,17 @@ pub const DEVICE_EXTENSION_SIZE: usize =
     core::mem::size_of::<storport::miniport::Extension<Adapter>>();
 
 /// Most request queues the driver uses (one MSI-X message each, plus one for configuration).
-pub const MAX_QUEUES: usize = 16;
+pub const MAX_QUEUES: usize = MAX_QUEUES_U16 as usize;
+/// [`MAX_QUEUES`] as the `u16` queue counts are kept in.
+const MAX_QUEUES_U16: u16 = 16;
+/// [`SLOTS`] as a `u16` (ring sizes).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "SLOTS fits a u16: the assertion below fails the build otherwise"
+)]
+const SLOTS_U16: u16 = SLOTS as u16;
+const _: () = assert!(SLOTS_U16 as usize == SLOTS);
+const _: () = assert!(SRB_EXTENSION_SIZE <= u32::MAX as usize);
 
 /// How requests complete, decided in HwStorInitialize from the interrupts Storport connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,6 +228,11 @@ impl Miniport for Adapter {
         unit_power: AtomicU8::new(0),
     };
 
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "SRB_EXTENSION_SIZE is area_size(MAX_SEGMENTS), about 1 KiB: the assertion \
+                  next to it fails the build otherwise"
+    )]
     const SRB_EXTENSION_SIZE: u32 = SRB_EXTENSION_SIZE as u32;
     const ADAPTER_CONTROL_TYPES: &'static [AdapterControlType] =
         &[AdapterControlType::SURPRISE_REMOVAL];

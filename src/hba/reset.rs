@@ -328,7 +328,10 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
         .is_some_and(|t| t.reset_acknowledged());
     match current {
         Stage::Waiting if !acknowledged => {
-            let polls = adapter.reset_polls.fetch_add(1, Ordering::AcqRel) + 1;
+            let polls = adapter
+                .reset_polls
+                .fetch_add(1, Ordering::AcqRel)
+                .saturating_add(1);
             if polls < adapter.tunables.reset_timeout_ms {
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
@@ -358,7 +361,10 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
             restart_after_reset(adapter, ctx);
         }
         Stage::Restarting if !acknowledged => {
-            let polls = adapter.reset_polls.fetch_add(1, Ordering::AcqRel) + 1;
+            let polls = adapter
+                .reset_polls
+                .fetch_add(1, Ordering::AcqRel)
+                .saturating_add(1);
             if polls < RESTART_POLLS {
                 if polls.is_multiple_of(100) {
                     write_reset(adapter, ctx);

@@ -25,9 +25,9 @@ use crate::virtio::{
 };
 
 use super::events::{CONFIGURATION_REFUSED, Refused};
-use super::queue::{Queue, SLOTS};
+use super::queue::Queue;
 use super::request::MAX_SEGMENTS;
-use super::{Adapter, MAX_QUEUES, Mode};
+use super::{Adapter, MAX_QUEUES, MAX_QUEUES_U16, Mode, SLOTS_U16};
 
 /// PCI vendor id of virtio devices.
 const VIRTIO_VENDOR: u16 = 0x1AF4;
@@ -40,7 +40,11 @@ const MAX_TRANSFER: u32 = 1 << 20;
 /// Page size the scatter-gather limits are expressed in.
 const PAGE_SIZE: u32 = 4096;
 /// Bytes GET_ID returns (VIRTIO 1.2 5.2.6).
-const ID_BYTES: usize = 20;
+const ID_LEN: u32 = 20;
+/// [`ID_LEN`] as a buffer size.
+const ID_BYTES: usize = ID_LEN as usize;
+/// Bytes of uncached memory the GET_ID request takes: a request area and the 20-byte buffer.
+const IDENTIFY_BYTES: usize = area_size(1) + ID_BYTES;
 /// Polls of the used ring (10 us apart) while waiting for GET_ID at start: 5 ms at most, at
 /// DIRQL. A device slower than that is used without a serial number.
 const ID_POLLS: u32 = 500;
@@ -133,17 +137,15 @@ pub(super) fn find_adapter(
     let device_queues = if dump {
         1
     } else {
-        blk.num_queues
-            .clamp(1, MAX_QUEUES as u16)
-            .min(tunables.queues)
+        blk.num_queues.clamp(1, MAX_QUEUES_U16).min(tunables.queues)
     };
     let msix_messages = layout.msix_table_size.unwrap_or(0);
-    let queues = if dump || msix_messages < 2 {
-        1
-    } else {
-        device_queues.min(msix_messages - 1)
+    // One message is for configuration changes; each queue takes one of the rest.
+    let queues = match msix_messages.checked_sub(1) {
+        Some(for_queues) if !dump && for_queues >= 1 => device_queues.min(for_queues),
+        _ => 1,
     };
-    let wanted_size = if dump { DUMP_QUEUE_SIZE } else { SLOTS as u16 };
+    let wanted_size = if dump { DUMP_QUEUE_SIZE } else { SLOTS_U16 };
     let Some(size) = transport
         .queue_max_size(0)
         .ok()
@@ -158,11 +160,13 @@ pub(super) fn find_adapter(
     if packed {
         port.debug_print(3, "vioblk: packed virtqueues (VIRTIO_F_RING_PACKED)");
     }
-    let ring_bytes = align_up(Virtqueue::memory_size(size, packed), 64);
-    let identify_bytes = area_size(1) + ID_BYTES;
+    let Some(ring_bytes) = Virtqueue::memory_size(size, packed).checked_next_multiple_of(64) else {
+        transport.fail();
+        return FindAdapterStatus::Error;
+    };
     let Some(total) = ring_bytes
         .checked_mul(usize::from(queues))
-        .and_then(|b| b.checked_add(identify_bytes))
+        .and_then(|b| b.checked_add(IDENTIFY_BYTES))
         .and_then(|b| b.checked_add(64))
         .and_then(|b| u32::try_from(b).ok())
     else {
@@ -172,13 +176,15 @@ pub(super) fn find_adapter(
         transport.fail();
         return FindAdapterStatus::Error;
     };
-    // Storport does not promise alignment (not even 1 KiB in a dump stack): align here.
-    let skew =
-        align_up(memory.physical_address() as usize, 64) - memory.physical_address() as usize;
+    // Storport does not promise alignment (not even 1 KiB in a dump stack): align here. The
+    // skew is the distance to the next multiple of 64, (-address) mod 64.
+    let skew = usize::from((memory.physical_address().wrapping_neg() & 63) as u8);
+    // Where ring `q` starts in the extension (the GET_ID area follows the last ring at `queues`).
+    let ring_at = |q: usize| q.checked_mul(ring_bytes)?.checked_add(skew);
     let event_idx = accepted & feature::EVENT_IDX != 0;
     let indirect = accepted & feature::INDIRECT_DESC != 0;
     for q in 0..usize::from(queues) {
-        let Some(region) = memory.subregion(skew + q * ring_bytes, ring_bytes) else {
+        let Some(region) = ring_at(q).and_then(|at| memory.subregion(at, ring_bytes)) else {
             return FindAdapterStatus::Error;
         };
         let Some(cell) = adapter.queues.get_mut(q) else {
@@ -208,7 +214,8 @@ pub(super) fn find_adapter(
             return FindAdapterStatus::Error;
         }
     }
-    adapter.identify = memory.subregion(skew + usize::from(queues) * ring_bytes, identify_bytes);
+    adapter.identify =
+        ring_at(usize::from(queues)).and_then(|at| memory.subregion(at, IDENTIFY_BYTES));
     adapter.planned_queues = queues;
 
     // Limits: what one request may carry, and so what Storport may send.
@@ -222,21 +229,26 @@ pub(super) fn find_adapter(
     // buffer of one page may touch two: a device whose ring or segment limits cannot carry that
     // much (a queue of 2 or 3 leaves no data descriptor; size_max 1 needs 4096 per page) could
     // serve no request, and is refused rather than presented as a disk that fails every I/O.
-    let elements = u32::from(limits.max_data_segments) / per_page;
+    let elements = u32::from(limits.max_data_segments)
+        .checked_div(per_page)
+        .unwrap_or(0);
+    // The pages a request may span: one less than the elements (a buffer may start mid-page).
+    let pages = elements.saturating_sub(1);
     let block_bytes = blk.blk_size.unwrap_or(512).max(512);
-    if elements < 2 || (elements - 1).saturating_mul(PAGE_SIZE) < block_bytes {
+    if pages == 0 || pages.saturating_mul(PAGE_SIZE) < block_bytes {
         refuse(Refused::Limits);
         transport.fail();
         return FindAdapterStatus::Error;
     }
     // MaxTransferKB lowers the limit, never below one block (its minimum is 4 KiB).
-    let max_transfer = ((elements - 1) * PAGE_SIZE)
+    let max_transfer = pages
+        .saturating_mul(PAGE_SIZE)
         .min(MAX_TRANSFER)
         .min(tunables.max_transfer.max(block_bytes));
-    let breaks = (elements - 1).min(max_transfer.div_ceil(PAGE_SIZE));
+    let breaks = pages.min(max_transfer.div_ceil(PAGE_SIZE));
     config.set_transfer_limits(max_transfer, breaks);
     config.set_bus_master_adapter(0x3, 1);
-    let depth = u32::from(queues) * u32::from(size.get());
+    let depth = u32::from(queues).saturating_mul(u32::from(size.get()));
     config.set_queue_depth(depth, depth.min(tunables.queue_depth));
     if !dump {
         config.use_message_interrupts::<Adapter>(MessageSynchronization::PerMessage);
@@ -272,14 +284,14 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
     } else if !adapter.tunables.msix {
         usize::from(port.message_info(0).is_some())
     } else {
-        (0..=MAX_QUEUES as u32)
+        (0..=u32::from(MAX_QUEUES_U16))
             .take_while(|&m| port.message_info(m).is_some())
             .count()
     };
     let (mode, active) = if dump {
         (Mode::Dump, 1)
     } else if messages >= 2 {
-        let queues = u16::try_from(messages - 1).unwrap_or(u16::MAX);
+        let queues = u16::try_from(messages.saturating_sub(1)).unwrap_or(u16::MAX);
         (Mode::MultiQueue, adapter.planned_queues.min(queues).max(1))
     } else {
         (Mode::SingleInterrupt, 1)
@@ -476,7 +488,7 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
             &area,
             RequestType::GetId,
             0,
-            [(buffer.physical_address(), ID_BYTES as u32)],
+            [(buffer.physical_address(), ID_LEN)],
         )
         .ok()?;
     let notifier = queue.submit_internal(&area, &built)?;
@@ -523,13 +535,14 @@ fn attach_ring(
 /// The bus address a BAR decodes, from the configuration space (64-bit BARs included).
 fn bar_address(pci: &[u8; 256], bar: u8) -> Option<u64> {
     let offset = 0x10usize.checked_add(usize::from(bar).checked_mul(4)?)?;
-    let low = u32::from_le_bytes(pci.get(offset..offset + 4)?.try_into().ok()?);
+    let low = u32::from_le_bytes(pci.get(offset..offset.checked_add(4)?)?.try_into().ok()?);
     if low & 1 != 0 {
         return None; // I/O space: virtio structures are in memory BARs.
     }
     let is_64 = (low >> 1) & 3 == 2;
     let high = if is_64 {
-        u32::from_le_bytes(pci.get(offset + 4..offset + 8)?.try_into().ok()?)
+        let high = offset.checked_add(4)?;
+        u32::from_le_bytes(pci.get(high..high.checked_add(4)?)?.try_into().ok()?)
     } else {
         0
     };
@@ -541,8 +554,4 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
-const fn align_up(value: usize, align: usize) -> usize {
-    (value + align - 1) & !(align - 1)
 }

@@ -165,17 +165,13 @@ fn busy(adapter: &Adapter, request: InFlight) {
 #[inline]
 fn queue_for(adapter: &Adapter, srb: &Srb) -> usize {
     let active = usize::from(adapter.active_queues.load(Ordering::Relaxed)).max(1);
-    match perf::start_io_parameters(srb) {
+    let steered = perf::start_io_parameters(srb)
+        .and_then(|(message, _)| usize::try_from(message).ok()?.checked_sub(1));
+    match steered {
         // Storport steers by the messages the driver asked for, so the queue is in range and
         // no division is needed; the remainder only guards a message beyond them.
-        Some((message, _)) if message >= 1 => {
-            let queue = message as usize - 1;
-            if queue < active {
-                queue
-            } else {
-                queue % active
-            }
-        }
-        _ => 0,
+        Some(queue) if queue < active => queue,
+        Some(queue) => queue.checked_rem(active).unwrap_or(0),
+        None => 0,
     }
 }

@@ -26,16 +26,17 @@ struct Tunable {
 const QUEUES: Tunable = Tunable {
     name: c"NumberOfQueues",
     min: 1,
-    max: super::MAX_QUEUES as u32,
-    default: super::MAX_QUEUES as u32,
+    max: super::MAX_QUEUES_U16 as u32,
+    default: super::MAX_QUEUES_U16 as u32,
     id: 1,
 };
+const _: () = assert!(QUEUES.default == super::MAX_QUEUES_U16 as u32);
 /// `QueueDepth`: requests Storport may have outstanding on the disk (its per-LU queue depth).
 const QUEUE_DEPTH: Tunable = Tunable {
     name: c"QueueDepth",
     min: 1,
-    max: (super::MAX_QUEUES * super::SLOTS) as u32,
-    default: (super::MAX_QUEUES * super::SLOTS) as u32,
+    max: super::MAX_QUEUES_U16 as u32 * super::SLOTS_U16 as u32,
+    default: super::MAX_QUEUES_U16 as u32 * super::SLOTS_U16 as u32,
     id: 2,
 };
 /// `MaxTransferKB`: the largest request, in KiB (the device's limits may lower it further).
@@ -91,7 +92,7 @@ pub struct Tunables {
 impl Tunables {
     /// Every tunable at its default.
     pub const DEFAULT: Tunables = Tunables {
-        queues: QUEUES.default as u16,
+        queues: super::MAX_QUEUES_U16,
         queue_depth: QUEUE_DEPTH.default,
         max_transfer: MAX_TRANSFER_KB.default * 1024,
         packed: PACKED_RING.default != 0,
@@ -104,7 +105,7 @@ impl Tunables {
         let get = |t: &Tunable| read_one(config, port, t);
         let queues = get(&QUEUES);
         Tunables {
-            queues: u16::try_from(queues).unwrap_or(QUEUES.default as u16),
+            queues: u16::try_from(queues).unwrap_or(super::MAX_QUEUES_U16),
             queue_depth: get(&QUEUE_DEPTH),
             max_transfer: get(&MAX_TRANSFER_KB).saturating_mul(1024),
             packed: get(&PACKED_RING) != 0,
@@ -131,7 +132,8 @@ fn read_one(config: &PortConfiguration<'_>, port: Port, tunable: &Tunable) -> u3
             for &byte in part {
                 if let Some(slot) = line.get_mut(len) {
                     *slot = byte;
-                    len += 1;
+                    // `line` holds 96 bytes: len < 96 here.
+                    len = len.saturating_add(1);
                 }
             }
         }
@@ -155,6 +157,16 @@ const ALL: [&Tunable; 6] = [
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::panic,
+        reason = "tests index fixed buffers and fail by panicking"
+    )]
+
     extern crate std;
     use std::borrow::ToOwned;
     use std::format;

@@ -28,7 +28,9 @@
 use core::sync::atomic::Ordering;
 
 use super::packed::IndirectTable;
-use super::ring::{DESCRIPTOR_SIZE, Descriptor, DescriptorTable, QueueSize, RawDescriptor};
+use super::ring::{
+    DESCRIPTOR_BYTES, DESCRIPTOR_SIZE, Descriptor, DescriptorTable, QueueSize, RawDescriptor,
+};
 use super::transport::{DeviceConfig, DeviceRegisters, TransportError};
 use storport::dma::DmaRegion;
 
@@ -487,6 +489,11 @@ pub const AREA_SIZE: usize = 1024;
 pub const MAX_DATA_SEGMENTS: u16 = max_data_segments(AREA_SIZE);
 
 /// Bytes of request area a request with `data_segments` data segments needs.
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "data_segments <= u16::MAX: at most 32 + 16 * 65537 = 1_048_624 bytes, which fits \
+              any usize Windows runs on"
+)]
 pub const fn area_size(data_segments: u16) -> usize {
     TABLE_OFFSET + DESCRIPTOR_SIZE * (data_segments as usize + 2)
 }
@@ -498,13 +505,28 @@ const fn max_data_segments(len: usize) -> u16 {
     if segments > u16::MAX as usize {
         u16::MAX
     } else {
-        segments as u16
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "segments <= u16::MAX was checked just above"
+        )]
+        let segments = segments as u16;
+        segments
     }
 }
 
 /// Range segments an area of `len` bytes holds after a 3-entry table.
 const fn max_range_segments(len: usize) -> u32 {
-    (len.saturating_sub(TABLE_OFFSET + 3 * DESCRIPTOR_SIZE) / 16) as u32
+    let segments = len.saturating_sub(TABLE_OFFSET + 3 * DESCRIPTOR_SIZE) / 16;
+    if segments > u32::MAX as usize {
+        u32::MAX
+    } else {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "segments <= u32::MAX was checked just above"
+        )]
+        let segments = segments as u32;
+        segments
+    }
 }
 
 // The budget: header + status block and a 62-entry table fill 1 KiB exactly; 64 segments
@@ -620,7 +642,7 @@ impl<'a> RequestArea<'a> {
     pub fn built(&self, descriptors: u16, max_written: u32) -> BuiltRequest {
         BuiltRequest {
             table_address: self.physical(TABLE_OFFSET),
-            table_len: u32::from(descriptors).saturating_mul(DESCRIPTOR_SIZE as u32),
+            table_len: u32::from(descriptors).saturating_mul(DESCRIPTOR_BYTES),
             descriptors,
             max_written,
         }
@@ -756,7 +778,12 @@ impl RequestBuilder {
                 if count >= limit {
                     return Err(BuildError::TooManySegments);
                 }
-                count += 1;
+                #[expect(
+                    clippy::arithmetic_side_effects,
+                    reason = "count < limit <= u16::MAX was checked just above"
+                )]
+                let next = count + 1;
+                count = next;
                 let written = table.write(
                     count,
                     RawDescriptor {
@@ -770,7 +797,12 @@ impl RequestBuilder {
                     return Err(BuildError::TooManySegments);
                 }
                 address = address.wrapping_add(u64::from(piece));
-                len -= piece;
+                #[expect(
+                    clippy::arithmetic_side_effects,
+                    reason = "piece = len.min(max_size) <= len"
+                )]
+                let rest = len - piece;
+                len = rest;
             }
         }
         if count == 0 {
@@ -837,8 +869,17 @@ impl RequestBuilder {
                 return Err(BuildError::RangeTooLarge);
             }
             let flags = u32::from(segment.unmap && may_unmap);
-            let word = offset / 8 + 2 * count as usize;
-            let (Some(a), Some(b)) = (words.get(word), words.get(word + 1)) else {
+            // The segment's two words: past the table, 16 bytes per segment before it.
+            let word = (count as usize)
+                .checked_mul(2)
+                .and_then(|w| w.checked_add(offset / 8));
+            let Some(word) = word else {
+                return Err(BuildError::TooManySegments);
+            };
+            let (Some(a), Some(b)) = (
+                words.get(word),
+                word.checked_add(1).and_then(|w| words.get(w)),
+            ) else {
                 return Err(BuildError::TooManySegments);
             };
             a.store(segment.sector.to_le(), Ordering::Relaxed);
@@ -846,16 +887,24 @@ impl RequestBuilder {
                 (u64::from(segment.num_sectors) | u64::from(flags) << 32).to_le(),
                 Ordering::Relaxed,
             );
-            count += 1;
+            #[expect(
+                clippy::arithmetic_side_effects,
+                reason = "count < capacity <= u32::MAX was checked at the loop's top"
+            )]
+            let next = count + 1;
+            count = next;
         }
         if count == 0 {
             return Err(BuildError::NoData);
         }
+        let Some(len) = count.checked_mul(16) else {
+            return Err(BuildError::TooManySegments);
+        };
         let written = table.write(
             1,
             RawDescriptor {
                 address: area.physical(offset),
-                len: count * 16,
+                len,
                 flags: NEXT,
                 next: 2,
             },
@@ -904,7 +953,7 @@ impl RequestBuilder {
         let descriptors = status_index.saturating_add(1);
         Ok(BuiltRequest {
             table_address: table.physical_address(),
-            table_len: u32::from(descriptors) * DESCRIPTOR_SIZE as u32,
+            table_len: u32::from(descriptors).saturating_mul(DESCRIPTOR_BYTES),
             descriptors,
             max_written: data_written.saturating_add(1),
         })
@@ -921,6 +970,16 @@ fn table_capacity(table: &DescriptorTable) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::panic,
+        reason = "tests index fixed buffers and fail by panicking"
+    )]
+
     extern crate std;
     use super::super::ring::tests::dma;
     use super::super::transport::Transport;

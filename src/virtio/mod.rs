@@ -20,6 +20,15 @@
 //! | [`DescriptorTable`] | `struct virtq_desc[]`, 2.7.5 (also indirect tables, 2.7.5.3) |
 //! | [`BlkConfig`], [`RequestBuilder`] | `virtio_blk_config`, `virtio_blk_req`, 5.2 |
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 mod blk;
 mod packed;
 mod pci;

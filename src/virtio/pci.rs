@@ -172,7 +172,7 @@ impl VirtioPciLayout {
         while pointer != 0 {
             let at = usize::from(pointer);
             // A capability needs its id and next bytes inside the device-specific region.
-            if at < PCI_HEADER_END || at + 2 > config.len() {
+            if at < PCI_HEADER_END || at.checked_add(2).is_none_or(|end| end > config.len()) {
                 return Err(PciError::BadPointer { pointer });
             }
             let bit = 1u64 << (at / 4);
@@ -180,14 +180,23 @@ impl VirtioPciLayout {
                 return Err(PciError::Loop { pointer });
             }
             visited |= bit;
-            walked += 1;
+            #[expect(
+                clippy::arithmetic_side_effects,
+                reason = "walked < MAX_CAPABILITIES was checked just above"
+            )]
+            let next = walked + 1;
+            walked = next;
 
             match byte(config, at) {
                 Some(CAP_ID_VENDOR) => found.virtio_cap(config, at),
                 Some(CAP_ID_MSIX) => found.msix_cap(config, at),
                 _ => {}
             }
-            pointer = byte(config, at + 1).unwrap_or(0) & 0xFC;
+            pointer = at
+                .checked_add(1)
+                .and_then(|next| byte(config, next))
+                .unwrap_or(0)
+                & 0xFC;
         }
         found.finish()
     }
@@ -220,7 +229,7 @@ impl Found {
         }
         // A misaligned structure would make every register access in it misaligned (the
         // register window refuses those): not usable.
-        if cap.offset % kind.offset_alignment() != 0 {
+        if !cap.offset.is_multiple_of(kind.offset_alignment()) {
             return;
         }
         // INVARIANT: bar <= 5 and offset + length fits a u32 (checked above).
@@ -238,7 +247,10 @@ impl Found {
                 if usize::from(cap.cap_len) < VIRTIO_NOTIFY_CAP_LEN {
                     return;
                 }
-                let Some(multiplier) = le32(config, at + VIRTIO_CAP_LEN) else {
+                let multiplier = at
+                    .checked_add(VIRTIO_CAP_LEN)
+                    .and_then(|field| le32(config, field));
+                let Some(multiplier) = multiplier else {
                     return;
                 };
                 // 4.1.4.4: an even power of 2, or 0; an odd one would misalign every queue's
@@ -263,8 +275,13 @@ impl Found {
             return;
         }
         // Message Control: bits 10:0 hold the table size minus one (PCI 3.0 6.8.2.3).
-        if let Some(control) = le16(config, at + 2) {
-            self.msix_table_size = Some((control & 0x07FF) + 1);
+        if let Some(control) = at.checked_add(2).and_then(|field| le16(config, field)) {
+            #[expect(
+                clippy::arithmetic_side_effects,
+                reason = "control & 0x07FF is at most 2047: adding 1 fits a u16"
+            )]
+            let size = (control & 0x07FF) + 1;
+            self.msix_table_size = Some(size);
         }
     }
 
@@ -303,16 +320,18 @@ impl VirtioCap {
     /// Reads the capability at `at`, or `None` if it is shorter than `struct virtio_pci_cap`
     /// or runs past the configuration space.
     fn read(config: &[u8], at: usize) -> Option<Self> {
-        let cap_len = byte(config, at + 2)?;
-        if usize::from(cap_len) < VIRTIO_CAP_LEN || at + usize::from(cap_len) > config.len() {
+        let cap_len = byte(config, at.checked_add(2)?)?;
+        if usize::from(cap_len) < VIRTIO_CAP_LEN
+            || at.checked_add(usize::from(cap_len))? > config.len()
+        {
             return None;
         }
         Some(Self {
             cap_len,
-            cfg_type: byte(config, at + 3)?,
-            bar: byte(config, at + 4)?,
-            offset: le32(config, at + 8)?,
-            length: le32(config, at + 12)?,
+            cfg_type: byte(config, at.checked_add(3)?)?,
+            bar: byte(config, at.checked_add(4)?)?,
+            offset: le32(config, at.checked_add(8)?)?,
+            length: le32(config, at.checked_add(12)?)?,
         })
     }
 }
@@ -333,6 +352,16 @@ fn le32(config: &[u8], at: usize) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::panic,
+        reason = "tests index fixed buffers and fail by panicking"
+    )]
+
     extern crate std;
     use super::*;
     use core::sync::atomic::{AtomicU64, Ordering};

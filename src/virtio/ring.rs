@@ -54,8 +54,10 @@ const AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// VIRTQ_USED_F_NO_NOTIFY (2.7.8, 2.7.10).
 const USED_F_NO_NOTIFY: u16 = 1;
 
+/// Size of `struct virtq_desc`, as a `u32` (descriptor table lengths).
+pub(crate) const DESCRIPTOR_BYTES: u32 = 16;
 /// Size of `struct virtq_desc`.
-pub(crate) const DESCRIPTOR_SIZE: usize = 16;
+pub(crate) const DESCRIPTOR_SIZE: usize = DESCRIPTOR_BYTES as usize;
 
 /// Cache-line size the used ring is aligned to.
 const CACHE_LINE: usize = 64;
@@ -99,6 +101,10 @@ impl QueueSize {
         self.0
     }
 
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "INVARIANT: self.0 >= 1, so self.0 - 1 does not underflow"
+    )]
     fn mask(self) -> u16 {
         self.0 - 1
     }
@@ -118,11 +124,21 @@ struct Layout {
     total: usize,
 }
 
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "only Layout::new calls it, with align = CACHE_LINE (64, not 0) and value below \
+              6 KiB (a queue of at most MAX_QUEUE_SIZE = 256 entries): no overflow"
+)]
 const fn align_up(value: usize, align: usize) -> usize {
     value.div_ceil(align) * align
 }
 
 impl Layout {
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "n = size <= MAX_QUEUE_SIZE (256, QueueSize's invariant): every term is below \
+                  6 KiB"
+    )]
     const fn new(size: QueueSize) -> Self {
         let n = size.0 as usize;
         let avail = DESCRIPTOR_SIZE * n;
@@ -249,8 +265,8 @@ impl<'a> DescriptorTable<'a> {
         let word = u64::from_le(rest.load(Ordering::Relaxed));
         Some(RawDescriptor {
             address: u64::from_le(addr.load(Ordering::Relaxed)),
-            len: word as u32,
-            flags: (word >> 32) as u16,
+            len: (word & 0xFFFF_FFFF) as u32,
+            flags: ((word >> 32) & 0xFFFF) as u16,
             next: (word >> 48) as u16,
         })
     }
@@ -258,7 +274,7 @@ impl<'a> DescriptorTable<'a> {
     fn words(&self, index: u16) -> Option<(&AtomicU64, &AtomicU64)> {
         let words = self.region.u64s()?;
         let first = usize::from(index) * 2;
-        Some((words.get(first)?, words.get(first + 1)?))
+        Some((words.get(first)?, words.get(first.checked_add(1)?)?))
     }
 }
 
@@ -450,7 +466,10 @@ impl SplitQueue {
         self.used.zero();
         let n = self.size.get();
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let next = u16::try_from(i + 1).unwrap_or(NONE);
+            let next = i
+                .checked_add(1)
+                .and_then(|next| u16::try_from(next).ok())
+                .unwrap_or(NONE);
             *slot = Slot {
                 next: if next < n { next } else { NONE },
                 ..IDLE_SLOT
@@ -516,9 +535,9 @@ impl SplitQueue {
     /// Makes an indirect table of `table_len` bytes at bus address `table` available as one
     /// descriptor (2.7.5.3); returns its id. Visible to the device after [`Self::publish`].
     pub fn push_indirect(&mut self, table: u64, table_len: u32) -> Result<u16, PushError> {
-        let entries = table_len / DESCRIPTOR_SIZE as u32;
+        let entries = table_len / DESCRIPTOR_BYTES;
         if table_len == 0
-            || !table_len.is_multiple_of(DESCRIPTOR_SIZE as u32)
+            || !table_len.is_multiple_of(DESCRIPTOR_BYTES)
             || entries > u32::from(self.size.get())
         {
             return Err(PushError::InvalidTable);
@@ -541,7 +560,12 @@ impl SplitQueue {
             return Err(PushError::Full);
         };
         self.free_head = next_free;
-        self.num_free -= 1;
+        #[expect(
+            clippy::arithmetic_side_effects,
+            reason = "num_free != 0 was checked above, with nothing in between taking one"
+        )]
+        let num_free = self.num_free - 1;
+        self.num_free = num_free;
         self.make_available(head, head, 1);
         Ok(head)
     }
@@ -597,11 +621,21 @@ impl SplitQueue {
             }
             tail = current;
             current = next_free;
-            count += 1;
+            #[expect(
+                clippy::arithmetic_side_effects,
+                reason = "count < num_free (<= MAX_QUEUE_SIZE) was checked at the loop's top"
+            )]
+            let next_count = count + 1;
+            count = next_count;
         }
         // INVARIANT: `count` descriptors leave the free list, which now starts after `tail`.
         self.free_head = current;
-        self.num_free -= count;
+        #[expect(
+            clippy::arithmetic_side_effects,
+            reason = "the loop ends with count <= num_free (it returns Full at count == num_free)"
+        )]
+        let num_free = self.num_free - count;
+        self.num_free = num_free;
         self.make_available(head, tail, count);
         Ok(head)
     }
@@ -633,6 +667,10 @@ impl SplitQueue {
             return false;
         }
         if self.event_idx {
+            #[expect(
+                clippy::arithmetic_side_effects,
+                reason = "size <= MAX_QUEUE_SIZE (256): the index is at most 1026"
+            )]
             let avail_event = self.used_word(2 + 4 * self.size.usize());
             let event = avail_event.map_or(old, |w| u16::from_le(w.load(Ordering::Relaxed)));
             need_event(event, new, old)
@@ -671,8 +709,13 @@ impl SplitQueue {
         let index = usize::from(self.last_used & self.size.mask());
         let used = self.used.u32s()?;
         // used.ring[index] is the two words after the 4-byte flags/idx header.
-        let id = u32::from_le(used.get(1 + 2 * index)?.load(Ordering::Relaxed));
-        let len = u32::from_le(used.get(2 + 2 * index)?.load(Ordering::Relaxed));
+        #[expect(
+            clippy::arithmetic_side_effects,
+            reason = "index = last_used & mask < size <= 256: the word index is at most 512"
+        )]
+        let (id_word, len_word) = (1 + 2 * index, 2 + 2 * index);
+        let id = u32::from_le(used.get(id_word)?.load(Ordering::Relaxed));
+        let len = u32::from_le(used.get(len_word)?.load(Ordering::Relaxed));
         self.last_used = self.last_used.wrapping_add(1);
 
         let head = match u16::try_from(id) {
@@ -717,6 +760,10 @@ impl SplitQueue {
         }
         if self.event_idx {
             // Interrupt when the device writes used element `last_used` (2.7.7).
+            #[expect(
+                clippy::arithmetic_side_effects,
+                reason = "size <= MAX_QUEUE_SIZE (256): the index is at most 258"
+            )]
             let used_event = self.avail_word(2 + self.size.usize());
             if let Some(w) = used_event {
                 w.store(self.last_used.to_le(), Ordering::Relaxed);
@@ -734,6 +781,10 @@ impl SplitQueue {
         if self.event_idx {
             // 2.7.7.1: with event index `avail.flags` must stay 0. An event one behind the next
             // used index is only crossed again after 2^16 completions: none can be in flight.
+            #[expect(
+                clippy::arithmetic_side_effects,
+                reason = "size <= MAX_QUEUE_SIZE (256): the index is at most 258"
+            )]
             let used_event = self.avail_word(2 + self.size.usize());
             if let Some(w) = used_event {
                 w.store(self.last_used.wrapping_sub(1).to_le(), Ordering::Relaxed);
@@ -796,6 +847,16 @@ pub(crate) fn need_event(event: u16, new: u16, old: u16) -> bool {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::panic,
+        reason = "tests index fixed buffers and fail by panicking"
+    )]
+
     extern crate std;
     use super::*;
     use std::vec::Vec;

@@ -487,7 +487,7 @@ impl Transport {
         let accepted = wanted & offered;
         self.common.write_u32(common::DRIVER_FEATURE_SELECT, 0);
         self.common
-            .write_u32(common::DRIVER_FEATURE, accepted as u32);
+            .write_u32(common::DRIVER_FEATURE, (accepted & 0xFFFF_FFFF) as u32);
         self.common.write_u32(common::DRIVER_FEATURE_SELECT, 1);
         self.common
             .write_u32(common::DRIVER_FEATURE, (accepted >> 32) as u32);
@@ -602,13 +602,29 @@ impl Transport {
 
     /// Writes a 64-bit common configuration field as two 32-bit halves, low first (4.1.3.1).
     fn write_u64(&self, offset: usize, value: u64) {
-        self.common.write_u32(offset, value as u32);
-        self.common.write_u32(offset + 4, (value >> 32) as u32);
+        self.common.write_u32(offset, (value & 0xFFFF_FFFF) as u32);
+        #[expect(
+            clippy::arithmetic_side_effects,
+            reason = "offset is common::QUEUE_DESC, QUEUE_DRIVER or QUEUE_DEVICE (at most 48), the \
+                      only callers' arguments"
+        )]
+        let high = offset + 4;
+        self.common.write_u32(high, (value >> 32) as u32);
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #![allow(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::panic,
+        reason = "tests index fixed buffers and fail by panicking"
+    )]
+
     extern crate std;
     use super::*;
     use std::boxed::Box;
