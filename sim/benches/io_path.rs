@@ -30,7 +30,7 @@
 //!
 //! Targets are reported, never asserted: the process exits non-zero only when a run is broken
 //! (failed reads, Storport rule violations, a failed valgrind run).
-
+#![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
 #[path = "../examples/qd32_reads.rs"]

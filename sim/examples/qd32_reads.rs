@@ -21,7 +21,7 @@
 //! (xorshift64*, fixed seed, so every run issues the same requests). IOS = 0 only starts and
 //! stops the stack: the callgrind baseline for setup cost. Exits 1 on a failed read or a
 //! Storport rule violation.
-
+#![forbid(unsafe_code)]
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! The `vioblk-sim` binary end to end: the jobs run against the driver target (the real driver
 //! on the user-mode Storport over the device model, where "storport: no violations" means the
 //! rules were checked) and against the `ram` target (the workload and report alone).
+#![forbid(unsafe_code)]
 
 use std::process::{Command, Output};
 

@@ -1,6 +1,7 @@
 //! `vioblk-sim` with the administrator's knobs (issue 17 items 2, 4, 5): `--param NAME=VALUE`
 //! sets a registry tunable the driver reads, the report lists the run's event log entries, and
 //! `info` shows the unit-control and tracing callbacks registered.
+#![forbid(unsafe_code)]
 
 use std::process::{Command, Output};
 

@@ -2,6 +2,7 @@
 //! every interrupt mode, and seeded chaos jobs. A job passes when nothing hangs, no data is
 //! wrong, Storport saw no violation, and the disk serves I/O afterwards (after a removal: fails
 //! it with NO_DEVICE); the JSON report must say what was injected.
+#![forbid(unsafe_code)]
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

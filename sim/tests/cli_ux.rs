@@ -3,6 +3,7 @@
 //!
 //! The `cdb` cases run the real driver (the default target): the lengths matter only when a
 //! driver checks them.
+#![forbid(unsafe_code)]
 
 use std::process::{Command, Output};
 

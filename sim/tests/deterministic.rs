@@ -4,6 +4,7 @@
 //!
 //! Each schedule is a small job (a few I/Os in flight on two threads) so that 10,000 of them run
 //! in a few minutes; a failure names the seed and the command (or scenario) that replays it.
+#![forbid(unsafe_code)]
 
 use storport_sim::{PortOptions, Request, function, sched};
 use vioblk_sim::cli::{self, Command, RunArgs};

@@ -1,4 +1,5 @@
 //! The virtio-blk device model checked by the oracle: the independent (Storport-less) driver.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

@@ -3,6 +3,7 @@
 //! and logged when out of range), the system event log entries (StorPortLogError) of every event
 //! the driver reports, ETW events while a trace session listens (HwStorTracingEnabled), and
 //! HwStorUnitControl's start and power types as Storport sends them.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;

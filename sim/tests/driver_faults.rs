@@ -6,6 +6,7 @@
 //! clean status (success with the right data, BUS_RESET, HARDWARE ERROR, NO_DEVICE after
 //! removal), the device never writes into a request after it was completed, the disk serves I/O
 //! again after recovery, and the user-mode Storport reports no violation (its watchdog included).
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

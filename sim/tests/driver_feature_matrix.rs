@@ -8,6 +8,7 @@
 //!
 //! `VIOBLK_SIM_FEATURES_OFF=indirect,event-idx` runs any other suite in these modes (CI does,
 //! for the driver suites).
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

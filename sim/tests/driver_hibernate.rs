@@ -4,6 +4,7 @@
 //! back); the machine "powers off" (every adapter and the device are dropped; only the backing
 //! file stays); at the next boot a resume instance (DUMP_MODE_RESUME) and then the normal
 //! instance read the image back, byte for byte.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

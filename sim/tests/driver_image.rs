@@ -6,6 +6,7 @@
 //! it to `target/package/vioblk.sys` and runs this file with the driver_io, driver_scsi and
 //! driver_trust suites. Without the variable (the workspace test step, which runs before the
 //! image exists) these tests print SKIPPED and do nothing.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! The real driver end to end: DriverEntry, start, and I/O through the user-mode Storport and
 //! the virtio-blk device model, in each interrupt mode.
+#![forbid(unsafe_code)]
 
 use storport_sim::{Port, PortOptions};
 use storport_sys as ffi;

@@ -6,6 +6,7 @@
 //!
 //! The other suites run in packed mode too: `VIOBLK_SIM_RING=packed cargo test -p vioblk-sim`
 //! makes the model offer RING_PACKED with its default features.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::sync::Arc;

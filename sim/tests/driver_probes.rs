@@ -7,6 +7,7 @@
 //! the device's own record (its status register, its FLUSH count, its writes into completed
 //! requests) and the violations the simulated Storport reports. Every wait has a deadline whose
 //! expiry fails the test (a request that never completes is reported, not waited for forever).
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 //! The expected bytes are written here from the standards and from the device model's
 //! configuration (what a virtio-blk device with that `virtio_blk_config` must look like as a SCSI
 //! disk), never read back from the driver's own tables.
+#![forbid(unsafe_code)]
 
 use storport_sim::device::PciDevice;
 use storport_sim::{PATIENCE, PortOptions, Request};

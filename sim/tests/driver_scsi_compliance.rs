@@ -11,6 +11,7 @@
 //!
 //! The expected bytes are written here from SPC-4 and SBC-3, never read back from the driver's
 //! own tables.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

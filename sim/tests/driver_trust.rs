@@ -7,6 +7,7 @@
 //! reset took it back); every request completes exactly once; later requests succeed once the
 //! driver has reset the device (or fail cleanly until then); and the user-mode Storport reports
 //! no violation.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -7,6 +7,7 @@
 //! show it: the threaded mode did not in 40 runs of this job (README). `vioblk-sim explore` must
 //! find a seed that does within [`SEEDS`] seeds, and the command it prints must replay the same
 //! failure, digest for digest.
+#![forbid(unsafe_code)]
 
 use vioblk_sim::cli::run_cli;
 use vioblk_sim::driver::DriverBackend;

@@ -8,6 +8,7 @@
 //!
 //! Each browser check has its negative: a page that logs to the console is caught, and a blank
 //! page's screenshot is refused.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,6 +3,7 @@
 //!
 //! Reads the crate's sources, takes every `crate::MODULE` path outside comments and outside
 //! `#[cfg(test)]` modules (tests may use a double from a higher layer), and looks for a cycle.
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

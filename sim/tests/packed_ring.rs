@@ -7,6 +7,7 @@
 //! protocol in both directions is checked at every step for lost wake-ups: a device asleep with
 //! a buffer available must have been notified, and a driver waiting with a used buffer must have
 //! been interrupted.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,6 +11,7 @@
 //! installs it, so a missing daemon there is a failure). Each test's daemon is killed and its
 //! socket and image removed when the test ends, also when it panics (`QemuStorageDaemon`'s
 //! Drop).
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::time::Duration;
