@@ -13,9 +13,9 @@ use storport::srb::{Function, Status as SrbStatus};
 use crate::scsi::{self, Command, DiskInfo, Sense, SenseKey};
 use crate::virtio::RequestBuilder;
 
-use super::Adapter;
 use super::completion::check_condition;
 use super::request::{self, Extension, Preparation};
+use super::{Adapter, Found};
 
 /// The INQUIRY operation code (SPC-4 6.6).
 const INQUIRY: u8 = 0x12;
@@ -23,6 +23,7 @@ const INQUIRY: u8 = 0x12;
 /// HwStorBuildIo: everything that needs no lock.
 pub(super) fn build_io(
     adapter: &Adapter,
+    found: &Found,
     _ctx: &mut context::BuildIo,
     mut srb: Srb,
 ) -> BuildIoOutcome {
@@ -58,10 +59,7 @@ pub(super) fn build_io(
             let Some(extension) = extension_of(&srb) else {
                 return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
-            let Some(builder) = adapter.builder.as_ref() else {
-                return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
-            };
-            let preparation = request::prepare_flush(builder, &extension);
+            let preparation = request::prepare_flush(&found.builder, &extension);
             let preparation = record(&extension, preparation);
             return prepared(srb, preparation);
         }
@@ -145,7 +143,7 @@ pub(super) fn build_io(
             };
             match change {
                 Ok(Some(change)) => {
-                    if set_write_cache(adapter, change.write_cache_enabled) {
+                    if set_write_cache(adapter, found, change.write_cache_enabled) {
                         BuildIoOutcome::Completed(srb.complete(SrbStatus::Success))
                     } else {
                         BuildIoOutcome::Completed(check_condition(
@@ -160,7 +158,7 @@ pub(super) fn build_io(
         }
         Command::Read(io) | Command::Write(io) => {
             let write = matches!(command, Command::Write(_));
-            let Some((extension, builder)) = block_request(adapter, &srb) else {
+            let Some((extension, builder)) = block_request(found, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let data_len = srb.data_transfer_length();
@@ -180,7 +178,7 @@ pub(super) fn build_io(
             prepared(srb, preparation)
         }
         Command::Flush => {
-            let Some((extension, builder)) = block_request(adapter, &srb) else {
+            let Some((extension, builder)) = block_request(found, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let preparation = request::prepare_flush(builder, &extension);
@@ -190,7 +188,7 @@ pub(super) fn build_io(
         Command::Unmap {
             parameter_list_length,
         } => {
-            let Some((extension, builder)) = block_request(adapter, &srb) else {
+            let Some((extension, builder)) = block_request(found, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let preparation = {
@@ -210,7 +208,7 @@ pub(super) fn build_io(
             prepared(srb, preparation)
         }
         Command::WriteSame(same) => {
-            let Some((extension, builder)) = block_request(adapter, &srb) else {
+            let Some((extension, builder)) = block_request(found, &srb) else {
                 return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
             };
             let preparation = {
@@ -277,24 +275,20 @@ pub(super) fn extension_of(srb: &Srb) -> Option<Extension<'_>> {
 
 /// What laying out a block request needs: the request's SRB extension and the builder.
 fn block_request<'a, 's>(
-    adapter: &'a Adapter,
+    found: &'a Found,
     srb: &'s Srb,
 ) -> Option<(Extension<'s>, &'a RequestBuilder)> {
-    Some((extension_of(srb)?, adapter.builder.as_ref()?))
+    Some((extension_of(srb)?, &found.builder))
 }
 
 /// Switches the device's write cache (MODE SELECT, caching page WCE).
-fn set_write_cache(adapter: &Adapter, enabled: bool) -> bool {
-    let (Some(config), Some(transport)) = (adapter.config.as_ref(), adapter.transport.as_ref())
-    else {
-        return false;
-    };
+fn set_write_cache(adapter: &Adapter, found: &Found, enabled: bool) -> bool {
     let mode = if enabled {
         crate::virtio::WriteCache::WriteBack
     } else {
         crate::virtio::WriteCache::WriteThrough
     };
-    let done = config.set_write_cache(transport, mode);
+    let done = found.config.set_write_cache(&found.registers, mode);
     if done {
         adapter.disk.set_write_cache(enabled);
     }

@@ -15,7 +15,7 @@ use crate::virtio::Status;
 
 use super::queue::{Batch, Drained, InFlight};
 use super::request::Op;
-use super::{Adapter, Mode};
+use super::{Adapter, Found, Mode};
 
 use super::events::{CAPACITY_CHANGED, CAPACITY_REFUSED as LOG_CAPACITY_REFUSED, Cause};
 
@@ -28,29 +28,27 @@ pub(super) fn check_condition(mut srb: Srb, sense: &Sense) -> Completed {
 }
 
 /// HwStorInterrupt: line-based interrupts, and the dump stack's polling.
-pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool {
+pub(super) fn interrupt(adapter: &Adapter, found: &Found, ctx: &mut context::Interrupt) -> bool {
     let mode = adapter.mode();
     if mode == Mode::Dump {
-        super::reset::write_pending_dump_reset(adapter, ctx);
+        super::reset::write_pending_dump_reset(adapter, found, ctx);
     }
     if mode != Mode::Dump {
-        let Some(transport) = adapter.transport.as_ref() else {
-            return false;
-        };
+        let transport = &found.registers;
         // Reading the ISR status acknowledges the (level-triggered) interrupt.
         let isr = transport.read_isr();
-        if isr.0 == 0xFF && super::reset::vanished(adapter) {
+        if isr.0 == 0xFF && super::reset::vanished(found) {
             // All ones: the device is gone (surprise removal). Not our interrupt; fail what is
             // outstanding and touch the device no more.
-            super::reset::device_removed(adapter, &*ctx);
+            super::reset::device_removed(adapter, found, &*ctx);
             return false;
         }
         if !isr.queue() && !isr.config_changed() {
             return false;
         }
         if isr.config_changed() {
-            config_changed(adapter);
-            reset_if_device_needs_it(adapter, &*ctx);
+            config_changed(adapter, found);
+            reset_if_device_needs_it(adapter, found, &*ctx);
         }
         if !isr.queue() {
             return true;
@@ -61,12 +59,12 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
     for round in 1..=MAX_BATCHES {
         let mut batch = Batch::new();
         let drained = adapter.single.get(ctx).drain(&mut batch);
-        let resubmit = finish_batch(adapter, &mut batch);
+        let resubmit = finish_batch(adapter, found, &mut batch);
         if let Some(request) = resubmit {
             let notifier = adapter
                 .single
                 .get(ctx)
-                .resubmit_flush(request, adapter.builder.as_ref());
+                .resubmit_flush(request, Some(&found.builder));
             if let Some(notifier) = notifier {
                 notifier.notify();
             }
@@ -88,9 +86,9 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
                 // wait for Storport's timeout, and the disk for Storport's bus reset). A dump
                 // stack has no DPC: its polled ISR does it.
                 if mode == Mode::Dump {
-                    super::reset::dump_reset(adapter, ctx);
+                    super::reset::dump_reset(adapter, found, ctx);
                 } else {
-                    super::reset::begin_reset(adapter, &*ctx, Cause::BrokenRing(0));
+                    super::reset::begin_reset(adapter, found, &*ctx, Cause::BrokenRing(0));
                 }
                 break;
             }
@@ -106,6 +104,7 @@ pub(super) const MAX_BATCHES: usize = 2;
 /// HwMSInterruptRoutine.
 pub(super) fn message_interrupt(
     adapter: &Adapter,
+    found: &Found,
     ctx: MessageContext<'_>,
     message_id: u32,
 ) -> bool {
@@ -119,8 +118,8 @@ pub(super) fn message_interrupt(
                 .ok()
                 .and_then(|m| m.checked_sub(1))
             else {
-                config_changed(adapter);
-                reset_if_device_needs_it(adapter, &*token);
+                config_changed(adapter, found);
+                reset_if_device_needs_it(adapter, found, &*token);
                 return true;
             };
             match adapter.queues.get(queue) {
@@ -133,13 +132,9 @@ pub(super) fn message_interrupt(
         }
         Mode::SingleInterrupt => {
             // One message for configuration and the queue: the DPC tells them apart.
-            if adapter
-                .transport
-                .as_ref()
-                .is_some_and(|t| t.read_isr().config_changed())
-            {
-                config_changed(adapter);
-                reset_if_device_needs_it(adapter, &*token);
+            if found.registers.read_isr().config_changed() {
+                config_changed(adapter, found);
+                reset_if_device_needs_it(adapter, found, &*token);
             }
             adapter.single_dpc.issue(token, 0, 0);
             true
@@ -149,7 +144,7 @@ pub(super) fn message_interrupt(
 }
 
 /// HwStorDpcRoutine of a queue (or of the single queue).
-pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize) {
+pub(super) fn queue_dpc(adapter: &Adapter, found: &Found, ctx: &mut context::Dpc, queue: usize) {
     for round in 1..=MAX_BATCHES {
         let mut batch = Batch::new();
         let epoch = adapter.epoch.load(Ordering::Acquire);
@@ -170,21 +165,19 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
             Mode::Dump | Mode::Stopped => return,
         };
         // Completion happens here, after the queue lock is released.
-        if let Some(request) = finish_batch(adapter, &mut batch) {
+        if let Some(request) = finish_batch(adapter, found, &mut batch) {
             let notifier = match adapter.mode() {
                 Mode::MultiQueue => adapter
                     .queues
                     .get(queue)
                     .and_then(|cell| {
-                        cell.with(ctx, |q, _| {
-                            q.resubmit_flush(request, adapter.builder.as_ref())
-                        })
-                        .ok()
+                        cell.with(ctx, |q, _| q.resubmit_flush(request, Some(&found.builder)))
+                            .ok()
                     })
                     .flatten(),
                 _ => adapter
                     .single
-                    .synchronize(ctx, |q| q.resubmit_flush(request, adapter.builder.as_ref()))
+                    .synchronize(ctx, |q| q.resubmit_flush(request, Some(&found.builder)))
                     .ok()
                     .flatten(),
             };
@@ -211,7 +204,7 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
             }
             Ok(Drained::Idle) | Err(_) => return,
             Ok(Drained::Broken(_)) => {
-                super::reset::begin_reset(adapter, &*ctx, Cause::BrokenRing(queue));
+                super::reset::begin_reset(adapter, found, &*ctx, Cause::BrokenRing(queue));
                 return;
             }
         }
@@ -220,10 +213,10 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
 
 /// Completes a batch. Returns a FUA write whose data is on the device and which now needs its
 /// FLUSH (at most one per batch is carried; the rest are flushed the same way in turn).
-fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
+fn finish_batch(adapter: &Adapter, found: &Found, batch: &mut Batch) -> Option<InFlight> {
     let mut carried = None;
     for (request, used_len) in batch.drain() {
-        if let Some(request) = finish(adapter, request, used_len) {
+        if let Some(request) = finish(adapter, found, request, used_len) {
             match carried {
                 None => carried = Some(request),
                 // One FLUSH is carried per batch. A second FUA write in the same batch is handed
@@ -240,7 +233,7 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
 
 /// Completes one request from its status byte. Returns it instead when it is a FUA write that
 /// still needs its FLUSH.
-fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFlight> {
+fn finish(adapter: &Adapter, found: &Found, request: InFlight, used_len: u32) -> Option<InFlight> {
     let status = request
         .area()
         .map_or(Status::Invalid(u8::MAX), |area| area.status());
@@ -249,26 +242,22 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
         op,
         max_written,
     } = request;
-    if adapter.tracing.load(Ordering::Relaxed)
-        && let Some(port) = adapter.port
-    {
+    if adapter.tracing.load(Ordering::Relaxed) {
         let byte = match status {
             Status::Ok => 0,
             Status::IoError => 1,
             Status::Unsupported => 2,
             Status::Invalid(byte) => byte,
         };
-        super::events::io_completed(port, &srb, byte);
+        super::events::io_completed(found.port, &srb, byte);
     }
     // The device may not claim to have written more than the request offered (2.7.8.1).
     if used_len > max_written || matches!(status, Status::Invalid(_)) {
-        if let Some(port) = adapter.port {
-            port.log_error(
-                Some(&srb),
-                super::events::BAD_COMPLETION,
-                u32::from(op as u8),
-            );
-        }
+        found.port.log_error(
+            Some(&srb),
+            super::events::BAD_COMPLETION,
+            u32::from(op as u8),
+        );
         let _ = check_condition(srb, &Sense::new(SenseKey::HardwareError, 0x44, 0x00));
         return None;
     }
@@ -299,31 +288,27 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
 /// The configuration-change interrupt also announces DEVICE_NEEDS_RESET (VIRTIO 1.2 2.1.2): the
 /// device stopped and will complete nothing more. Stop it and have the reset DPC hand its
 /// requests back and restart it, rather than wait for Storport's timeout and bus reset.
-fn reset_if_device_needs_it<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
+fn reset_if_device_needs_it<C: MayIssueDpc>(adapter: &Adapter, found: &Found, ctx: &C) {
     if adapter.resetting() {
         return;
     }
-    let Some(status) = adapter.transport.as_ref().map(|t| t.device_status()) else {
-        return;
-    };
+    let status = found.registers.device_status();
     if status.vanished() {
-        super::reset::device_removed(adapter, ctx);
+        super::reset::device_removed(adapter, found, ctx);
     } else if status.needs_reset() {
-        super::reset::begin_reset(adapter, ctx, Cause::NeedsReset);
+        super::reset::begin_reset(adapter, found, ctx, Cause::NeedsReset);
     }
 }
 
 /// The configuration-change interrupt: re-read the capacity; if it changed, raise a UNIT
 /// ATTENTION for the next command and ask Storport to look at the disk again.
-pub(super) fn config_changed(adapter: &Adapter) {
-    let (Some(transport), Some(port)) = (adapter.transport.as_ref(), adapter.port) else {
-        return;
-    };
+pub(super) fn config_changed(adapter: &Adapter, found: &Found) {
+    let (transport, port) = (&found.registers, found.port);
     // A vanished device's configuration reads all ones: nothing to learn from it.
     if adapter.removed.load(Ordering::Acquire) || transport.device_status().vanished() {
         return;
     }
-    let Ok(config) = crate::virtio::BlkConfig::read(transport, adapter.features) else {
+    let Ok(config) = crate::virtio::BlkConfig::read(transport, found.features) else {
         return;
     };
     if !super::disk::capacity_is_valid(config.capacity) {

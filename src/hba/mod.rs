@@ -6,7 +6,7 @@
 //!
 //! | file | concept |
 //! |---|---|
-//! | `mod.rs` | the adapter state and the callbacks |
+//! | `mod.rs` | the adapter state and the callbacks; [`Found`], what HwStorFindAdapter established (one value, set once: each callback checks for it once and hands it down) |
 //! | `setup.rs` | HwStorFindAdapter / HwStorInitialize / passive init: bring-up and memory plan |
 //! | `build_io.rs` | HwStorBuildIo: decode, answer what needs no device, lay out block requests |
 //! | `start_io.rs` | HwStorStartIo: put a prepared request on its queue's ring |
@@ -55,6 +55,7 @@ use storport::miniport::{
     AdapterControl, AdapterControlStatus, BuildIoOutcome, FindAdapterStatus, MessageContext,
     UnitControl, UnitControlStatus, UnitPowerState,
 };
+use storport::srb::Status as SrbStatus;
 use storport::sync::{DpcShared, InterruptShared};
 use storport::{AdapterControlType, Miniport, Port, PortConfiguration, Srb, UnitControlType};
 
@@ -108,30 +109,36 @@ impl Mode {
     }
 }
 
-/// What only changes under the interrupt lock: the transport for anything that writes the
-/// device's common configuration (queue setup, reset, status).
-pub struct Control {
-    transport: Option<Transport>,
-}
-
-/// A virtio-blk adapter.
-pub struct Adapter {
-    port: Option<Port>,
+/// What HwStorFindAdapter established: one value, set once when it finds the device and never
+/// changed after. Each later callback checks for it once (`Adapter::found`, in the `Miniport`
+/// impl below) and hands it down.
+pub struct Found {
+    port: Port,
     /// The device's registers for reads from any context (ISR status, device configuration);
     /// every `device_status` write goes through the one `Transport`, in `control`.
-    transport: Option<DeviceRegisters>,
-    control: InterruptShared<Control>,
+    registers: DeviceRegisters,
+    /// The transport, for anything that writes the device's common configuration (queue setup,
+    /// reset, status): only under the interrupt lock.
+    control: InterruptShared<Transport>,
     /// Features accepted at start.
     features: u64,
     /// The device configuration read at start.
-    config: Option<BlkConfig>,
-    disk: DiskState,
-    builder: Option<RequestBuilder>,
+    config: BlkConfig,
+    builder: RequestBuilder,
     /// Rings laid out in the uncached extension: how many, and where.
     planned_queues: u16,
     rings: [Option<(QueueAddresses, DmaRegion<'static>)>; MAX_QUEUES],
     /// The GET_ID request area and its 20-byte buffer, in the uncached extension.
-    identify: Option<DmaRegion<'static>>,
+    identify: DmaRegion<'static>,
+    /// The registry tunables read in HwStorFindAdapter.
+    tunables: Tunables,
+}
+
+/// A virtio-blk adapter.
+pub struct Adapter {
+    /// `None` until HwStorFindAdapter finds the device.
+    found: Option<Found>,
+    disk: DiskState,
     /// `Mode` as u8.
     mode: AtomicU8,
     /// Queues in use (MultiQueue).
@@ -164,8 +171,6 @@ pub struct Adapter {
     held_resets: InterruptShared<reset::HeldResets>,
     /// A reset could not bring the device back; requests fail until another reset does.
     broken: AtomicBool,
-    /// The registry tunables read in HwStorFindAdapter.
-    tunables: Tunables,
     /// Why the reset in progress started (`events::Cause` as u8).
     reset_cause: AtomicU8,
     /// An ETW session listens (HwStorTracingEnabled): publish per-I/O events.
@@ -178,6 +183,12 @@ pub struct Adapter {
 const RESET_DPC: usize = usize::MAX;
 
 impl Adapter {
+    /// What HwStorFindAdapter established; `None` before it found the device (Storport calls
+    /// no other callback then).
+    fn found(&self) -> Option<&Found> {
+        self.found.as_ref()
+    }
+
     fn mode(&self) -> Mode {
         Mode::from_u8(self.mode.load(core::sync::atomic::Ordering::Acquire))
     }
@@ -196,16 +207,8 @@ impl Adapter {
 impl Miniport for Adapter {
     type Duplex = storport::context::FullDuplex;
     const INITIAL: Self = Adapter {
-        port: None,
-        transport: None,
-        control: InterruptShared::new(Control { transport: None }),
-        features: 0,
-        config: None,
+        found: None,
         disk: DiskState::empty(),
-        builder: None,
-        planned_queues: 0,
-        rings: [None; MAX_QUEUES],
-        identify: None,
         mode: AtomicU8::new(Mode::Stopped as u8),
         active_queues: AtomicU16::new(0),
         message_interrupts: AtomicBool::new(false),
@@ -222,7 +225,6 @@ impl Miniport for Adapter {
         removed: AtomicBool::new(false),
         held_resets: InterruptShared::new(reset::HeldResets::EMPTY),
         broken: AtomicBool::new(false),
-        tunables: Tunables::DEFAULT,
         reset_cause: AtomicU8::new(0),
         tracing: AtomicBool::new(false),
         unit_power: AtomicU8::new(0),
@@ -252,34 +254,59 @@ impl Miniport for Adapter {
         setup::find_adapter(self, ctx, port, config)
     }
 
+    // Every callback below checks once that HwStorFindAdapter found the device, and hands
+    // what it established down.
+
     fn initialize(&self, ctx: &mut context::Initialize) -> bool {
-        setup::initialize(self, ctx)
+        let Some(found) = self.found() else {
+            return false;
+        };
+        setup::initialize(self, found, ctx)
     }
 
     fn passive_initialize<'a>(&'a self, ctx: &mut context::PassiveInitialize<'a>) -> bool {
-        setup::passive_initialize(self, ctx)
+        let Some(found) = self.found() else {
+            return false;
+        };
+        setup::passive_initialize(self, found, ctx)
     }
 
     fn build_io(&self, ctx: &mut context::BuildIo, srb: Srb) -> BuildIoOutcome {
-        build_io::build_io(self, ctx, srb)
+        let Some(found) = self.found() else {
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
+        };
+        build_io::build_io(self, found, ctx, srb)
     }
 
     fn start_io(&self, ctx: context::StartIo<'_>, srb: Srb) {
-        start_io::start_io(self, ctx, srb)
+        let Some(found) = self.found() else {
+            let _ = srb.complete(SrbStatus::NoDevice);
+            return;
+        };
+        start_io::start_io(self, found, ctx, srb)
     }
 
     fn interrupt(&self, ctx: &mut context::Interrupt) -> bool {
-        completion::interrupt(self, ctx)
+        let Some(found) = self.found() else {
+            return false;
+        };
+        completion::interrupt(self, found, ctx)
     }
 
     fn message_interrupt(&self, ctx: MessageContext<'_>, message_id: u32) -> bool {
-        completion::message_interrupt(self, ctx, message_id)
+        let Some(found) = self.found() else {
+            return false;
+        };
+        completion::message_interrupt(self, found, ctx, message_id)
     }
 
     fn reset_bus(&self, ctx: &mut context::ResetBus, path_id: u32) -> bool {
         // One bus: every path id names it.
         let _ = path_id;
-        reset::reset_bus(self, ctx)
+        let Some(found) = self.found() else {
+            return true;
+        };
+        reset::reset_bus(self, found, ctx)
     }
 
     fn tracing_enabled(&self, ctx: &mut context::TracingEnabled, enabled: bool) {
@@ -297,9 +324,12 @@ impl Miniport for Adapter {
         ctx: &mut context::UnitControl,
         control: UnitControl,
     ) -> UnitControlStatus {
+        let Some(found) = self.found() else {
+            return UnitControlStatus::Unsuccessful;
+        };
         match control {
             UnitControl::SurpriseRemoval(_) => {
-                reset::surprise_removal(self, &*ctx);
+                reset::surprise_removal(self, found, &*ctx);
                 UnitControlStatus::Success
             }
             // An orderly removal: Storport has drained the unit; nothing to do until the adapter
@@ -327,10 +357,8 @@ impl Miniport for Adapter {
                 };
                 self.unit_power
                     .store(raw, core::sync::atomic::Ordering::Release);
-                if let Some(port) = self.port
-                    && self.tracing.load(core::sync::atomic::Ordering::Acquire)
-                {
-                    events::unit_power(port, u32::from(raw), action);
+                if self.tracing.load(core::sync::atomic::Ordering::Acquire) {
+                    events::unit_power(found.port, u32::from(raw), action);
                 }
                 UnitControlStatus::Success
             }
@@ -343,11 +371,14 @@ impl Miniport for Adapter {
         ctx: &mut context::AdapterControl,
         control: AdapterControl,
     ) -> AdapterControlStatus {
+        let Some(found) = self.found() else {
+            return AdapterControlStatus::Unsuccessful;
+        };
         match control {
-            AdapterControl::Stop => reset::stop(self, ctx),
-            AdapterControl::Restart => reset::restart(self, ctx),
+            AdapterControl::Stop => reset::stop(self, found, ctx),
+            AdapterControl::Restart => reset::restart(self, found, ctx),
             AdapterControl::Other(AdapterControlType::SURPRISE_REMOVAL) => {
-                reset::surprise_removal(self, &*ctx);
+                reset::surprise_removal(self, found, &*ctx);
                 AdapterControlStatus::Success
             }
             AdapterControl::Other(_) => AdapterControlStatus::Unsuccessful,
@@ -358,10 +389,13 @@ impl Miniport for Adapter {
 impl storport::dpc::DpcHandler for Adapter {
     fn dpc(&self, ctx: &mut context::Dpc, dpc: &StorDpc, arg1: usize, arg2: usize) {
         let _ = (dpc, arg2);
+        let Some(found) = self.found() else {
+            return;
+        };
         if arg1 == RESET_DPC {
-            reset::reset_dpc(self, ctx);
+            reset::reset_dpc(self, found, ctx);
         } else {
-            completion::queue_dpc(self, ctx, arg1);
+            completion::queue_dpc(self, found, ctx, arg1);
         }
     }
 }

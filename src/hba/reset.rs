@@ -35,7 +35,7 @@ use storport::srb::Status as SrbStatus;
 use storport::{Srb, context};
 
 use super::queue::{Batch, Queue};
-use super::{Adapter, Control, Mode, RESET_DPC};
+use super::{Adapter, Found, Mode, RESET_DPC};
 
 /// How long the reset DPC waits between looks at `device_status`.
 const RESET_POLL_US: u32 = 1_000;
@@ -116,7 +116,7 @@ fn set_stage(adapter: &Adapter, stage: Stage) {
 /// The write is left to the DPC because a device may take its time over it (a register write that
 /// makes the host drain its I/O): not in the ISR. A reset already in progress absorbs this one:
 /// it hands back every request that is outstanding when it gets to that step.
-pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C, cause: Cause) {
+pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, found: &Found, ctx: &C, cause: Cause) {
     match adapter.mode() {
         Mode::Stopped => return,
         // A dump stack has no DPC and no timer: stop the device, and requests fail until the
@@ -145,12 +145,14 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C, cause: Cau
         return;
     }
     adapter.reset_cause.store(cause.id(), Ordering::Release);
-    if let Some(port) = adapter.port {
-        if let Cause::BrokenRing(queue) = cause {
-            port.log_error(None, RING_BROKEN, u32::try_from(queue).unwrap_or(u32::MAX));
-        }
-        port.log_error(None, LOG_RESET_STARTED, u32::from(cause.id()));
+    if let Cause::BrokenRing(queue) = cause {
+        found
+            .port
+            .log_error(None, RING_BROKEN, u32::try_from(queue).unwrap_or(u32::MAX));
     }
+    found
+        .port
+        .log_error(None, LOG_RESET_STARTED, u32::from(cause.id()));
     // Polls 0: the reset is not written yet (the DPC writes it), set before the DPC is issued.
     adapter.reset_polls.store(0, Ordering::Release);
     adapter.reset_dpc.issue(ctx, RESET_DPC, 0);
@@ -160,16 +162,13 @@ pub(super) fn begin_reset<C: MayIssueDpc>(adapter: &Adapter, ctx: &C, cause: Cau
 /// the ring broken resets the device itself, waiting the transport's bounded 1 ms, hands the
 /// request back (BUS_RESET) and brings the device back. A device that does not acknowledge stays
 /// stopped, and requests fail, until the stack is torn down.
-pub(super) fn dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
-    let Some(port) = adapter.port else {
-        return;
-    };
-    let acknowledged = adapter
+pub(super) fn dump_reset(adapter: &Adapter, found: &Found, ctx: &mut context::Interrupt) {
+    let port = found.port;
+    let acknowledged = found
         .control
         .get(ctx)
-        .transport
-        .as_mut()
-        .is_some_and(|t| t.reset(&mut |us| port.stall(us)).is_ok());
+        .reset(&mut |us| port.stall(us))
+        .is_ok();
     if !acknowledged {
         adapter.broken.store(true, Ordering::Release);
         return;
@@ -182,81 +181,71 @@ pub(super) fn dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
             break;
         }
     }
-    let restarted = adapter
-        .control
-        .get(ctx)
-        .transport
-        .as_mut()
-        .is_some_and(|t| super::setup::reprogram(adapter, t, port));
+    let restarted = super::setup::reprogram(adapter, found, found.control.get(ctx));
     adapter.broken.store(!restarted, Ordering::Release);
 }
 
 /// The machine is back to idle: start again if a reset was asked for meanwhile.
-fn end_reset(adapter: &Adapter, ctx: &context::Dpc) {
+fn end_reset(adapter: &Adapter, found: &Found, ctx: &context::Dpc) {
     set_stage(adapter, Stage::Idle);
     if adapter.reset_again.swap(false, Ordering::AcqRel) {
         let cause = Cause::from_id(adapter.reset_cause.load(Ordering::Acquire));
-        begin_reset(adapter, ctx, cause);
+        begin_reset(adapter, found, ctx, cause);
     }
 }
 
 /// Writes the reset to `device_status`, unless the device is gone: through the one transport,
 /// in the interrupt-lock cell that serialises every status write (StorPortSynchronizeAccess).
-fn write_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
+fn write_reset(adapter: &Adapter, found: &Found, ctx: &mut context::Dpc) {
     if adapter.removed.load(Ordering::Acquire) {
         return;
     }
-    let _ = adapter.control.synchronize(ctx, |control| {
-        if let Some(transport) = control.transport.as_mut() {
-            transport.request_reset();
-        }
-    });
+    let _ = found
+        .control
+        .synchronize(ctx, |transport| transport.request_reset());
 }
 
 /// A dump stack's reset asked for by `begin_reset`, written by the polled ISR, which holds the
 /// interrupt lock.
-pub(super) fn write_pending_dump_reset(adapter: &Adapter, ctx: &mut context::Interrupt) {
+pub(super) fn write_pending_dump_reset(
+    adapter: &Adapter,
+    found: &Found,
+    ctx: &mut context::Interrupt,
+) {
     if !adapter.dump_reset_pending.swap(false, Ordering::AcqRel)
         || adapter.removed.load(Ordering::Acquire)
     {
         return;
     }
-    if let Some(transport) = adapter.control.get(ctx).transport.as_mut() {
-        transport.request_reset();
-    }
+    found.control.get(ctx).request_reset();
 }
 
 /// The device vanished (its registers read all ones): never touch it again, and have the reset
 /// DPC fail what is outstanding with NO_DEVICE.
-pub(super) fn device_removed<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
-    if !adapter.removed.swap(true, Ordering::AcqRel)
-        && let Some(port) = adapter.port
-    {
-        port.log_error(None, LOG_SURPRISE_REMOVAL, 0);
+pub(super) fn device_removed<C: MayIssueDpc>(adapter: &Adapter, found: &Found, ctx: &C) {
+    if !adapter.removed.swap(true, Ordering::AcqRel) {
+        found.port.log_error(None, LOG_SURPRISE_REMOVAL, 0);
     }
-    begin_reset(adapter, ctx, Cause::Removal);
+    begin_reset(adapter, found, ctx, Cause::Removal);
 }
 
 /// Whether the device's registers read all ones: a surprise-removed PCI function.
-pub(super) fn vanished(adapter: &Adapter) -> bool {
-    adapter
-        .transport
-        .as_ref()
-        .is_some_and(|t| t.device_status().vanished())
+pub(super) fn vanished(found: &Found) -> bool {
+    found.registers.device_status().vanished()
 }
 
 /// HwStorResetBus: starts the reset and returns; the reset DPC completes every outstanding
 /// request once the device can no longer write into it.
-pub(super) fn reset_bus(adapter: &Adapter, ctx: &mut context::ResetBus) -> bool {
+pub(super) fn reset_bus(adapter: &Adapter, found: &Found, ctx: &mut context::ResetBus) -> bool {
     if matches!(adapter.mode(), Mode::MultiQueue | Mode::SingleInterrupt) {
-        begin_reset(adapter, &*ctx, Cause::Bus);
+        begin_reset(adapter, found, &*ctx, Cause::Bus);
     }
     true
 }
 
 /// SRB_FUNCTION_RESET_LOGICAL_UNIT, RESET_DEVICE or RESET_BUS (from StartIo): the reset
 /// completes every request outstanding on the unit (the adapter has one), then this SRB.
-pub(super) fn hold_reset_request<C>(adapter: &Adapter, ctx: &mut C, srb: Srb)
+pub(super) fn hold_reset_request<C>(adapter: &Adapter, found: &Found, ctx: &mut C, srb: Srb)
 where
     C: MayIssueDpc + storport::lock::MayAcquireInterrupt,
 {
@@ -280,7 +269,7 @@ where
             });
     match held {
         // Held: the reset completes it.
-        Ok(None) => begin_reset(adapter, &*ctx, cause),
+        Ok(None) => begin_reset(adapter, found, &*ctx, cause),
         // Every place taken: resets already in progress will hand this unit's requests back.
         Ok(Some(srb)) => {
             let _ = srb.complete(SrbStatus::Busy);
@@ -301,15 +290,13 @@ pub(super) fn timer(adapter: &Adapter, ctx: &mut context::Timer) {
 }
 
 /// The reset DPC: one step of the machine, never a wait.
-pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
-    let Some(port) = adapter.port else {
-        return;
-    };
+pub(super) fn reset_dpc(adapter: &Adapter, found: &Found, ctx: &mut context::Dpc) {
+    let port = found.port;
     let current = stage(adapter);
     if current == Stage::Idle {
         return;
     }
-    if adapter.removed.load(Ordering::Acquire) || vanished(adapter) {
+    if adapter.removed.load(Ordering::Acquire) || vanished(found) {
         if !adapter.removed.swap(true, Ordering::AcqRel) {
             port.log_error(None, LOG_SURPRISE_REMOVAL, 0);
         }
@@ -319,20 +306,17 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
         return;
     }
     if current == Stage::Waiting && adapter.reset_polls.load(Ordering::Acquire) == 0 {
-        write_reset(adapter, ctx);
+        write_reset(adapter, found, ctx);
         adapter.reset_polls.store(1, Ordering::Release);
     }
-    let acknowledged = adapter
-        .transport
-        .as_ref()
-        .is_some_and(|t| t.reset_acknowledged());
+    let acknowledged = found.registers.reset_acknowledged();
     match current {
         Stage::Waiting if !acknowledged => {
             let polls = adapter
                 .reset_polls
                 .fetch_add(1, Ordering::AcqRel)
                 .saturating_add(1);
-            if polls < adapter.tunables.reset_timeout_ms {
+            if polls < found.tunables.reset_timeout_ms {
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
             }
@@ -345,7 +329,7 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
                 // No way to stop it: the requests stay with the device rather than be written
                 // after completion; keep asking it to reset.
                 adapter.reset_polls.store(0, Ordering::Release);
-                write_reset(adapter, ctx);
+                write_reset(adapter, found, ctx);
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
             }
@@ -353,12 +337,12 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
             // Ask again; bring it back once it acknowledges.
             adapter.reset_polls.store(0, Ordering::Release);
             set_stage(adapter, Stage::Restarting);
-            write_reset(adapter, ctx);
+            write_reset(adapter, found, ctx);
             request_timer::<Adapter>(port, RESET_POLL_US);
         }
         Stage::Waiting => {
             hand_back(adapter, ctx);
-            restart_after_reset(adapter, ctx);
+            restart_after_reset(adapter, found, ctx);
         }
         Stage::Restarting if !acknowledged => {
             let polls = adapter
@@ -367,15 +351,15 @@ pub(super) fn reset_dpc(adapter: &Adapter, ctx: &mut context::Dpc) {
                 .saturating_add(1);
             if polls < RESTART_POLLS {
                 if polls.is_multiple_of(100) {
-                    write_reset(adapter, ctx);
+                    write_reset(adapter, found, ctx);
                 }
                 request_timer::<Adapter>(port, RESET_POLL_US);
                 return;
             }
             port.log_error(None, LOG_DEVICE_GIVEN_UP, polls);
-            give_up(adapter, ctx);
+            give_up(adapter, found, ctx);
         }
-        Stage::Restarting => restart_after_reset(adapter, ctx),
+        Stage::Restarting => restart_after_reset(adapter, found, ctx),
         Stage::Idle => {}
     }
 }
@@ -387,48 +371,46 @@ fn hand_back(adapter: &Adapter, ctx: &mut context::Dpc) {
 }
 
 /// The device acknowledged the reset: bring it back over the (now empty) rings.
-fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
+fn restart_after_reset(adapter: &Adapter, found: &Found, ctx: &mut context::Dpc) {
     // Requests that reached a ring between the hand-back and now are handed back too: the ring
     // is re-initialised under them; so are reset SRBs that arrived meanwhile. A reset asked for
     // before this point is served by it.
     adapter.reset_again.store(false, Ordering::Release);
     cancel_all(adapter, ctx, SrbStatus::BusReset);
     complete_held(adapter, ctx, SrbStatus::Success);
-    let restarted = adapter
+    // Bring the device back with the same features, rings and vectors (the rings were zeroed);
+    // Bus Master Enable is set again only once the device acknowledged its reset.
+    let restarted = found
         .control
-        .synchronize(ctx, |control| restart_device(adapter, control))
+        .synchronize(ctx, |transport| {
+            super::setup::reprogram(adapter, found, transport)
+        })
         .unwrap_or(false);
     if restarted {
         adapter.broken.store(false, Ordering::Release);
-        if let Some(port) = adapter.port {
-            let cause = adapter.reset_cause.load(Ordering::Acquire);
-            port.log_error(None, LOG_RESET_COMPLETED, u32::from(cause));
-        }
-        end_reset(adapter, ctx);
+        let cause = adapter.reset_cause.load(Ordering::Acquire);
+        found
+            .port
+            .log_error(None, LOG_RESET_COMPLETED, u32::from(cause));
+        end_reset(adapter, found, ctx);
         // While the device was reset it could not announce a configuration change (it only
         // does once DRIVER_OK is set): look at the capacity again.
-        super::completion::config_changed(adapter);
-        if let Some(port) = adapter.port {
-            port.notify_reset_detected(0);
-        }
+        super::completion::config_changed(adapter, found);
+        found.port.notify_reset_detected(0);
     } else {
-        if let Some(port) = adapter.port {
-            port.log_error(None, LOG_DEVICE_GIVEN_UP, 0);
-        }
-        give_up(adapter, ctx);
+        found.port.log_error(None, LOG_DEVICE_GIVEN_UP, 0);
+        give_up(adapter, found, ctx);
     }
 }
 
 /// The device cannot be brought back: requests fail with HARDWARE ERROR until a later reset
 /// (Storport's, on a timeout) succeeds.
-fn give_up(adapter: &Adapter, ctx: &mut context::Dpc) {
+fn give_up(adapter: &Adapter, found: &Found, ctx: &mut context::Dpc) {
     adapter.broken.store(true, Ordering::Release);
     complete_held(adapter, ctx, SrbStatus::Success);
     adapter.reset_again.store(false, Ordering::Release);
     set_stage(adapter, Stage::Idle);
-    if let Some(port) = adapter.port {
-        port.notify_reset_detected(0);
-    }
+    found.port.notify_reset_detected(0);
 }
 
 /// Hands every request on every queue back with `status` (the device no longer runs them).
@@ -491,20 +473,15 @@ fn complete_all(batch: &mut Batch, status: SrbStatus) {
     }
 }
 
-/// Brings the device back with the same features, rings and vectors (the rings were zeroed);
-/// Bus Master Enable is set again only once the device acknowledged its reset.
-fn restart_device(adapter: &Adapter, control: &mut Control) -> bool {
-    let (Some(transport), Some(port)) = (control.transport.as_mut(), adapter.port) else {
-        return false;
-    };
-    super::setup::reprogram(adapter, transport, port)
-}
-
 /// HwStorAdapterControl(ScsiStopAdapter): Storport has drained the adapter; make the device quiet
 /// (no DMA, no interrupts) until restarted. Runs at DIRQL holding the interrupt lock
 /// (layouts.md), so it takes no lock and waits at most the transport's 1 ms for the reset; a
 /// device that does not stop in that time has its DMA cut.
-pub(super) fn stop(adapter: &Adapter, ctx: &mut context::AdapterControl) -> AdapterControlStatus {
+pub(super) fn stop(
+    adapter: &Adapter,
+    found: &Found,
+    ctx: &mut context::AdapterControl,
+) -> AdapterControlStatus {
     if adapter.removed.load(Ordering::Acquire) {
         return AdapterControlStatus::Success;
     }
@@ -512,10 +489,9 @@ pub(super) fn stop(adapter: &Adapter, ctx: &mut context::AdapterControl) -> Adap
     let Some(held) = ctx.stop_restart() else {
         return AdapterControlStatus::Unsuccessful;
     };
-    let control = adapter.control.get(held);
-    if let (Some(transport), Some(port)) = (control.transport.as_mut(), adapter.port)
-        && transport.reset(&mut |us| port.stall(us)).is_err()
-    {
+    let port = found.port;
+    let transport = found.control.get(held);
+    if transport.reset(&mut |us| port.stall(us)).is_err() {
         if transport.device_status().vanished() {
             adapter.removed.store(true, Ordering::Release);
             return AdapterControlStatus::Success;
@@ -535,27 +511,23 @@ pub(super) fn stop(adapter: &Adapter, ctx: &mut context::AdapterControl) -> Adap
 /// and each queue forgets its ring state when it next runs (the epoch).
 pub(super) fn restart(
     adapter: &Adapter,
+    found: &Found,
     ctx: &mut context::AdapterControl,
 ) -> AdapterControlStatus {
     if adapter.removed.load(Ordering::Acquire) {
         return AdapterControlStatus::Unsuccessful;
     }
-    let Some(port) = adapter.port else {
-        return AdapterControlStatus::Unsuccessful;
-    };
+    let port = found.port;
     // Storport holds the interrupt lock for a restart: the one transport is reached directly.
     let Some(held) = ctx.stop_restart() else {
         return AdapterControlStatus::Unsuccessful;
     };
-    let control = adapter.control.get(held);
-    let Some(transport) = control.transport.as_mut() else {
-        return AdapterControlStatus::Unsuccessful;
-    };
+    let transport = found.control.get(held);
     // The device was reset at stop; if it has not finished (or takes longer than the 1 ms this
     // DIRQL routine may wait), the reset machine brings it back: requests are answered BUSY
     // meanwhile.
     let acknowledged = transport.reset(&mut |us| port.stall(us)).is_ok();
-    for (_, region) in adapter.rings.iter().flatten() {
+    for (_, region) in found.rings.iter().flatten() {
         region.zero();
     }
     adapter.epoch.fetch_add(1, Ordering::AcqRel);
@@ -564,14 +536,14 @@ pub(super) fn restart(
             adapter.removed.store(true, Ordering::Release);
             return AdapterControlStatus::Unsuccessful;
         }
-        begin_reset(adapter, &*ctx, Cause::NeedsReset);
+        begin_reset(adapter, found, &*ctx, Cause::NeedsReset);
         return AdapterControlStatus::Success;
     }
-    if super::setup::reprogram(adapter, transport, port) {
+    if super::setup::reprogram(adapter, found, transport) {
         adapter.broken.store(false, Ordering::Release);
         // The disk may have been resized while the adapter was stopped, when the device could
         // not interrupt: re-read the capacity (a UNIT ATTENTION follows if it changed).
-        super::completion::config_changed(adapter);
+        super::completion::config_changed(adapter, found);
         AdapterControlStatus::Success
     } else {
         AdapterControlStatus::Unsuccessful
@@ -580,6 +552,6 @@ pub(super) fn restart(
 
 /// HwStorAdapterControl(ScsiAdapterSurpriseRemoval) and HwStorUnitControl(ScsiUnitSurpriseRemoval):
 /// the device is gone. Outstanding requests fail with NO_DEVICE from the reset DPC.
-pub(super) fn surprise_removal<C: MayIssueDpc>(adapter: &Adapter, ctx: &C) {
-    device_removed(adapter, ctx);
+pub(super) fn surprise_removal<C: MayIssueDpc>(adapter: &Adapter, found: &Found, ctx: &C) {
+    device_removed(adapter, found, ctx);
 }

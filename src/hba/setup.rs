@@ -16,6 +16,7 @@ use storport::config::MessageSynchronization;
 use storport::context;
 use storport::miniport::{FindAdapterStatus, enable_passive_initialization};
 use storport::perf::{self, PerfRequest};
+use storport::sync::InterruptShared;
 use storport::{Port, PortConfiguration};
 
 use crate::scsi::Serial;
@@ -27,7 +28,7 @@ use crate::virtio::{
 use super::events::{CONFIGURATION_REFUSED, Refused};
 use super::queue::Queue;
 use super::request::MAX_SEGMENTS;
-use super::{Adapter, MAX_QUEUES, MAX_QUEUES_U16, Mode, SLOTS_U16};
+use super::{Adapter, Found, MAX_QUEUES, MAX_QUEUES_U16, Mode, SLOTS_U16};
 
 /// PCI vendor id of virtio devices.
 const VIRTIO_VENDOR: u16 = 0x1AF4;
@@ -62,8 +63,6 @@ pub(super) fn find_adapter(
     port: Port,
     config: &mut PortConfiguration<'_>,
 ) -> FindAdapterStatus {
-    adapter.port = Some(port);
-    adapter.control.bind(port);
     adapter.single.bind(port);
     adapter.held_resets.bind(port);
     let dump = config.dump_mode().is_some();
@@ -83,7 +82,6 @@ pub(super) fn find_adapter(
     };
     // The administrator's registry values (defaults in a dump stack, which reads none).
     let tunables = super::Tunables::read(config, port);
-    adapter.tunables = tunables;
     let refuse = |reason: Refused| port.log_error(None, CONFIGURATION_REFUSED, reason as u32);
 
     // Map each structure through the access range that holds its BAR.
@@ -181,6 +179,7 @@ pub(super) fn find_adapter(
     let skew = usize::from((memory.physical_address().wrapping_neg() & 63) as u8);
     // Where ring `q` starts in the extension (the GET_ID area follows the last ring at `queues`).
     let ring_at = |q: usize| q.checked_mul(ring_bytes)?.checked_add(skew);
+    let mut rings = [None; MAX_QUEUES];
     let event_idx = accepted & feature::EVENT_IDX != 0;
     let indirect = accepted & feature::INDIRECT_DESC != 0;
     for q in 0..usize::from(queues) {
@@ -195,7 +194,7 @@ pub(super) fn find_adapter(
         else {
             return FindAdapterStatus::Error;
         };
-        if let Some(slot) = adapter.rings.get_mut(q) {
+        if let Some(slot) = rings.get_mut(q) {
             *slot = Some((addresses, region));
         }
         // The single-interrupt mode uses the same ring memory; only one of the two queue objects
@@ -214,9 +213,11 @@ pub(super) fn find_adapter(
             return FindAdapterStatus::Error;
         }
     }
-    adapter.identify =
-        ring_at(usize::from(queues)).and_then(|at| memory.subregion(at, IDENTIFY_BYTES));
-    adapter.planned_queues = queues;
+    let Some(identify) =
+        ring_at(usize::from(queues)).and_then(|at| memory.subregion(at, IDENTIFY_BYTES))
+    else {
+        return FindAdapterStatus::Error;
+    };
 
     // Limits: what one request may carry, and so what Storport may send.
     let limits = RequestLimits::new(&blk, size, area_size(MAX_SEGMENTS));
@@ -254,7 +255,6 @@ pub(super) fn find_adapter(
         config.use_message_interrupts::<Adapter>(MessageSynchronization::PerMessage);
     }
 
-    adapter.builder = Some(RequestBuilder::new(limits));
     adapter
         .disk
         .set(super::disk::describe(&blk, max_transfer, Serial::NONE));
@@ -262,18 +262,27 @@ pub(super) fn find_adapter(
     // identifiers come from the adapter's location, unique per adapter in the machine.
     let (bus, slot) = config.bus_slot();
     adapter.disk.set_serial(Serial::from_location(bus, slot));
-    adapter.features = accepted;
-    adapter.config = Some(blk);
-    adapter.transport = Some(transport.registers());
-    adapter.control.get_mut().transport = Some(transport);
+    let registers = transport.registers();
+    let mut control = InterruptShared::new(transport);
+    control.bind(port);
+    adapter.found = Some(Found {
+        port,
+        registers,
+        control,
+        features: accepted,
+        config: blk,
+        builder: RequestBuilder::new(limits),
+        planned_queues: queues,
+        rings,
+        identify,
+        tunables,
+    });
     adapter.set_mode(if dump { Mode::Dump } else { Mode::Stopped });
     FindAdapterStatus::Found
 }
 
-pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bool {
-    let Some(port) = adapter.port else {
-        return false;
-    };
+pub(super) fn initialize(adapter: &Adapter, found: &Found, ctx: &mut context::Initialize) -> bool {
+    let port = found.port;
     // Storport connected `messages` MSI-X messages: one for configuration and one per queue is
     // the fast path; fewer means one queue behind the interrupt lock.
     let dump = adapter.mode() == Mode::Dump;
@@ -281,7 +290,7 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
     // MsiX = 0 in the registry: one message for everything (the single-interrupt mode).
     let messages = if dump {
         0
-    } else if !adapter.tunables.msix {
+    } else if !found.tunables.msix {
         usize::from(port.message_info(0).is_some())
     } else {
         (0..=u32::from(MAX_QUEUES_U16))
@@ -292,7 +301,7 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
         (Mode::Dump, 1)
     } else if messages >= 2 {
         let queues = u16::try_from(messages.saturating_sub(1)).unwrap_or(u16::MAX);
-        (Mode::MultiQueue, adapter.planned_queues.min(queues).max(1))
+        (Mode::MultiQueue, found.planned_queues.min(queues).max(1))
     } else {
         (Mode::SingleInterrupt, 1)
     };
@@ -303,11 +312,8 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
     adapter.set_mode(mode);
 
     let notifiers = {
-        let control = adapter.control.get(ctx);
-        let Some(transport) = control.transport.as_mut() else {
-            return false;
-        };
-        match program(adapter, transport) {
+        let transport = found.control.get(ctx);
+        match program(adapter, found, transport) {
             Some(notifiers) => notifiers,
             None => {
                 transport.fail();
@@ -330,8 +336,8 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
         Mode::MultiQueue => adapter
             .queues
             .first()
-            .and_then(|cell| identify(adapter, port, cell.get_in_initialize(ctx))),
-        _ => identify(adapter, port, adapter.single.get(ctx)),
+            .and_then(|cell| identify(found, cell.get_in_initialize(ctx))),
+        _ => identify(found, adapter.single.get(ctx)),
     };
     if let Some(serial) = serial.filter(|serial| !serial.is_empty()) {
         adapter.disk.set_serial(serial);
@@ -346,7 +352,7 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
             .is_some_and(|cell| cell.get_in_initialize(ctx).is_broken()),
         _ => adapter.single.get(ctx).is_broken(),
     };
-    if queue_zero_broken && !restart_at_start(adapter, ctx, port, mode) {
+    if queue_zero_broken && !restart_at_start(adapter, found, ctx, mode) {
         adapter.broken.store(true, Ordering::Release);
     }
 
@@ -358,17 +364,16 @@ pub(super) fn initialize(adapter: &Adapter, ctx: &mut context::Initialize) -> bo
 /// Resets the device after a broken GET_ID, forgets queue 0's ring and brings the device back.
 fn restart_at_start(
     adapter: &Adapter,
+    found: &Found,
     ctx: &mut context::Initialize,
-    port: Port,
     mode: Mode,
 ) -> bool {
-    let acknowledged = {
-        let control = adapter.control.get(ctx);
-        let Some(transport) = control.transport.as_mut() else {
-            return false;
-        };
-        transport.reset(&mut |us| port.stall(us)).is_ok()
-    };
+    let port = found.port;
+    let acknowledged = found
+        .control
+        .get(ctx)
+        .reset(&mut |us| port.stall(us))
+        .is_ok();
     if !acknowledged {
         return false;
     }
@@ -380,17 +385,14 @@ fn restart_at_start(
         }
         _ => adapter.single.get(ctx).reset_ring(),
     }
-    let control = adapter.control.get(ctx);
-    control
-        .transport
-        .as_mut()
-        .is_some_and(|transport| reprogram(adapter, transport, port))
+    reprogram(adapter, found, found.control.get(ctx))
 }
 
 /// Gives the device the rings and MSI-X vectors of the current mode, then DRIVER_OK
 /// (VIRTIO 1.2 3.1.1 steps 7-8). Returns each queue's notifier.
 fn program(
     adapter: &Adapter,
+    found: &Found,
     transport: &mut Transport,
 ) -> Option<[Option<virtio::QueueNotifier>; MAX_QUEUES]> {
     let mode = adapter.mode();
@@ -400,7 +402,7 @@ fn program(
     transport.set_config_vector(config_vector).ok()?;
     let mut notifiers: [Option<virtio::QueueNotifier>; MAX_QUEUES] = [None; MAX_QUEUES];
     for q in 0..active {
-        let (addresses, _) = adapter.rings.get(usize::from(q)).copied().flatten()?;
+        let (addresses, _) = found.rings.get(usize::from(q)).copied().flatten()?;
         let vector = match mode {
             Mode::MultiQueue => Some(q.checked_add(1)?),
             Mode::SingleInterrupt if message_mode => Some(0),
@@ -418,20 +420,20 @@ fn program(
 /// Re-initialises the device after a reset it acknowledged (`device_status` read 0) with the
 /// features, rings and vectors it had (the driver side of every ring must already be back at its
 /// initial state). No second reset: a device slow to reset would make this wait again.
-pub(super) fn reprogram(adapter: &Adapter, transport: &mut Transport, port: Port) -> bool {
+pub(super) fn reprogram(adapter: &Adapter, found: &Found, transport: &mut Transport) -> bool {
     if !transport.reset_acknowledged() {
         return false;
     }
     transport.begin_init_acknowledged();
     // The device acknowledged its reset: it may use memory again.
     if adapter.dma_cut.load(Ordering::Acquire) {
-        if !port.set_bus_master(true) {
+        if !found.port.set_bus_master(true) {
             return false;
         }
         adapter.dma_cut.store(false, Ordering::Release);
     }
-    match transport.negotiate(adapter.features) {
-        Ok(accepted) if accepted == adapter.features => program(adapter, transport).is_some(),
+    match transport.negotiate(found.features) {
+        Ok(accepted) if accepted == found.features => program(adapter, found, transport).is_some(),
         _ => {
             transport.fail();
             false
@@ -441,11 +443,10 @@ pub(super) fn reprogram(adapter: &Adapter, transport: &mut Transport, port: Port
 
 pub(super) fn passive_initialize<'a>(
     adapter: &'a Adapter,
+    found: &Found,
     ctx: &mut context::PassiveInitialize<'a>,
 ) -> bool {
-    let Some(port) = adapter.port else {
-        return false;
-    };
+    let port = found.port;
     let active = adapter.active_queues.load(Ordering::Acquire);
     match adapter.mode() {
         Mode::MultiQueue => {
@@ -461,7 +462,7 @@ pub(super) fn passive_initialize<'a>(
     adapter.reset_dpc.initialize(ctx, port, adapter);
     if adapter.broken.load(Ordering::Acquire) {
         // HwStorInitialize could not bring the device back after a broken GET_ID.
-        super::reset::begin_reset(adapter, &*ctx, super::events::Cause::BrokenRing(0));
+        super::reset::begin_reset(adapter, found, &*ctx, super::events::Cause::BrokenRing(0));
     }
     if adapter.mode() == Mode::MultiQueue && active > 1 {
         let request = PerfRequest {
@@ -478,12 +479,12 @@ pub(super) fn passive_initialize<'a>(
 
 /// Reads the device's serial number with GET_ID, polling queue 0 (HwStorInitialize, before any
 /// request: the id is not in the slot table, so a late completion is simply dropped).
-fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> {
-    let region = adapter.identify?;
+fn identify(found: &Found, queue: &mut Queue) -> Option<Serial> {
+    let region = found.identify;
     let area = RequestArea::new(region.subregion(0, area_size(1))?)?;
     let buffer = region.subregion(area_size(1), ID_BYTES)?;
-    let builder = adapter.builder.as_ref()?;
-    let built = builder
+    let built = found
+        .builder
         .build_data(
             &area,
             RequestType::GetId,
@@ -507,7 +508,7 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
         if queue.is_broken() {
             return None;
         }
-        port.stall(10);
+        found.port.stall(10);
     }
     None
 }

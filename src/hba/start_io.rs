@@ -15,7 +15,7 @@ use super::build_io::extension_of;
 use super::completion::check_condition;
 use super::queue::{InFlight, SubmitError};
 use super::request::Prepared;
-use super::{Adapter, Mode};
+use super::{Adapter, Found, Mode};
 
 /// Whether `srb` is one of the reset SRBs StartIo holds until the reset completes.
 fn is_reset_request(srb: &Srb) -> bool {
@@ -68,14 +68,14 @@ impl Submitted {
 }
 
 /// HwStorStartIo: put the prepared request on a ring.
-pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
+pub(super) fn start_io(adapter: &Adapter, found: &Found, ctx: StartIo<'_>, srb: Srb) {
     if adapter.removed.load(Ordering::Acquire) {
         let _ = srb.complete(SrbStatus::NoDevice);
         return;
     }
     if is_reset_request(&srb) {
         with_start_io_token!(ctx, |token| super::reset::hold_reset_request(
-            adapter, token, srb
+            adapter, found, token, srb
         ));
         return;
     }
@@ -126,7 +126,7 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         // Rung after the lock is released (DESIGN.md: notification outside the lock).
         Submitted::Notify(notifier) => notifier.notify(),
         Submitted::Quiet => {}
-        Submitted::Full(request) => busy(adapter, request),
+        Submitted::Full(request) => busy(found, request),
         // Whoever found the ring broken (a drain) has started the reset; Storport sends the
         // request again once the device is back.
         #[cfg(not(feature = "planted-race"))]
@@ -141,21 +141,21 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
                 &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
             );
         }
-        Submitted::NotRun => fail_submit(adapter, pending),
+        Submitted::NotRun => fail_submit(found, pending),
     }
 }
 
-fn fail_submit(adapter: &Adapter, pending: Option<InFlight>) {
+fn fail_submit(found: &Found, pending: Option<InFlight>) {
     if let Some(request) = pending {
-        busy(adapter, request);
+        busy(found, request);
     }
 }
 
 /// The ring is full: Storport holds the LU's requests until one completes, then retries this
 /// one (with a fresh SRB extension, through BuildIo again).
-fn busy(adapter: &Adapter, request: InFlight) {
-    if let (Some(port), Some(address)) = (adapter.port, request.srb.address()) {
-        port.device_busy(address, 1);
+fn busy(found: &Found, request: InFlight) {
+    if let Some(address) = request.srb.address() {
+        found.port.device_busy(address, 1);
     }
     let _ = request.srb.complete(SrbStatus::Busy);
 }
