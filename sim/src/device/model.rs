@@ -15,7 +15,6 @@ use super::config::{DeviceConfig, features};
 use super::fault::{FaultInjector, FaultMode};
 use super::msix::{ISR_CONFIG, Interrupts, NO_VECTOR};
 use super::packed::PackedRing;
-use super::packed_thread;
 use super::pci::{ConfigSpace, NOTIFY_OFF_MULTIPLIER, PCI_CFG_DATA};
 use super::queue_thread::{self, QueueControl, QueueCounters, QueueStats};
 use super::transport::{self, CommonCfg, blk as blk_cfg, layout, status};
@@ -688,7 +687,7 @@ impl VirtioBlkDevice {
             return;
         }
         self.shared.queue_ctl[usize::from(q)].rearm();
-        match packed_thread::spawn(self.shared.clone(), q, ring) {
+        match queue_thread::spawn(self.shared.clone(), q, ring) {
             Ok(handle) => workers[usize::from(q)] = Some(handle),
             Err(_) => self.shared.set_needs_reset(),
         }
