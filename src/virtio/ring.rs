@@ -127,7 +127,7 @@ struct Layout {
 #[expect(
     clippy::arithmetic_side_effects,
     reason = "only Layout::new calls it, with align = CACHE_LINE (64, not 0) and value below \
-              6 KiB (a queue of at most MAX_QUEUE_SIZE = 256 entries): no overflow"
+              7 KiB (a queue of at most MAX_QUEUE_SIZE = 256 entries: 6784 bytes): no overflow"
 )]
 const fn align_up(value: usize, align: usize) -> usize {
     value.div_ceil(align) * align
@@ -137,7 +137,7 @@ impl Layout {
     #[expect(
         clippy::arithmetic_side_effects,
         reason = "n = size <= MAX_QUEUE_SIZE (256, QueueSize's invariant): every term is below \
-                  6 KiB"
+                  7 KiB (6784 bytes at 256)"
     )]
     const fn new(size: QueueSize) -> Self {
         let n = size.0 as usize;
