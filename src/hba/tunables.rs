@@ -114,6 +114,35 @@ impl Tunables {
     }
 }
 
+/// The version of the words [`Tunables::dump_data`] writes.
+const DUMP_DATA_VERSION: u32 = 1;
+
+impl Tunables {
+    /// The tunables a dump instance of this adapter needs, as the private data of the answer to
+    /// SRB_FUNCTION_DUMP_POINTERS: version, PackedRing, MaxTransferKB (in bytes).
+    pub(super) fn dump_data(&self) -> [u32; storport::dump::DUMP_DATA_WORDS] {
+        let mut data = [0; storport::dump::DUMP_DATA_WORDS];
+        data[0] = DUMP_DATA_VERSION;
+        data[1] = u32::from(self.packed);
+        data[2] = self.max_transfer;
+        data
+    }
+
+    /// These tunables with what the running instance handed over ([`Tunables::dump_data`]);
+    /// unchanged when the version is another, each value kept within its range.
+    pub(super) fn with_dump_data(self, data: &[u32; storport::dump::DUMP_DATA_WORDS]) -> Tunables {
+        match *data {
+            [DUMP_DATA_VERSION, packed, max_transfer, ..] => Tunables {
+                packed: packed != 0,
+                max_transfer: max_transfer
+                    .clamp(MAX_TRANSFER_KB.min * 1024, MAX_TRANSFER_KB.max * 1024),
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
 fn read_one(config: &PortConfiguration<'_>, port: Port, tunable: &Tunable) -> u32 {
     let Some(value) = config.registry_dword(tunable.name) else {
         return tunable.default;
