@@ -370,7 +370,11 @@ fn the_image_hibernates_through_its_dump_instance() {
         .marked_dump_memory()
         .iter()
         .map(|&(address, length, flags)| {
-            assert_eq!((length, flags), (0, 0), "a whole section by virtual address");
+            assert_eq!(
+                (length, flags),
+                (0, 0),
+                "a whole section by virtual address"
+            );
             image
                 .sections
                 .iter()
@@ -378,7 +382,10 @@ fn the_image_hibernates_through_its_dump_instance() {
                     let start = image.base + s.rva as usize;
                     address >= start && address < start + s.size as usize
                 })
-                .map_or_else(|| format!("outside the image: {address:#x}"), |s| s.name.clone())
+                .map_or_else(
+                    || format!("outside the image: {address:#x}"),
+                    |s| s.name.clone(),
+                )
         })
         .collect();
     sections.sort();
@@ -401,4 +408,50 @@ fn the_image_hibernates_through_its_dump_instance() {
     drop(running);
     let v = running_port.violations();
     assert!(v.is_empty(), "{v:#?}");
+}
+
+/// The shipped image's ETW path: with an ETW session listening (HwStorTracingEnabled), each
+/// completed read is published with StorPortEtwEvent2, whose thirteen arguments (eleven after the
+/// extension) cross the import gate whole: the description and parameter names are the image's
+/// own strings, the values the read's opcode and the device's status. Without tracing, none.
+#[test]
+fn the_image_publishes_etw_events_while_tracing() {
+    let Some(path) = image() else { return };
+    let image = storport_sim::image::load(&path).expect("the image loads");
+    for tracing in [true, false] {
+        let device = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).expect("the model"));
+        let port = Port::new(PortOptions::default());
+        port.load_driver(image.driver_entry()).expect("DriverEntry");
+        let adapter = port
+            .start_adapter(
+                device.clone(),
+                device.guest_memory(),
+                AdapterOptions {
+                    tracing,
+                    ..AdapterOptions::default()
+                },
+            )
+            .expect("the adapter starts");
+        for lba in 0..10u32 {
+            let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0];
+            cdb[2..6].copy_from_slice(&(lba * 8).to_be_bytes());
+            let c = adapter.execute(Request::data_in(&cdb, 4096));
+            assert_eq!(c.srb_status, 1, "read {lba}: {c:?}");
+        }
+        let events = adapter.etw_events();
+        let io: Vec<_> = events.iter().filter(|e| e.id == 1).collect();
+        if tracing {
+            assert!(io.len() >= 10, "{events:#?}");
+            let last = io.last().expect("an event");
+            assert_eq!(last.description, "vioblk I/O completed");
+            assert_eq!(last.parameters[0], ("Opcode".to_owned(), 0x28));
+            assert_eq!(last.parameters[1], ("VirtioStatus".to_owned(), 0));
+            assert_eq!(last.keywords, 1, "STORPORT_ETW_EVENT_KEYWORD_IO");
+            assert!(last.with_srb);
+        } else {
+            assert!(events.is_empty(), "{events:#?}");
+        }
+        let v = port.violations();
+        assert!(v.is_empty(), "{v:#?}");
+    }
 }
