@@ -1722,6 +1722,12 @@ impl Adapter {
         }
     }
 
+    /// What HwStorFindAdapter set in RequestedDumpBufferSize (bytes the dump stack is to get as
+    /// its DumpRegion).
+    pub fn requested_dump_buffer_size(&self) -> u32 {
+        self.inner.requested_dump_buffer.load(Ordering::SeqCst)
+    }
+
     /// The StorPortMarkDumpMemory calls Storport accepted: (address, length, flags).
     pub fn marked_dump_memory(&self) -> Vec<(usize, usize, u32)> {
         self.inner
