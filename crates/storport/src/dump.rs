@@ -55,9 +55,11 @@ pub(crate) struct DumpDataCell {
 }
 
 impl DumpDataCell {
-    pub(crate) const EMPTY: Self = Self {
-        words: [const { AtomicU32::new(0) }; 2 + DUMP_DATA_WORDS],
-    };
+    pub(crate) const fn new() -> Self {
+        Self {
+            words: [const { AtomicU32::new(0) }; 2 + DUMP_DATA_WORDS],
+        }
+    }
 
     fn store(&self, data: &[u32; DUMP_DATA_WORDS]) {
         for (cell, value) in self.words.iter().skip(2).zip(data) {
@@ -110,11 +112,10 @@ impl<'a> DumpPointers<'a> {
     /// `raw` points at the request's `MINIPORT_DUMP_POINTERS`, valid and exclusively ours for
     /// `'a`.
     pub(crate) unsafe fn new(raw: *mut ffi::MINIPORT_DUMP_POINTERS) -> Self {
+        // SAFETY: by this function's `# Safety`, `raw` is valid and exclusively ours for `'a`.
+        let raw = unsafe { &mut *raw };
         // INVARIANT: by this function's `# Safety`.
-        // SAFETY: as above.
-        Self {
-            raw: unsafe { &mut *raw },
-        }
+        Self { raw }
     }
 
     /// Answers the request: `Version` and `Size`, the dump instance's transfer limits

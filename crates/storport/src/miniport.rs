@@ -491,7 +491,7 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
         per_message: AtomicBool::new(false),
         pci_bus: AtomicU32::new(0),
         pci_slot: AtomicU32::new(0),
-        dump_data: crate::dump::DumpDataCell::EMPTY,
+        dump_data: crate::dump::DumpDataCell::new(),
     };
     // SAFETY: Storport allocated DeviceExtensionSize = size_of::<Extension<M>>() bytes for this
     // adapter, suitably aligned (asserted in `Extension::SIZE`), and calls FindAdapter before any

@@ -134,10 +134,6 @@ extern "win64" fn t_StorPortNotification(
 }
 import_stub!(storport_sim_imp_notification, t_StorPortNotification);
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "StorPortEtwEvent2's eleven arguments after the extension, as the image passes them"
-)]
 extern "win64" fn t_StorPortExtendedFunction(
     code: u32,
     devext: *mut c_void,
