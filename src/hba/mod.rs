@@ -13,7 +13,7 @@
 //! | `completion.rs` | interrupts, DPCs, completing what the device used, configuration change |
 //! | `request.rs` | laying out one virtio-blk request in the SRB extension |
 //! | `queue.rs` | one queue: its ring and requests in flight |
-//! | `reset.rs` | bus reset, stop and restart, and failing a broken device |
+//! | `reset.rs` | bus reset, stop, ScsiSetRunningConfig and restart, and failing a broken device |
 //! | `disk.rs` | the disk as SCSI sees it, and what changes at run time |
 //!
 //! # Locks
