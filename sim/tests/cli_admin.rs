@@ -28,6 +28,13 @@ fn info_shows_unit_control_and_tracing_registered() {
             "{callback} not registered:\n{info}"
         );
     }
+    // Hibernation: the dump pointers and resume through the dump stack are declared.
+    assert!(
+        info.lines()
+            .any(|l| l.trim_start().starts_with("FeatureSupport")
+                && l.contains("(DUMP_POINTERS | DUMP_RESUME_CAPABLE)")),
+        "{info}"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The shipped image (vioblk.sys) under the simulator: the default job in both interrupt modes,
 //! `cdb` and `info` naming it, and the loud failures (an unknown register access form, a register
-//! access without the marker, an import off the list) on copies of it patched here.
+//! access without the marker, an import off the list) on copies of it patched here; and the
+//! image's hibernation path (its answer to SRB_FUNCTION_DUMP_POINTERS, the sections its
+//! hibernation instance marks with StorPortMarkDumpMemory, an image written and read back).
 //!
 //! The image is the one `VIOBLK_DRIVER_IMAGE` names: `.ci/run`, after `.ci/windows-image`, sets
 //! it to `target/package/vioblk.sys` and runs this file with the driver_io, driver_scsi and
@@ -10,8 +12,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use storport_sim::image::{IMAGE_FAULT_EXIT_CODE, MARKER};
+use storport_sim::{AdapterOptions, Port, PortOptions, Request};
+use vioblk_sim::device::{DeviceConfig, VirtioBlkDevice};
 
 fn image() -> Option<PathBuf> {
     match std::env::var_os("VIOBLK_DRIVER_IMAGE").filter(|v| !v.is_empty()) {
@@ -318,6 +323,138 @@ fn the_image_reads_its_registry_tunables() {
     };
     assert!(idle("2") && idle("3") && !idle("0"), "{stdout}");
     assert!(stdout.contains("result:  PASS"), "{stdout}");
+}
+
+/// The shipped image's hibernation path: the running instance answers SRB_FUNCTION_DUMP_POINTERS
+/// (through the import gate's StorPortNotification completion), and the hibernation instance,
+/// started from the answer, marks the image's three sections (.text, .rdata, .data: the
+/// addresses resolved against the mapped image) with StorPortMarkDumpMemory through the import
+/// gate's StorPortExtendedFunction, then writes and reads a block.
+#[test]
+fn the_image_hibernates_through_its_dump_instance() {
+    let Some(path) = image() else { return };
+    let image = storport_sim::image::load(&path).expect("the image loads");
+    let device = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).expect("the model"));
+    let running_port = Port::new(PortOptions::default());
+    running_port
+        .load_driver(image.driver_entry())
+        .expect("DriverEntry");
+    let running = running_port
+        .start_adapter(
+            device.clone(),
+            device.guest_memory(),
+            AdapterOptions::default(),
+        )
+        .expect("the running instance starts");
+    let pointers = running
+        .dump_pointers()
+        .expect("the image answers SRB_FUNCTION_DUMP_POINTERS");
+    assert_eq!((pointers.version, pointers.size), (0x0100, 0x70));
+    assert!(running.marked_dump_memory().is_empty());
+
+    let hiber_port = Port::new(PortOptions::default());
+    hiber_port
+        .load_driver(image.driver_entry())
+        .expect("DriverEntry");
+    let hiber = hiber_port
+        .start_adapter(
+            device.clone(),
+            device.guest_memory(),
+            AdapterOptions {
+                dump_mode: Some(2),
+                dump_pointers: Some(pointers),
+                ..AdapterOptions::default()
+            },
+        )
+        .expect("the hibernation instance starts");
+    let mut sections: Vec<String> = hiber
+        .marked_dump_memory()
+        .iter()
+        .map(|&(address, length, flags)| {
+            assert_eq!(
+                (length, flags),
+                (0, 0),
+                "a whole section by virtual address"
+            );
+            image
+                .sections
+                .iter()
+                .find(|s| {
+                    let start = image.base + s.rva as usize;
+                    address >= start && address < start + s.size as usize
+                })
+                .map_or_else(
+                    || format!("outside the image: {address:#x}"),
+                    |s| s.name.clone(),
+                )
+        })
+        .collect();
+    sections.sort();
+    assert_eq!(sections, [".data", ".rdata", ".text"]);
+    assert_eq!(
+        hiber.limits().map(|l| (l.0, l.1)),
+        Some((pointers.max_transfer, pointers.breaks))
+    );
+    let block: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+    let mut write = vec![0x2A, 0, 0, 0, 0x20, 0, 0, 0, 8, 0];
+    let c = hiber.execute(Request::data_out(&write, block.clone()));
+    assert_eq!(c.srb_status, 1, "write: {c:?}");
+    write[0] = 0x28;
+    let c = hiber.execute(Request::data_in(&write, 4096));
+    assert_eq!(c.srb_status, 1, "read: {c:?}");
+    assert!(c.data == block, "the block read back");
+    let v = hiber_port.violations();
+    assert!(v.is_empty(), "{v:#?}");
+    drop(hiber);
+    drop(running);
+    let v = running_port.violations();
+    assert!(v.is_empty(), "{v:#?}");
+}
+
+/// The shipped image's ETW path: with an ETW session listening (HwStorTracingEnabled), each
+/// completed read is published with StorPortEtwEvent2, whose thirteen arguments (eleven after the
+/// extension) cross the import gate whole: the description and parameter names are the image's
+/// own strings, the values the read's opcode and the device's status. Without tracing, none.
+#[test]
+fn the_image_publishes_etw_events_while_tracing() {
+    let Some(path) = image() else { return };
+    let image = storport_sim::image::load(&path).expect("the image loads");
+    for tracing in [true, false] {
+        let device = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).expect("the model"));
+        let port = Port::new(PortOptions::default());
+        port.load_driver(image.driver_entry()).expect("DriverEntry");
+        let adapter = port
+            .start_adapter(
+                device.clone(),
+                device.guest_memory(),
+                AdapterOptions {
+                    tracing,
+                    ..AdapterOptions::default()
+                },
+            )
+            .expect("the adapter starts");
+        for lba in 0..10u32 {
+            let mut cdb = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0];
+            cdb[2..6].copy_from_slice(&(lba * 8).to_be_bytes());
+            let c = adapter.execute(Request::data_in(&cdb, 4096));
+            assert_eq!(c.srb_status, 1, "read {lba}: {c:?}");
+        }
+        let events = adapter.etw_events();
+        let io: Vec<_> = events.iter().filter(|e| e.id == 1).collect();
+        if tracing {
+            assert!(io.len() >= 10, "{events:#?}");
+            let last = io.last().expect("an event");
+            assert_eq!(last.description, "vioblk I/O completed");
+            assert_eq!(last.parameters[0], ("Opcode".to_owned(), 0x28));
+            assert_eq!(last.parameters[1], ("VirtioStatus".to_owned(), 0));
+            assert_eq!(last.keywords, 1, "STORPORT_ETW_EVENT_KEYWORD_IO");
+            assert!(last.with_srb);
+        } else {
+            assert!(events.is_empty(), "{events:#?}");
+        }
+        let v = port.violations();
+        assert!(v.is_empty(), "{v:#?}");
+    }
 }
 
 /// The `deterministic:` line of a run's text report (seed, digest and counts).

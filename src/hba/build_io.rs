@@ -74,6 +74,22 @@ pub(super) fn build_io(
         Function::AbortCommand | Function::Pnp | Function::Power => {
             return BuildIoOutcome::Completed(srb.complete(SrbStatus::Success));
         }
+        // Before it builds the crash-dump stack, Storport asks the running instance what its dump
+        // instance allows and hands the dump instance the tunables named here.
+        Function::DumpPointers => {
+            let Some(limits) = adapter.dump_limits else {
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest));
+            };
+            let Some(pointers) = srb.dump_pointers() else {
+                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest));
+            };
+            pointers.answer(found.port, Some(limits), &found.tunables.dump_data());
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::Success));
+        }
+        // The dump data lives in the device extension: nothing to free.
+        Function::FreeDumpPointers => {
+            return BuildIoOutcome::Completed(srb.complete(SrbStatus::Success));
+        }
         _ => return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest)),
     }
     match srb.address() {

@@ -13,7 +13,7 @@
 //! | `completion.rs` | interrupts, DPCs, completing what the device used, configuration change |
 //! | `request.rs` | laying out one virtio-blk request in the SRB extension |
 //! | `queue.rs` | one queue: its ring and requests in flight |
-//! | `reset.rs` | bus reset, stop and restart, and failing a broken device |
+//! | `reset.rs` | bus reset, stop, ScsiSetRunningConfig and restart, and failing a broken device |
 //! | `disk.rs` | the disk as SCSI sees it, and what changes at run time |
 //!
 //! # Locks
@@ -177,6 +177,9 @@ pub struct Adapter {
     tracing: AtomicBool,
     /// The unit's device power state from ScsiUnitPower (1 = D0 .. 4 = D3; 0 before any).
     unit_power: AtomicU8,
+    /// What a dump instance of this adapter allows (MaximumTransferLength,
+    /// NumberOfPhysicalBreaks), for SRB_FUNCTION_DUMP_POINTERS; `None` in a dump stack.
+    dump_limits: Option<(u32, u32)>,
 }
 
 /// `arg1` of the reset DPC (queue DPCs get their queue index).
@@ -228,6 +231,7 @@ impl Miniport for Adapter {
         reset_cause: AtomicU8::new(0),
         tracing: AtomicBool::new(false),
         unit_power: AtomicU8::new(0),
+        dump_limits: None,
     };
 
     #[expect(
@@ -236,8 +240,15 @@ impl Miniport for Adapter {
                   next to it fails the build otherwise"
     )]
     const SRB_EXTENSION_SIZE: u32 = SRB_EXTENSION_SIZE as u32;
-    const ADAPTER_CONTROL_TYPES: &'static [AdapterControlType] =
-        &[AdapterControlType::SURPRISE_REMOVAL];
+    // The running instance tells Storport what its dump instance allows and which tunables it
+    // takes (SRB_FUNCTION_DUMP_POINTERS), and the dump instance can read the hibernation file
+    // back (DUMP_MODE_RESUME), so Windows may resume through it rather than through the firmware.
+    const FEATURE_SUPPORT: u32 =
+        storport::dump::feature::DUMP_POINTERS | storport::dump::feature::DUMP_RESUME_CAPABLE;
+    const ADAPTER_CONTROL_TYPES: &'static [AdapterControlType] = &[
+        AdapterControlType::SET_RUNNING_CONFIG,
+        AdapterControlType::SURPRISE_REMOVAL,
+    ];
     const UNIT_CONTROL_TYPES: &'static [UnitControlType] = &[
         UnitControlType::START,
         UnitControlType::POWER,
@@ -377,6 +388,9 @@ impl Miniport for Adapter {
         match control {
             AdapterControl::Stop => reset::stop(self, found, ctx),
             AdapterControl::Restart => reset::restart(self, found, ctx),
+            AdapterControl::Other(AdapterControlType::SET_RUNNING_CONFIG) => {
+                reset::set_running_config(self, found)
+            }
             AdapterControl::Other(AdapterControlType::SURPRISE_REMOVAL) => {
                 reset::surprise_removal(self, found, &*ctx);
                 AdapterControlStatus::Success

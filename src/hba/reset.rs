@@ -506,6 +506,24 @@ pub(super) fn stop(
     AdapterControlStatus::Success
 }
 
+/// HwStorAdapterControl(ScsiSetRunningConfig): PASSIVE_LEVEL, no lock, interrupts not yet
+/// connected; Storport sends it before ScsiRestartAdapter (a power-up, resume from hibernation
+/// among them). PCI configuration space may be written here and not in ScsiRestartAdapter (the
+/// HwStorAdapterControl page), so Bus Master Enable is restored here: a stop whose reset the
+/// device ignored cut it, and a dump instance that ran in between may have too. The device is
+/// not touched otherwise: the restart re-initialises it from whatever state it is in.
+pub(super) fn set_running_config(adapter: &Adapter, found: &Found) -> AdapterControlStatus {
+    if adapter.removed.load(Ordering::Acquire) {
+        return AdapterControlStatus::Success;
+    }
+    if found.port.set_bus_master(true) {
+        adapter.dma_cut.store(false, Ordering::Release);
+        AdapterControlStatus::Success
+    } else {
+        AdapterControlStatus::Unsuccessful
+    }
+}
+
 /// HwStorAdapterControl(ScsiRestartAdapter): re-initialise the device over the same rings.
 /// No request is in flight (Storport stopped the adapter drained), so the rings are zeroed here
 /// and each queue forgets its ring state when it next runs (the epoch).

@@ -12,7 +12,7 @@
 
 use core::sync::atomic::Ordering;
 
-use storport::config::MessageSynchronization;
+use storport::config::{DumpMode, MessageSynchronization};
 use storport::context;
 use storport::miniport::{FindAdapterStatus, enable_passive_initialization};
 use storport::perf::{self, PerfRequest};
@@ -59,7 +59,7 @@ pub(super) const WANTED_FEATURES: u64 = feature::VERSION_1
 
 pub(super) fn find_adapter(
     adapter: &mut Adapter,
-    _ctx: &mut context::FindAdapter,
+    ctx: &mut context::FindAdapter,
     port: Port,
     config: &mut PortConfiguration<'_>,
 ) -> FindAdapterStatus {
@@ -81,7 +81,21 @@ pub(super) fn find_adapter(
         return FindAdapterStatus::BadConfig;
     };
     // The administrator's registry values (defaults in a dump stack, which reads none).
-    let tunables = super::Tunables::read(config, port);
+    let mut tunables = super::Tunables::read(config, port);
+    // A dump stack reads no registry: the tunables that shape it come from the running
+    // instance, through its answer to SRB_FUNCTION_DUMP_POINTERS (Storport passes that data to
+    // this HwStorFindAdapter); without it, the defaults.
+    if let Some(data) = config.dump_data() {
+        tunables = tunables.with_dump_data(&data);
+    }
+    // The memory this instance uses to write the hibernation file stays valid across resume
+    // (StorPortMarkDumpMemory, asked for in these two modes): this image's code and data.
+    if matches!(
+        config.dump_mode(),
+        Some(DumpMode::Hibernate | DumpMode::MarkMemory)
+    ) {
+        storport::dump::mark_image_sections(ctx, port);
+    }
     let refuse = |reason: Refused| port.log_error(None, CONFIGURATION_REFUSED, reason as u32);
 
     // Map each structure through the access range that holds its BAR.
@@ -220,33 +234,22 @@ pub(super) fn find_adapter(
     };
 
     // Limits: what one request may carry, and so what Storport may send.
-    let limits = RequestLimits::new(&blk, size, area_size(MAX_SEGMENTS));
-    let per_page = match limits.max_segment_size {
-        0 => 1,
-        max if max >= PAGE_SIZE => 1,
-        max => PAGE_SIZE.div_ceil(max),
-    };
-    // Storport's NumberOfPhysicalBreaks is one less than the pages a request may touch, and a
-    // buffer of one page may touch two: a device whose ring or segment limits cannot carry that
-    // much (a queue of 2 or 3 leaves no data descriptor; size_max 1 needs 4096 per page) could
-    // serve no request, and is refused rather than presented as a disk that fails every I/O.
-    let elements = u32::from(limits.max_data_segments)
-        .checked_div(per_page)
-        .unwrap_or(0);
-    // The pages a request may span: one less than the elements (a buffer may start mid-page).
-    let pages = elements.saturating_sub(1);
-    let block_bytes = blk.blk_size.unwrap_or(512).max(512);
-    if pages == 0 || pages.saturating_mul(PAGE_SIZE) < block_bytes {
+    let Some((limits, max_transfer, breaks)) = transfer_limits(&blk, size, tunables.max_transfer)
+    else {
         refuse(Refused::Limits);
         transport.fail();
         return FindAdapterStatus::Error;
+    };
+    // What a dump instance of this adapter will allow (its ring is DUMP_QUEUE_SIZE entries):
+    // the answer to SRB_FUNCTION_DUMP_POINTERS.
+    if !dump {
+        adapter.dump_limits = transport
+            .queue_max_size(0)
+            .ok()
+            .and_then(|max| QueueSize::choose(max, DUMP_QUEUE_SIZE))
+            .and_then(|dump_size| transfer_limits(&blk, dump_size, tunables.max_transfer))
+            .map(|(_, max_transfer, breaks)| (max_transfer, breaks));
     }
-    // MaxTransferKB lowers the limit, never below one block (its minimum is 4 KiB).
-    let max_transfer = pages
-        .saturating_mul(PAGE_SIZE)
-        .min(MAX_TRANSFER)
-        .min(tunables.max_transfer.max(block_bytes));
-    let breaks = pages.min(max_transfer.div_ceil(PAGE_SIZE));
     config.set_transfer_limits(max_transfer, breaks);
     config.set_bus_master_adapter(0x3, 1);
     let depth = u32::from(queues).saturating_mul(u32::from(size.get()));
@@ -531,6 +534,42 @@ fn attach_ring(
         indirect,
     );
     queue.addresses()
+}
+
+/// What one request may carry over a ring of `size`: the request limits, Storport's
+/// MaximumTransferLength and NumberOfPhysicalBreaks; `None` when such a ring could serve no
+/// request.
+fn transfer_limits(
+    blk: &BlkConfig,
+    size: QueueSize,
+    tunable_max_transfer: u32,
+) -> Option<(RequestLimits, u32, u32)> {
+    let limits = RequestLimits::new(blk, size, area_size(MAX_SEGMENTS));
+    let per_page = match limits.max_segment_size {
+        0 => 1,
+        max if max >= PAGE_SIZE => 1,
+        max => PAGE_SIZE.div_ceil(max),
+    };
+    // Storport's NumberOfPhysicalBreaks is one less than the pages a request may touch, and a
+    // buffer of one page may touch two: a device whose ring or segment limits cannot carry that
+    // much (a queue of 2 or 3 leaves no data descriptor; size_max 1 needs 4096 per page) could
+    // serve no request, and is refused rather than presented as a disk that fails every I/O.
+    let elements = u32::from(limits.max_data_segments)
+        .checked_div(per_page)
+        .unwrap_or(0);
+    // The pages a request may span: one less than the elements (a buffer may start mid-page).
+    let pages = elements.saturating_sub(1);
+    let block_bytes = blk.blk_size.unwrap_or(512).max(512);
+    if pages == 0 || pages.saturating_mul(PAGE_SIZE) < block_bytes {
+        return None;
+    }
+    // MaxTransferKB lowers the limit, never below one block (its minimum is 4 KiB).
+    let max_transfer = pages
+        .saturating_mul(PAGE_SIZE)
+        .min(MAX_TRANSFER)
+        .min(tunable_max_transfer.max(block_bytes));
+    let breaks = pages.min(max_transfer.div_ceil(PAGE_SIZE));
+    Some((limits, max_transfer, breaks))
 }
 
 /// The bus address a BAR decodes, from the configuration space (64-bit BARs included).

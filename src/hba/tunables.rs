@@ -5,7 +5,9 @@
 //! A value out of its range is clamped to the nearest bound, and the clamp is written to the
 //! system event log (TUNABLE_CLAMPED, the unique id naming the tunable) and the debugger; a value
 //! that is not set (or not a DWORD) takes its default. A crash-dump or hibernation stack reads
-//! nothing (its HwStorFindAdapter runs at HIGH_LEVEL) and uses the defaults.
+//! nothing (its HwStorFindAdapter runs at HIGH_LEVEL): it takes PackedRing and MaxTransferKB from
+//! the running instance, through the private data of its answer to SRB_FUNCTION_DUMP_POINTERS
+//! ([`Tunables::dump_data`]), and the defaults for the rest (or for all, without that data).
 
 use core::ffi::CStr;
 
@@ -111,6 +113,35 @@ impl Tunables {
             packed: get(&PACKED_RING) != 0,
             msix: get(&MSIX) != 0,
             reset_timeout_ms: get(&RESET_TIMEOUT_MS),
+        }
+    }
+}
+
+/// The version of the words [`Tunables::dump_data`] writes.
+const DUMP_DATA_VERSION: u32 = 1;
+
+impl Tunables {
+    /// The tunables a dump instance of this adapter needs, as the private data of the answer to
+    /// SRB_FUNCTION_DUMP_POINTERS: version, PackedRing, MaxTransferKB (in bytes).
+    pub(super) fn dump_data(&self) -> [u32; storport::dump::DUMP_DATA_WORDS] {
+        let mut data = [0; storport::dump::DUMP_DATA_WORDS];
+        data[0] = DUMP_DATA_VERSION;
+        data[1] = u32::from(self.packed);
+        data[2] = self.max_transfer;
+        data
+    }
+
+    /// These tunables with what the running instance handed over ([`Tunables::dump_data`]);
+    /// unchanged when the version is another, each value kept within its range.
+    pub(super) fn with_dump_data(self, data: &[u32; storport::dump::DUMP_DATA_WORDS]) -> Tunables {
+        match *data {
+            [DUMP_DATA_VERSION, packed, max_transfer, ..] => Tunables {
+                packed: packed != 0,
+                max_transfer: max_transfer
+                    .clamp(MAX_TRANSFER_KB.min * 1024, MAX_TRANSFER_KB.max * 1024),
+                ..self
+            },
+            _ => self,
         }
     }
 }
@@ -221,6 +252,29 @@ mod tests {
         let inx = "HKR, \"Parameters\\Device\", \"MsiX\", %REG_DWORD%, 0\n";
         assert_eq!(inf_defaults(inx), [("MsiX".to_owned(), 0)]);
         assert_ne!(inf_defaults(inx), [("MsiX".to_owned(), MSIX.default)]);
+    }
+
+    /// What the running instance hands its dump instance comes back as it was; another version
+    /// changes nothing, and a value out of range is clamped.
+    #[test]
+    fn dump_data_carries_packed_ring_and_max_transfer() {
+        let running = Tunables {
+            packed: false,
+            max_transfer: 16 * 1024,
+            ..Tunables::DEFAULT
+        };
+        let dump = Tunables::DEFAULT.with_dump_data(&running.dump_data());
+        assert_eq!((dump.packed, dump.max_transfer), (false, 16 * 1024));
+        assert_eq!(dump.queues, Tunables::DEFAULT.queues);
+        let mut other = running.dump_data();
+        other[0] = 2;
+        assert_eq!(Tunables::DEFAULT.with_dump_data(&other), Tunables::DEFAULT);
+        let mut wild = running.dump_data();
+        wild[2] = u32::MAX;
+        assert_eq!(
+            Tunables::DEFAULT.with_dump_data(&wild).max_transfer,
+            MAX_TRANSFER_KB.max * 1024
+        );
     }
 
     #[test]

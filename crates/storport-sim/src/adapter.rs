@@ -57,6 +57,32 @@ pub struct AdapterOptions {
     /// Tell the miniport that an ETW session enabled its tracing (HwStorTracingEnabled) once it
     /// has started, as Storport does when a trace session enables the storport provider.
     pub tracing: bool,
+    /// For a dump stack: what the running instance answered to SRB_FUNCTION_DUMP_POINTERS
+    /// ([`Adapter::dump_pointers`]): its private data becomes `MiniportDumpData`, its
+    /// RequestedDumpBufferSize a `DumpRegion` of that many bytes, and the dump instance's
+    /// HwStorFindAdapter is held to the MaximumTransferLength it promised.
+    pub dump_pointers: Option<DumpPointers>,
+}
+
+/// The running instance's answer to SRB_FUNCTION_DUMP_POINTERS (MINIPORT_DUMP_POINTERS), and the
+/// RequestedDumpBufferSize its HwStorFindAdapter asked for: what Storport carries over to the
+/// dump stack it builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DumpPointers {
+    /// `Version` (DUMP_MINIPORT_VERSION_1 = 0x0100).
+    pub version: u16,
+    /// `Size` (sizeof(MINIPORT_DUMP_POINTERS) = 0x70 on x64).
+    pub size: u16,
+    /// `MaximumTransferLength` in crash-dump mode (SP_UNINITIALIZED_VALUE: not given).
+    pub max_transfer: u32,
+    /// `NumberOfPhysicalBreaks` in crash-dump mode.
+    pub breaks: u32,
+    /// `MiniportPrivateDumpData`.
+    pub private_data: usize,
+    /// `CommonBufferSize` (at most 64 KiB).
+    pub common_buffer_size: u32,
+    /// The running instance's `PORT_CONFIGURATION_INFORMATION.RequestedDumpBufferSize`.
+    pub requested_dump_buffer: u32,
 }
 
 /// One entry the miniport wrote to the system event log (StorPortLogError).
@@ -158,6 +184,16 @@ pub(crate) struct AdapterInner {
     pub first_msg: AtomicU32,
     pub last_msg: AtomicU32,
     pub startio_lock: RawSpinLock,
+    /// The HwStorAdapterControl type being run (u32::MAX: none).
+    pub control_in_progress: AtomicU32,
+    /// StorPortMarkDumpMemory calls accepted: (address, length, flags).
+    pub marked_dump_memory: Mutex<Vec<(usize, usize, u32)>>,
+    /// What HwStorFindAdapter set in RequestedDumpBufferSize.
+    pub requested_dump_buffer: AtomicU32,
+    /// The DumpRegion handed to a dump instance: (virtual, physical, length).
+    pub dump_region: Mutex<Option<(usize, u64, u32)>>,
+    /// What the running instance promised in its dump pointers (dump stacks only).
+    dump_pointers: Option<DumpPointers>,
     pub int_locks: Box<[RawSpinLock]>,
     pub windows: RwLock<Vec<Window>>,
     pub access_ranges: Vec<AccessRange>,
@@ -591,6 +627,25 @@ impl AdapterInner {
             .push(h);
     }
 
+    /// Reports the device's writes into memory of completed requests against this adapter (the
+    /// latest one to take the device).
+    fn connect_dma_watch(&self) {
+        if let Some(watch) = self.device.dma_watch() {
+            let weak = self.self_weak.clone();
+            watch.connect(Box::new(move |addr, len| {
+                if let Some(a) = weak.upgrade() {
+                    a.report(
+                        Rule::WriteAfterCompletion,
+                        [addr, len as u64, 0],
+                        format!(
+                            "the device wrote {len} bytes at {addr:#x}, memory of a request already completed"
+                        ),
+                    );
+                }
+            }));
+        }
+    }
+
     /// Calls HwAdapterControl with the port's locks for `control`.
     pub fn adapter_control(&self, control: u32, param: *mut c_void) -> Option<u32> {
         let f = self.hw.HwAdapterControl?;
@@ -606,15 +661,14 @@ impl AdapterInner {
             ),
         };
         let devext = self.devext_ptr();
+        let outer = self.control_in_progress.swap(control, Ordering::SeqCst);
         // SAFETY: `f` is the miniport's HwAdapterControl, called with its device extension and
         // a parameter buffer of the shape `control` requires.
-        Some(cpu::invoke(
-            self,
-            Callback::AdapterControl,
-            lvl,
-            locks,
-            || unsafe { f(devext, control, param) },
-        ))
+        let status = cpu::invoke(self, Callback::AdapterControl, lvl, locks, || unsafe {
+            f(devext, control, param)
+        });
+        self.control_in_progress.store(outer, Ordering::SeqCst);
+        Some(status)
     }
 
     /// ScsiQuerySupportedControlTypes: records which types the miniport supports.
@@ -688,6 +742,32 @@ impl AdapterInner {
         let argp = arg
             .as_ref()
             .map_or(std::ptr::null_mut(), |c| c.as_ptr() as *mut u8);
+        if let Some(pointers) = self.dump_pointers {
+            // What Storport carries from the running instance to the dump stack it builds.
+            cfg.MiniportDumpData = pointers.private_data as *mut c_void;
+            if pointers.requested_dump_buffer > 0 {
+                let mut region = self.dump_region.lock().unwrap_or_else(|e| e.into_inner());
+                if region.is_none() {
+                    let block = self
+                        .alloc
+                        .alloc(pointers.requested_dump_buffer as usize)
+                        .ok_or(StartError::OutOfGuestMemory)?;
+                    self.alloc.fill(block.host, block.size, 0);
+                    let physical = self
+                        .alloc
+                        .to_guest(block.host)
+                        .ok_or(StartError::OutOfGuestMemory)?;
+                    *region = Some((block.host, physical, pointers.requested_dump_buffer));
+                }
+                if let Some((virt, phys, len)) = *region {
+                    cfg.DumpRegion = abi::MemoryRegion {
+                        VirtualBase: virt as *mut u8,
+                        PhysicalBase: phys as i64,
+                        Length: len,
+                    };
+                }
+            }
+        }
         let mut bus_info = vec![0u8; 256];
         self.device.config_read(0, &mut bus_info);
         let mut again = 0u8;
@@ -746,6 +826,25 @@ impl AdapterInner {
                 Rule::UncachedExtension,
                 [ext_at_call as u64, cfg.SrbExtensionSize as u64, 0],
                 "SrbExtensionSize changed after StorPortGetUncachedExtension".into(),
+            );
+        }
+        self.requested_dump_buffer
+            .store(cfg.RequestedDumpBufferSize, Ordering::SeqCst);
+        if let Some(pointers) = self.dump_pointers
+            && pointers.max_transfer != abi::SP_UNINITIALIZED_VALUE
+            && cfg.MaximumTransferLength < pointers.max_transfer
+        {
+            self.report(
+                Rule::DumpMode,
+                [
+                    cfg.MaximumTransferLength as u64,
+                    pointers.max_transfer as u64,
+                    0,
+                ],
+                format!(
+                    "the dump instance allows {} bytes per request, less than the {} its running instance promised in MINIPORT_DUMP_POINTERS",
+                    cfg.MaximumTransferLength, pointers.max_transfer
+                ),
             );
         }
         let half = cfg.SynchronizationModel == abi::STOR_SYNCHRONIZE_HALF_DUPLEX;
@@ -1128,7 +1227,15 @@ pub(crate) fn start(
     }
     let layout = Layout::from_size_align((hw.DeviceExtensionSize as usize).max(16), 16)
         .expect("device extension layout");
-    let alloc = GuestAllocator::new(memory);
+    // A dump stack's memory is its own, reserved when the stack was built, apart from the running
+    // instance's (which may still hold its rings and requests there): the last quarter of the
+    // region.
+    let alloc = if dump.is_some() {
+        let offset = memory.len / 4 * 3;
+        GuestAllocator::starting_at(memory, offset)
+    } else {
+        GuestAllocator::new(memory)
+    };
     // With Windows' rules only, the device extension is DMA-able (guest) memory, as nonpaged
     // pool is on Windows: viostor hands the device its own extension (the serial-number buffer).
     let devext_block = port
@@ -1176,6 +1283,11 @@ pub(crate) fn start(
         first_msg: AtomicU32::new(0),
         last_msg: AtomicU32::new(0),
         startio_lock: RawSpinLock::default(),
+        control_in_progress: AtomicU32::new(u32::MAX),
+        marked_dump_memory: Mutex::new(Vec::new()),
+        requested_dump_buffer: AtomicU32::new(0),
+        dump_region: Mutex::new(None),
+        dump_pointers: opts.dump_pointers.filter(|_| dump.is_some()),
         int_locks: (0..lines).map(|_| RawSpinLock::default()).collect(),
         windows: RwLock::new(Vec::new()),
         access_ranges,
@@ -1223,20 +1335,7 @@ pub(crate) fn start(
     let adapter = Adapter { inner };
     let a = &adapter.inner;
     enable_function(device.as_ref());
-    if let Some(watch) = device.dma_watch() {
-        let weak = Arc::downgrade(&adapter.inner);
-        watch.connect(Box::new(move |addr, len| {
-            if let Some(a) = weak.upgrade() {
-                a.report(
-                    Rule::WriteAfterCompletion,
-                    [addr, len as u64, 0],
-                    format!(
-                        "the device wrote {len} bytes at {addr:#x}, memory of a request already completed"
-                    ),
-                );
-            }
-        }));
-    }
+    adapter.inner.connect_dma_watch();
     a.find_adapter(&opts, false)?;
     a.query_controls();
     // Threads: per-CPU DPCs, the timer, one per interrupt line.
@@ -1472,6 +1571,19 @@ impl Adapter {
         a.interrupts_enabled
             .store(a.dump.is_none(), Ordering::SeqCst);
         if a.supports(abi::SCSI_RESTART_ADAPTER) {
+            // ScsiSetRunningConfig first (PASSIVE_LEVEL, no lock, the interrupt not connected
+            // yet), when supported: the HwStorAdapterControl page.
+            if a.supports(abi::SCSI_SET_RUNNING_CONFIG) {
+                a.interrupts_enabled.store(false, Ordering::SeqCst);
+                let r = a.adapter_control(abi::SCSI_SET_RUNNING_CONFIG, std::ptr::null_mut());
+                a.log(format!("AdapterControl(ScsiSetRunningConfig) = {r:?}"));
+                a.interrupts_enabled
+                    .store(a.dump.is_none(), Ordering::SeqCst);
+            }
+            // The interrupt is connected again (a dump or resume instance may have used the
+            // function meanwhile), then the restart proper.
+            a.device.connect_interrupts(a.irq.clone());
+            a.connect_dma_watch();
             let r = a.adapter_control(abi::SCSI_RESTART_ADAPTER, std::ptr::null_mut());
             if r != Some(0) {
                 return Err(StartError::Initialize);
@@ -1481,6 +1593,24 @@ impl Adapter {
             a.find_adapter(&AdapterOptions::default(), true)?;
             a.initialize()?;
         }
+        a.open(gate::STOPPED);
+        Ok(())
+    }
+
+    /// [`restart`](Self::restart) as a Storport that does not send ScsiSetRunningConfig would do
+    /// it (ScsiRestartAdapter alone, the interrupt connected again): shows what the miniport does
+    /// from ScsiRestartAdapter when nothing ran before it.
+    pub fn restart_without_running_config(&self) -> Result<(), StartError> {
+        let a = &self.inner;
+        a.interrupts_enabled
+            .store(a.dump.is_none(), Ordering::SeqCst);
+        a.device.connect_interrupts(a.irq.clone());
+        a.connect_dma_watch();
+        let r = a.adapter_control(abi::SCSI_RESTART_ADAPTER, std::ptr::null_mut());
+        if r != Some(0) {
+            return Err(StartError::Initialize);
+        }
+        a.phase.store(phase::RUNNING, Ordering::SeqCst);
         a.open(gate::STOPPED);
         Ok(())
     }
@@ -1536,6 +1666,85 @@ impl Adapter {
         // The remove: Storport has waited for what it could.
         self.stop_after(Duration::ZERO);
         (adapter, unit)
+    }
+
+    /// What Storport does before it builds the crash-dump or hibernation stack of a miniport
+    /// with STOR_FEATURE_DUMP_POINTERS: an SRB_FUNCTION_DUMP_POINTERS request to this (running)
+    /// instance, its data buffer a MINIPORT_DUMP_POINTERS with Storport's fields filled in (bus,
+    /// interface type, bus master, an unset MaximumTransferLength). Returns `None` when the
+    /// miniport does not declare the feature (Storport then builds the dump stack from the
+    /// adapter's resources alone), else the answer, checked: a completion other than SUCCESS, a
+    /// Version other than DUMP_MINIPORT_VERSION_1, a Size other than the structure's or a
+    /// CommonBufferSize over 64 KiB is reported (Rule::DumpMode) and gives `None`.
+    pub fn dump_pointers(&self) -> Option<DumpPointers> {
+        let a = &self.inner;
+        if a.hw.FeatureSupport & abi::STOR_FEATURE_DUMP_POINTERS == 0 {
+            return None;
+        }
+        let mut buffer = vec![0u8; abi::MINIPORT_DUMP_POINTERS_SIZE];
+        // Storport's part: SystemIoBusNumber, AdapterInterfaceType, MaximumTransferLength
+        // (SP_UNINITIALIZED_VALUE), NumberOfPhysicalBreaks (likewise), NumberOfBuses, Master.
+        buffer[0x48..0x4C].copy_from_slice(&0u32.to_le_bytes());
+        buffer[0x4C..0x50].copy_from_slice(&abi::PCI_BUS.to_le_bytes());
+        buffer[0x50..0x54].copy_from_slice(&abi::SP_UNINITIALIZED_VALUE.to_le_bytes());
+        buffer[0x54..0x58].copy_from_slice(&abi::SP_UNINITIALIZED_VALUE.to_le_bytes());
+        buffer[0x68] = 1;
+        buffer[0x69] = 1;
+        let request = crate::Request {
+            flags: crate::request::flags::DATA_IN,
+            transfer_length: buffer.len() as u32,
+            data_out: buffer,
+            ..crate::Request::function(abi::SRB_FUNCTION_DUMP_POINTERS)
+        };
+        let c = self.execute(request);
+        let answer = parse_dump_pointers(&c.data);
+        let answer = answer.map(|p| DumpPointers {
+            requested_dump_buffer: a.requested_dump_buffer.load(Ordering::SeqCst),
+            ..p
+        });
+        match (c.srb_status & 0x3F, answer) {
+            (abi::SRB_STATUS_SUCCESS, Ok(answer)) => {
+                a.log(format!("SRB_FUNCTION_DUMP_POINTERS: {answer:?}"));
+                Some(answer)
+            }
+            (status, answer) => {
+                let why = match answer {
+                    Err(why) => why,
+                    Ok(_) => format!("completed with SRB status {status:#x}"),
+                };
+                a.report(
+                    Rule::DumpMode,
+                    [u64::from(status), 0, 0],
+                    format!("SRB_FUNCTION_DUMP_POINTERS: {why}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// What HwStorFindAdapter set in RequestedDumpBufferSize (bytes the dump stack is to get as
+    /// its DumpRegion).
+    pub fn requested_dump_buffer_size(&self) -> u32 {
+        self.inner.requested_dump_buffer.load(Ordering::SeqCst)
+    }
+
+    /// The StorPortMarkDumpMemory calls Storport accepted: (address, length, flags).
+    pub fn marked_dump_memory(&self) -> Vec<(usize, usize, u32)> {
+        self.inner
+            .marked_dump_memory
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The DumpRegion handed to this dump instance's HwStorFindAdapter: (virtual address,
+    /// physical address, length), when the running instance asked for one.
+    pub fn dump_region(&self) -> Option<(usize, u64, u32)> {
+        *self
+            .inner
+            .dump_region
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// What HwStorFindAdapter told Storport: (MaximumTransferLength, NumberOfPhysicalBreaks,
@@ -1638,4 +1847,44 @@ fn enable_msix(device: &dyn crate::device::PciDevice, messages: usize) {
         }
         at = usize::from(header[1] & !3);
     }
+}
+
+/// Reads a MINIPORT_DUMP_POINTERS as the miniport left it, or why it is not acceptable.
+pub fn parse_dump_pointers(buffer: &[u8]) -> Result<DumpPointers, String> {
+    if buffer.len() < abi::MINIPORT_DUMP_POINTERS_SIZE {
+        return Err(format!("a {}-byte buffer came back", buffer.len()));
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([buffer[o], buffer[o + 1]]);
+    let u32_at =
+        |o: usize| u32::from_le_bytes([buffer[o], buffer[o + 1], buffer[o + 2], buffer[o + 3]]);
+    let u64_at = |o: usize| u64::from(u32_at(o)) | u64::from(u32_at(o + 4)) << 32;
+    let answer = DumpPointers {
+        version: u16_at(0),
+        size: u16_at(2),
+        max_transfer: u32_at(0x50),
+        breaks: u32_at(0x54),
+        private_data: u64_at(0x40) as usize,
+        common_buffer_size: u32_at(0x38),
+        requested_dump_buffer: 0,
+    };
+    if answer.version != abi::DUMP_MINIPORT_VERSION_1 {
+        return Err(format!(
+            "Version {:#x}, not DUMP_MINIPORT_VERSION_1",
+            answer.version
+        ));
+    }
+    if usize::from(answer.size) != abi::MINIPORT_DUMP_POINTERS_SIZE {
+        return Err(format!(
+            "Size {}, not sizeof(MINIPORT_DUMP_POINTERS) = {}",
+            answer.size,
+            abi::MINIPORT_DUMP_POINTERS_SIZE
+        ));
+    }
+    if answer.common_buffer_size > 64 * 1024 {
+        return Err(format!(
+            "CommonBufferSize {} over 64 KiB",
+            answer.common_buffer_size
+        ));
+    }
+    Ok(answer)
 }

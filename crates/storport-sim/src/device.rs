@@ -121,6 +121,14 @@ impl DmaWatch {
         }
     }
 
+    /// A fresh block `[guest, guest + len)` was handed out (another allocator over the same
+    /// memory may have freed what it overlaps): no longer memory of a completed request.
+    pub(crate) fn claimed(&self, guest: u64, len: usize) {
+        let end = guest.saturating_add(len as u64);
+        let mut v = self.freed.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|&(s, e)| e <= guest || s >= end);
+    }
+
     /// Where violations go (the port connects its adapter).
     pub(crate) fn connect(&self, report: Box<dyn Fn(u64, usize) + Send + Sync>) {
         *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);

@@ -399,6 +399,30 @@ fn extended(a: &AdapterInner, code: u32, args: [u64; 12]) -> u32 {
             unsafe { out.write_unaligned(mem.cast()) };
             abi::STOR_STATUS_SUCCESS
         }
+        abi::EXT_MARK_DUMP_MEMORY => {
+            // StorPortMarkDumpMemory(Address, Length, Flags): only from DriverEntry or
+            // HwStorFindAdapter; Flags 0 or MARK_DUMP_MEMORY_FLAG_PHYSICAL_ADDRESS (the DDI page).
+            let (address, length, flags) = (args[0] as usize, args[1] as usize, args[2] as u32);
+            let cb = cpu::current_callback();
+            if !matches!(cb, Some(Callback::FindAdapter | Callback::DriverEntry)) {
+                a.report(
+                    Rule::DumpMode,
+                    [address as u64, length as u64, 0],
+                    format!(
+                        "StorPortMarkDumpMemory outside DriverEntry and HwStorFindAdapter ({cb:?})"
+                    ),
+                );
+                return abi::STOR_STATUS_INVALID_DEVICE_REQUEST;
+            }
+            if flags & !1 != 0 || address == 0 {
+                return abi::STOR_STATUS_INVALID_PARAMETER;
+            }
+            a.marked_dump_memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((address, length, flags));
+            abi::STOR_STATUS_SUCCESS
+        }
         abi::EXT_MINIPORT_ETW_EVENT2 => {
             if cpu::current_irql() > irql::DISPATCH {
                 a.report(
@@ -938,6 +962,15 @@ pub unsafe extern "C" fn StorPortSetBusDataByOffset(
     Length: u32,
 ) -> u32 {
     on(DeviceExtension, "StorPortSetBusDataByOffset", |a| {
+        // The HwStorAdapterControl page: ScsiRestartAdapter must not call it; a miniport that
+        // needs it to restart implements ScsiSetRunningConfig.
+        if a.control_in_progress.load(Ordering::SeqCst) == abi::SCSI_RESTART_ADAPTER {
+            a.report(
+                Rule::AdapterControl,
+                [u64::from(Offset), u64::from(Length), 0],
+                "StorPortSetBusDataByOffset from HwStorAdapterControl(ScsiRestartAdapter) (only from HwStorFindAdapter or ScsiSetRunningConfig)".into(),
+            );
+        }
         if BusDataType != abi::PCI_CONFIGURATION || Buffer.is_null() || Offset >= 4096 {
             return 0;
         }

@@ -41,6 +41,17 @@ impl GuestAllocator {
         }
     }
 
+    /// An allocator over `mem` whose blocks start `offset` bytes in: a second user of the same
+    /// memory (a dump stack beside the running instance) whose blocks never overlap the first's
+    /// as long as that one stays below `offset`.
+    pub fn starting_at(mem: GuestMemory, offset: usize) -> Self {
+        let allocator = Self::new(mem);
+        allocator
+            .next
+            .store(offset.min(allocator.mem.len), Ordering::Relaxed);
+        allocator
+    }
+
     /// Records frees and reuses in `watch` (the device's [`crate::device::DmaWatch`]).
     pub fn with_watch(mut self, watch: Option<std::sync::Arc<crate::device::DmaWatch>>) -> Self {
         self.watch = watch;
@@ -86,6 +97,9 @@ impl GuestAllocator {
                 .compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => {
+                    if let Some(watch) = &self.watch {
+                        watch.claimed(self.mem.guest_base + start as u64, csize);
+                    }
                     return Some(Block {
                         host: base + start,
                         size: csize,

@@ -96,6 +96,9 @@ ULONG StorPortExtendedFunction(ULONG code, void *devext, ...)
         a[0] = P(); a[1] = U(); a[2] = P(); a[3] = Q(); a[4] = U(); a[5] = U();
         a[6] = P(); a[7] = P(); a[8] = Q(); a[9] = P(); a[10] = Q();
         break;
+    case 45: /* MarkDumpMemory: PVOID Address, ULONG_PTR Length, ULONG Flags */
+        a[0] = P(); a[1] = Q(); a[2] = U();
+        break;
     case 93: /* AcquireSpinLock (Ex): STOR_SPINLOCK, context, STOR_LOCK_HANDLE * */
         a[0] = U(); a[1] = P(); a[2] = P();
         break;

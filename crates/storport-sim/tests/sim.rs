@@ -147,6 +147,65 @@ fn dump_mode_polls_the_isr() {
     assert!(p.violations().is_empty(), "{:?}", p.violations());
 }
 
+/// RequestedDumpBufferSize honoured: the running instance asked for 8 KiB, and the dump instance
+/// built from its dump pointers finds a DumpRegion of that size in guest memory (a physical
+/// address the device can reach, the virtual one writable); one built without them gets none.
+/// A dump instance allowing less per request than the pointers promised is reported.
+#[test]
+fn the_dump_stack_gets_the_buffer_its_running_instance_asked_for() {
+    let p = port(quiet());
+    let (a, _dev) = start(&p, 0, 2);
+    assert_eq!(a.requested_dump_buffer_size(), 8192);
+    let promised = |max_transfer| storport_sim::DumpPointers {
+        version: 0x0100,
+        size: 0x70,
+        max_transfer,
+        breaks: abi::SP_UNINITIALIZED_VALUE,
+        private_data: 0,
+        common_buffer_size: 0,
+        requested_dump_buffer: a.requested_dump_buffer_size(),
+    };
+    let dump = |pointers| {
+        start_with(
+            &p,
+            0,
+            AdapterOptions {
+                dump_mode: Some(2),
+                dump_pointers: pointers,
+                ..Default::default()
+            },
+            4,
+        )
+        .unwrap()
+    };
+    let (d, _dev) = dump(Some(promised(abi::SP_UNINITIALIZED_VALUE)));
+    let e = unsafe { &*(d.device_extension() as *const Ext) };
+    let (virt, phys, len) = e.dump_region;
+    assert_eq!(len, 8192);
+    assert_ne!(virt, 0);
+    assert_eq!(d.dump_region(), Some((virt, phys as u64, 8192)));
+    // Writable, and the dump instance still serves I/O.
+    unsafe { std::ptr::write_bytes(virt as *mut u8, 0x5A, 8192) };
+    assert!(read(&d).is_success());
+    drop(d);
+    let (bare, _dev) = dump(None);
+    let e = unsafe { &*(bare.device_extension() as *const Ext) };
+    assert_eq!(e.dump_region, (0, 0, 0));
+    drop(bare);
+    assert!(p.violations().is_empty(), "{:#?}", p.violations());
+    // The check can fire: pointers that promised more than the dump instance allows.
+    let (over, _dev) = dump(Some(promised(u32::MAX - 1)));
+    drop(over);
+    assert!(
+        p.violations()
+            .iter()
+            .any(|v| v.rule == Rule::DumpMode && v.message.contains("MINIPORT_DUMP_POINTERS")),
+        "{:#?}",
+        p.violations()
+    );
+    drop(a);
+}
+
 #[test]
 fn busy_is_retried_with_a_fresh_extension() {
     let p = port(quiet());

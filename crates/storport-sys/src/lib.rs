@@ -1732,6 +1732,78 @@ pub const STORPORT_ETW_MAX_DESCRIPTION_LENGTH: usize = 32;
 /// UNVERIFIED as above).
 pub const STORPORT_ETW_MAX_PARAM_NAME_LENGTH: usize = 16;
 
+/// StorPortExtendedFunction code of StorPortMarkDumpMemory (STORPORT_FUNCTION_CODE, Windows 8:
+/// GetSystemPortNumber is 41, then GetDataInBufferMdl, GetDataInBufferSystemAddress,
+/// GetDataInBufferScatterGatherList, MarkDumpMemory; QueryPerformanceCounter is 47, two after).
+/// Arguments after the extension: `PVOID Address, ULONG_PTR Length, ULONG Flags`.
+pub const ExtFunctionMarkDumpMemory: ULONG = 45;
+/// StorPortMarkDumpMemory `Flags`: `Address` is a physical address. UNVERIFIED: the value is not
+/// on the DDI page; the layer never passes it (it marks by virtual address, `Flags` 0).
+pub const MARK_DUMP_MEMORY_FLAG_PHYSICAL_ADDRESS: ULONG = 0x1;
+
+/// `MINIPORT_DUMP_POINTERS.Version` (storport.h DUMP_MINIPORT_VERSION_1; the value is from the
+/// storport.h enumeration as indexed publicly, not a header checked on this machine).
+pub const DUMP_MINIPORT_VERSION_1: USHORT = 0x0100;
+/// WCHARs of `MINIPORT_DUMP_POINTERS.DriverName` (DUMP_MINIPORT_NAME_LENGTH; as above).
+pub const DUMP_MINIPORT_NAME_LENGTH: usize = 15;
+
+/// `MINIPORT_DUMP_POINTERS`: the DataBuffer of an SRB_FUNCTION_DUMP_POINTERS request, which
+/// Storport sends to the running instance of a miniport with STOR_FEATURE_DUMP_POINTERS before it
+/// builds the crash-dump stack. `MiniportPrivateDumpData` comes back to the dump instance as
+/// `PORT_CONFIGURATION_INFORMATION.MiniportDumpData`.
+///
+/// Not in `reference/layouts.md`: derived from the DDI page's declaration
+/// (`ns-storport-_miniport_dump_pointers`) with MSVC x64 alignment (pointers 8, ULONG and the
+/// INTERFACE_TYPE enumeration 4, WCHAR 2); UNVERIFIED against a WDK header or a PDB dump.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MINIPORT_DUMP_POINTERS {
+    pub Version: USHORT,
+    pub Size: USHORT,
+    pub DriverName: [u16; DUMP_MINIPORT_NAME_LENGTH],
+    pub AdapterObject: PVOID,
+    pub MappedRegisterBase: PVOID,
+    pub CommonBufferSize: ULONG,
+    pub MiniportPrivateDumpData: PVOID,
+    pub SystemIoBusNumber: ULONG,
+    pub AdapterInterfaceType: INTERFACE_TYPE,
+    pub MaximumTransferLength: ULONG,
+    pub NumberOfPhysicalBreaks: ULONG,
+    pub AlignmentMask: ULONG,
+    pub NumberOfAccessRanges: ULONG,
+    pub AccessRanges: *mut ACCESS_RANGE,
+    pub NumberOfBuses: UCHAR,
+    pub Master: BOOLEAN,
+    pub MapBuffers: BOOLEAN,
+    pub MaximumNumberOfTargets: UCHAR,
+}
+
+assert_layout!(
+    MINIPORT_DUMP_POINTERS,
+    size = 0x70,
+    align = 8,
+    Version = 0x0,
+    Size = 0x2,
+    DriverName = 0x4,
+    AdapterObject = 0x28,
+    MappedRegisterBase = 0x30,
+    CommonBufferSize = 0x38,
+    MiniportPrivateDumpData = 0x40,
+    SystemIoBusNumber = 0x48,
+    AdapterInterfaceType = 0x4C,
+    MaximumTransferLength = 0x50,
+    NumberOfPhysicalBreaks = 0x54,
+    AlignmentMask = 0x58,
+    NumberOfAccessRanges = 0x5C,
+    AccessRanges = 0x60,
+    NumberOfBuses = 0x68,
+    Master = 0x69,
+    MapBuffers = 0x6A,
+    MaximumNumberOfTargets = 0x6B,
+);
+
+impl_zeroed!(MINIPORT_DUMP_POINTERS);
+
 /// StorPortRegistryRead `Type`: a REG_DWORD value (storport.h MINIPORT_REG_DWORD).
 pub const MINIPORT_REG_DWORD: ULONG = 4;
 

@@ -119,6 +119,19 @@ impl<'a> PortConfiguration<'a> {
         }
     }
 
+    /// The private data the running instance named in its answer to SRB_FUNCTION_DUMP_POINTERS
+    /// ([`crate::dump::DumpPointers::answer`]), which Storport passes to a dump instance as
+    /// `MiniportDumpData`; `None` outside a dump stack, when Storport passed none, or when it is
+    /// not the layer's (signature and length checked).
+    pub fn dump_data(&self) -> Option<[u32; crate::dump::DUMP_DATA_WORDS]> {
+        self.dump_mode()?;
+        // SAFETY: in a dump stack, MiniportDumpData is NULL or the MiniportPrivateDumpData the
+        // running instance returned in MINIPORT_DUMP_POINTERS (the Storport contract): with this
+        // layer, the dump words in the running adapter's device extension, which outlives the
+        // dump stack built from it.
+        unsafe { crate::dump::read_dump_data(self.raw.MiniportDumpData) }
+    }
+
     /// The REG_DWORD `name` under the miniport's `Parameters\\Device` key (StorPortRegistryRead
     /// with Global = 1), or `None` when it is not set, is not a DWORD, or cannot be read.
     ///

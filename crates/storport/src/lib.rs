@@ -13,6 +13,7 @@ pub mod config;
 pub mod context;
 pub mod dma;
 pub mod dpc;
+pub mod dump;
 pub mod etw;
 // Fuzzing and property-test support (SRB parsing over arbitrary bytes); not the layer's API.
 #[cfg(feature = "test-utils")]

@@ -322,6 +322,8 @@ pub(crate) struct ExtensionHeader {
     /// The adapter's system I/O bus number and slot (PCI configuration access).
     pub(crate) pci_bus: AtomicU32,
     pub(crate) pci_slot: AtomicU32,
+    /// What the running instance hands its dump instance (SRB_FUNCTION_DUMP_POINTERS).
+    pub(crate) dump_data: crate::dump::DumpDataCell,
 }
 
 /// The device extension: the layer's header, then the miniport.
@@ -489,6 +491,7 @@ unsafe extern "C" fn find_adapter_trampoline<M: Miniport>(
         per_message: AtomicBool::new(false),
         pci_bus: AtomicU32::new(0),
         pci_slot: AtomicU32::new(0),
+        dump_data: crate::dump::DumpDataCell::new(),
     };
     // SAFETY: Storport allocated DeviceExtensionSize = size_of::<Extension<M>>() bytes for this
     // adapter, suitably aligned (asserted in `Extension::SIZE`), and calls FindAdapter before any

@@ -605,6 +605,27 @@ impl Srb {
         })
     }
 
+    /// For SRB_FUNCTION_DUMP_POINTERS: the `MINIPORT_DUMP_POINTERS` to answer, or `None` when the
+    /// request is another function or its buffer cannot hold the structure.
+    pub fn dump_pointers(&mut self) -> Option<crate::dump::DumpPointers<'_>> {
+        if self.function() != Function::DumpPointers {
+            return None;
+        }
+        let header = self.header();
+        let buffer = header.DataBuffer.cast::<ffi::MINIPORT_DUMP_POINTERS>();
+        if buffer.is_null()
+            || !buffer.is_aligned()
+            || (header.DataTransferLength as usize)
+                < core::mem::size_of::<ffi::MINIPORT_DUMP_POINTERS>()
+        {
+            return None;
+        }
+        // SAFETY: for SRB_FUNCTION_DUMP_POINTERS Storport's data buffer is a system-space
+        // MINIPORT_DUMP_POINTERS (the DDI page of the structure), checked above to be aligned and
+        // large enough, and ours until completion (the `&mut self` borrow keeps it unique).
+        Some(unsafe { crate::dump::DumpPointers::new(buffer) })
+    }
+
     /// The adapter this request belongs to.
     pub fn port(&self) -> Port {
         self.port

@@ -11,7 +11,7 @@
 //!   loads the address of an `extern "win64"` Rust function and jumps to `import_gate`, which
 //!   switches from the kernel stack back to the host stack the callback gate came from (so the
 //!   user-mode Storport's own code never runs on the 24 KiB kernel stack), copies stack arguments
-//!   5 to 8, calls the function, and returns to the image on its own stack.
+//!   5 to 13 (StorPortEtwEvent2 through StorPortExtendedFunction has thirteen), calls the function, and returns to the image on its own stack.
 //!
 //! The stubs are code in this binary (no memory is made writable and executable at run time).
 
@@ -225,7 +225,7 @@ std::arch::global_asm!(
     "    call {to_host}",
     "    mov r12, rsp",
     "    mov rsp, rax",
-    "    sub rsp, 64",
+    "    sub rsp, 112",
     "    mov rax, [rbp + 48]",
     "    mov [rsp + 32], rax",
     "    mov rax, [rbp + 56]",
@@ -234,6 +234,16 @@ std::arch::global_asm!(
     "    mov [rsp + 48], rax",
     "    mov rax, [rbp + 72]",
     "    mov [rsp + 56], rax",
+    "    mov rax, [rbp + 80]",
+    "    mov [rsp + 64], rax",
+    "    mov rax, [rbp + 88]",
+    "    mov [rsp + 72], rax",
+    "    mov rax, [rbp + 96]",
+    "    mov [rsp + 80], rax",
+    "    mov rax, [rbp + 104]",
+    "    mov [rsp + 88], rax",
+    "    mov rax, [rbp + 112]",
+    "    mov [rsp + 96], rax",
     "    mov rcx, [rbp + 16]",
     "    mov rdx, [rbp + 24]",
     "    mov r8, [rbp + 32]",

@@ -141,15 +141,19 @@ extern "win64" fn t_StorPortExtendedFunction(
     a1: usize,
     a2: usize,
     a3: usize,
+    a4: usize,
+    a5: usize,
+    a6: usize,
+    a7: usize,
+    a8: usize,
+    a9: usize,
+    a10: usize,
 ) -> u32 {
-    // StorPortEtwEvent2 has eleven arguments after the extension, more than the import gate
-    // copies (eight in all): answer as a Storport without ETW support does, so the image loses
-    // the event rather than reading past its arguments.
-    if code == abi::EXT_MINIPORT_ETW_EVENT2 {
-        return abi::STOR_STATUS_NOT_IMPLEMENTED;
-    }
+    // The import gate copies nine stack arguments (thirteen in all): enough for the longest
+    // extended function the image calls, StorPortEtwEvent2 (eleven after the extension). The
+    // shim reads as many as `code` has; the rest are whatever the image's frame holds there.
     // SAFETY: forwards the image's arguments; the shim reads as many as `code` has.
-    unsafe { StorPortExtendedFunction(code, devext, a0, a1, a2, a3) }
+    unsafe { StorPortExtendedFunction(code, devext, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10) }
 }
 import_stub!(
     storport_sim_imp_extended_function,
@@ -167,7 +171,7 @@ extern "win64" fn t_StorPortDebugPrint(
     a5: usize,
 ) {
     // SAFETY: forwards the format and up to six integer or pointer arguments (the import gate
-    // copies stack arguments 5 to 8); the shim formats what the format names.
+    // copies stack arguments 5 to 13); the shim formats what the format names.
     unsafe { StorPortDebugPrint(level, format, a0, a1, a2, a3, a4, a5) }
 }
 import_stub!(storport_sim_imp_debug_print, t_StorPortDebugPrint);

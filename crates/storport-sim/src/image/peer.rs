@@ -181,7 +181,7 @@ extern "win64" fn t_DbgPrint(
     a6: usize,
 ) -> u32 {
     // SAFETY: forwards the format and up to seven integer or pointer arguments (the import gate
-    // copies stack arguments 5 to 8) to the shim's debug print, which formats what the format
+    // copies stack arguments 5 to 13) to the shim's debug print, which formats what the format
     // names.
     unsafe { StorPortDebugPrint(0, format, a0, a1, a2, a3, a4, a5, a6) };
     0

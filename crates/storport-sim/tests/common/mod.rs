@@ -245,6 +245,8 @@ pub mod bad {
 pub struct Ext {
     pub bad: u32,
     pub dump: u32,
+    /// The DumpRegion a dump instance was given: (virtual, physical, length).
+    pub dump_region: (usize, i64, u32),
     pub regs: *mut u8,
     pub uncached: *mut u8,
     pub dpc: [u64; 9],
@@ -403,6 +405,13 @@ unsafe extern "C" fn find_adapter(
     }
     let cfg = unsafe { &mut *cfg };
     e.dump = cfg.DumpMode as u32;
+    if cfg.DumpMode == 0 {
+        // The dump stack is to get an 8 KiB buffer.
+        cfg.RequestedDumpBufferSize = 8192;
+    } else {
+        let r = cfg.DumpRegion;
+        e.dump_region = (r.VirtualBase as usize, r.PhysicalBase, r.Length);
+    }
     let range = unsafe { *cfg.AccessRanges };
     let addr = if e.bad == bad::BAD_DEVICE_BASE {
         range.RangeStart + 0x10_0000
