@@ -429,6 +429,30 @@ impl Srb {
         }
     }
 
+    /// The CDB's length and its first 16 bytes, copied out by value with one look-up of the
+    /// CDB block: what a fast path for READ and WRITE decodes before the general decoder takes
+    /// [`Srb::cdb`]. Bytes at and past the length are the block's own, not the command's;
+    /// `(0, _)` when the request carries no CDB.
+    pub fn cdb_head(&self) -> (usize, [u8; 16]) {
+        match self.scsi_block() {
+            ScsiBlock::Cdb16(p) => {
+                // SAFETY: `scsi_block` checked the block lies inside the SRB, which we own.
+                let block = unsafe { p.as_ref() };
+                (usize::from(block.CdbLength).min(16), block.Cdb)
+            }
+            ScsiBlock::Cdb32(p) => {
+                // SAFETY: as above.
+                let block = unsafe { p.as_ref() };
+                let mut head = [0u8; 16];
+                for (dst, src) in head.iter_mut().zip(block.Cdb.iter()) {
+                    *dst = *src;
+                }
+                (usize::from(block.CdbLength).min(block.Cdb.len()), head)
+            }
+            ScsiBlock::None => (0, [0; 16]),
+        }
+    }
+
     /// Sets the SCSI status byte.
     pub fn set_scsi_status(&mut self, status: ScsiStatus) {
         let status = status.to_raw();
