@@ -11,9 +11,9 @@ use storport::srb::Completed;
 use storport::srb::{Function, Status as SrbStatus};
 
 use crate::scsi::{self, BlockError, Command, DiskInfo, Sense, SenseKey};
-use crate::virtio::{RequestBuilder, Status};
+use crate::virtio::{CompletedArea, RequestBuilder, Status};
 
-use super::queue::{Batch, Drained, InFlight, SubmitError};
+use super::queue::{Batch, Drained, SubmitError};
 use super::request::{self, Extension, Op, Preparation, Prepared};
 use super::{Adapter, Mode};
 
@@ -23,11 +23,7 @@ use super::events::{CAPACITY_CHANGED, CAPACITY_REFUSED as LOG_CAPACITY_REFUSED, 
 const INQUIRY: u8 = 0x12;
 
 /// HwStorBuildIo: everything that needs no lock.
-pub(super) fn build_io(
-    adapter: &Adapter,
-    _ctx: &mut context::BuildIo,
-    mut srb: Srb,
-) -> BuildIoOutcome {
+pub(super) fn build_io(adapter: &Adapter, _ctx: &mut context::BuildIo, srb: Srb) -> BuildIoOutcome {
     let Some(start) = adapter.disk.at_start() else {
         return BuildIoOutcome::Completed(srb.complete(SrbStatus::NoDevice));
     };
@@ -91,6 +87,32 @@ pub(super) fn build_io(
         None => return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest)),
     }
 
+    // The I/O path: READ and WRITE (10/16) in their ordinary form, decoded from the CDB's head
+    // by value; everything else, and anything unusual in these, takes the general decoder.
+    let (cdb_len, head) = srb.cdb_head();
+    if adapter.disk.is_unchanged()
+        && let Some(command @ (Command::Read(io) | Command::Write(io))) =
+            scsi::decode_read_write(&head, cdb_len, start)
+    {
+        // A READ or WRITE reports a pending UNIT ATTENTION first (general path).
+        if !adapter.disk.unit_attention_pending() {
+            return read_write(
+                adapter,
+                srb,
+                start,
+                io,
+                matches!(command, Command::Write(_)),
+            );
+        }
+    }
+    build_io_general(adapter, srb, start)
+}
+
+/// BuildIo for everything but the ordinary READ and WRITE: out of line, so the I/O path's
+/// frame and code stay small.
+#[inline(never)]
+#[cold]
+fn build_io_general(adapter: &Adapter, mut srb: Srb, start: &DiskInfo) -> BuildIoOutcome {
     let mut cdb = [0u8; 32];
     let cdb_len = srb.cdb().len().min(cdb.len());
     if let (Some(dst), Some(src)) = (cdb.get_mut(..cdb_len), srb.cdb().get(..cdb_len)) {
@@ -161,25 +183,7 @@ pub(super) fn build_io(
             }
         }
         Command::Read(io) | Command::Write(io) => {
-            let write = matches!(command, Command::Write(_));
-            let Some((extension, builder)) = block_request(adapter, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
-            };
-            let data_len = srb.data_transfer_length();
-            let preparation = match srb.scatter_gather() {
-                Some(segments) => request::prepare_io(
-                    builder,
-                    &extension,
-                    disk,
-                    &io,
-                    write,
-                    data_len,
-                    segments.map(|s| (s.address, s.length)),
-                ),
-                None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
-            };
-            let preparation = record(&extension, preparation);
-            prepared(srb, preparation)
+            read_write(adapter, srb, disk, io, matches!(command, Command::Write(_)))
         }
         Command::Flush => {
             let Some((extension, builder)) = block_request(adapter, &srb) else {
@@ -244,6 +248,35 @@ pub(super) fn build_io(
             prepared(srb, preparation)
         }
     }
+}
+
+/// Lays out a READ or WRITE in the SRB extension for StartIo.
+#[inline]
+fn read_write(
+    adapter: &Adapter,
+    srb: Srb,
+    disk: &DiskInfo,
+    io: scsi::Io,
+    write: bool,
+) -> BuildIoOutcome {
+    let Some((extension, builder)) = block_request(adapter, &srb) else {
+        return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
+    };
+    let data_len = srb.data_transfer_length();
+    let preparation = match srb.scatter_gather() {
+        Some(segments) => request::prepare_io(
+            builder,
+            &extension,
+            disk,
+            &io,
+            write,
+            data_len,
+            segments.map(|s| (s.address, s.length)),
+        ),
+        None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
+    };
+    let preparation = record(&extension, preparation);
+    prepared(srb, preparation)
 }
 
 /// How UNMAP deallocates on this disk: WRITE_ZEROES with unmap (`Some(true)`) or DISCARD.
@@ -351,9 +384,9 @@ enum Submitted {
     /// On the ring; the device asked not to be notified.
     Quiet,
     /// The ring is full: Storport retries it.
-    Full(InFlight),
+    Full(Srb),
     /// The ring broke between the reset check and the lock.
-    Broken(InFlight),
+    Broken(Srb),
     /// The queue's lock closure did not run (its DPC is not bound yet, or Storport refused the
     /// lock, or the adapter is stopped): the request is still in `pending`.
     NotRun,
@@ -390,7 +423,8 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
-    let Some(Prepared { built, op }) = extension.prepared() else {
+    // The operation and `max_written` stay in the private word for the completion.
+    let Some(Prepared { built, .. }) = extension.prepared() else {
         let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
@@ -398,14 +432,10 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         let _ = srb.complete(SrbStatus::Busy);
         return;
     }
-    let request = InFlight {
-        srb,
-        op,
-        max_written: built.max_written,
-    };
+    let request = srb;
     let mode = adapter.mode();
     let queue = if mode == Mode::MultiQueue {
-        queue_for(adapter, &request.srb)
+        queue_for(adapter, &request)
     } else {
         0
     };
@@ -438,21 +468,18 @@ pub(super) fn start_io(adapter: &Adapter, ctx: StartIo<'_>, srb: Srb) {
         // request again once the device is back.
         #[cfg(not(feature = "planted-race"))]
         Submitted::Broken(request) => {
-            let _ = request.srb.complete(SrbStatus::Busy);
+            let _ = request.complete(SrbStatus::Busy);
         }
         // The planted bug (test builds only, see Cargo.toml): the code before fb79d8a.
         #[cfg(feature = "planted-race")]
         Submitted::Broken(request) => {
-            let _ = check_condition(
-                request.srb,
-                &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
-            );
+            let _ = check_condition(request, &Sense::new(SenseKey::HardwareError, 0x44, 0x00));
         }
         Submitted::NotRun => fail_submit(adapter, pending),
     }
 }
 
-fn fail_submit(adapter: &Adapter, pending: Option<InFlight>) {
+fn fail_submit(adapter: &Adapter, pending: Option<Srb>) {
     if let Some(request) = pending {
         busy(adapter, request);
     }
@@ -460,11 +487,11 @@ fn fail_submit(adapter: &Adapter, pending: Option<InFlight>) {
 
 /// The ring is full: Storport holds the LU's requests until one completes, then retries this
 /// one (with a fresh SRB extension, through BuildIo again).
-fn busy(adapter: &Adapter, request: InFlight) {
-    if let (Some(port), Some(address)) = (adapter.port, request.srb.address()) {
+fn busy(adapter: &Adapter, request: Srb) {
+    if let (Some(port), Some(address)) = (adapter.port, request.address()) {
         port.device_busy(address, 1);
     }
-    let _ = request.srb.complete(SrbStatus::Busy);
+    let _ = request.complete(SrbStatus::Busy);
 }
 
 /// The queue Storport's message steering chose for `srb` (StartIo runs on the CPU whose MSI-X
@@ -677,7 +704,7 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
 
 /// Completes a batch. Returns a FUA write whose data is on the device and which now needs its
 /// FLUSH (at most one per batch is carried; the rest are flushed the same way in turn).
-fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
+fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<Srb> {
     let mut carried = None;
     for (request, used_len) in batch.drain() {
         if let Some(request) = finish(adapter, request, used_len) {
@@ -687,7 +714,7 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
                 // back BUSY: its data is on the device, and Storport sends it again (write, then
                 // FLUSH), so it is never completed before it is durable.
                 Some(_) => {
-                    let _ = request.srb.complete(SrbStatus::Busy);
+                    let _ = request.complete(SrbStatus::Busy);
                 }
             }
         }
@@ -697,15 +724,17 @@ fn finish_batch(adapter: &Adapter, batch: &mut Batch) -> Option<InFlight> {
 
 /// Completes one request from its status byte. Returns it instead when it is a FUA write that
 /// still needs its FLUSH.
-fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFlight> {
-    let status = request
-        .area()
-        .map_or(Status::Invalid(u8::MAX), |area| area.status());
-    let InFlight {
-        srb,
-        op,
-        max_written,
-    } = request;
+fn finish(adapter: &Adapter, srb: Srb, used_len: u32) -> Option<Srb> {
+    // The area as CPU memory: the status byte and the private word (operation and
+    // `max_written`, recorded by BuildIo or by the FLUSH of a FUA write); no bus address.
+    let (status, recorded) = match srb.extension_memory().and_then(CompletedArea::new) {
+        Some(area) => (
+            area.status(),
+            area.load_private().and_then(request::recorded_op),
+        ),
+        None => (Status::Invalid(u8::MAX), None),
+    };
+    let (op, max_written) = recorded.unwrap_or((Op::Read, 0));
     if adapter.tracing.load(Ordering::Relaxed)
         && let Some(port) = adapter.port
     {
@@ -718,7 +747,7 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
         super::events::io_completed(port, &srb, byte);
     }
     // The device may not claim to have written more than the request offered (2.7.8.1).
-    if used_len > max_written || matches!(status, Status::Invalid(_)) {
+    if used_len > max_written || recorded.is_none() || matches!(status, Status::Invalid(_)) {
         if let Some(port) = adapter.port {
             port.log_error(
                 Some(&srb),
@@ -730,11 +759,7 @@ fn finish(adapter: &Adapter, request: InFlight, used_len: u32) -> Option<InFligh
         return None;
     }
     match status {
-        Status::Ok if op == Op::WriteFua => Some(InFlight {
-            srb,
-            op: Op::Flush,
-            max_written: 1,
-        }),
+        Status::Ok if op == Op::WriteFua => Some(srb),
         Status::Ok => {
             let _ = srb.complete(SrbStatus::Success);
             None
