@@ -355,6 +355,25 @@ impl Srb {
     }
 
     fn scsi_block(&self) -> ScsiBlock {
+        // Storport puts the CDB block first: look there with one bounds check (the first
+        // offset is inside the header `from_raw` checked), then search the others.
+        let header = self.header();
+        if header.NumSrbExData >= 1
+            && let [offset] = header.SrbExDataOffset
+            && let Some(p) = self.inner::<ffi::SRBEX_DATA_SCSI_CDB16>(offset)
+        {
+            // SAFETY: `inner` checked a CDB16 block's size lies inside the SRB; Type is its
+            // first field, common to every SRBEX_DATA block.
+            match unsafe { (*p.as_ptr()).Type } {
+                ffi::SrbExDataTypeScsiCdb16 => return ScsiBlock::Cdb16(p),
+                ffi::SrbExDataTypeScsiCdb32 => {
+                    if let Some(p) = self.inner::<ffi::SRBEX_DATA_SCSI_CDB32>(offset) {
+                        return ScsiBlock::Cdb32(p);
+                    }
+                }
+                _ => {}
+            }
+        }
         let count = self.header().NumSrbExData.min(16);
         for i in 0..count {
             match self.ex_data(i) {
