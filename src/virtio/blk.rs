@@ -652,7 +652,7 @@ impl<'a> CompletedArea<'a> {
             // Memory order is native byte order: the status byte is the word's byte
             // `STATUS_OFFSET % 8` as it lies in memory.
             let [b0, ..] = w.load(Ordering::Relaxed).to_ne_bytes();
-            const _: () = assert!(STATUS_OFFSET % 8 == 0);
+            const _: () = assert!(STATUS_OFFSET.is_multiple_of(8));
             b0
         });
         Status::from_byte(byte)

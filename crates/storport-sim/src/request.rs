@@ -649,6 +649,11 @@ fn rejected(status: u8, submitted: Instant) -> Completion {
 }
 
 /// Builds the SRB, data buffer and SG list of `req` in a pooled record.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is a rejection handed straight to the waiter (rare); boxing it would \
+              allocate where nothing else does"
+)]
 fn prepare(
     a: &AdapterInner,
     req: &Request,
