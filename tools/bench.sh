@@ -17,7 +17,8 @@
 # Targets are reported, not asserted; the exit status is non-zero only for a broken run.
 # Needs valgrind for (a), (e) and (h) (apt-get install valgrind); without it they read "skipped".
 # Environment: CARGO_TARGET_DIR as for cargo; VIOBLK_KEEP_CALLGRIND=1 keeps the callgrind
-# outputs (the bench prints where) for callgrind_annotate.
+# outputs (the bench prints where) for callgrind_annotate; VIOBLK_BENCH_ONLY=a,h runs only the
+# sections named (letters as above; (g) is part of (c)).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

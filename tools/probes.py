@@ -3,10 +3,10 @@ import os
 W=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 probes=[
  ("fua-second-without-flush","src/hba/completion.rs","""                Some(_) => {
-                    let _ = request.srb.complete(SrbStatus::Busy);""","""                Some(_) => {
-                    let _ = request.srb.complete(SrbStatus::Success);""","every_fua_write_in_a_batch_gets_its_flush"),
- ("full-ring-error","src/hba/start_io.rs","""    let _ = request.srb.complete(SrbStatus::Busy);
-}""","""    let _ = request.srb.complete(SrbStatus::Error);
+                    let _ = request.complete(SrbStatus::Busy);""","""                Some(_) => {
+                    let _ = request.complete(SrbStatus::Success);""","every_fua_write_in_a_batch_gets_its_flush"),
+ ("full-ring-error","src/hba/start_io.rs","""    let _ = request.complete(SrbStatus::Busy);
+}""","""    let _ = request.complete(SrbStatus::Error);
 }""","a_full_ring_answers_busy_and_every_request_succeeds"),
  ("unsupp-success","src/hba/completion.rs","""        Status::Unsupported | Status::Invalid(_) => {
             let _ = check_condition(""","""        Status::Unsupported | Status::Invalid(_) => {

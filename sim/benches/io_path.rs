@@ -74,9 +74,17 @@ fn main() {
     let dev_ext = vioblk::hba::DEVICE_EXTENSION_SIZE;
 
     // (b) locks, in process.
-    let locks = lock_counts(&mut broken);
+    let locks = if part("b") {
+        lock_counts(&mut broken)
+    } else {
+        None
+    };
     // (c) CPU time, context switches, allocations: the example run natively.
-    let native = native_figures(&mut broken);
+    let native = if part("c") {
+        native_figures(&mut broken)
+    } else {
+        None
+    };
     // (a) callgrind, per workload.
     let workloads = [
         ("read_qd32", CALLGRIND_IOS, vec!["--qd", "32"]),
@@ -85,12 +93,22 @@ fn main() {
     ];
     let mut cg = Vec::new();
     for (name, ios, args) in &workloads {
-        cg.push((*name, callgrind(&mut broken, *ios, args)));
+        if part("a") {
+            cg.push((*name, callgrind(&mut broken, *ios, args)));
+        }
     }
     // The instruction ratio: whole processes, device model direct vs the whole stack.
-    let ratio = instruction_ratio(&mut broken);
+    let ratio = if part("h") {
+        instruction_ratio(&mut broken)
+    } else {
+        Err("skipped: not in VIOBLK_BENCH_ONLY".into())
+    };
     // (e) the shipped image under callgrind.
-    let image = image_callgrind(&mut broken);
+    let image = if part("e") {
+        image_callgrind(&mut broken)
+    } else {
+        None
+    };
 
     println!("{:<62} {:>12} {:>10}", "figure", "value", "target");
     println!("{}", "-".repeat(86));
@@ -366,7 +384,11 @@ fn main() {
         }
     }
 
-    let three = three_way_report(&mut broken);
+    let three = if part("f") {
+        three_way_report(&mut broken)
+    } else {
+        None
+    };
 
     // The figures as one JSON object on the last line (tools/bench.sh's contract).
     let mut json = serde_json::Map::new();
@@ -460,6 +482,15 @@ fn main() {
     println!("{}", serde_json::Value::Object(json));
     if !broken.is_empty() {
         std::process::exit(1);
+    }
+}
+
+/// Whether section `name` ("a" .. "h") runs: all of them, unless `VIOBLK_BENCH_ONLY` names
+/// some (comma-separated, e.g. `VIOBLK_BENCH_ONLY=a,h` for the callgrind figures alone).
+fn part(name: &str) -> bool {
+    match std::env::var("VIOBLK_BENCH_ONLY") {
+        Ok(only) if !only.trim().is_empty() => only.split(',').any(|p| p.trim() == name),
+        _ => true,
     }
 }
 

@@ -111,9 +111,11 @@ pub fn run_with(stack: &Stack, ios: u64, seed: u64, qd: usize, write: bool) -> R
         rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % blocks * u64::from(per_io)
     };
     // One request reused for every submission (only its LBA changes) and completions taken
-    // from a CompletionQueue once per DPC run, data buffers given back: the submitter
-    // allocates nothing per request, so the allocation count is the port's and the driver's.
-    let queue = CompletionQueue::new();
+    // from a CompletionQueue once per DPC run, the data lent in the guest buffer the device
+    // wrote (as a Windows class driver's buffer is the one the device writes) and given back
+    // when the completion is dropped: the submitter allocates and copies nothing per request,
+    // so the allocation count is the port's and the driver's.
+    let queue = CompletionQueue::lending();
     let mut req = if write {
         Request::data_out(&rw16(0x8A, 0, per_io), vec![0x5A; BLOCK as usize])
     } else {
@@ -146,7 +148,7 @@ pub fn run_with(stack: &Stack, ios: u64, seed: u64, qd: usize, write: bool) -> R
                 failed += 1;
             }
             busy_retries += u64::from(c.busy_retries);
-            queue.recycle(c.data);
+            // Dropping the completion gives its lent guest buffer back to the port.
             if submitted < ios {
                 submit(next_lba());
                 submitted += 1;

@@ -103,6 +103,31 @@ pub(super) fn build_io(
         None => return BuildIoOutcome::Completed(srb.complete(SrbStatus::InvalidRequest)),
     }
 
+    // The I/O path: READ and WRITE (10/16) in their ordinary form, decoded from the CDB's head
+    // by value; everything else, and anything unusual in these, takes the general decoder.
+    let (cdb_len, head) = srb.cdb_head();
+    if adapter.disk.is_unchanged()
+        && let Some(command @ (Command::Read(io) | Command::Write(io))) =
+            scsi::decode_read_write(&head, cdb_len, start)
+    {
+        // A READ or WRITE reports a pending UNIT ATTENTION first (general path).
+        if !adapter.disk.unit_attention_pending() {
+            return read_write(found, srb, start, io, matches!(command, Command::Write(_)));
+        }
+    }
+    build_io_general(adapter, found, srb, start)
+}
+
+/// BuildIo for everything but the ordinary READ and WRITE: out of line, so the I/O path's
+/// frame and code stay small.
+#[inline(never)]
+#[cold]
+fn build_io_general(
+    adapter: &Adapter,
+    found: &Found,
+    mut srb: Srb,
+    start: &DiskInfo,
+) -> BuildIoOutcome {
     let mut cdb = [0u8; 32];
     let cdb_len = srb.cdb().len().min(cdb.len());
     if let (Some(dst), Some(src)) = (cdb.get_mut(..cdb_len), srb.cdb().get(..cdb_len)) {
@@ -173,25 +198,7 @@ pub(super) fn build_io(
             }
         }
         Command::Read(io) | Command::Write(io) => {
-            let write = matches!(command, Command::Write(_));
-            let Some((extension, builder)) = block_request(found, &srb) else {
-                return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
-            };
-            let data_len = srb.data_transfer_length();
-            let preparation = match srb.scatter_gather() {
-                Some(segments) => request::prepare_io(
-                    builder,
-                    &extension,
-                    disk,
-                    &io,
-                    write,
-                    data_len,
-                    segments.map(|s| (s.address, s.length)),
-                ),
-                None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
-            };
-            let preparation = record(&extension, preparation);
-            prepared(srb, preparation)
+            read_write(found, srb, disk, io, matches!(command, Command::Write(_)))
         }
         Command::Flush => {
             let Some((extension, builder)) = block_request(found, &srb) else {
@@ -256,6 +263,35 @@ pub(super) fn build_io(
             prepared(srb, preparation)
         }
     }
+}
+
+/// Lays out a READ or WRITE in the SRB extension for StartIo.
+#[inline]
+fn read_write(
+    found: &Found,
+    srb: Srb,
+    disk: &DiskInfo,
+    io: scsi::Io,
+    write: bool,
+) -> BuildIoOutcome {
+    let Some((extension, builder)) = block_request(found, &srb) else {
+        return BuildIoOutcome::Completed(srb.complete(SrbStatus::InternalError));
+    };
+    let data_len = srb.data_transfer_length();
+    let preparation = match srb.scatter_gather() {
+        Some(segments) => request::prepare_io(
+            builder,
+            &extension,
+            disk,
+            &io,
+            write,
+            data_len,
+            segments.map(|s| (s.address, s.length)),
+        ),
+        None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
+    };
+    let preparation = record(&extension, preparation);
+    prepared(srb, preparation)
 }
 
 /// How UNMAP deallocates on this disk: WRITE_ZEROES with unmap (`Some(true)`) or DISCARD.

@@ -11,10 +11,10 @@ use storport::srb::Completed;
 use storport::srb::Status as SrbStatus;
 
 use crate::scsi::{BlockError, Sense, SenseKey};
-use crate::virtio::Status;
+use crate::virtio::{CompletedArea, Status};
 
-use super::queue::{Batch, Drained, InFlight};
-use super::request::Op;
+use super::queue::{Batch, Drained};
+use super::request::{self, Op};
 use super::{Adapter, Found, Mode};
 
 use super::events::{CAPACITY_CHANGED, CAPACITY_REFUSED as LOG_CAPACITY_REFUSED, Cause};
@@ -213,7 +213,7 @@ pub(super) fn queue_dpc(adapter: &Adapter, found: &Found, ctx: &mut context::Dpc
 
 /// Completes a batch. Returns a FUA write whose data is on the device and which now needs its
 /// FLUSH (at most one per batch is carried; the rest are flushed the same way in turn).
-fn finish_batch(adapter: &Adapter, found: &Found, batch: &mut Batch) -> Option<InFlight> {
+fn finish_batch(adapter: &Adapter, found: &Found, batch: &mut Batch) -> Option<Srb> {
     let mut carried = None;
     for (request, used_len) in batch.drain() {
         if let Some(request) = finish(adapter, found, request, used_len) {
@@ -223,7 +223,7 @@ fn finish_batch(adapter: &Adapter, found: &Found, batch: &mut Batch) -> Option<I
                 // back BUSY: its data is on the device, and Storport sends it again (write, then
                 // FLUSH), so it is never completed before it is durable.
                 Some(_) => {
-                    let _ = request.srb.complete(SrbStatus::Busy);
+                    let _ = request.complete(SrbStatus::Busy);
                 }
             }
         }
@@ -233,15 +233,17 @@ fn finish_batch(adapter: &Adapter, found: &Found, batch: &mut Batch) -> Option<I
 
 /// Completes one request from its status byte. Returns it instead when it is a FUA write that
 /// still needs its FLUSH.
-fn finish(adapter: &Adapter, found: &Found, request: InFlight, used_len: u32) -> Option<InFlight> {
-    let status = request
-        .area()
-        .map_or(Status::Invalid(u8::MAX), |area| area.status());
-    let InFlight {
-        srb,
-        op,
-        max_written,
-    } = request;
+fn finish(adapter: &Adapter, found: &Found, srb: Srb, used_len: u32) -> Option<Srb> {
+    // The area as CPU memory: the status byte and the private word (operation and
+    // `max_written`, recorded by BuildIo or by the FLUSH of a FUA write); no bus address.
+    let (status, recorded) = match srb.extension_memory().and_then(CompletedArea::new) {
+        Some(area) => (
+            area.status(),
+            area.load_private().and_then(request::recorded_op),
+        ),
+        None => (Status::Invalid(u8::MAX), None),
+    };
+    let (op, max_written) = recorded.unwrap_or((Op::Read, 0));
     if adapter.tracing.load(Ordering::Relaxed) {
         let byte = match status {
             Status::Ok => 0,
@@ -252,7 +254,7 @@ fn finish(adapter: &Adapter, found: &Found, request: InFlight, used_len: u32) ->
         super::events::io_completed(found.port, &srb, byte);
     }
     // The device may not claim to have written more than the request offered (2.7.8.1).
-    if used_len > max_written || matches!(status, Status::Invalid(_)) {
+    if used_len > max_written || recorded.is_none() || matches!(status, Status::Invalid(_)) {
         found.port.log_error(
             Some(&srb),
             super::events::BAD_COMPLETION,
@@ -262,11 +264,7 @@ fn finish(adapter: &Adapter, found: &Found, request: InFlight, used_len: u32) ->
         return None;
     }
     match status {
-        Status::Ok if op == Op::WriteFua => Some(InFlight {
-            srb,
-            op: Op::Flush,
-            max_written: 1,
-        }),
+        Status::Ok if op == Op::WriteFua => Some(srb),
         Status::Ok => {
             let _ = srb.complete(SrbStatus::Success);
             None

@@ -177,6 +177,12 @@ impl DiskState {
         self.write_cache_enabled.store(enabled, Ordering::Relaxed);
     }
 
+    /// Whether a UNIT ATTENTION waits for the next command (without taking it).
+    #[inline]
+    pub fn unit_attention_pending(&self) -> bool {
+        self.unit_attention.load(Ordering::Relaxed)
+    }
+
     /// Takes the pending UNIT ATTENTION, if any.
     #[inline]
     pub fn take_unit_attention(&self) -> bool {

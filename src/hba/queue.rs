@@ -8,6 +8,7 @@
 //! completed after the lock is released.
 
 use storport::Srb;
+use storport::srb::SrbTable;
 
 use storport::srb::Status as SrbStatus;
 
@@ -15,33 +16,20 @@ use crate::virtio::{
     BuiltRequest, QueueError, QueueNotifier, RequestArea, RequestBuilder, UsedElem, Virtqueue,
 };
 
-use super::request::Op;
+use super::request::{Extension, Op, Prepared};
 
 /// Ring slots per queue: the largest queue size the driver uses. With indirect descriptors
 /// each request takes one slot, so this is also the most requests in flight per queue.
 pub const SLOTS: usize = 128;
 
-/// A request on the ring.
-///
-/// It keeps the `Srb` only, never a view of its SRB extension: the extension is Storport's
-/// memory until the request completes, so its views borrow the `Srb` ([`InFlight::area`]) and
-/// end when it is completed.
-pub struct InFlight {
-    /// The Storport request, owned until it is completed.
-    pub srb: Srb,
-    /// What the request does, for the sense data of a failure.
-    pub op: Op,
-    /// The most a correct used element's length can say.
-    pub max_written: u32,
+/// A request's virtio-blk request area (header, status byte, descriptor table) in its SRB
+/// extension, looked up again when needed: the extension is Storport's memory until the
+/// request completes, so its views borrow the `Srb` and end when it is completed. A request on
+/// the ring is kept as its `Srb` only (one word in the queue's [`SrbTable`]); what its
+/// completion needs besides (operation, `max_written`) is in the area's private word.
+pub fn area_of(srb: &Srb) -> Option<RequestArea<'_>> {
+    Extension::new(srb.extension()?).map(|extension| extension.area)
 }
-
-impl InFlight {
-    /// Its virtio-blk request (header, status byte, descriptor table) in the SRB extension.
-    pub fn area(&self) -> Option<RequestArea<'_>> {
-        super::request::Extension::new(self.srb.extension()?).map(|extension| extension.area)
-    }
-}
-
 /// What a drain found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drained {
@@ -55,7 +43,7 @@ pub enum Drained {
 
 /// Completed requests, moved out under the lock and completed after it is released.
 pub struct Batch {
-    entries: [Option<(InFlight, u32)>; Batch::CAPACITY],
+    entries: [Option<(Srb, u32)>; Batch::CAPACITY],
     len: usize,
 }
 
@@ -75,7 +63,7 @@ impl Batch {
         self.len >= Self::CAPACITY
     }
 
-    fn push(&mut self, request: InFlight, used_len: u32) {
+    fn push(&mut self, request: Srb, used_len: u32) {
         if let Some(entry) = self.entries.get_mut(self.len) {
             *entry = Some((request, used_len));
             self.len = self.len.saturating_add(1);
@@ -83,7 +71,7 @@ impl Batch {
     }
 
     /// Takes the requests out, in completion order, with the length the device reported.
-    pub fn drain(&mut self) -> impl Iterator<Item = (InFlight, u32)> + '_ {
+    pub fn drain(&mut self) -> impl Iterator<Item = (Srb, u32)> + '_ {
         let len = core::mem::replace(&mut self.len, 0);
         self.entries.iter_mut().take(len).filter_map(Option::take)
     }
@@ -102,15 +90,15 @@ pub struct Queue {
     epoch: u32,
     notifier: Option<QueueNotifier>,
     indirect: bool,
-    slots: [Option<InFlight>; SLOTS],
+    slots: SrbTable<SLOTS>,
 }
 
 /// Why a request could not be submitted.
 pub enum SubmitError {
     /// The ring is full (or the queue is not set up): retry later.
-    Full(InFlight),
+    Full(Srb),
     /// The queue is broken (the device misbehaved): fail the request.
-    Broken(InFlight),
+    Broken(Srb),
 }
 
 impl Queue {
@@ -120,7 +108,7 @@ impl Queue {
         epoch: 0,
         notifier: None,
         indirect: true,
-        slots: [const { None }; SLOTS],
+        slots: SrbTable::EMPTY,
     };
 
     /// Attaches the ring (HwStorFindAdapter).
@@ -144,7 +132,7 @@ impl Queue {
     #[inline]
     pub fn submit(
         &mut self,
-        request: InFlight,
+        request: Srb,
         built: &BuiltRequest,
     ) -> Result<Option<QueueNotifier>, SubmitError> {
         let Some(ring) = self.ring.as_mut() else {
@@ -153,27 +141,30 @@ impl Queue {
         if ring.is_broken() {
             return Err(SubmitError::Broken(request));
         }
-        let pushed = if self.indirect {
-            // A packed ring's indirect table has the packed layout (VIRTIO 1.2 2.8.7).
-            if ring.is_packed() && !request.area().is_some_and(|area| area.repack_table(built)) {
-                return Err(SubmitError::Broken(request));
-            }
+        let pushed = if self.indirect && !ring.is_packed() {
             ring.push_indirect(built.table_address, built.table_len)
         } else {
-            let Some(area) = request.area() else {
+            // The rarer layouts read the request's table again, through its area.
+            let Some(area) = area_of(&request) else {
                 return Err(SubmitError::Broken(request));
             };
-            ring.push_chain(area.descriptors(built))
+            if !self.indirect {
+                ring.push_chain(area.descriptors(built))
+            } else if area.repack_table(built) {
+                // A packed ring's indirect table has the packed layout (VIRTIO 1.2 2.8.7).
+                ring.push_indirect(built.table_address, built.table_len)
+            } else {
+                return Err(SubmitError::Broken(request));
+            }
         };
         let Ok(id) = pushed else {
             return Err(SubmitError::Full(request));
         };
-        match self.slots.get_mut(usize::from(id)) {
-            Some(slot @ None) => *slot = Some(request),
-            // The ring handed out an id outside the slot table or one still in use: the ring's
-            // own bookkeeping forbids both, so this is unreachable; refuse rather than lose a
-            // request.
-            _ => return Err(SubmitError::Broken(request)),
+        // The ring handed out an id outside the slot table or one still in use: the ring's
+        // own bookkeeping forbids both, so this is unreachable; refuse rather than lose a
+        // request.
+        if let Err(request) = self.slots.insert(usize::from(id), request) {
+            return Err(SubmitError::Broken(request));
         }
         ring.publish();
         Ok(if ring.needs_notify() {
@@ -201,9 +192,7 @@ impl Queue {
                     Some(Ok(UsedElem { id, len })) => {
                         // The ring validated the id as in flight; a slot without a request is
                         // an internal request (GET_ID at start) that was polled.
-                        if let Some(request) =
-                            self.slots.get_mut(usize::from(id)).and_then(Option::take)
-                        {
+                        if let Some(request) = self.slots.take(usize::from(id)) {
                             batch.push(request, len);
                         }
                     }
@@ -233,11 +222,11 @@ impl Queue {
     /// Moves up to a batch of in-flight requests out (reset: the device no longer runs).
     /// Returns whether any are left.
     pub fn cancel(&mut self, batch: &mut Batch) -> bool {
-        for slot in self.slots.iter_mut() {
+        for index in 0..SLOTS {
             if batch.is_full() {
                 return true;
             }
-            if let Some(request) = slot.take() {
+            if let Some(request) = self.slots.take(index) {
                 batch.push(request, 0);
             }
         }
@@ -301,9 +290,7 @@ impl Queue {
                     // flight), which the caller sees and repairs before any request uses it.
                     let _ = ring.pop_used();
                 }
-                self.slots
-                    .get(usize::from(used.id))
-                    .is_some_and(Option::is_none)
+                usize::from(used.id) < SLOTS && !self.slots.is_taken(usize::from(used.id))
             }
             _ => false,
         }
@@ -312,26 +299,28 @@ impl Queue {
     /// Puts the FLUSH that completes a FUA write on the ring, in the same request area.
     pub fn resubmit_flush(
         &mut self,
-        request: InFlight,
+        request: Srb,
         builder: Option<&RequestBuilder>,
     ) -> Option<QueueNotifier> {
-        let built = request
-            .area()
-            .and_then(|area| builder.and_then(|b| b.build_flush(&area).ok()));
+        let built = area_of(&request).and_then(|area| {
+            let built = builder.and_then(|b| b.build_flush(&area).ok())?;
+            // What the FLUSH's completion reads back (operation, `max_written`).
+            Extension { area }.record(&Prepared {
+                built,
+                op: Op::Flush,
+            });
+            Some(built)
+        });
         let Some(built) = built else {
             // No FLUSH on this device: the write is as durable as it gets.
-            let _ = request.srb.complete(SrbStatus::Success);
+            let _ = request.complete(SrbStatus::Success);
             return None;
-        };
-        let request = InFlight {
-            max_written: built.max_written,
-            ..request
         };
         match self.submit(request, &built) {
             Ok(notifier) => notifier,
             // The data is written but not yet durable: have Storport send the write again.
             Err(SubmitError::Full(request) | SubmitError::Broken(request)) => {
-                let _ = request.srb.complete(SrbStatus::Busy);
+                let _ = request.complete(SrbStatus::Busy);
                 None
             }
         }

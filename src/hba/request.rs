@@ -121,6 +121,14 @@ impl<'a> Extension<'a> {
     }
 }
 
+/// What a completion needs of the private word [`Extension::record`] wrote: the operation and
+/// the most a correct used length can say. `None` if the word holds no operation.
+#[inline]
+pub fn recorded_op(word: u64) -> Option<(Op, u32)> {
+    let [_, _, op, _, w0, w1, w2, w3] = word.to_le_bytes();
+    Some((Op::from_byte(op)?, u32::from_le_bytes([w0, w1, w2, w3])))
+}
+
 /// The outcome of preparing a block request.
 pub enum Preparation {
     /// Laid out; StartIo puts it on a ring.

@@ -469,7 +469,7 @@ fn cancel(queue: &mut Queue, batch: &mut Batch) -> bool {
 /// Completes cancelled requests: Storport retries requests completed with BUS_RESET.
 fn complete_all(batch: &mut Batch, status: SrbStatus) {
     for (request, _) in batch.drain() {
-        let _ = request.srb.complete(status);
+        let _ = request.complete(status);
     }
 }
 

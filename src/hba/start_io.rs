@@ -13,7 +13,7 @@ use crate::scsi::{Sense, SenseKey};
 use super::build_io::extension_of;
 #[cfg(feature = "planted-race")]
 use super::completion::check_condition;
-use super::queue::{InFlight, SubmitError};
+use super::queue::SubmitError;
 use super::request::Prepared;
 use super::{Adapter, Found, Mode};
 
@@ -44,9 +44,9 @@ enum Submitted {
     /// On the ring; the device asked not to be notified.
     Quiet,
     /// The ring is full: Storport retries it.
-    Full(InFlight),
+    Full(Srb),
     /// The ring broke between the reset check and the lock.
-    Broken(InFlight),
+    Broken(Srb),
     /// The queue's lock closure did not run (its DPC is not bound yet, or Storport refused the
     /// lock, or the adapter is stopped): the request is still in `pending`.
     NotRun,
@@ -83,7 +83,8 @@ pub(super) fn start_io(adapter: &Adapter, found: &Found, ctx: StartIo<'_>, srb: 
         let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
-    let Some(Prepared { built, op }) = extension.prepared() else {
+    // The operation and `max_written` stay in the private word for the completion.
+    let Some(Prepared { built, .. }) = extension.prepared() else {
         let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
@@ -91,14 +92,10 @@ pub(super) fn start_io(adapter: &Adapter, found: &Found, ctx: StartIo<'_>, srb: 
         let _ = srb.complete(SrbStatus::Busy);
         return;
     }
-    let request = InFlight {
-        srb,
-        op,
-        max_written: built.max_written,
-    };
+    let request = srb;
     let mode = adapter.mode();
     let queue = if mode == Mode::MultiQueue {
-        queue_for(adapter, &request.srb)
+        queue_for(adapter, &request)
     } else {
         0
     };
@@ -131,21 +128,18 @@ pub(super) fn start_io(adapter: &Adapter, found: &Found, ctx: StartIo<'_>, srb: 
         // request again once the device is back.
         #[cfg(not(feature = "planted-race"))]
         Submitted::Broken(request) => {
-            let _ = request.srb.complete(SrbStatus::Busy);
+            let _ = request.complete(SrbStatus::Busy);
         }
         // The planted bug (test builds only, see Cargo.toml): the code before fb79d8a.
         #[cfg(feature = "planted-race")]
         Submitted::Broken(request) => {
-            let _ = check_condition(
-                request.srb,
-                &Sense::new(SenseKey::HardwareError, 0x44, 0x00),
-            );
+            let _ = check_condition(request, &Sense::new(SenseKey::HardwareError, 0x44, 0x00));
         }
         Submitted::NotRun => fail_submit(found, pending),
     }
 }
 
-fn fail_submit(found: &Found, pending: Option<InFlight>) {
+fn fail_submit(found: &Found, pending: Option<Srb>) {
     if let Some(request) = pending {
         busy(found, request);
     }
@@ -153,11 +147,11 @@ fn fail_submit(found: &Found, pending: Option<InFlight>) {
 
 /// The ring is full: Storport holds the LU's requests until one completes, then retries this
 /// one (with a fresh SRB extension, through BuildIo again).
-fn busy(found: &Found, request: InFlight) {
-    if let Some(address) = request.srb.address() {
+fn busy(found: &Found, request: Srb) {
+    if let Some(address) = request.address() {
         found.port.device_busy(address, 1);
     }
-    let _ = request.srb.complete(SrbStatus::Busy);
+    let _ = request.complete(SrbStatus::Busy);
 }
 
 /// The queue Storport's message steering chose for `srb` (StartIo runs on the CPU whose MSI-X

@@ -180,6 +180,72 @@ pub fn reports_unit_attention(cdb: &[u8]) -> bool {
     )
 }
 
+/// READ(10), WRITE(10), READ(16) and WRITE(16) in their ordinary form, decoded from the
+/// CDB's first 16 bytes copied out by value (`len` is the whole CDB's length): the I/O path's
+/// commands, ahead of [`decode`].
+///
+/// `None` for any other command, and for one of these with anything out of the ordinary (a
+/// short CDB, CONTROL or protection bits, no blocks, more than the maximum transfer length,
+/// out of range, no medium, a write to a read-only disk), which [`decode`] then answers with
+/// its exact sense data. When it is `Some`, it is what [`decode`] returns for the same CDB
+/// (`tests::the_fast_path_agrees_with_decode`).
+#[inline]
+pub fn decode_read_write(cdb: &[u8; 16], len: usize, disk: &DiskInfo) -> Option<Command> {
+    let [
+        opcode,
+        flags,
+        b2,
+        b3,
+        b4,
+        b5,
+        b6,
+        b7,
+        b8,
+        b9,
+        b10,
+        b11,
+        b12,
+        b13,
+        _,
+        b15,
+    ] = *cdb;
+    let (write, lba, blocks, control) = match opcode {
+        op::READ_10 | op::WRITE_10 if len >= 10 => (
+            opcode == op::WRITE_10,
+            u64::from(u32::from_be_bytes([b2, b3, b4, b5])),
+            u32::from(u16::from_be_bytes([b7, b8])),
+            b9,
+        ),
+        op::READ_16 | op::WRITE_16 if len >= 16 => (
+            opcode == op::WRITE_16,
+            u64::from_be_bytes([b2, b3, b4, b5, b6, b7, b8, b9]),
+            u32::from_be_bytes([b10, b11, b12, b13]),
+            b15,
+        ),
+        _ => return None,
+    };
+    // NACA and LINK (CONTROL), RDPROTECT/WRPROTECT: refused by `decode`, with a field pointer.
+    if control & 0x05 != 0 || flags & 0xE0 != 0 || blocks == 0 {
+        return None;
+    }
+    if disk.max_transfer_blocks != 0 && blocks > disk.max_transfer_blocks {
+        return None;
+    }
+    if disk.check_ready().is_err()
+        || disk.check_range(lba, u64::from(blocks)).is_err()
+        || (write && disk.check_writable().is_err())
+    {
+        return None;
+    }
+    let fua = write && flags & 0x08 != 0 && disk.write_cache_enabled() && disk.flush;
+    let io = Io { lba, blocks, fua };
+    Some(if write {
+        Command::Write(io)
+    } else {
+        Command::Read(io)
+    })
+}
+
 /// A CDB of at least the length its operation code needs.
 struct Cdb<'a>(&'a [u8]);
 
@@ -697,6 +763,97 @@ mod tests {
 
     fn io(lba: u64, blocks: u32, fua: bool) -> Io {
         Io { lba, blocks, fua }
+    }
+
+    /// The I/O path's decoder answers only what `decode` answers the same, over READ and WRITE
+    /// (10) and (16) with every flag byte, CONTROL byte, length and range near the disk's end,
+    /// on disks with and without a write cache, read-only, empty and with a transfer limit.
+    #[test]
+    fn the_fast_path_agrees_with_decode() {
+        let mut disks = Vec::new();
+        for base in [disk512(), disk4k()] {
+            disks.push(base);
+            let mut d = base;
+            d.read_only = true;
+            disks.push(d);
+            let mut d = base;
+            d.capacity = 0;
+            disks.push(d);
+            let mut d = base;
+            d.max_transfer_blocks = 8;
+            d.write_cache = Some(WriteCache {
+                enabled: false,
+                changeable: true,
+            });
+            disks.push(d);
+            let mut d = base;
+            d.max_transfer_blocks = 0;
+            d.write_cache = None;
+            disks.push(d);
+            let mut d = base;
+            d.flush = false;
+            disks.push(d);
+        }
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut fast = 0;
+        for disk in &disks {
+            for opcode in [
+                op::READ_10,
+                op::WRITE_10,
+                op::READ_16,
+                op::WRITE_16,
+                op::READ_12,
+                0x00,
+            ] {
+                for round in 0..400 {
+                    let r = next();
+                    let flags = if round % 2 == 0 {
+                        (r & 0x08) as u8
+                    } else {
+                        r as u8
+                    };
+                    let lba = match round % 4 {
+                        0 => r >> 40 & 0xFF,
+                        1 => disk.capacity.saturating_sub(r >> 8 & 0xF),
+                        2 => r >> 16 & 0xFFFF_FFFF,
+                        _ => r,
+                    };
+                    let blocks = (r >> 24 & 0x1F) as u32;
+                    let mut head = [0u8; 16];
+                    let full = if opcode == op::READ_10 || opcode == op::WRITE_10 {
+                        let mut c = rw10(opcode, flags, lba as u32, blocks as u16);
+                        c[9] = if round % 3 == 0 { (r >> 48) as u8 } else { 0 };
+                        head[..10].copy_from_slice(&c);
+                        c.to_vec()
+                    } else {
+                        let mut c = rw16(opcode, flags, lba, blocks);
+                        c[15] = if round % 3 == 0 { (r >> 48) as u8 } else { 0 };
+                        head.copy_from_slice(&c);
+                        c.to_vec()
+                    };
+                    for len in [full.len(), full.len().saturating_sub(1), 6] {
+                        let cdb = &full[..len];
+                        if let Some(command) = decode_read_write(&head, len, disk) {
+                            fast += 1;
+                            assert_eq!(Ok(command), decode(cdb, disk), "{cdb:02x?}");
+                        }
+                    }
+                }
+            }
+        }
+        // It does take the common case.
+        assert!(fast > 1000, "{fast}");
+        let c = rw16(op::READ_16, 0, 8, 8);
+        assert_eq!(
+            decode_read_write(&c, 16, &disk512()),
+            Some(Command::Read(io(8, 8, false)))
+        );
     }
 
     fn answer(cdb: &[u8], disk: &DiskInfo) -> Vec<u8> {

@@ -44,7 +44,7 @@ mod sense;
 mod unmap;
 mod write_same;
 
-pub use cdb::{Command, DataIn, Io, decode, reports_unit_attention};
+pub use cdb::{Command, DataIn, Io, decode, decode_read_write, reports_unit_attention};
 pub use disk::{
     BlockSize, Deallocation, DiscardLimits, DiskInfo, SectorRange, Segment, Serial, WriteCache,
     WriteZeroesLimits, to_sectors,

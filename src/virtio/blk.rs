@@ -649,6 +649,43 @@ impl<'a> RequestArea<'a> {
     }
 }
 
+/// A request area as its completion reads it: CPU memory only, no bus address (nothing is
+/// handed to the device any more), for the status byte the device wrote and the driver's own
+/// word.
+///
+/// # Invariants
+///
+/// `words` covers at least the header and the status byte's slot (`TABLE_OFFSET` bytes).
+#[derive(Clone, Copy, Debug)]
+pub struct CompletedArea<'a> {
+    words: &'a [core::sync::atomic::AtomicU64],
+}
+
+impl<'a> CompletedArea<'a> {
+    /// Wraps the area's memory, or `None` if it is too short to be a request area.
+    pub fn new(words: &'a [core::sync::atomic::AtomicU64]) -> Option<Self> {
+        // INVARIANT: checked here.
+        (words.len() >= TABLE_OFFSET / 8).then_some(Self { words })
+    }
+
+    /// The status byte the device wrote (read after the request's used element).
+    pub fn status(&self) -> Status {
+        let byte = self.words.get(STATUS_OFFSET / 8).map_or(u8::MAX, |w| {
+            // Memory order is native byte order: the status byte is the word's byte
+            // `STATUS_OFFSET % 8` as it lies in memory.
+            let [b0, ..] = w.load(Ordering::Relaxed).to_ne_bytes();
+            const _: () = assert!(STATUS_OFFSET.is_multiple_of(8));
+            b0
+        });
+        Status::from_byte(byte)
+    }
+
+    /// The driver's own word ([`PRIVATE_OFFSET`]).
+    pub fn load_private(&self) -> Option<u64> {
+        Some(self.words.get(PRIVATE_OFFSET / 8)?.load(Ordering::Relaxed))
+    }
+}
+
 /// What a built request hands to the queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BuiltRequest {
@@ -1028,29 +1065,29 @@ mod tests {
     fn builder() -> RequestBuilder {
         RequestBuilder::new(RequestLimits::new(
             &config(),
-            QueueSize::new(256).unwrap(),
+            QueueSize::new(128).unwrap(),
             AREA_SIZE,
         ))
     }
 
     #[test]
     fn budget() {
-        let l = RequestLimits::new(&config(), QueueSize::new(256).unwrap(), AREA_SIZE);
+        let l = RequestLimits::new(&config(), QueueSize::new(128).unwrap(), AREA_SIZE);
         assert_eq!(l.max_data_segments, 60);
-        let l = RequestLimits::new(&config(), QueueSize::new(256).unwrap(), area_size(64));
+        let l = RequestLimits::new(&config(), QueueSize::new(128).unwrap(), area_size(64));
         assert_eq!(l.max_data_segments, 64);
         // seg_max and the queue size bound it too.
         let mut c = config();
         c.seg_max = Some(8);
         assert_eq!(
-            RequestLimits::new(&c, QueueSize::new(256).unwrap(), AREA_SIZE).max_data_segments,
+            RequestLimits::new(&c, QueueSize::new(128).unwrap(), AREA_SIZE).max_data_segments,
             8
         );
         assert_eq!(
             RequestLimits::new(&config(), QueueSize::new(16).unwrap(), AREA_SIZE).max_data_segments,
             14
         );
-        let l = RequestLimits::new(&config(), QueueSize::new(256).unwrap(), AREA_SIZE);
+        let l = RequestLimits::new(&config(), QueueSize::new(128).unwrap(), AREA_SIZE);
         assert_eq!(l.write_zeroes.unwrap().max_segments, 59);
         assert_eq!(l.discard.unwrap().max_segments, 1);
         assert!(RequestArea::new(dma(64, PHYS).subregion(0, 63).unwrap()).is_none());

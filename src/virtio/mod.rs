@@ -37,10 +37,10 @@ mod transport;
 mod virtqueue;
 
 pub use blk::{
-    AREA_SIZE, BlkConfig, BlkConfigError, BuildError, BuiltRequest, DiscardLimits, Geometry,
-    MAX_DATA_SEGMENTS, PRIVATE_OFFSET, RangeSegment, RequestArea, RequestBuilder, RequestHeader,
-    RequestLimits, RequestType, SECTOR_SIZE, Status, Topology, WriteCache, WriteZeroesLimits,
-    area_size,
+    AREA_SIZE, BlkConfig, BlkConfigError, BuildError, BuiltRequest, CompletedArea, DiscardLimits,
+    Geometry, MAX_DATA_SEGMENTS, PRIVATE_OFFSET, RangeSegment, RequestArea, RequestBuilder,
+    RequestHeader, RequestLimits, RequestType, SECTOR_SIZE, Status, Topology, WriteCache,
+    WriteZeroesLimits, area_size,
 };
 pub use packed::{IndirectTable, PackedQueue, PackedRingError};
 pub use pci::{PciError, Structure, StructureType, VirtioPciLayout};

@@ -119,7 +119,7 @@ struct Layout {
 
 impl Layout {
     fn new(size: QueueSize) -> Self {
-        // size <= MAX_QUEUE_SIZE (256): 4 KiB of ring, far from any overflow.
+        // size <= MAX_QUEUE_SIZE (128): 2 KiB of ring, far from any overflow.
         let ring = usize::from(size.get()).saturating_mul(DESCRIPTOR_SIZE);
         let driver = ring.div_ceil(CACHE_LINE).saturating_mul(CACHE_LINE);
         let device = driver.saturating_add(CACHE_LINE);
@@ -887,10 +887,10 @@ mod tests {
         let size = QueueSize::new(8).unwrap();
         let l = Layout::new(size);
         assert_eq!((l.ring, l.driver, l.device, l.total), (128, 128, 192, 256));
-        let l = Layout::new(QueueSize::new(256).unwrap());
+        let l = Layout::new(QueueSize::new(128).unwrap());
         assert_eq!(
             (l.ring, l.driver, l.device, l.total),
-            (4096, 4096, 4160, 4224)
+            (2048, 2048, 2112, 2176)
         );
         let l = Layout::new(QueueSize::new(1).unwrap());
         assert_eq!((l.ring, l.driver, l.device, l.total), (16, 64, 128, 192));

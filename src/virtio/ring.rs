@@ -35,9 +35,10 @@ use storport::dma::DmaRegion;
 
 /// The largest queue the driver uses. The device may offer more (up to 32768); the driver
 /// writes a smaller `queue_size` (4.1.4.3), which keeps the per-queue bookkeeping a fixed
-/// 1.5 KiB array and no allocation. 256 requests in flight per queue exceeds what Storport
-/// queues per LUN.
-pub const MAX_QUEUE_SIZE: u16 = 256;
+/// 768-byte array and no allocation. The adapter asks for no more than its 128 request slots
+/// per queue (`hba::SLOTS`), so a larger ring would only be bookkeeping in the device
+/// extension that nothing uses.
+pub const MAX_QUEUE_SIZE: u16 = 128;
 
 /// `struct virtq_desc` flags (2.7.5).
 mod desc_flags {
@@ -91,7 +92,7 @@ impl QueueSize {
         if limit == 0 {
             return None;
         }
-        // The largest power of two <= limit; limit <= 256, so nothing overflows.
+        // The largest power of two <= limit; limit <= 128, so nothing overflows.
         let size = (u32::from(limit) + 1).next_power_of_two() / 2;
         Self::new(u16::try_from(size).ok()?)
     }
@@ -966,8 +967,8 @@ pub(crate) mod tests {
     fn sizes_and_layout() {
         assert_eq!(QueueSize::new(0), None);
         assert_eq!(QueueSize::new(96), None);
-        assert_eq!(QueueSize::new(512), None);
-        assert_eq!(QueueSize::choose(1024, 256).unwrap().get(), 256);
+        assert_eq!(QueueSize::new(256), None);
+        assert_eq!(QueueSize::choose(1024, 256).unwrap().get(), 128);
         assert_eq!(QueueSize::choose(96, 1000).unwrap().get(), 64);
         assert_eq!(QueueSize::choose(1, 1).unwrap().get(), 1);
         assert_eq!(QueueSize::choose(0, 128), None);
@@ -976,13 +977,13 @@ pub(crate) mod tests {
             MAX_QUEUE_SIZE
         );
 
-        let l = Layout::new(QueueSize::new(256).unwrap());
-        assert_eq!(l.avail, 4096);
-        assert_eq!(l.avail_len, 518);
-        assert_eq!(l.used, 4096 + 576);
+        let l = Layout::new(QueueSize::new(128).unwrap());
+        assert_eq!(l.avail, 2048);
+        assert_eq!(l.avail_len, 262);
+        assert_eq!(l.used, 2048 + 320);
         assert_eq!(l.used % 64, 0);
-        assert_eq!(l.total, 4672 + 2112);
-        for shift in 0..=8 {
+        assert_eq!(l.total, 2368 + 1088);
+        for shift in 0..=7 {
             let size = QueueSize::new(1 << shift).unwrap();
             let l = Layout::new(size);
             assert!(l.avail + l.avail_len <= l.used && l.used + l.used_len <= l.total);

@@ -28,7 +28,7 @@ pub enum QueueError {
 #[expect(
     clippy::large_enum_variant,
     reason = "the driver has no heap to box into; a queue lives in the device extension either \
-              way, and the split ring's bookkeeping is the larger (1.6 KiB against 1.1 KiB)"
+              way, and the split ring's bookkeeping is the larger (about 0.9 KiB against 0.6 KiB)"
 )]
 pub enum Virtqueue {
     /// VIRTIO_F_RING_PACKED not negotiated.

@@ -33,7 +33,7 @@ const BASE: u64 = 0x4000_0000;
 /// One fuzz input.
 #[derive(Arbitrary, Debug, Clone)]
 pub struct Input {
-    /// log2 of the queue size (taken modulo 9: 1..=256 entries).
+    /// log2 of the queue size (taken modulo 8: 1..=128 entries, `MAX_QUEUE_SIZE`).
     pub size_log2: u8,
     /// A packed ring (VIRTIO_F_RING_PACKED) instead of a split one.
     pub packed: bool,
@@ -471,7 +471,7 @@ pub fn execute(input: &Input) -> Result<(), (usize, Violation)> {
 }
 
 fn execute_in(input: &Input, words: &'static [AtomicU64]) -> Result<(), (usize, Violation)> {
-    let size = 1u16 << (input.size_log2 % 9);
+    let size = 1u16 << (input.size_log2 % 8);
     let Some(queue_size) = QueueSize::new(size) else {
         return Ok(());
     };

@@ -258,6 +258,7 @@ pub fn parse_srb(input: &Input) -> storport::fuzzing::Parsed {
         return parsed;
     }
     assert!(parsed.cdb_inside, "the CDB slice lies outside the SRB");
+    assert!(parsed.cdb_head_agrees, "cdb_head disagrees with cdb");
     assert!(parsed.cdb_len <= 32, "a CDB of {} bytes", parsed.cdb_len);
     assert!(parsed.data_len <= data.len());
     if let Some(written) = parsed.sense_written {

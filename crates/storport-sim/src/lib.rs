@@ -52,7 +52,9 @@ pub use adapter::{
 };
 pub use exports::{LockApi, LockCall, record_lock_calls, unattributed_calls};
 pub use port::{LoadError, Port, PortOptions, Registration, SgMode};
-pub use request::{Completion, CompletionQueue, Request, RequestHandle, flags, function};
+pub use request::{
+    Completion, CompletionQueue, GuestData, Request, RequestHandle, flags, function,
+};
 pub use rules::{Rule, Violation};
 pub use wait::{PATIENCE, Signal};
 pub use watchdog::{HANG_EXIT_CODE, set_context as watchdog_context};

@@ -111,6 +111,17 @@ impl GuestAllocator {
         }
     }
 
+    /// Marks a block freed for the DMA watch without reusing it yet (it was lent out with a
+    /// completion; [`GuestAllocator::free`] takes it back later).
+    pub fn retire(&self, b: &Block) {
+        if let Some(watch) = &self.watch {
+            watch.freed(
+                self.mem.guest_base + (b.host - self.mem.host_base as usize) as u64,
+                b.size,
+            );
+        }
+    }
+
     /// Returns a block to its class.
     pub fn free(&self, b: Block) {
         let off = b.host - self.mem.host_base as usize;

@@ -141,7 +141,7 @@ impl Request {
 }
 
 /// How a request ended.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Completion {
     /// SrbStatus as completed (with the AUTOSENSE_VALID / QUEUE_FROZEN bits).
     pub srb_status: u8,
@@ -149,8 +149,12 @@ pub struct Completion {
     pub scsi_status: u8,
     /// Sense bytes (when SRB_STATUS_AUTOSENSE_VALID), SenseInfoBufferLength of them.
     pub sense: Vec<u8>,
-    /// Data-in bytes (DataTransferLength of them).
+    /// Data-in bytes (DataTransferLength of them), copied out of the guest buffer; empty when
+    /// the buffer itself is lent ([`Completion::lent`]).
     pub data: Vec<u8>,
+    /// The data-in bytes in the guest buffer the device wrote, lent instead of copied, for a
+    /// [`CompletionQueue::lending`] queue ([`Completion::data_bytes`] reads either).
+    pub lent: Option<GuestData>,
     /// DataTransferLength as completed.
     pub data_transfer_length: u32,
     /// How many times the miniport answered SRB_STATUS_BUSY first.
@@ -162,7 +166,32 @@ pub struct Completion {
     pub latency: Duration,
 }
 
+impl Clone for Completion {
+    /// A copy; lent data is copied into [`Completion::data`] (a guest buffer has one owner).
+    fn clone(&self) -> Self {
+        Completion {
+            srb_status: self.srb_status,
+            scsi_status: self.scsi_status,
+            sense: self.sense.clone(),
+            data: self.data_bytes().to_vec(),
+            lent: None,
+            data_transfer_length: self.data_transfer_length,
+            busy_retries: self.busy_retries,
+            port_rejected: self.port_rejected,
+            latency: self.latency,
+        }
+    }
+}
+
 impl Completion {
+    /// The data-in bytes, lent or copied.
+    pub fn data_bytes(&self) -> &[u8] {
+        match &self.lent {
+            Some(lent) => lent.as_slice(),
+            None => &self.data,
+        }
+    }
+
     /// SrbStatus without the modifier bits (`SRB_STATUS(s)`).
     pub fn status(&self) -> u8 {
         self.srb_status & !(abi::SRB_STATUS_AUTOSENSE_VALID | abi::SRB_STATUS_QUEUE_FROZEN)
@@ -171,6 +200,50 @@ impl Completion {
     /// SRB_STATUS_SUCCESS.
     pub fn is_success(&self) -> bool {
         self.status() == abi::SRB_STATUS_SUCCESS
+    }
+}
+
+/// A completed read's data in the guest buffer the device wrote it to, lent to the submitter
+/// instead of copied (Windows has no such copy either: the class driver's buffer is the one the
+/// device writes). The port gives the buffer back to its allocator when this is dropped.
+///
+/// The request is complete, so neither the miniport nor the device may write the buffer any
+/// more: the port marks it freed for the device model's DMA watch at completion, as it does a
+/// buffer it takes back, and a device writing it now is reported as
+/// [`crate::Rule::WriteAfterCompletion`] rather than changing bytes under the reader.
+pub struct GuestData {
+    adapter: Arc<AdapterInner>,
+    block: Block,
+    host: usize,
+    len: usize,
+}
+
+impl GuestData {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `host .. host + len` lies inside `block` (checked when it was lent), which
+        // nothing else owns until this is dropped; `adapter` keeps the guest region mapped.
+        unsafe { std::slice::from_raw_parts(self.host as *const u8, self.len) }
+    }
+}
+
+impl std::ops::Deref for GuestData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl std::fmt::Debug for GuestData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestData").field("len", &self.len).finish()
+    }
+}
+
+impl Drop for GuestData {
+    fn drop(&mut self) {
+        self.adapter.alloc.free(self.block);
     }
 }
 
@@ -258,12 +331,22 @@ pub struct CompletionQueue {
     ready: Mutex<Vec<(u64, Completion)>>,
     cv: Condvar,
     buffers: Mutex<Vec<Vec<u8>>>,
+    lend: bool,
 }
 
 impl CompletionQueue {
     /// An empty queue.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// An empty queue whose completions lend the guest data buffer ([`Completion::lent`])
+    /// instead of copying it into [`Completion::data`].
+    pub fn lending() -> Arc<Self> {
+        Arc::new(Self {
+            lend: true,
+            ..Self::default()
+        })
     }
 
     /// Waits at most `d` for completions and swaps them into `out` (which should be empty:
@@ -566,6 +649,11 @@ fn rejected(status: u8, submitted: Instant) -> Completion {
 }
 
 /// Builds the SRB, data buffer and SG list of `req` in a pooled record.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is a rejection handed straight to the waiter (rare); boxing it would \
+              allocate where nothing else does"
+)]
 fn prepare(
     a: &AdapterInner,
     req: &Request,
@@ -1091,9 +1179,27 @@ pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
         }
         None => (0, 0),
     };
+    let mut lent = None;
     let data = if r.data_in && r.data_len > 0 {
         let len = dtl.min(r.data_len) as usize;
         match &r.waiter {
+            Some(Waiter::Queue(q, _)) if q.lend => {
+                if let Some(block) = r.data.take() {
+                    // The buffer leaves the port with the completion: from now on a device
+                    // write to it is a write after completion.
+                    a.alloc.retire(&block);
+                    assert!(
+                        r.data_host >= block.host && r.data_host + len <= block.host + block.size
+                    );
+                    lent = Some(GuestData {
+                        adapter: a.arc(),
+                        block,
+                        host: r.data_host,
+                        len,
+                    });
+                }
+                Vec::new()
+            }
             Some(Waiter::Queue(q, _)) => q.copy_out(&a.alloc, r.data_host, len),
             _ => a.alloc.read(r.data_host, len),
         }
@@ -1111,6 +1217,7 @@ pub(crate) fn complete(a: &AdapterInner, srb: *mut c_void) {
         scsi_status,
         sense,
         data,
+        lent,
         data_transfer_length: dtl,
         busy_retries: r.busy_retries,
         port_rejected: false,

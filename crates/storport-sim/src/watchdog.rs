@@ -152,6 +152,18 @@ thread_local! {
 static THREADS: Mutex<Vec<Weak<ThreadClock>>> = Mutex::new(Vec::new());
 static MONITOR: OnceLock<()> = OnceLock::new();
 
+/// Runs `f` on this thread's clock record (made on first use), without taking a reference
+/// count on it: callbacks enter and leave often.
+fn with_thread_clock<R>(f: impl FnOnce(&ThreadClock) -> R) -> R {
+    THIS_THREAD.with(|t| {
+        if let Some(c) = t.borrow().as_deref() {
+            return f(c);
+        }
+        let c = thread_clock();
+        f(&c)
+    })
+}
+
 fn thread_clock() -> Arc<ThreadClock> {
     THIS_THREAD.with(|t| {
         t.borrow_mut()
@@ -185,7 +197,17 @@ pub(crate) struct Charge {
 /// Starts watching a callback on this thread (simulated CPU `cpu`); pair with [`leave`]. Reads
 /// no clock.
 pub(crate) fn enter(callback: Callback, adapter: u64, cpu: u32, irql: u8, limits: Limits) {
-    let clock = thread_clock();
+    with_thread_clock(|clock| enter_on(clock, callback, adapter, cpu, irql, limits));
+}
+
+fn enter_on(
+    clock: &ThreadClock,
+    callback: Callback,
+    adapter: u64,
+    cpu: u32,
+    irql: u8,
+    limits: Limits,
+) {
     clock.cpu.store(cpu, Ordering::Relaxed);
     clock
         .running
@@ -202,9 +224,12 @@ pub(crate) fn enter(callback: Callback, adapter: u64, cpu: u32, irql: u8, limits
 }
 
 /// Stops watching this thread's innermost callback and returns what it was charged (nothing
-/// when the monitor never saw it running).
+/// when the monitor never saw it running, and then it reads no clock either).
 pub(crate) fn leave() -> Charge {
-    let clock = thread_clock();
+    with_thread_clock(leave_on)
+}
+
+fn leave_on(clock: &ThreadClock) -> Charge {
     let r = {
         let mut running = clock.running.lock().unwrap_or_else(|e| e.into_inner());
         let r = running.pop();
@@ -220,9 +245,12 @@ pub(crate) fn leave() -> Charge {
             reported: false,
         };
     };
-    let charged = match (r.base, clock.now()) {
-        (Some(base), Some(now)) => base.charged(&clock, now),
-        _ => Duration::ZERO,
+    // The clock is read only for a callback the monitor sampled (it set `base`).
+    let charged = match r.base {
+        Some(base) => clock
+            .now()
+            .map_or(Duration::ZERO, |now| base.charged(clock, now)),
+        None => Duration::ZERO,
     };
     Charge {
         charged,

@@ -34,6 +34,8 @@ pub struct Parsed {
     pub cdb_len: usize,
     /// The CDB slice lay entirely inside the SRB's `SrbLength` bytes.
     pub cdb_inside: bool,
+    /// `Srb::cdb_head` gave `Srb::cdb`'s length and its first (up to 16) bytes.
+    pub cdb_head_agrees: bool,
     /// `Srb::pnp`.
     pub pnp: Option<PnpRequest>,
     /// `Srb::power`.
@@ -198,6 +200,9 @@ pub fn parse(
     let srb_len = claimed.min(len_bytes as u32) as usize;
     parsed.cdb_inside = cdb.is_empty()
         || (cdb_at >= start && cdb_at.saturating_add(cdb.len()) <= start.saturating_add(srb_len));
+    let (head_len, head) = srb.cdb_head();
+    let shown = cdb.len().min(16);
+    parsed.cdb_head_agrees = head_len == cdb.len() && head.get(..shown) == cdb.get(..shown);
     parsed.cdb_len = cdb.len().min(32);
     if let Some(dst) = parsed.cdb.get_mut(..parsed.cdb_len) {
         dst.copy_from_slice(cdb.get(..parsed.cdb_len).unwrap_or(&[]));

@@ -10,6 +10,7 @@
 
 use core::ffi::c_void;
 use core::ptr::NonNull;
+use core::sync::atomic::AtomicU64;
 
 use crate::dma::DmaRegion;
 use crate::ffi;
@@ -354,6 +355,25 @@ impl Srb {
     }
 
     fn scsi_block(&self) -> ScsiBlock {
+        // Storport puts the CDB block first: look there with one bounds check (the first
+        // offset is inside the header `from_raw` checked), then search the others.
+        let header = self.header();
+        if header.NumSrbExData >= 1
+            && let [offset] = header.SrbExDataOffset
+            && let Some(p) = self.inner::<ffi::SRBEX_DATA_SCSI_CDB16>(offset)
+        {
+            // SAFETY: `inner` checked a CDB16 block's size lies inside the SRB; Type is its
+            // first field, common to every SRBEX_DATA block.
+            match unsafe { (*p.as_ptr()).Type } {
+                ffi::SrbExDataTypeScsiCdb16 => return ScsiBlock::Cdb16(p),
+                ffi::SrbExDataTypeScsiCdb32 => {
+                    if let Some(p) = self.inner::<ffi::SRBEX_DATA_SCSI_CDB32>(offset) {
+                        return ScsiBlock::Cdb32(p);
+                    }
+                }
+                _ => {}
+            }
+        }
         let count = self.header().NumSrbExData.min(16);
         for i in 0..count {
             match self.ex_data(i) {
@@ -425,6 +445,30 @@ impl Srb {
                 block.Cdb.get(..len).unwrap_or(&[])
             }
             ScsiBlock::None => &[],
+        }
+    }
+
+    /// The CDB's length and its first 16 bytes, copied out by value with one look-up of the
+    /// CDB block: what a fast path for READ and WRITE decodes before the general decoder takes
+    /// [`Srb::cdb`]. Bytes at and past the length are the block's own, not the command's;
+    /// `(0, _)` when the request carries no CDB.
+    pub fn cdb_head(&self) -> (usize, [u8; 16]) {
+        match self.scsi_block() {
+            ScsiBlock::Cdb16(p) => {
+                // SAFETY: `scsi_block` checked the block lies inside the SRB, which we own.
+                let block = unsafe { p.as_ref() };
+                (usize::from(block.CdbLength).min(16), block.Cdb)
+            }
+            ScsiBlock::Cdb32(p) => {
+                // SAFETY: as above.
+                let block = unsafe { p.as_ref() };
+                let mut head = [0u8; 16];
+                for (dst, src) in head.iter_mut().zip(block.Cdb.iter()) {
+                    *dst = *src;
+                }
+                (usize::from(block.CdbLength).min(block.Cdb.len()), head)
+            }
+            ScsiBlock::None => (0, [0; 16]),
         }
     }
 
@@ -580,6 +624,29 @@ impl Srb {
         Some(unsafe { DmaRegion::new(va, phys as u64, size as usize) })
     }
 
+    /// The request's SRB extension as CPU memory only, in 64-bit words: what the miniport or
+    /// the device wrote there, read back without the StorPortGetPhysicalAddress call
+    /// [`Srb::extension`] makes for the bus address (a completion reads a status byte and a
+    /// word of its own, and needs no address to tell the device).
+    ///
+    /// Borrowed from the request like [`Srb::extension`], so it ends before the request
+    /// completes (`tests/compile_fail/extension_memory_after_complete.rs`). `None` when the
+    /// request has no extension or it is not 8-aligned.
+    pub fn extension_memory(&self) -> Option<&[AtomicU64]> {
+        let va = NonNull::new(self.header().MiniportContext.cast::<AtomicU64>())?;
+        if !(va.as_ptr() as usize).is_multiple_of(core::mem::align_of::<AtomicU64>()) {
+            return None;
+        }
+        let size = header(&self.port)
+            .srb_extension_size
+            .load(core::sync::atomic::Ordering::Relaxed) as usize;
+        // SAFETY: Storport's SRB extension is SrbExtensionSize bytes at MiniportContext, valid
+        // until the request completes; the slice borrows `self`, and completing consumes `self`,
+        // so it ends before that. The start is 8-aligned (checked above); AtomicU64 accepts
+        // every bit pattern and every access through it is atomic, as the device writes too.
+        Some(unsafe { core::slice::from_raw_parts(va.as_ptr(), size / 8) })
+    }
+
     /// PnP details, for SRB_FUNCTION_PNP.
     pub fn pnp(&self) -> Option<PnpRequest> {
         let offset = self.find_ex_data(ffi::SrbExDataTypePnP)?;
@@ -668,5 +735,70 @@ impl Srb {
             )
         };
         Completed { _private: () }
+    }
+}
+
+/// Requests a miniport keeps in flight, by index (a ring's request id), at one word each.
+///
+/// A queue of requests on a device holds many `Srb`s; each names its adapter, which is the same
+/// for all of them. The table keeps that adapter once and each request as its SRB pointer only,
+/// so a slot is 8 bytes (`Option<Srb>` is 16). It owns what it holds as an [`Srb`] does: a
+/// request goes in as an `Srb` and comes out as one, so it is completed at most once, and nothing
+/// reachable outside the table names a request inside it.
+///
+/// # Invariants
+///
+/// Every `Some` slot holds the SRB pointer of an [`Srb`] that was moved into the table (its
+/// invariant holding with `port`), and `port` is `Some` whenever a slot is.
+pub struct SrbTable<const N: usize> {
+    port: Option<Port>,
+    srbs: [Option<NonNull<ffi::STORAGE_REQUEST_BLOCK>>; N],
+}
+
+// SAFETY: the table owns the requests it holds, as `Srb` (which is Send) does.
+unsafe impl<const N: usize> Send for SrbTable<N> {}
+
+impl<const N: usize> SrbTable<N> {
+    /// A table with every slot free.
+    pub const EMPTY: Self = Self {
+        port: None,
+        srbs: [None; N],
+    };
+
+    /// Puts `srb` in slot `index`. Gives it back when the index is out of range, the slot is
+    /// taken, or the request belongs to another adapter than those already in the table.
+    #[inline]
+    pub fn insert(&mut self, index: usize, srb: Srb) -> Result<(), Srb> {
+        match self.port {
+            Some(port) if port != srb.port => return Err(srb),
+            _ => {}
+        }
+        match self.srbs.get_mut(index) {
+            Some(slot @ None) => {
+                // INVARIANT: the pointer comes from an `Srb` moved in here, whose port is now
+                // the table's (the same, by the check above).
+                *slot = Some(srb.raw);
+                self.port = Some(srb.port);
+                Ok(())
+            }
+            _ => Err(srb),
+        }
+    }
+
+    /// Takes the request out of slot `index`, if one is there.
+    #[inline]
+    pub fn take(&mut self, index: usize) -> Option<Srb> {
+        let raw = self.srbs.get_mut(index)?.take()?;
+        // INVARIANT (of the Srb): the pointer was an `Srb`'s with this port (the table's
+        // invariant), and taking it out of the slot hands its ownership back.
+        Some(Srb {
+            raw,
+            port: self.port?,
+        })
+    }
+
+    /// Whether slot `index` holds a request.
+    pub fn is_taken(&self, index: usize) -> bool {
+        self.srbs.get(index).is_some_and(Option::is_some)
     }
 }
