@@ -79,7 +79,8 @@ elif [ ${#files[@]} -eq 0 ]; then
 fi
 
 driver_suites=(--test driver_probes --test driver_io --test driver_trust --test driver_faults
-    --test driver_scsi --test driver_scsi_compliance --test driver_feature_matrix --test driver_packed)
+    --test driver_scsi --test driver_scsi_compliance --test driver_scsi_forms --test driver_recovery
+    --test driver_feature_matrix --test driver_packed)
 storport_suites=(--test sim --test lock_wrappers --test multi_tier --test removal --test watchdog
     --test example_miniport)
 
