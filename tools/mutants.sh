@@ -107,7 +107,9 @@ run_package() {
     local diff_args=()
     [ -n "$diff_file" ] && diff_args=(--in-diff "$diff_file")
     local count
-    count=$(cargo mutants --list "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" 2>/dev/null | grep -c . || true)
+    # The package is named: without it cargo-mutants lists the root package's mutants only, and
+    # crates/storport/src was never in scope.
+    count=$(cargo mutants --list --package "$name" "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" 2>/dev/null | grep -c . || true)
     if [ "$count" -eq 0 ]; then
         echo "$name: no mutant in scope" | tee -a "$summary"
         return 0

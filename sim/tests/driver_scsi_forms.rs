@@ -123,7 +123,10 @@ fn disk_bytes(stack: &Stack, offset: u64, len: usize) -> Vec<u8> {
 /// MODE SELECT(6) with PF = 1 and the list as its PARAMETER LIST LENGTH.
 fn select6(stack: &Stack, list: Vec<u8>) -> ScsiCompletion {
     let length = u8::try_from(list.len()).unwrap();
-    stack.execute(ScsiRequest::data_out(vec![0x15, 0x10, 0, 0, length, 0], list))
+    stack.execute(ScsiRequest::data_out(
+        vec![0x15, 0x10, 0, 0, length, 0],
+        list,
+    ))
 }
 
 /// MODE SELECT(10) with PF = 1.
@@ -171,30 +174,62 @@ fn mode_select_headers_and_block_descriptors() {
     assert_good(&select10(&stack, vec![0; 8]), "MODE SELECT(10) header only");
     let c = stack.execute(ScsiRequest::no_data(vec![0x15, 0x10, 0, 0, 0, 0]));
     assert_good(&c, "MODE SELECT(6) PARAMETER LIST LENGTH 0");
-    let c = stack.execute(ScsiRequest::no_data(vec![0x55, 0x10, 0, 0, 0, 0, 0, 0, 0, 0]));
+    let c = stack.execute(ScsiRequest::no_data(vec![
+        0x55, 0x10, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]));
     assert_good(&c, "MODE SELECT(10) PARAMETER LIST LENGTH 0");
 
     // A list shorter than its header (SPC-4 7.5.5): PARAMETER LIST LENGTH ERROR.
     let c = select6(&stack, vec![0; 3]);
-    assert_illegal(&c, PARAMETER_LIST_LENGTH_ERROR, None, "MODE SELECT(6) 3 bytes");
+    assert_illegal(
+        &c,
+        PARAMETER_LIST_LENGTH_ERROR,
+        None,
+        "MODE SELECT(6) 3 bytes",
+    );
     let c = select10(&stack, vec![0; 7]);
-    assert_illegal(&c, PARAMETER_LIST_LENGTH_ERROR, None, "MODE SELECT(10) 7 bytes");
+    assert_illegal(
+        &c,
+        PARAMETER_LIST_LENGTH_ERROR,
+        None,
+        "MODE SELECT(10) 7 bytes",
+    );
 
     // MEDIUM TYPE other than 00h (byte 1 of the 6-byte header, byte 2 of the 10-byte one).
     let c = select6(&stack, vec![0, 0x01, 0, 0]);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(1, None)), "medium 6");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(1, None)),
+        "medium 6",
+    );
     let c = select10(&stack, vec![0, 0, 0x01, 0, 0, 0, 0, 0]);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(2, None)), "medium 10");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(2, None)),
+        "medium 10",
+    );
     // WP and DPOFUA in the DEVICE-SPECIFIC PARAMETER are ignored (SBC-3 6.4.1).
     assert_good(&select6(&stack, vec![0, 0, 0x90, 0]), "WP|DPOFUA ignored");
 
     // BLOCK DESCRIPTOR LENGTH neither 0 nor 8 (16 with LONGLBA).
     let c = select6(&stack, vec![0, 0, 0, 4, 0, 0, 0, 0]);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(3, None)), "BDL 4");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(3, None)),
+        "BDL 4",
+    );
     let mut list = vec![0, 0, 0, 0, 0, 0, 0, 16];
     list.extend([0; 16]);
     let c = select10(&stack, list);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(6, None)), "BDL 16 short");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(6, None)),
+        "BDL 16 short",
+    );
     // A descriptor announced but cut off by the list's end.
     let c = select6(&stack, vec![0, 0, 0, 8, 0, 0, 0, 0]);
     assert_illegal(&c, PARAMETER_LIST_LENGTH_ERROR, None, "descriptor cut off");
@@ -204,24 +239,40 @@ fn mode_select_headers_and_block_descriptors() {
         let mut list = vec![0, 0, 0, 8];
         list.extend(short_descriptor(blocks, 512));
         list.extend(caching(false));
-        assert_good(&select6(&stack, list), &format!("short descriptor {blocks}"));
+        assert_good(
+            &select6(&stack, list),
+            &format!("short descriptor {blocks}"),
+        );
         assert!(!wce(&stack), "the page after the descriptor is applied");
         let mut list = vec![0, 0, 0, 0, 0, 0, 0, 8];
         list.extend(short_descriptor(blocks, 512));
         list.extend(caching(true));
-        assert_good(&select10(&stack, list), &format!("short descriptor(10) {blocks}"));
+        assert_good(
+            &select10(&stack, list),
+            &format!("short descriptor(10) {blocks}"),
+        );
         assert!(wce(&stack));
     }
     // ... but not another capacity (byte 4: NUMBER OF LOGICAL BLOCKS) or block length (byte 9).
     let mut list = vec![0, 0, 0, 8];
     list.extend(short_descriptor(5, 512));
     let c = select6(&stack, list);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(4, None)), "blocks");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(4, None)),
+        "blocks",
+    );
     let mut list = vec![0, 0, 0, 8];
     list.extend(short_descriptor(0, 4096));
     list.extend(caching(false));
     let c = select6(&stack, list);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(9, None)), "length");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(9, None)),
+        "length",
+    );
     assert!(wce(&stack), "a refused list changes nothing");
 
     // Long descriptors (MODE SELECT(10), LONGLBA): NUMBER OF LOGICAL BLOCKS at byte 8, LOGICAL
@@ -232,16 +283,31 @@ fn mode_select_headers_and_block_descriptors() {
     let mut list = vec![0, 0, 0, 0, 0x01, 0, 0, 16];
     list.extend(long_descriptor(BLOCKS + 1, 512));
     let c = select10(&stack, list);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(8, None)), "long blocks");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(8, None)),
+        "long blocks",
+    );
     let mut list = vec![0, 0, 0, 0, 0x01, 0, 0, 16];
     list.extend(long_descriptor(0, 520));
     let c = select10(&stack, list);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(20, None)), "long length");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(20, None)),
+        "long length",
+    );
     // LONGLBA with an 8-byte descriptor.
     let mut list = vec![0, 0, 0, 0, 0x01, 0, 0, 8];
     list.extend(short_descriptor(0, 512));
     let c = select10(&stack, list);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(6, None)), "LONGLBA 8");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(6, None)),
+        "LONGLBA 8",
+    );
     assert_clean(&stack);
 }
 
@@ -259,7 +325,10 @@ fn mode_select_page_errors_point_at_the_field() {
     assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(1, Some(4))), "PF = 0");
     assert!(wce(&stack), "nothing applied");
     // A header with PF = 0 and no page is fine.
-    let c = stack.execute(ScsiRequest::data_out(vec![0x15, 0x00, 0, 0, 4, 0], vec![0; 4]));
+    let c = stack.execute(ScsiRequest::data_out(
+        vec![0x15, 0x00, 0, 0, 4, 0],
+        vec![0; 4],
+    ));
     assert_good(&c, "PF = 0 without pages");
 
     // One byte of a page header.
@@ -269,7 +338,12 @@ fn mode_select_page_errors_point_at_the_field() {
     let mut spf = caching(false);
     spf[0] |= 0x40;
     let c = select6(&stack, with_page(&spf));
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(4, Some(6))), "SPF");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(4, Some(6))),
+        "SPF",
+    );
     // A page shorter than its PAGE LENGTH.
     let c = select6(&stack, with_page(&caching(false)[..10]));
     assert_illegal(&c, PARAMETER_LIST_LENGTH_ERROR, None, "page cut");
@@ -277,24 +351,44 @@ fn mode_select_page_errors_point_at_the_field() {
     let mut unknown = vec![0x01, 0x0A];
     unknown.resize(12, 0);
     let c = select6(&stack, with_page(&unknown));
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(4, Some(5))), "page 01h");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(4, Some(5))),
+        "page 01h",
+    );
     // A PAGE LENGTH other than the page's (12h for Caching): byte 5.
     let mut short = vec![0x08, 0x10, 0x00];
     short.resize(18, 0);
     let c = select6(&stack, with_page(&short));
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(5, None)), "length");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(5, None)),
+        "length",
+    );
     // A field that is not changeable in the caching page (RCD, byte 2 bit 0): the first
     // differing bit.
     let mut rcd = caching(true);
     rcd[2] |= 0x01;
     let c = select6(&stack, with_page(&rcd));
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(6, Some(0))), "RCD");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(6, Some(0))),
+        "RCD",
+    );
     // A valid page after a refused one is not applied: the Caching page with WCE off, then the
     // unknown page.
     let mut list = with_page(&caching(false));
     list.extend(&unknown);
     let c = select6(&stack, list);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(24, Some(5))), "second");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(24, Some(5))),
+        "second",
+    );
     assert!(wce(&stack), "a refused list changes nothing");
     // The PS bit is reserved in MODE SELECT: a page sent with it is still the Caching page.
     let mut ps = caching(false);
@@ -349,7 +443,10 @@ fn mode_sense_block_descriptors_and_refused_fields() {
 
     // A page the disk does not have: byte 2 bit 5 (the PAGE CODE's top bit).
     for page in [0x01u8, 0x02, 0x19, 0x3E] {
-        let c = stack.execute(ScsiRequest::data_in(vec![0x1A, 0x08, page, 0, 0xFF, 0], 255));
+        let c = stack.execute(ScsiRequest::data_in(
+            vec![0x1A, 0x08, page, 0, 0xFF, 0],
+            255,
+        ));
         assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(2, Some(5))), "page");
     }
     // A subpage other than 00h and FFh: byte 3.
@@ -371,11 +468,11 @@ fn control_byte_naca_and_link_are_refused_in_every_length() {
     let stack = default_stack();
     // (CDB, allocation length; 0 for a command without data)
     let cdbs: [(Vec<u8>, u32); 6] = [
-        (vec![0x00, 0, 0, 0, 0, 0], 0),                       // TEST UNIT READY
-        (vec![0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8),           // READ CAPACITY(10)
-        (vec![0x2F, 0, 0, 0, 0, 0, 0, 0, 1, 0], 0),           // VERIFY(10)
-        (vec![0xAF, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0], 0),     // VERIFY(12)
-        (vec![0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0], 16),   // REPORT LUNS
+        (vec![0x00, 0, 0, 0, 0, 0], 0),                     // TEST UNIT READY
+        (vec![0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8),         // READ CAPACITY(10)
+        (vec![0x2F, 0, 0, 0, 0, 0, 0, 0, 1, 0], 0),         // VERIFY(10)
+        (vec![0xAF, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0], 0),   // VERIFY(12)
+        (vec![0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0], 16), // REPORT LUNS
         (
             vec![0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
             32,
@@ -413,8 +510,16 @@ fn control_byte_naca_and_link_are_refused_in_every_length() {
 fn read_capacity_pmi_report_luns_select_and_request_sense() {
     let stack = default_stack();
     // READ CAPACITY(10) with a LOGICAL BLOCK ADDRESS and PMI = 0: byte 2 (SBC-3 5.15.1).
-    let c = stack.execute(ScsiRequest::data_in(vec![0x25, 0, 0, 0, 0, 9, 0, 0, 0, 0], 8));
-    assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(2, None)), "RC10 LBA without PMI");
+    let c = stack.execute(ScsiRequest::data_in(
+        vec![0x25, 0, 0, 0, 0, 9, 0, 0, 0, 0],
+        8,
+    ));
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_CDB,
+        Some(in_cdb(2, None)),
+        "RC10 LBA without PMI",
+    );
     // With PMI = 1 the last LBA and the block length.
     let data = data_in(&stack, vec![0x25, 0, 0, 0, 0, 9, 0, 0, 1, 0], 8);
     let mut expected = u32::try_from(BLOCKS - 1).unwrap().to_be_bytes().to_vec();
@@ -423,15 +528,28 @@ fn read_capacity_pmi_report_luns_select_and_request_sense() {
     // READ CAPACITY(16): the same rule at byte 14; and a service action other than 10h.
     let mut rc16 = vec![0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 32, 0, 0];
     let c = stack.execute(ScsiRequest::data_in(rc16.clone(), 32));
-    assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(2, None)), "RC16 LBA without PMI");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_CDB,
+        Some(in_cdb(2, None)),
+        "RC16 LBA without PMI",
+    );
     rc16[14] = 0x01;
     let data = data_in(&stack, rc16, 32);
-    assert_eq!(data[..12], [&(BLOCKS - 1).to_be_bytes()[..], &[0, 0, 2, 0]].concat());
+    assert_eq!(
+        data[..12],
+        [&(BLOCKS - 1).to_be_bytes()[..], &[0, 0, 2, 0]].concat()
+    );
     let c = stack.execute(ScsiRequest::data_in(
         vec![0x9E, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
         32,
     ));
-    assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(1, Some(4))), "service action 11h");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_CDB,
+        Some(in_cdb(1, Some(4))),
+        "service action 11h",
+    );
 
     // REPORT LUNS: SELECT REPORT 01h (well-known LUNs only: none), 02h (all: LUN 0), 03h and
     // above are refused at byte 2.
@@ -444,7 +562,12 @@ fn read_capacity_pmi_report_luns_select_and_request_sense() {
             vec![0xA0, 0, select, 0, 0, 0, 0, 0, 0, 16, 0, 0],
             16,
         ));
-        assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(2, None)), "SELECT REPORT");
+        assert_illegal(
+            &c,
+            INVALID_FIELD_IN_CDB,
+            Some(in_cdb(2, None)),
+            "SELECT REPORT",
+        );
     }
     // REPORT LUNS cut to its 8-byte header: the LUN LIST LENGTH still says 8.
     let data = data_in(&stack, vec![0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0], 8);
@@ -452,7 +575,12 @@ fn read_capacity_pmi_report_luns_select_and_request_sense() {
 
     // REQUEST SENSE: DESC = 1 is refused at byte 1 bit 0; the allocation length cuts the data.
     let c = stack.execute(ScsiRequest::data_in(vec![0x03, 0x01, 0, 0, 18, 0], 18));
-    assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(1, Some(0))), "DESC = 1");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_CDB,
+        Some(in_cdb(1, Some(0))),
+        "DESC = 1",
+    );
     let data = data_in(&stack, vec![0x03, 0, 0, 0, 8, 0], 8);
     assert_eq!(data.len(), 8);
     assert_eq!((data[0] & 0x7F, data[2] & 0x0F), (0x70, 0));
@@ -514,7 +642,12 @@ fn every_length_of_write_and_verify_read_and_verify() {
         let c = stack.execute(ScsiRequest::no_data(rw(opcode, 0, BLOCKS - 8, 8)));
         assert_good(&c, &format!("VERIFY {opcode:02X} to the end"));
         let c = stack.execute(ScsiRequest::no_data(rw(opcode, 0, BLOCKS - 8, 9)));
-        assert_illegal(&c, LBA_OUT_OF_RANGE, None, &format!("VERIFY {opcode:02X} past end"));
+        assert_illegal(
+            &c,
+            LBA_OUT_OF_RANGE,
+            None,
+            &format!("VERIFY {opcode:02X} past end"),
+        );
         // VERIFY of 0 blocks: nothing to verify.
         let c = stack.execute(ScsiRequest::no_data(rw(opcode, 0, 0, 0)));
         assert_good(&c, &format!("VERIFY {opcode:02X} of nothing"));
@@ -542,7 +675,12 @@ fn every_length_of_write_and_verify_read_and_verify() {
         };
         let c = stack.execute(request);
         let field = Some(in_cdb(1, Some(5)));
-        assert_illegal(&c, INVALID_FIELD_IN_CDB, field, &format!("PROTECT {opcode:02X}"));
+        assert_illegal(
+            &c,
+            INVALID_FIELD_IN_CDB,
+            field,
+            &format!("PROTECT {opcode:02X}"),
+        );
     }
     assert_clean(&stack);
 }
@@ -566,15 +704,27 @@ fn write_same_ndob_writes_zeroes_without_data() {
     // WRITE SAME(10) without UNMAP, a zero block: written as zeroes.
     let c = stack.execute(ScsiRequest::data_out(rw(0x41, 0, 710, 4), vec![0; 512]));
     assert_good(&c, "WRITE SAME(10) zeroes");
-    assert!(disk_bytes(&stack, 710 * 512, 4 * 512).iter().all(|&b| b == 0));
+    assert!(
+        disk_bytes(&stack, 710 * 512, 4 * 512)
+            .iter()
+            .all(|&b| b == 0)
+    );
     assert_eq!(disk_bytes(&stack, 714 * 512, 512), data[14 * 512..15 * 512]);
     // ANCHOR (byte 1 bit 4) and LBDATA (bit 1) are refused.
     for (flags, bit) in [(0x10u8, 4u8), (0x02, 1), (0x04, 2)] {
         let c = stack.execute(ScsiRequest::data_out(rw(0x93, flags, 720, 1), vec![0; 512]));
-        assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(1, Some(bit))), "WRITE SAME bit");
+        assert_illegal(
+            &c,
+            INVALID_FIELD_IN_CDB,
+            Some(in_cdb(1, Some(bit))),
+            "WRITE SAME bit",
+        );
     }
     // Past the end.
-    let c = stack.execute(ScsiRequest::data_out(rw(0x93, 0x08, BLOCKS - 1, 2), vec![0; 512]));
+    let c = stack.execute(ScsiRequest::data_out(
+        rw(0x93, 0x08, BLOCKS - 1, 2),
+        vec![0; 512],
+    ));
     assert_illegal(&c, LBA_OUT_OF_RANGE, None, "WRITE SAME past end");
     assert_clean(&stack);
 }
@@ -608,7 +758,12 @@ fn write_same_and_unmap_on_disks_that_cannot() {
         ..DeviceConfig::default()
     });
     let c = stack.execute(ScsiRequest::data_out(rw(0x41, 0, 16, 8), vec![0; 512]));
-    assert_illegal(&c, INVALID_FIELD_IN_CDB, Some(in_cdb(1, Some(3))), "WRITE SAME w/o UNMAP");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_CDB,
+        Some(in_cdb(1, Some(3))),
+        "WRITE SAME w/o UNMAP",
+    );
     let data = pattern(5, 8 * 512);
     assert_good(
         &stack.execute(ScsiRequest::data_out(rw(0x2A, 0, 16, 8), data)),
@@ -618,7 +773,11 @@ fn write_same_and_unmap_on_disks_that_cannot() {
     assert_good(&c, "WRITE SAME(16) UNMAP by discard");
     let discards: u64 = stack.device.counters().iter().map(|c| c.discards).sum();
     assert_eq!(discards, 1);
-    assert!(disk_bytes(&stack, 16 * 512, 8 * 512).iter().all(|&b| b == 0));
+    assert!(
+        disk_bytes(&stack, 16 * 512, 8 * 512)
+            .iter()
+            .all(|&b| b == 0)
+    );
     assert_clean(&stack);
 }
 
@@ -658,19 +817,38 @@ fn unmap_parameter_list_errors() {
     // Shorter than the 8-byte header (SBC-3 5.28.2).
     for len in [2usize, 6] {
         let c = unmap(&stack, vec![0; len]);
-        assert_illegal(&c, PARAMETER_LIST_LENGTH_ERROR, None, &format!("{len} bytes"));
+        assert_illegal(
+            &c,
+            PARAMETER_LIST_LENGTH_ERROR,
+            None,
+            &format!("{len} bytes"),
+        );
     }
     // UNMAP DATA LENGTH too small for the BLOCK DESCRIPTOR DATA LENGTH: byte 0.
     let mut list = unmap_list(&[(64, 8)]);
     list[1] = 6;
     let c = unmap(&stack, list);
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(0, None)), "UDL");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(0, None)),
+        "UDL",
+    );
     // More descriptors than MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT (the model's max_discard_seg
     // and max_write_zeroes_seg, 8): byte 2.
     let ranges: Vec<(u64, u32)> = (0..9).map(|i| (64 + i, 1)).collect();
     let c = unmap(&stack, unmap_list(&ranges));
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(2, None)), "count");
-    assert_eq!(disk_bytes(&stack, 64 * 512, 8 * 512), data, "nothing unmapped");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(2, None)),
+        "count",
+    );
+    assert_eq!(
+        disk_bytes(&stack, 64 * 512, 8 * 512),
+        data,
+        "nothing unmapped"
+    );
     // Descriptors of 0 blocks are skipped; a trailing partial descriptor is ignored.
     let mut list = unmap_list(&[(64, 0), (66, 2), (0, 0)]);
     list.extend([0u8; 7]);
@@ -681,7 +859,13 @@ fn unmap_parameter_list_errors() {
     assert!(after[2 * 512..4 * 512].iter().all(|&b| b == 0));
     assert_eq!(after[4 * 512..], data[4 * 512..]);
     // Only empty descriptors: GOOD without a request to the device.
-    let zeroes = |s: &Stack| s.device.counters().iter().map(|c| c.write_zeroes).sum::<u64>();
+    let zeroes = |s: &Stack| {
+        s.device
+            .counters()
+            .iter()
+            .map(|c| c.write_zeroes)
+            .sum::<u64>()
+    };
     let before = zeroes(&stack);
     assert_good(&unmap(&stack, unmap_list(&[(64, 0)])), "UNMAP of nothing");
     assert_good(&unmap(&stack, unmap_list(&[])), "UNMAP header only");
@@ -707,12 +891,22 @@ fn unmap_over_the_maximum_lba_count_points_at_the_descriptor() {
     );
     // 40 + 40 blocks: the second descriptor's NUMBER OF LOGICAL BLOCKS (8 + 16 + 8 = 32).
     let c = unmap(&stack, unmap_list(&[(0, 40), (64, 40)]));
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(32, None)), "LBA count");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(32, None)),
+        "LBA count",
+    );
     assert_eq!(disk_bytes(&stack, 0, 128 * 512), data, "nothing unmapped");
     // 64 in one descriptor is within the limit; 65 is not (the first descriptor, byte 16).
     assert_good(&unmap(&stack, unmap_list(&[(0, 64)])), "64 blocks");
     assert!(disk_bytes(&stack, 0, 64 * 512).iter().all(|&b| b == 0));
     let c = unmap(&stack, unmap_list(&[(0, 65)]));
-    assert_illegal(&c, INVALID_FIELD_IN_PARAMETER_LIST, Some(in_list(16, None)), "65 blocks");
+    assert_illegal(
+        &c,
+        INVALID_FIELD_IN_PARAMETER_LIST,
+        Some(in_list(16, None)),
+        "65 blocks",
+    );
     assert_clean(&stack);
 }
