@@ -910,3 +910,67 @@ fn unmap_over_the_maximum_lba_count_points_at_the_descriptor() {
     );
     assert_clean(&stack);
 }
+
+// ---------------------------------------------------------------------------------------------
+// What the device says about itself
+
+/// A serial number with spaces around it and bytes outside printable ASCII: VPD 80h has it
+/// trimmed, each such byte as `_` (SPC-4 7.8.15: PRODUCT SERIAL NUMBER is ASCII).
+#[test]
+fn a_serial_with_unprintable_bytes_is_sanitised() {
+    let serial = " AB\u{1}C\u{7F} ";
+    let vpd80 = |stack: &Stack| data_in(stack, vec![0x12, 0x01, 0x80, 0, 0xFF, 0], 255);
+    // HwStorInitialize waits 5 ms for GET_ID; a busy machine may answer later, and the driver
+    // then names the adapter's location instead: up to 5 starts, as in driver_scsi.
+    let page = (0..5)
+        .map(|_| {
+            let stack = start(DeviceConfig {
+                serial: serial.to_owned(),
+                ..DeviceConfig::default()
+            });
+            let page = vpd80(&stack);
+            assert_clean(&stack);
+            page
+        })
+        .find(|page| !page[4..].starts_with(b"PCI-"))
+        .expect("GET_ID answered in time in one of 5 starts");
+    assert_eq!(page[1], 0x80);
+    assert_eq!(page[4..], *b"AB_C_");
+    assert_eq!(usize::from(u16::from_be_bytes([page[2], page[3]])), 5);
+}
+
+/// A device of capacity 0 is a unit without a medium: TEST UNIT READY, READ CAPACITY and READ
+/// are NOT READY / MEDIUM NOT PRESENT (SPC-4 4.5.6); INQUIRY still answers.
+#[test]
+fn an_empty_disk_has_no_medium() {
+    let stack = start(DeviceConfig {
+        capacity_sectors: 0,
+        ..DeviceConfig::default()
+    });
+    let inquiry = data_in(&stack, vec![0x12, 0, 0, 0, 36, 0], 36);
+    assert_eq!(inquiry[0] & 0x1F, 0x00, "a direct-access block device");
+    for (cdb, allocation) in [
+        (vec![0x00, 0, 0, 0, 0, 0], 0u32),
+        (vec![0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8),
+        (rw(0x28, 0, 0, 1), 512),
+        (rw(0x2F, 0, 0, 1), 0),
+    ] {
+        let request = if allocation == 0 {
+            ScsiRequest::no_data(cdb.clone())
+        } else {
+            ScsiRequest::data_in(cdb.clone(), allocation)
+        };
+        let c = stack.execute(request);
+        assert_eq!(
+            c.srb_status,
+            ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID,
+            "{cdb:02X?}: {c:?}"
+        );
+        assert_eq!(
+            (c.sense[2] & 0x0F, c.sense[12], c.sense[13]),
+            (0x2, 0x3A, 0x00),
+            "{cdb:02X?}: NOT READY / MEDIUM NOT PRESENT"
+        );
+    }
+    assert_clean(&stack);
+}
