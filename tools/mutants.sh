@@ -79,7 +79,8 @@ elif [ ${#files[@]} -eq 0 ]; then
 fi
 
 driver_suites=(--test driver_probes --test driver_io --test driver_trust --test driver_faults
-    --test driver_scsi --test driver_scsi_compliance --test driver_feature_matrix --test driver_packed)
+    --test driver_scsi --test driver_scsi_compliance --test driver_scsi_forms --test driver_recovery
+    --test driver_feature_matrix --test driver_packed)
 storport_suites=(--test sim --test lock_wrappers --test multi_tier --test removal --test watchdog
     --test example_miniport)
 
@@ -106,7 +107,9 @@ run_package() {
     local diff_args=()
     [ -n "$diff_file" ] && diff_args=(--in-diff "$diff_file")
     local count
-    count=$(cargo mutants --list "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" 2>/dev/null | grep -c . || true)
+    # The package is named: without it cargo-mutants lists the root package's mutants only, and
+    # crates/storport/src was never in scope.
+    count=$(cargo mutants --list --package "$name" "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" 2>/dev/null | grep -c . || true)
     if [ "$count" -eq 0 ]; then
         echo "$name: no mutant in scope" | tee -a "$summary"
         return 0

@@ -142,3 +142,29 @@ impl<'a> DmaRegion<'a> {
         unsafe { DmaRegion::new(virt, physical_address, len) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_regions_and_subregions() {
+        let mut memory = [0u8; 64];
+        let virt = NonNull::new(memory.as_mut_ptr()).expect("an array is not at address 0");
+        // SAFETY: `memory` is 64 bytes, valid for reads and writes while `region` and its
+        // subregions are used (all of them before it goes out of scope); the physical address
+        // is never used for an access.
+        let region = unsafe { DmaRegion::new(virt, 0x1000, 64) };
+        assert_eq!((region.len(), region.is_empty()), (64, false));
+        let tail = region.subregion(48, 16).expect("fits");
+        assert_eq!(
+            (tail.len(), tail.is_empty(), tail.physical_address()),
+            (16, false, 0x1030)
+        );
+        let empty = region.subregion(64, 0).expect("an empty tail fits");
+        assert!(empty.is_empty());
+        assert!(empty.bytes().is_empty());
+        assert!(region.subregion(60, 8).is_none());
+        assert!(region.subregion(usize::MAX, 2).is_none());
+    }
+}

@@ -1,0 +1,443 @@
+//! Recovery paths through the real stack that the other suites reach only by the way: a device
+//! that vanishes with one notification only, reset SRBs against a vanished device and while
+//! another reset runs, and the SRB functions Storport sends besides EXECUTE_SCSI.
+//!
+//! Each test asserts what Storport and an administrator see: SRB statuses, the system event
+//! log, the violations the user-mode Storport reports.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use storport_sim::device::{Bar, DmaWatch, InterruptSink, PciDevice};
+use storport_sim::{
+    Adapter, AdapterOptions, Completion, InterruptMode, PATIENCE, Port, PortOptions, Request,
+    RequestHandle, function,
+};
+use storport_sys as ffi;
+use vioblk_sim::device::{DeviceConfig, FaultMode, VirtioBlkDevice, features};
+use vioblk_sim::stack::{Stack, StackOptions};
+use vioblk_sim::target::{ScsiRequest, ScsiTarget};
+
+/// The driver's SURPRISE_REMOVAL event log code (src/hba/events.rs).
+const SURPRISE_REMOVAL: u32 = 0x0013_0003;
+
+/// The longest a request may take before the test counts it as hung.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Ends the process with a failure: a request the driver lost would make the teardown (which
+/// waits for outstanding requests) hang too. Written past the test harness's capture.
+fn hung(adapter: &Adapter, what: &str) -> ! {
+    let log = adapter.log();
+    let tail = log[log.len().saturating_sub(20)..].join("\n");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "HUNG (deadline {DEADLINE:?}): {what}\nlast log lines:\n{tail}"
+    );
+    std::process::exit(101);
+}
+
+fn wait(adapter: &Adapter, handle: RequestHandle, what: &str) -> Completion {
+    handle
+        .wait_timeout(DEADLINE)
+        .unwrap_or_else(|| hung(adapter, what))
+}
+
+fn start(intx: bool, device: DeviceConfig) -> Stack {
+    Stack::start(StackOptions {
+        device,
+        intx,
+        port: PortOptions {
+            reset_grace: Duration::from_secs(5),
+            ..PortOptions::default()
+        },
+        ..StackOptions::default()
+    })
+    .expect("the stack starts")
+}
+
+fn assert_clean(stack: &Stack) {
+    let violations = stack.violations();
+    assert!(
+        violations.is_empty(),
+        "Storport violations:\n{}",
+        violations.join("\n")
+    );
+}
+
+fn removals(stack: &Stack) -> usize {
+    stack
+        .adapter
+        .event_log()
+        .iter()
+        .filter(|e| e.code == SURPRISE_REMOVAL)
+        .count()
+}
+
+fn read10(lba: u32, blocks: u16) -> Vec<u8> {
+    let mut c = vec![0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[7..9].copy_from_slice(&blocks.to_be_bytes());
+    c
+}
+
+/// A device that vanishes while nothing is outstanding, seen by the driver once only (the INTx
+/// ISR reads all ones): the surprise removal is in the event log at once, before Storport's PnP
+/// notifications, and once only after them. Requests and reset SRBs sent in between fail with
+/// NO_DEVICE without touching the device.
+#[test]
+fn a_removal_seen_once_is_logged_at_once() {
+    let stack = start(true, DeviceConfig::default());
+    let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
+    assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "{c:?}");
+    assert_eq!(removals(&stack), 0);
+
+    stack.device.surprise_remove();
+    stack.adapter.raise_interrupt(0);
+    stack
+        .adapter
+        .wait_until("the removal in the event log", PATIENCE, || {
+            removals(&stack) > 0
+        })
+        .unwrap_or_else(|e| panic!("{e}; the log: {:#x?}", stack.adapter.event_log()));
+    assert_eq!(removals(&stack), 1, "{:#x?}", stack.adapter.event_log());
+
+    let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
+    assert_eq!(c.status(), ffi::SRB_STATUS_NO_DEVICE, "read after removal");
+    for reset in [function::RESET_LOGICAL_UNIT, function::RESET_DEVICE] {
+        let c = stack.adapter.execute(Request::function(reset));
+        assert_eq!(c.status(), ffi::SRB_STATUS_NO_DEVICE, "reset {reset:#x}");
+    }
+
+    // Storport's own notifications follow: they do not log the removal again.
+    let (adapter, unit) = stack.adapter.surprise_remove();
+    assert_eq!((adapter, unit), (Some(0), Some(0)));
+    assert_eq!(removals(&stack), 1, "{:#x?}", stack.adapter.event_log());
+    assert_clean(&stack);
+}
+
+/// SRB functions other than EXECUTE_SCSI: ABORT_COMMAND, PNP and POWER without a power
+/// transition are completed SUCCESS; an unknown function (IO_CONTROL) INVALID_REQUEST; the
+/// disk still reads afterwards.
+#[test]
+fn other_srb_functions() {
+    let stack = start(false, DeviceConfig::default());
+    for (f, expected) in [
+        (function::ABORT_COMMAND, ffi::SRB_STATUS_SUCCESS),
+        (function::PNP, ffi::SRB_STATUS_SUCCESS),
+        (function::POWER, ffi::SRB_STATUS_SUCCESS),
+        (function::IO_CONTROL, ffi::SRB_STATUS_INVALID_REQUEST),
+    ] {
+        let c = stack.adapter.execute(Request::function(f));
+        assert_eq!(c.status(), expected, "function {f:#x}: {c:?}");
+    }
+    let c = stack.execute(ScsiRequest::data_in(read10(8, 8), 4096));
+    assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "{c:?}");
+    assert_clean(&stack);
+}
+
+/// Reset SRBs sent while a reset is already under way (the device lost a request, and keeps
+/// the next ones slow): each is held or answered BUSY, none is lost, the lost request comes
+/// back with BUS_RESET, and the disk works afterwards.
+#[test]
+fn resets_while_a_reset_runs() {
+    for intx in [false, true] {
+        let stack = start(intx, DeviceConfig::default());
+        stack.device.arm_fault(FaultMode::LostRequest, 1);
+        let lost = stack.adapter.submit(Request::data_in(&read10(16, 8), 4096));
+        stack
+            .adapter
+            .wait_until("the lost request reached the device", PATIENCE, || {
+                stack.device.faults_fired() == 1
+            })
+            .unwrap();
+        let resets: Vec<_> = [
+            function::RESET_LOGICAL_UNIT,
+            function::RESET_DEVICE,
+            function::RESET_LOGICAL_UNIT,
+            function::RESET_BUS,
+            function::RESET_DEVICE,
+            function::RESET_LOGICAL_UNIT,
+        ]
+        .into_iter()
+        .map(|f| (f, stack.adapter.submit(Request::function(f))))
+        .collect();
+        for (f, handle) in resets {
+            let c = wait(&stack.adapter, handle, "a reset SRB");
+            assert!(
+                matches!(c.status(), ffi::SRB_STATUS_SUCCESS | ffi::SRB_STATUS_BUSY),
+                "intx {intx}: reset {f:#x}: {c:?}"
+            );
+        }
+        let c = wait(&stack.adapter, lost, "the lost request");
+        assert_eq!(c.status(), ffi::SRB_STATUS_BUS_RESET, "intx {intx}: {c:?}");
+        let c = stack.execute(ScsiRequest::data_in(read10(16, 8), 4096));
+        assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "intx {intx}: {c:?}");
+        assert_clean(&stack);
+    }
+}
+
+fn pattern(seed: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(0x9E37) ^ seed.wrapping_mul(0x5BD1)) as u8)
+        .collect()
+}
+
+/// Whether `c` is a failure the driver may give for a request the device mishandled: BUS_RESET
+/// (the device was reset under it) or CHECK CONDITION with MEDIUM ERROR (the device said
+/// IOERR), HARDWARE ERROR (a completion that cannot be right) or ILLEGAL REQUEST (UNSUPP).
+fn clean_failure(c: &Completion) -> bool {
+    c.status() == ffi::SRB_STATUS_BUS_RESET
+        || (c.srb_status == ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID
+            && matches!(c.sense.get(2).map(|k| k & 0x0F), Some(0x3..=0x5)))
+}
+
+/// Every fault the device model injects, on packed virtqueues, with MSI-X and with INTx, in a
+/// burst of 16 reads: each read comes back with its data or fails cleanly (no request is lost,
+/// none returns wrong data), the disk works afterwards with its data intact, and the user-mode
+/// Storport reports no violation.
+#[test]
+fn every_fault_on_packed_rings() {
+    let modes = FaultMode::ALL
+        .into_iter()
+        .chain([FaultMode::IoErrStatus, FaultMode::UnsuppStatus]);
+    for mode in modes {
+        for interrupts in [InterruptMode::MsiX, InterruptMode::Intx] {
+            let what = format!("{mode:?} {interrupts:?}");
+            let device = Arc::new(
+                VirtioBlkDevice::new(DeviceConfig {
+                    features: Some(features::DEFAULT | features::RING_PACKED),
+                    num_queues: 2,
+                    ..DeviceConfig::default()
+                })
+                .expect("the device model starts"),
+            );
+            device.set_slow_ms(100);
+            let port = Port::new(PortOptions::default());
+            port.load_driver(vioblk::DriverEntry)
+                .expect("DriverEntry succeeds");
+            let adapter = port
+                .start_adapter(
+                    device.clone(),
+                    device.guest_memory(),
+                    AdapterOptions {
+                        interrupts,
+                        ..AdapterOptions::default()
+                    },
+                )
+                .expect("the adapter starts");
+            let data: Vec<Vec<u8>> = (0..16).map(|i| pattern(i, 4096)).collect();
+            for (i, d) in data.iter().enumerate() {
+                let lba = u32::try_from(i).unwrap() * 8;
+                let h = adapter.submit(Request::data_out(&write10(lba), d.clone()));
+                let c = wait(&adapter, h, "a write");
+                assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "{what}: write {i}");
+            }
+            device.arm_fault(mode, 3);
+            // TimeOutValue 1 s: a request the device loses is recovered by Storport's timeout.
+            let handles: Vec<RequestHandle> = (0..16u32)
+                .map(|i| adapter.submit(Request::data_in(&read10(i * 8, 8), 4096).timeout(1)))
+                .collect();
+            for (i, h) in handles.into_iter().enumerate() {
+                let c = wait(&adapter, h, "a read in the burst");
+                if c.status() == ffi::SRB_STATUS_SUCCESS {
+                    assert_eq!(c.data, data[i], "{what}: read {i} returned wrong data");
+                } else {
+                    assert!(clean_failure(&c), "{what}: read {i}: {c:?}");
+                }
+            }
+            assert_eq!(device.faults_fired(), 1, "{what}: the fault fired");
+            // The disk works again, its data intact (a reset may still be finishing: BUSY and
+            // BUS_RESET are retried as the class driver would).
+            for (i, d) in data.iter().enumerate() {
+                let lba = u32::try_from(i).unwrap() * 8;
+                let read = (0..100)
+                    .map(|_| {
+                        let h = adapter.submit(Request::data_in(&read10(lba, 8), 4096));
+                        wait(&adapter, h, "a read after the fault")
+                    })
+                    .find(|c| c.status() == ffi::SRB_STATUS_SUCCESS)
+                    .unwrap_or_else(|| panic!("{what}: read {i} never succeeds again"));
+                assert_eq!(read.data, *d, "{what}: read {i} after recovery");
+            }
+            let _ = adapter.stop();
+            let violations = port.violations();
+            assert!(violations.is_empty(), "{what}: {violations:#?}");
+        }
+    }
+}
+
+fn write10(lba: u32) -> Vec<u8> {
+    let mut c = read10(lba, 8);
+    c[0] = 0x2A;
+    c
+}
+
+// ---------------------------------------------------------------------------------------------
+// A device that lies at start
+
+/// A patch applied to what the model answers: (BAR or `None` for configuration space, offset,
+/// the bytes read).
+type Patch = Box<dyn Fn(Option<u8>, u64, &mut [u8]) + Send + Sync>;
+
+/// The device model behind a PCI function whose reads `patch` alters.
+struct Lying {
+    inner: Arc<VirtioBlkDevice>,
+    patch: Patch,
+}
+
+impl PciDevice for Lying {
+    fn config_read(&self, offset: u16, data: &mut [u8]) {
+        self.inner.config_read(offset, data);
+        (self.patch)(None, u64::from(offset), data);
+    }
+    fn config_write(&self, offset: u16, data: &[u8]) {
+        self.inner.config_write(offset, data);
+    }
+    fn bars(&self) -> Vec<Bar> {
+        self.inner.bars()
+    }
+    fn bar_read(&self, bar: u8, offset: u64, data: &mut [u8]) {
+        self.inner.bar_read(bar, offset, data);
+        (self.patch)(Some(bar), offset, data);
+    }
+    fn bar_write(&self, bar: u8, offset: u64, data: &[u8]) {
+        self.inner.bar_write(bar, offset, data);
+    }
+    fn connect_interrupts(&self, sink: Arc<dyn InterruptSink>) {
+        self.inner.connect_interrupts(sink);
+    }
+    fn msix_message_count(&self) -> u16 {
+        self.inner.msix_message_count()
+    }
+    fn intx_asserted(&self) -> bool {
+        self.inner.intx_asserted()
+    }
+    fn dma_watch(&self) -> Option<Arc<DmaWatch>> {
+        self.inner.dma_watch()
+    }
+}
+
+/// Sets the bytes of a read that fall in `at..at + value.len()` (in the space `space`).
+fn overlay(space: Option<u8>, at: u64, value: &'static [u8]) -> Patch {
+    Box::new(move |s, offset, data: &mut [u8]| {
+        if s != space {
+            return;
+        }
+        for (i, byte) in data.iter_mut().enumerate() {
+            let position = offset + i as u64;
+            if let Some(v) = position
+                .checked_sub(at)
+                .and_then(|k| value.get(usize::try_from(k).ok()?))
+            {
+                *byte = *v;
+            }
+        }
+    })
+}
+
+/// Common configuration of the model: BAR 4 offset 0 (VIRTIO 1.2 4.1.4.3).
+const COMMON: Option<u8> = Some(4);
+const FEATURES_OK: u8 = 0x08;
+const DRIVER_OK: u8 = 0x04;
+
+/// Starts the driver on the model behind `patch`: whether the adapter started, and the model's
+/// device status afterwards.
+fn start_lying(patch: Patch) -> (bool, u8) {
+    let inner = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).unwrap());
+    let memory = inner.guest_memory();
+    let lying = Arc::new(Lying {
+        inner: inner.clone(),
+        patch,
+    });
+    let started = Stack::on_device(lying, memory, StackOptions::default());
+    let ok = match started {
+        Ok(stack) => {
+            let violations = stack.violations();
+            assert!(violations.is_empty(), "{violations:#?}");
+            true
+        }
+        Err(_) => false,
+    };
+    (ok, inner.status())
+}
+
+/// FindAdapter refuses a function whose virtio structures cannot be found or used, without
+/// touching the device (status 0), and a device that cannot be driven once it has been reset
+/// (DRIVER_OK never set). An unchanged device behind the same wrapper starts.
+#[test]
+fn find_adapter_refuses_a_device_that_lies_at_start() {
+    let (started, status) = start_lying(Box::new(|_, _, _| {}));
+    assert!(started, "the wrapper itself is harmless");
+    assert_eq!(status & 0x0F, 0x0F, "status {status:#04x}");
+    // Untouched: no capability list (status register bit 4 of PCI status, and the capabilities
+    // pointer, 34h); BAR 4 (20h) read as I/O space.
+    let untouched: [(&str, Patch); 3] = [
+        ("no capabilities pointer", overlay(None, 0x34, &[0x00])),
+        (
+            "capabilities pointer into the header",
+            overlay(None, 0x34, &[0x10]),
+        ),
+        ("BAR 4 in I/O space", overlay(None, 0x20, &[0x01])),
+    ];
+    for (what, patch) in untouched {
+        let (started, status) = start_lying(patch);
+        assert!(!started, "{what}: the adapter started");
+        assert_eq!(status, 0, "{what}: the device was touched");
+    }
+    // Reset, then found unusable: queue size 0 (queue_size, 18h), no queue at all (num_queues,
+    // 12h, with MQ offered: see the model's default).
+    let generation = AtomicU8::new(0);
+    let unstable: Patch = Box::new(move |space, offset, data: &mut [u8]| {
+        if space == COMMON && offset == 0x15 && data.len() == 1 {
+            data[0] = generation.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let failed: [(&str, Patch); 7] = [
+        ("queue size 0", overlay(COMMON, 0x18, &[0, 0])),
+        ("no queue", overlay(COMMON, 0x12, &[0, 0])),
+        // queue_msix_vector (1Ah) and msix_config (10h) read back NO_VECTOR: the device could
+        // not allocate the vector (VIRTIO 1.2 4.1.4.3.1).
+        ("queue vector refused", overlay(COMMON, 0x1A, &[0xFF, 0xFF])),
+        (
+            "configuration vector refused",
+            overlay(COMMON, 0x10, &[0xFF, 0xFF]),
+        ),
+        // queue_notify_off (1Eh) past the notification structure.
+        (
+            "notify offset out of range",
+            overlay(COMMON, 0x1E, &[0xFF, 0xFF]),
+        ),
+        // config_generation (15h) moves on every read: the configuration is never stable.
+        ("configuration never stable", unstable),
+        // device_status (14h) never reads 0 after the reset.
+        ("reset never acknowledged", overlay(COMMON, 0x14, &[0x01])),
+    ];
+    for (what, patch) in failed {
+        let (started, status) = start_lying(patch);
+        assert!(!started, "{what}: the adapter started");
+        assert_eq!(status & DRIVER_OK, 0, "{what}: status {status:#04x}");
+    }
+    // A device without VIRTIO_F_VERSION_1 (a legacy-only device): refused before any feature
+    // is written (no FEATURES_OK, never DRIVER_OK).
+    let device = Arc::new(
+        VirtioBlkDevice::new(DeviceConfig {
+            features: Some(features::DEFAULT & !features::VERSION_1),
+            ..DeviceConfig::default()
+        })
+        .unwrap(),
+    );
+    let started = Stack::on_device(
+        device.clone(),
+        device.guest_memory(),
+        StackOptions::default(),
+    );
+    assert!(started.is_err(), "a device without VERSION_1 started");
+    let status = device.status();
+    assert_eq!(
+        status & (FEATURES_OK | DRIVER_OK),
+        0,
+        "without VERSION_1: {status:#04x}"
+    );
+}
