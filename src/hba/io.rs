@@ -521,6 +521,9 @@ pub(super) fn interrupt(adapter: &Adapter, ctx: &mut context::Interrupt) -> bool
     for round in 1..=MAX_BATCHES {
         let mut batch = Batch::new();
         let drained = adapter.single.get(ctx).drain(&mut batch);
+        if batch.take_internal() {
+            super::setup::take_late_identity(adapter);
+        }
         let resubmit = finish_batch(adapter, &mut batch);
         if let Some(request) = resubmit {
             let notifier = adapter
@@ -627,6 +630,9 @@ pub(super) fn queue_dpc(adapter: &Adapter, ctx: &mut context::Dpc, queue: usize)
             Mode::Dump | Mode::Stopped => return,
         };
         // Completion happens here, after the queue lock is released.
+        if batch.take_internal() {
+            super::setup::take_late_identity(adapter);
+        }
         if let Some(request) = finish_batch(adapter, &mut batch) {
             let notifier = match adapter.mode() {
                 Mode::MultiQueue => adapter

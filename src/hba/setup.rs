@@ -249,7 +249,9 @@ pub(super) fn find_adapter(
     // Until GET_ID gives a serial (and when it gives an empty one) the unit's VPD 80h/83h
     // identifiers come from the adapter's location, unique per adapter in the machine.
     let (bus, slot) = config.bus_slot();
-    adapter.disk.set_serial(Serial::from_location(bus, slot));
+    adapter
+        .disk
+        .set_fallback_serial(Serial::from_location(bus, slot));
     adapter.features = accepted;
     adapter.config = Some(blk);
     adapter.transport = Some(transport.registers());
@@ -465,11 +467,10 @@ pub(super) fn passive_initialize<'a>(
 }
 
 /// Reads the device's serial number with GET_ID, polling queue 0 (HwStorInitialize, before any
-/// request: the id is not in the slot table, so a late completion is simply dropped).
+/// request). A device that answers after the polling gave up is heard from later: queue 0's
+/// next drain takes the answer ([`take_late_identity`]).
 fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> {
-    let region = adapter.identify?;
-    let area = RequestArea::new(region.subregion(0, area_size(1))?)?;
-    let buffer = region.subregion(area_size(1), ID_BYTES)?;
+    let (area, buffer) = identify_area(adapter)?;
     let builder = adapter.builder.as_ref()?;
     let built = builder
         .build_data(
@@ -483,14 +484,7 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
     notifier.notify();
     for _ in 0..ID_POLLS {
         if queue.poll_internal() {
-            if area.status() != virtio::Status::Ok {
-                return None;
-            }
-            let mut id = [0u8; ID_BYTES];
-            for (dst, src) in id.iter_mut().zip(buffer.bytes()) {
-                *dst = src.load(Ordering::Relaxed);
-            }
-            return Some(Serial::from_id(&id));
+            return answered_identity(adapter);
         }
         if queue.is_broken() {
             return None;
@@ -498,6 +492,39 @@ fn identify(adapter: &Adapter, port: Port, queue: &mut Queue) -> Option<Serial> 
         port.stall(10);
     }
     None
+}
+
+/// The GET_ID request area and the 20-byte buffer after it.
+fn identify_area(
+    adapter: &Adapter,
+) -> Option<(RequestArea<'static>, storport::dma::DmaRegion<'static>)> {
+    let region = adapter.identify?;
+    let area = RequestArea::new(region.subregion(0, area_size(1))?)?;
+    let buffer = region.subregion(area_size(1), ID_BYTES)?;
+    Some((area, buffer))
+}
+
+/// The serial number a completed GET_ID wrote, if it succeeded (VIRTIO 1.2 5.2.6).
+fn answered_identity(adapter: &Adapter) -> Option<Serial> {
+    let (area, buffer) = identify_area(adapter)?;
+    if area.status() != virtio::Status::Ok {
+        return None;
+    }
+    let mut id = [0u8; ID_BYTES];
+    for (dst, src) in id.iter_mut().zip(buffer.bytes()) {
+        *dst = src.load(Ordering::Relaxed);
+    }
+    Some(Serial::from_id(&id))
+}
+
+/// Records the serial number of a GET_ID the device answered after HwStorInitialize stopped
+/// polling for it, which a drain of queue 0 found (called after the queue lock is released).
+/// The device wrote the answer before the used element that announced it, and nothing writes
+/// the identify area again, so it is read without a lock.
+pub(super) fn take_late_identity(adapter: &Adapter) {
+    if let Some(serial) = answered_identity(adapter).filter(|serial| !serial.is_empty()) {
+        adapter.disk.set_serial(serial);
+    }
 }
 
 /// Lays a ring out in `region` and gives it to `queue`; returns the addresses the device needs.
