@@ -52,7 +52,7 @@ fn options(queues: u16) -> StackOptions {
 
 fn start(options: StackOptions, prepare: impl FnOnce(&VirtioBlkDevice)) -> Stack {
     let stack = Stack::start_with(options, prepare).expect("the stack starts");
-    // HwStorInitialize polls GET_ID for 5 ms; on a busy machine the device takes it later, and
+    // HwStorInitialize polls GET_ID for 1 ms; on a busy machine the device takes it later, and
     // a fault the test arms after the start for "the next request" must not land on it: wait
     // until the device has served it (unless a fault was armed before the start, which may be
     // meant for it, or has fired already).
@@ -484,7 +484,7 @@ fn vpd_80(stack: &Stack) -> Vec<u8> {
 }
 
 /// Whether a stack started with `opts` reports the device's serial once the device has answered
-/// GET_ID (the driver polls for 5 ms at start and takes a later answer from queue 0's next
+/// GET_ID (the driver polls for 1 ms at start and takes a later answer from queue 0's next
 /// drain, which the answer's interrupt starts): VPD 80h is read until it carries the serial or
 /// the deadline passes.
 fn serial_read_at_start(opts: StackOptions) -> bool {
@@ -513,7 +513,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn a_failed_get_id_gives_no_serial() {
     for mode in [FaultMode::IoErrStatus, FaultMode::UnsuppStatus] {
         let stack = start(options(1), |d| d.arm_fault(mode, 1));
-        // On a loaded machine the device may answer after the driver's 5 ms of polling, and
+        // On a loaded machine the device may answer after the driver's 1 ms of polling, and
         // the driver then takes the answer from the used ring later: wait for the answer, then
         // complete a read behind it on the one queue (its drain has passed the answer).
         wait_for(&stack, "the device answered GET_ID", |s| {
@@ -877,7 +877,7 @@ fn only_path_0_target_0_lun_0_is_a_disk() {
     assert_clean(&stack);
 }
 
-/// GET_ID answered 100 ms after start, long after HwStorInitialize stopped polling for it (5 ms),
+/// GET_ID answered 100 ms after start, long after HwStorInitialize stopped polling for it (1 ms),
 /// with reads in flight on every queue meanwhile: the driver takes the late answer from queue
 /// 0's used ring (VPD 80h then carries the device's serial), never completes it as a request
 /// nor mistakes it for one (every read returns its own data; the ring id GET_ID held is handed

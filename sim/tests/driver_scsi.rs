@@ -96,7 +96,7 @@ fn inquiry_vpd(stack: &Stack, page: u8) -> Vec<u8> {
     data
 }
 
-/// A stack whose driver has the device's serial number. HwStorInitialize polls GET_ID for 5 ms;
+/// A stack whose driver has the device's serial number. HwStorInitialize polls GET_ID for 1 ms;
 /// a device that answers later (what a busy machine sometimes makes of a healthy one) has its
 /// answer taken by the driver's next drain of queue 0, so VPD 80h carries the serial from then
 /// on: wait for that (a deadline whose expiry fails the test), never start again.

@@ -125,6 +125,9 @@ pub enum SubmitError {
     Full(InFlight),
     /// The queue is broken (the device misbehaved): fail the request.
     Broken(InFlight),
+    /// A reset began before the queue's lock was taken (the caller checks under the lock):
+    /// the reset's pass over this queue may already be done, so the request must not go on.
+    Resetting(InFlight),
 }
 
 impl Queue {
@@ -359,7 +362,11 @@ impl Queue {
         match self.submit(request, &built) {
             Ok(notifier) => notifier,
             // The data is written but not yet durable: have Storport send the write again.
-            Err(SubmitError::Full(request) | SubmitError::Broken(request)) => {
+            Err(
+                SubmitError::Full(request)
+                | SubmitError::Broken(request)
+                | SubmitError::Resetting(request),
+            ) => {
                 let _ = request.srb.complete(SrbStatus::Busy);
                 None
             }

@@ -41,9 +41,10 @@ const MAX_TRANSFER: u32 = 1 << 20;
 const PAGE_SIZE: u32 = 4096;
 /// Bytes GET_ID returns (VIRTIO 1.2 5.2.6).
 const ID_BYTES: usize = 20;
-/// Polls of the used ring (10 us apart) while waiting for GET_ID at start: 5 ms at most, at
-/// DIRQL. A device slower than that is used without a serial number.
-const ID_POLLS: u32 = 500;
+/// Polls of the used ring (10 us apart) while waiting for GET_ID at start: 1 ms at most, at
+/// DIRQL (the transport's bound on a reset wait there too). A device slower than that has its
+/// answer taken later, by queue 0's next drain ([`take_late_identity`]).
+const ID_POLLS: u32 = 100;
 
 /// The features the driver can use (VIRTIO 1.2 5.2.3 and 6): everything it implements.
 pub(super) const WANTED_FEATURES: u64 = feature::VERSION_1
