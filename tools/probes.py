@@ -2,15 +2,15 @@ import subprocess, sys, json
 import os
 W=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 probes=[
- ("fua-second-without-flush","src/hba/io.rs","""                Some(_) => {
-                    let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);""","""                Some(_) => {
-                    let _ = request.srb.complete(ffi::SRB_STATUS_SUCCESS);""","every_fua_write_in_a_batch_gets_its_flush"),
- ("full-ring-error","src/hba/io.rs","""    let _ = request.srb.complete(ffi::SRB_STATUS_BUSY);
-}""","""    let _ = request.srb.complete(ffi::SRB_STATUS_ERROR);
+ ("fua-second-without-flush","src/hba/completion.rs","""                Some(_) => {
+                    let _ = request.srb.complete(SrbStatus::Busy);""","""                Some(_) => {
+                    let _ = request.srb.complete(SrbStatus::Success);""","every_fua_write_in_a_batch_gets_its_flush"),
+ ("full-ring-error","src/hba/start_io.rs","""    let _ = request.srb.complete(SrbStatus::Busy);
+}""","""    let _ = request.srb.complete(SrbStatus::Error);
 }""","a_full_ring_answers_busy_and_every_request_succeeds"),
- ("unsupp-success","src/hba/io.rs","""        Status::Unsupported | Status::Invalid(_) => {
+ ("unsupp-success","src/hba/completion.rs","""        Status::Unsupported | Status::Invalid(_) => {
             let _ = check_condition(""","""        Status::Unsupported | Status::Invalid(_) => {
-            let _ = srb.complete(ffi::SRB_STATUS_SUCCESS);
+            let _ = srb.complete(SrbStatus::Success);
             return None;
             #[allow(unreachable_code)]
             let _ = check_condition(""","unsupp_fails_every_request_type_with_invalid_command"),
@@ -31,7 +31,7 @@ probes=[
     if let (Some(transport)""","stop_adapter_resets_the_device_and_restart_brings_it_back"),
  ("get-id-status-ignored","src/hba/setup.rs","""            if area.status() != virtio::Status::Ok {""","""            if area.status() != virtio::Status::Ok && false {""","a_failed_get_id_gives_no_serial"),
  ("short-buffer-accepted","src/hba/request.rs","""    if u64::from(data_len) < bytes {""","""    if u64::from(data_len) < bytes && false {""","a_buffer_shorter_than_the_transfer_is_refused"),
- ("broken-fast-fail-removed","src/hba/io.rs","""    if adapter.broken.load(Ordering::Relaxed)
+ ("broken-fast-fail-removed","src/hba/build_io.rs","""    if adapter.broken.load(Ordering::Relaxed)
         && !adapter.resetting()""","""    if adapter.broken.load(Ordering::Relaxed) && false
         && !adapter.resetting()""","a_device_given_up_on_fails_requests_at_once"),
  ("batch-is-full-false","src/hba/queue.rs","""        self.len >= Self::CAPACITY""","""        false""","far_more_than_a_batch_of_completions_per_queue_all_complete"),
@@ -40,7 +40,7 @@ probes=[
  ("flush-without-feature","src/hba/request.rs","""    if !builder.limits().flush {
         return Preparation::Good;""","""    if !builder.limits().flush && false {
         return Preparation::Good;""","a_device_without_flush_is_never_sent_one"),
- ("address-or-to-and","src/hba/io.rs","""        Some(address) if address.target != 0 || address.path != 0 => {""","""        Some(address) if address.target != 0 && address.path != 0 => {""","only_path_0_target_0_lun_0_is_a_disk"),
+ ("address-or-to-and","src/hba/build_io.rs","""        Some(address) if address.target != 0 || address.path != 0 => {""","""        Some(address) if address.target != 0 && address.path != 0 => {""","only_path_0_target_0_lun_0_is_a_disk"),
  ("packed-get-id-skipped","src/hba/queue.rs","""        if ring.is_packed() && !area.repack_table(built) {""","""        if ring.is_packed() && area.repack_table(built) {""","get_id_is_sent_over_packed_rings_too"),
  ("drain-recheck-removed","src/hba/queue.rs","""            let pending = ring.enable_interrupts();""","""            let _ = ring.enable_interrupts();
             let pending = false;""","ALL"),

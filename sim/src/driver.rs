@@ -120,17 +120,9 @@ impl crate::disk::OpenDisk for DriverDisk {
     }
 
     fn queue_stats(&self) -> Option<Vec<crate::stats::QueueStats>> {
-        Some(
-            self.stack
-                .device
-                .counters()
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    crate::stats::QueueStats::from_counters(u16::try_from(i).unwrap_or(u16::MAX), c)
-                })
-                .collect(),
-        )
+        Some(crate::stats::QueueStats::from_all_counters(
+            &self.stack.device.counters(),
+        ))
     }
 
     fn violations(&self) -> Vec<String> {

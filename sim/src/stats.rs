@@ -50,6 +50,15 @@ impl QueueStats {
             interrupts: Some(c.interrupts),
         }
     }
+
+    /// The report's view of every queue's counters, queue 0 first.
+    pub fn from_all_counters(counters: &[QueueCounters]) -> Vec<Self> {
+        counters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Self::from_counters(u16::try_from(i).unwrap_or(u16::MAX), c))
+            .collect()
+    }
 }
 
 /// How the disk under the job was set up (what the command line asked the backend for).

@@ -114,10 +114,9 @@ fn every_request_fault_in_every_interrupt_mode() {
     }
 }
 
-/// A reset the device ignores, then a fault that needs a reset: the DMA is cut, the disk comes
-/// back.
-#[test]
-fn ignored_reset_in_every_interrupt_mode() {
+/// `reset_fault` (how the device treats resets), then a fault that needs a reset at the 300th
+/// request, in every interrupt mode: the disk comes back, with the DMA cut `dma_cuts` times.
+fn reset_then_needs_reset(reset_fault: &str, dma_cuts: u64) {
     for interrupts in INTERRUPTS {
         let json = report(&[
             "--ios",
@@ -127,34 +126,32 @@ fn ignored_reset_in_every_interrupt_mode() {
             "--interrupts",
             interrupts,
             "--fault",
-            "reset-ignored",
+            reset_fault,
             "--fault",
             "needs-reset,at=300",
         ]);
-        assert_eq!(json["faults"]["resets"]["dma_cut"], 1, "{interrupts}");
-        assert_eq!(json["faults"]["recovered"], true);
+        assert_eq!(
+            json["faults"]["resets"]["dma_cut"], dma_cuts,
+            "{interrupts} {reset_fault}"
+        );
+        assert_eq!(
+            json["faults"]["recovered"], true,
+            "{interrupts} {reset_fault}"
+        );
     }
+}
+
+/// A reset the device ignores, then a fault that needs a reset: the DMA is cut, the disk comes
+/// back.
+#[test]
+fn ignored_reset_in_every_interrupt_mode() {
+    reset_then_needs_reset("reset-ignored", 1);
 }
 
 /// A device slow to reset, then a fault that needs a reset: the machine waits for it.
 #[test]
 fn slow_reset_in_every_interrupt_mode() {
-    for interrupts in INTERRUPTS {
-        let json = report(&[
-            "--ios",
-            "3000",
-            "-c",
-            "8M",
-            "--interrupts",
-            interrupts,
-            "--fault",
-            "reset-slow,ms=30",
-            "--fault",
-            "needs-reset,at=300",
-        ]);
-        assert_eq!(json["faults"]["resets"]["dma_cut"], 0, "{interrupts}");
-        assert_eq!(json["faults"]["recovered"], true);
-    }
+    reset_then_needs_reset("reset-slow,ms=30", 0);
 }
 
 /// Surprise removal in the middle of a job: recognised, and afterwards every read fails with

@@ -342,6 +342,10 @@ fn explore_and_deterministic_refuse_what_cannot_be_replayed() {
         ),
         ("soak --ios 4", "soak needs --total-ios N or --hours H"),
         ("soak --hours 0", "--hours must be a positive number, got 0"),
+        (
+            "soak --total-ios 5 --chaos-every 0",
+            "--chaos-every must be at least 1, got 0",
+        ),
     ] {
         let argv: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
         let e = cli::parse(&argv, &["driver", "ram"]).expect_err(line);
@@ -390,4 +394,18 @@ fn soak_runs_rounds_until_its_total_and_sums_them() {
     assert!(out.contains("round 3 (msix, seed 24304): 8 I/Os"), "{out}");
     assert!(out.contains("soak: 3 rounds, 24 I/Os"), "{out}");
     assert!(out.contains("0 mismatches, 0 violations"), "{out}");
+}
+
+#[test]
+fn soak_chaos_every_sets_the_rounds_fault_interval() {
+    let parse = |line: &str| {
+        let argv: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        match cli::parse(&argv, &["driver", "ram"]).expect(line) {
+            cli::Command::Soak(s) => s.chaos_every_ms,
+            other => panic!("{line}: {other:?}"),
+        }
+    };
+    assert_eq!(parse("soak --total-ios 5"), 5);
+    assert_eq!(parse("soak --total-ios 5 --chaos-every 20"), 20);
+    assert_eq!(parse("soak --chaos-every=50 --hours 1"), 50);
 }

@@ -8,7 +8,9 @@
 //! |---|---|
 //! | `mod.rs` | the adapter state and the callbacks |
 //! | `setup.rs` | HwStorFindAdapter / HwStorInitialize / passive init: bring-up and memory plan |
-//! | `io.rs` | BuildIo, StartIo, interrupts, DPCs, completion |
+//! | `build_io.rs` | HwStorBuildIo: decode, answer what needs no device, lay out block requests |
+//! | `start_io.rs` | HwStorStartIo: put a prepared request on its queue's ring |
+//! | `completion.rs` | interrupts, DPCs, completing what the device used, configuration change |
 //! | `request.rs` | laying out one virtio-blk request in the SRB extension |
 //! | `queue.rs` | one queue: its ring and requests in flight |
 //! | `reset.rs` | bus reset, stop and restart, and failing a broken device |
@@ -24,13 +26,15 @@
 //! StartIo submits through StorPortSynchronizeAccess and the ISR (or the dump stack's polling)
 //! completes.
 
+mod build_io;
+mod completion;
 mod disk;
 mod events;
-mod io;
 mod queue;
 mod request;
 mod reset;
 mod setup;
+mod start_io;
 mod tunables;
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32};
@@ -233,19 +237,19 @@ impl Miniport for Adapter {
     }
 
     fn build_io(&self, ctx: &mut context::BuildIo, srb: Srb) -> BuildIoOutcome {
-        io::build_io(self, ctx, srb)
+        build_io::build_io(self, ctx, srb)
     }
 
     fn start_io(&self, ctx: context::StartIo<'_>, srb: Srb) {
-        io::start_io(self, ctx, srb)
+        start_io::start_io(self, ctx, srb)
     }
 
     fn interrupt(&self, ctx: &mut context::Interrupt) -> bool {
-        io::interrupt(self, ctx)
+        completion::interrupt(self, ctx)
     }
 
     fn message_interrupt(&self, ctx: MessageContext<'_>, message_id: u32) -> bool {
-        io::message_interrupt(self, ctx, message_id)
+        completion::message_interrupt(self, ctx, message_id)
     }
 
     fn reset_bus(&self, ctx: &mut context::ResetBus, path_id: u32) -> bool {
@@ -333,7 +337,7 @@ impl storport::dpc::DpcHandler for Adapter {
         if arg1 == RESET_DPC {
             reset::reset_dpc(self, ctx);
         } else {
-            io::queue_dpc(self, ctx, arg1);
+            completion::queue_dpc(self, ctx, arg1);
         }
     }
 }

@@ -401,7 +401,7 @@ fn restart_after_reset(adapter: &Adapter, ctx: &mut context::Dpc) {
         end_reset(adapter, ctx);
         // While the device was reset it could not announce a configuration change (it only
         // does once DRIVER_OK is set): look at the capacity again.
-        super::io::config_changed(adapter);
+        super::completion::config_changed(adapter);
         if let Some(port) = adapter.port {
             port.notify_reset_detected(0);
         }
@@ -565,7 +565,7 @@ pub(super) fn restart(
         adapter.broken.store(false, Ordering::Release);
         // The disk may have been resized while the adapter was stopped, when the device could
         // not interrupt: re-read the capacity (a UNIT ATTENTION follows if it changed).
-        super::io::config_changed(adapter);
+        super::completion::config_changed(adapter);
         AdapterControlStatus::Success
     } else {
         AdapterControlStatus::Unsuccessful

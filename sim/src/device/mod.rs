@@ -10,8 +10,11 @@
 //!   device configuration; VIRTIO 1.2 4.1.4.3 to 4.1.4.8).
 //! - `blk`: the virtio-blk request parser and executor (VIRTIO 1.2 5.2.6).
 //! - `backend`: the disk contents, in RAM or in a file.
-//! - `queue_thread`: one I/O thread per virtqueue over rust-vmm `virtio-queue`.
-//! - [`packed`]: the packed virtqueue's device side (VIRTIO 1.2 2.8), which `virtio-queue` lacks.
+//! - `queue_thread`: one I/O thread per virtqueue, the loop both ring layouts share (faults,
+//!   held requests, executing, counting, interrupting), and the split ring's part of it over
+//!   rust-vmm `virtio-queue` (its `DeviceRing` trait).
+//! - [`packed`]: the packed virtqueue's device side (VIRTIO 1.2 2.8), which `virtio-queue` lacks;
+//!   `packed_thread`: its part of the queue thread's loop.
 //! - `fault`: deterministic fault injection for the driver's trust tests.
 //! - `vhost_user`: [`VhostUserDevice`], the same PCI function with a vhost-user back end (QEMU's
 //!   block layer) serving the queues instead of the model's queue threads.

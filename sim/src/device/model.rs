@@ -15,7 +15,6 @@ use super::config::{DeviceConfig, features};
 use super::fault::{FaultInjector, FaultMode};
 use super::msix::{ISR_CONFIG, Interrupts, NO_VECTOR};
 use super::packed::PackedRing;
-use super::packed_thread;
 use super::pci::{ConfigSpace, NOTIFY_OFF_MULTIPLIER, PCI_CFG_DATA};
 use super::queue_thread::{self, QueueControl, QueueCounters, QueueStats};
 use super::transport::{self, CommonCfg, blk as blk_cfg, layout, status};
@@ -663,7 +662,18 @@ impl VirtioBlkDevice {
                 && queue.is_valid(&*self.shared.mem))
             .then_some(queue)
         })();
-        let Some(queue) = built else {
+        self.start_queue_thread(workers, q, built);
+    }
+
+    /// Starts queue `q`'s thread on `ring` (unless it runs already); a ring that could not be
+    /// built, or a thread that could not start, is a device that needs a reset.
+    fn start_queue_thread<R: queue_thread::DeviceRing>(
+        &self,
+        workers: &mut [Option<JoinHandle<()>>],
+        q: u16,
+        ring: Option<R>,
+    ) {
+        let Some(ring) = ring else {
             self.shared.set_needs_reset();
             return;
         };
@@ -671,7 +681,7 @@ impl VirtioBlkDevice {
             return;
         }
         self.shared.queue_ctl[usize::from(q)].rearm();
-        match queue_thread::spawn(self.shared.clone(), q, queue) {
+        match queue_thread::spawn(self.shared.clone(), q, ring) {
             Ok(handle) => workers[usize::from(q)] = Some(handle),
             Err(_) => self.shared.set_needs_reset(),
         }
@@ -693,18 +703,7 @@ impl VirtioBlkDevice {
             regs.size,
             negotiated & features::EVENT_IDX != 0,
         );
-        let Ok(ring) = ring else {
-            self.shared.set_needs_reset();
-            return;
-        };
-        if workers[usize::from(q)].is_some() {
-            return;
-        }
-        self.shared.queue_ctl[usize::from(q)].rearm();
-        match packed_thread::spawn(self.shared.clone(), q, ring) {
-            Ok(handle) => workers[usize::from(q)] = Some(handle),
-            Err(_) => self.shared.set_needs_reset(),
-        }
+        self.start_queue_thread(workers, q, ring.ok());
     }
 
     fn common_write(&self, offset: u64, data: &[u8]) {

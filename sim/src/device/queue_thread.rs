@@ -1,4 +1,5 @@
-//! One I/O thread per virtqueue, over rust-vmm `virtio-queue`.
+//! One I/O thread per virtqueue: the loop every ring shares, and the split ring's part of it,
+//! over rust-vmm `virtio-queue` (the packed ring's is in `packed_thread`).
 //!
 //! A thread sleeps on its [`QueueControl`] condition variable until the driver rings the
 //! queue's doorbell (or the device stops it), then drains the available ring: it disables
@@ -7,7 +8,10 @@
 //! pattern that loses no kick. After each used entry it asks `needs_notification` (event idx,
 //! VIRTIO 1.2 2.7.10) or the avail ring's NO_INTERRUPT flag whether to interrupt. A protocol
 //! error stops the thread's processing and sets DEVICE_NEEDS_RESET; the thread then waits to
-//! be stopped by the reset.
+//! be stopped by the reset. What differs between a split and a packed ring (taking a buffer,
+//! writing its used element and the lie a fault tells there, notification suppression) is the
+//! [`DeviceRing`] trait; waking, faults, holding a request, running it against the disk,
+//! counting and interrupting are written once, here.
 
 use std::num::Wrapping;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::blk::{self, ChainError, Kind, Segments, req_status};
 use super::fault::FaultMode;
@@ -197,24 +201,66 @@ impl QueueStats {
     }
 }
 
-/// Starts the thread serving queue `index`.
-pub fn spawn(shared: Arc<Shared>, index: u16, queue: Queue) -> std::io::Result<JoinHandle<()>> {
-    storport_sim::sched::spawn(format!("virtio-blk-q{index}"), move || {
-        run(&shared, index, queue)
+/// A protocol error: the device stops serving the queue.
+pub(super) struct Broken;
+
+/// What a queue thread needs of its ring, split or packed.
+pub(super) trait DeviceRing: Send + 'static {
+    /// A buffer taken off the ring, before its segments are collected.
+    type Chain<'m>;
+    /// What completing a buffer needs once its segments are collected.
+    type Taken;
+    /// The thread's name, before the queue's index.
+    const THREAD_NAME: &'static str;
+
+    /// Asks the driver for no doorbell while the thread is draining.
+    fn disable_notification(&mut self, mem: &GuestMemoryMmap) -> Result<(), Broken>;
+    /// Asks for doorbells again; true when a buffer was made available meanwhile.
+    fn enable_notification(&mut self, mem: &GuestMemoryMmap) -> Result<bool, Broken>;
+    /// The next available buffer, if any.
+    fn next_chain<'m>(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+    ) -> Result<Option<Self::Chain<'m>>, Broken>;
+    /// Collects the buffer's segments into `segs`: its length in bytes, and what completing it
+    /// needs.
+    fn collect(
+        chain: Self::Chain<'_>,
+        segs: &mut Segments,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(u64, Self::Taken), ChainError>;
+    /// Writes the used element for `taken`, with the lie `fault` tells on this kind of ring.
+    fn complete(
+        &mut self,
+        shared: &Shared,
+        taken: &Self::Taken,
+        chain_len: u64,
+        used_len: u32,
+        fault: FaultMode,
+    ) -> Result<(), Broken>;
+    /// Whether the driver wants an interrupt for what was just used.
+    fn wants_interrupt(&mut self, mem: &GuestMemoryMmap) -> Result<bool, Broken>;
+}
+
+/// Starts the thread serving queue `index` on `ring`.
+pub(super) fn spawn<R: DeviceRing>(
+    shared: Arc<Shared>,
+    index: u16,
+    ring: R,
+) -> std::io::Result<JoinHandle<()>> {
+    storport_sim::sched::spawn(format!("{}{index}", R::THREAD_NAME), move || {
+        run(&shared, index, ring)
     })
 }
 
-/// A protocol error: the device stops serving the queue.
-struct Broken;
-
-fn run(shared: &Shared, index: u16, mut queue: Queue) {
+fn run<R: DeviceRing>(shared: &Shared, index: u16, mut ring: R) {
     let ctl = &shared.queue_ctl[usize::from(index)];
     let mut segs = Segments::default();
     // Serve whatever is already there, then wait for doorbells.
     loop {
         if !shared.is_broken()
             && shared.dma_allowed()
-            && drain(shared, index, &mut queue, &mut segs).is_err()
+            && drain(shared, index, &mut ring, &mut segs).is_err()
         {
             shared.set_needs_reset();
         }
@@ -224,49 +270,46 @@ fn run(shared: &Shared, index: u16, mut queue: Queue) {
     }
 }
 
-fn drain(
+fn drain<R: DeviceRing>(
     shared: &Shared,
     index: u16,
-    queue: &mut Queue,
+    ring: &mut R,
     segs: &mut Segments,
 ) -> Result<(), Broken> {
     let mem = &*shared.mem;
     let ctl = &shared.queue_ctl[usize::from(index)];
     loop {
-        queue.disable_notification(mem).map_err(|_| Broken)?;
+        ring.disable_notification(mem)?;
         loop {
             if shared.is_broken() || ctl.stopping() || !shared.dma_allowed() {
                 return Ok(());
             }
-            // `iter` checks that avail.idx moved by at most the queue size
-            // (InvalidAvailRingIndex); `pop_descriptor_chain` would hide that error.
-            let chain = queue.iter(mem).map_err(|_| Broken)?.next();
-            let Some(chain) = chain else { break };
+            let Some(chain) = ring.next_chain(mem)? else {
+                break;
+            };
             storport_sim::sched::switch("device step");
-            let served = serve(shared, index, queue, chain, segs);
+            let served = serve(shared, index, ring, chain, segs);
             shared.queue_stats[usize::from(index)]
                 .served
                 .fetch_add(1, Ordering::Relaxed);
             shared.events.notify();
             served?;
         }
-        if !queue.enable_notification(mem).map_err(|_| Broken)? {
+        if !ring.enable_notification(mem)? {
             return Ok(());
         }
     }
 }
 
-fn serve(
+fn serve<R: DeviceRing>(
     shared: &Shared,
     index: u16,
-    queue: &mut Queue,
-    chain: virtio_queue::DescriptorChain<&vm_memory::GuestMemoryMmap>,
+    ring: &mut R,
+    chain: R::Chain<'_>,
     segs: &mut Segments,
 ) -> Result<(), Broken> {
-    let mem = &*shared.mem;
-    let head = chain.head_index();
-    let chain_len = match segs.collect(chain, mem) {
-        Ok(len) => len,
+    let (chain_len, taken) = match R::collect(chain, segs, &shared.mem) {
+        Ok(collected) => collected,
         Err(ChainError::Malformed | ChainError::NoStatus) => return Err(Broken),
     };
     let fault = shared.fault.next_request(index);
@@ -281,7 +324,7 @@ fn serve(
         // Held, in short slices so that a reset (which joins this thread) is not held up.
         let until = storport_sim::sched::now() + shared.slow_time();
         while storport_sim::sched::now() < until {
-            if ctl_stopping(shared, index) {
+            if stopping(shared, index) {
                 // Reset while held: the request is dropped with the rest of the device's state.
                 shared.holds_ended.fetch_add(1, Ordering::AcqRel);
                 return Ok(());
@@ -289,20 +332,18 @@ fn serve(
             storport_sim::sched::sleep(std::time::Duration::from_millis(1));
         }
     }
-    let held = fault == FaultMode::Slow;
-    let outcome = serve_now(shared, index, queue, head, chain_len, fault, segs);
-    if held {
+    let outcome = serve_now(shared, index, ring, &taken, chain_len, fault, segs);
+    if fault == FaultMode::Slow {
         shared.holds_ended.fetch_add(1, Ordering::AcqRel);
     }
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve_now(
+fn serve_now<R: DeviceRing>(
     shared: &Shared,
     index: u16,
-    queue: &mut Queue,
-    head: u16,
+    ring: &mut R,
+    taken: &R::Taken,
     chain_len: u64,
     fault: FaultMode,
     segs: &mut Segments,
@@ -314,7 +355,7 @@ fn serve_now(
     if !shared.dma_allowed() {
         return Ok(());
     }
-    // Every device-writable byte of the chain is about to be written (data in, status): report
+    // Every device-writable byte of the buffer is about to be written (data in, status): report
     // it if the request was already completed (virtio-win #1326).
     for (addr, len) in segs.writable() {
         shared.watch.device_write(addr, len as usize);
@@ -328,47 +369,9 @@ fn serve_now(
     let status = fault.status(outcome.status);
     mem.write_obj(status, outcome.status_addr)
         .map_err(|_| Broken)?;
-    let size = queue.size();
-    match fault {
-        FaultMode::UsedIdOutOfRange => {
-            // virtio-queue refuses to write a bad id, so write the element by hand.
-            let slot = u64::from(queue.next_used() % size);
-            let elem = GuestAddress(queue.used_ring()).unchecked_add(4 + slot * 8);
-            mem.write_obj(u32::from(size) + 7, elem)
-                .map_err(|_| Broken)?;
-            mem.write_obj(outcome.used_len, elem.unchecked_add(4))
-                .map_err(|_| Broken)?;
-            let next = queue.next_used().wrapping_add(1);
-            publish_used_idx(shared, queue, next)?;
-        }
-        FaultMode::UsedLenTooLarge => {
-            let len = u32::try_from(chain_len + 4096).unwrap_or(u32::MAX);
-            queue.add_used(mem, head, len).map_err(|_| Broken)?;
-        }
-        FaultMode::UsedLenZero => {
-            queue.add_used(mem, head, 0).map_err(|_| Broken)?;
-        }
-        FaultMode::DuplicateUsedId => {
-            queue
-                .add_used(mem, head, outcome.used_len)
-                .map_err(|_| Broken)?;
-            queue
-                .add_used(mem, head, outcome.used_len)
-                .map_err(|_| Broken)?;
-        }
-        FaultMode::UsedIdxJump => {
-            queue
-                .add_used(mem, head, outcome.used_len)
-                .map_err(|_| Broken)?;
-            let next = (Wrapping(queue.next_used()) + Wrapping(size) + Wrapping(1)).0;
-            publish_used_idx(shared, queue, next)?;
-        }
-        _ => queue
-            .add_used(mem, head, outcome.used_len)
-            .map_err(|_| Broken)?,
-    }
+    ring.complete(shared, taken, chain_len, outcome.used_len, fault)?;
     // A faulty completion always interrupts, so the driver sees it at once.
-    let wanted = fault != FaultMode::None || wants_interrupt(shared, queue)?;
+    let wanted = fault != FaultMode::None || ring.wants_interrupt(mem)?;
     if wanted {
         stats.interrupts.fetch_add(1, Ordering::Relaxed);
         shared.signal_queue(index);
@@ -378,7 +381,8 @@ fn serve_now(
     Ok(())
 }
 
-fn ctl_stopping(shared: &Shared, index: u16) -> bool {
+/// Whether the thread is asked to stop (or the device is gone).
+fn stopping(shared: &Shared, index: u16) -> bool {
     shared
         .queue_ctl
         .get(usize::from(index))
@@ -386,28 +390,98 @@ fn ctl_stopping(shared: &Shared, index: u16) -> bool {
         || shared.is_removed()
 }
 
-fn publish_used_idx(shared: &Shared, queue: &mut Queue, next: u16) -> Result<(), Broken> {
-    queue.set_next_used(next);
-    shared
-        .mem
-        .store(
-            next.to_le(),
-            GuestAddress(queue.used_ring()).unchecked_add(2),
-            Ordering::Release,
-        )
-        .map_err(|_| Broken)
+/// The split ring (VIRTIO 1.2 2.7), over rust-vmm `virtio-queue`.
+impl DeviceRing for Queue {
+    type Chain<'m> = virtio_queue::DescriptorChain<&'m GuestMemoryMmap>;
+    /// The chain's head index.
+    type Taken = u16;
+    const THREAD_NAME: &'static str = "virtio-blk-q";
+
+    fn disable_notification(&mut self, mem: &GuestMemoryMmap) -> Result<(), Broken> {
+        QueueT::disable_notification(self, mem).map_err(|_| Broken)
+    }
+
+    fn enable_notification(&mut self, mem: &GuestMemoryMmap) -> Result<bool, Broken> {
+        QueueT::enable_notification(self, mem).map_err(|_| Broken)
+    }
+
+    fn next_chain<'m>(
+        &mut self,
+        mem: &'m GuestMemoryMmap,
+    ) -> Result<Option<Self::Chain<'m>>, Broken> {
+        // `iter` checks that avail.idx moved by at most the queue size
+        // (InvalidAvailRingIndex); `pop_descriptor_chain` would hide that error.
+        Ok(self.iter(mem).map_err(|_| Broken)?.next())
+    }
+
+    fn collect(
+        chain: Self::Chain<'_>,
+        segs: &mut Segments,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(u64, u16), ChainError> {
+        let head = chain.head_index();
+        Ok((segs.collect(chain, mem)?, head))
+    }
+
+    fn complete(
+        &mut self,
+        shared: &Shared,
+        &head: &u16,
+        chain_len: u64,
+        used_len: u32,
+        fault: FaultMode,
+    ) -> Result<(), Broken> {
+        let mem = &*shared.mem;
+        let size = self.size();
+        match fault {
+            FaultMode::UsedIdOutOfRange => {
+                // virtio-queue refuses to write a bad id, so write the element by hand.
+                let slot = u64::from(self.next_used() % size);
+                let elem = GuestAddress(self.used_ring()).unchecked_add(4 + slot * 8);
+                mem.write_obj(u32::from(size) + 7, elem)
+                    .map_err(|_| Broken)?;
+                mem.write_obj(used_len, elem.unchecked_add(4))
+                    .map_err(|_| Broken)?;
+                let next = self.next_used().wrapping_add(1);
+                publish_used_idx(mem, self, next)
+            }
+            FaultMode::UsedLenTooLarge => {
+                let len = u32::try_from(chain_len + 4096).unwrap_or(u32::MAX);
+                self.add_used(mem, head, len).map_err(|_| Broken)
+            }
+            FaultMode::UsedLenZero => self.add_used(mem, head, 0).map_err(|_| Broken),
+            FaultMode::DuplicateUsedId => {
+                self.add_used(mem, head, used_len).map_err(|_| Broken)?;
+                self.add_used(mem, head, used_len).map_err(|_| Broken)
+            }
+            FaultMode::UsedIdxJump => {
+                self.add_used(mem, head, used_len).map_err(|_| Broken)?;
+                let next = (Wrapping(self.next_used()) + Wrapping(size) + Wrapping(1)).0;
+                publish_used_idx(mem, self, next)
+            }
+            _ => self.add_used(mem, head, used_len).map_err(|_| Broken),
+        }
+    }
+
+    fn wants_interrupt(&mut self, mem: &GuestMemoryMmap) -> Result<bool, Broken> {
+        if self.event_idx_enabled() {
+            return self.needs_notification(mem).map_err(|_| Broken);
+        }
+        // virtio-queue ignores VRING_AVAIL_F_NO_INTERRUPT; honour it (VIRTIO 1.2 2.7.7).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let flags: u16 = mem
+            .load(GuestAddress(self.avail_ring()), Ordering::Relaxed)
+            .map_err(|_| Broken)?;
+        Ok(u16::from_le(flags) & 1 == 0)
+    }
 }
 
-/// Whether the driver wants an interrupt for what was just used.
-fn wants_interrupt(shared: &Shared, queue: &mut Queue) -> Result<bool, Broken> {
-    let mem = &*shared.mem;
-    if queue.event_idx_enabled() {
-        return queue.needs_notification(mem).map_err(|_| Broken);
-    }
-    // virtio-queue ignores VRING_AVAIL_F_NO_INTERRUPT; honour it (VIRTIO 1.2 2.7.7).
-    std::sync::atomic::fence(Ordering::SeqCst);
-    let flags: u16 = mem
-        .load(GuestAddress(queue.avail_ring()), Ordering::Relaxed)
-        .map_err(|_| Broken)?;
-    Ok(u16::from_le(flags) & 1 == 0)
+fn publish_used_idx(mem: &GuestMemoryMmap, queue: &mut Queue, next: u16) -> Result<(), Broken> {
+    queue.set_next_used(next);
+    mem.store(
+        next.to_le(),
+        GuestAddress(queue.used_ring()).unchecked_add(2),
+        Ordering::Release,
+    )
+    .map_err(|_| Broken)
 }
