@@ -450,6 +450,25 @@ pub(super) fn passive_initialize<'a>(
         Mode::Dump | Mode::Stopped => return true,
     }
     adapter.reset_dpc.initialize(ctx, port, adapter);
+    // Interrupts came in between HwStorInitialize and now, but the DPCs they issue did not
+    // exist yet, so those issues did nothing. One is the GET_ID answer that came after the
+    // poll: left in queue 0's used ring, it would also leave the interrupt threshold (used_event,
+    // with event idx) at that first element, and the device would interrupt for none of the
+    // queue's later completions. Drain queue 0 now. Likewise a reset begun meanwhile (a
+    // configuration interrupt announcing DEVICE_NEEDS_RESET) gets its DPC now.
+    match adapter.mode() {
+        Mode::MultiQueue => {
+            if let Some(cell) = adapter.queues.first() {
+                cell.dpc().issue(&*ctx, 0, 0);
+            }
+        }
+        _ => {
+            adapter.single_dpc.issue(&*ctx, 0, 0);
+        }
+    }
+    if adapter.resetting() {
+        adapter.reset_dpc.issue(&*ctx, super::RESET_DPC, 0);
+    }
     if adapter.broken.load(Ordering::Acquire) {
         // HwStorInitialize could not bring the device back after a broken GET_ID.
         super::reset::begin_reset(adapter, &*ctx, super::events::Cause::BrokenRing(0));
