@@ -80,7 +80,21 @@ impl Stack {
         );
         prepare(&device);
         let memory = device.guest_memory();
-        Stack::on_device(device, memory, options)
+        let stack = Stack::on_device(device, memory, options)?;
+        // HwStorInitialize polls GET_ID for 1 ms and goes on (a later answer is taken by the
+        // driver's drain); on a busy machine the device takes GET_ID only after that, and a
+        // fault the caller arms now for "the next request" would land on it. Unless `prepare`
+        // armed one (which may be meant for GET_ID) or one fired, wait (at most PATIENCE) until
+        // the device has served GET_ID, its first request.
+        if !stack.device.fault_armed() && stack.device.faults_fired() == 0 {
+            let device = &stack.device;
+            let _ = device.wait_until(
+                "the device served the start-up GET_ID",
+                storport_sim::PATIENCE,
+                || device.counters().iter().any(|c| c.get_ids >= 1),
+            );
+        }
+        Ok(stack)
     }
 }
 

@@ -97,17 +97,21 @@ fn inquiry_vpd(stack: &Stack, page: u8) -> Vec<u8> {
     data
 }
 
-/// A stack whose driver read the device's serial number. HwStorInitialize polls GET_ID for 5 ms
-/// and goes on without a serial when the device answers later (correct, and what a busy machine
-/// sometimes makes of a healthy device): up to 5 starts are tried, as a loaded host would need.
-fn stack_with_serial(start: impl Fn() -> Stack) -> Stack {
-    for _ in 1..5 {
-        let stack = start();
-        if inquiry_vpd(&stack, 0x80)[4..] == *SERIAL {
-            return stack;
-        }
+/// A stack whose driver has the device's serial number. HwStorInitialize polls GET_ID for 1 ms;
+/// a device that answers later (what a busy machine sometimes makes of a healthy one) has its
+/// answer taken by the driver's next drain of queue 0, so VPD 80h carries the serial from then
+/// on: wait for that (a deadline whose expiry fails the test), never start again.
+fn stack_with_serial(start: impl FnOnce() -> Stack) -> Stack {
+    let stack = start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while inquiry_vpd(&stack, 0x80)[4..] != *SERIAL {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "VPD 80h never carried the serial the device answered GET_ID with"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    start()
+    stack
 }
 
 fn rw_cdb(opcode: u8, flags: u8, lba: u64, blocks: u32) -> Vec<u8> {

@@ -323,6 +323,15 @@ fn two_disks_differ(serials: [&str; 2], expected_80: [&[u8]; 2]) {
         .expect("DriverEntry succeeds");
     let (first, _a) = disk(&port, serials[0], 0x18);
     let (second, _b) = disk(&port, serials[1], 0x20);
+    // HwStorInitialize polls GET_ID for 1 ms; a device that answered later (a busy machine)
+    // has its answer taken by the driver's next drain of queue 0: wait for it (a deadline whose
+    // expiry fails the test) before the identifiers are compared and found stable.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for (adapter, expected) in [(&first, expected_80[0]), (&second, expected_80[1])] {
+        while vpd(adapter, 0x80)[4..] != *expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
     let (s1, s2) = (vpd(&first, 0x80), vpd(&second, 0x80));
     assert_eq!(&s1[4..], expected_80[0]);
     assert_eq!(&s2[4..], expected_80[1]);

@@ -59,6 +59,9 @@ pub(super) fn interrupt(adapter: &Adapter, found: &Found, ctx: &mut context::Int
     for round in 1..=MAX_BATCHES {
         let mut batch = Batch::new();
         let drained = adapter.single.get(ctx).drain(&mut batch);
+        if batch.take_internal() {
+            super::setup::take_late_identity(adapter, found);
+        }
         let resubmit = finish_batch(adapter, found, &mut batch);
         if let Some(request) = resubmit {
             let notifier = adapter
@@ -165,6 +168,9 @@ pub(super) fn queue_dpc(adapter: &Adapter, found: &Found, ctx: &mut context::Dpc
             Mode::Dump | Mode::Stopped => return,
         };
         // Completion happens here, after the queue lock is released.
+        if batch.take_internal() {
+            super::setup::take_late_identity(adapter, found);
+        }
         if let Some(request) = finish_batch(adapter, found, &mut batch) {
             let notifier = match adapter.mode() {
                 Mode::MultiQueue => adapter

@@ -79,10 +79,23 @@ pub struct DiskState {
     write_cache_enabled: AtomicBool,
     /// A UNIT ATTENTION (capacity changed) waits for the next command.
     unit_attention: AtomicBool,
-    /// The serial number from GET_ID (read in HwStorInitialize, after the description).
+    /// The serial number until GET_ID gives one (built from the adapter's location).
+    fallback_serial: Serial,
+    /// The serial number from GET_ID: written once (by HwStorInitialize, or by the drain that
+    /// found a late answer), while INQUIRYs may read it on other CPUs, so it is published
+    /// through `serial_state` and never changes after.
     serial: [AtomicU8; 20],
     serial_len: AtomicU8,
+    /// `SERIAL_NONE`, `SERIAL_WRITING` (one writer claimed it) or `SERIAL_READY`.
+    serial_state: AtomicU8,
 }
+
+/// No serial number from GET_ID yet.
+const SERIAL_NONE: u8 = 0;
+/// A writer is filling the serial number in.
+const SERIAL_WRITING: u8 = 1;
+/// The serial number from GET_ID is complete and final.
+const SERIAL_READY: u8 = 2;
 
 impl DiskState {
     /// No disk yet.
@@ -92,8 +105,10 @@ impl DiskState {
             capacity: AtomicU64::new(0),
             write_cache_enabled: AtomicBool::new(false),
             unit_attention: AtomicBool::new(false),
+            fallback_serial: Serial::NONE,
             serial: [const { AtomicU8::new(0) }; 20],
             serial_len: AtomicU8::new(0),
+            serial_state: AtomicU8::new(SERIAL_NONE),
         }
     }
 
@@ -152,19 +167,42 @@ impl DiskState {
         old != blocks
     }
 
-    /// Records the serial number read with GET_ID (HwStorInitialize, before any request).
+    /// Sets the serial number used until GET_ID gives one (HwStorFindAdapter).
+    pub fn set_fallback_serial(&mut self, serial: Serial) {
+        self.fallback_serial = serial;
+    }
+
+    /// Records the serial number read with GET_ID. Only the first call counts: a device answers
+    /// the one GET_ID once, and an INQUIRY on another CPU must never see half of a change.
     pub fn set_serial(&self, serial: Serial) {
+        if self
+            .serial_state
+            .compare_exchange(
+                SERIAL_NONE,
+                SERIAL_WRITING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
         let bytes = serial.as_bytes();
         for (dst, src) in self.serial.iter().zip(bytes) {
             dst.store(*src, Ordering::Relaxed);
         }
         self.serial_len
-            .store(u8::try_from(bytes.len()).unwrap_or(0), Ordering::Release);
+            .store(u8::try_from(bytes.len()).unwrap_or(0), Ordering::Relaxed);
+        self.serial_state.store(SERIAL_READY, Ordering::Release);
     }
 
-    /// The serial number (only INQUIRY needs it, so [`DiskState::current`] leaves it out).
+    /// The serial number: GET_ID's once it is recorded, else the fallback (only INQUIRY needs
+    /// it, so [`DiskState::current`] leaves it out).
     pub fn serial(&self) -> Serial {
-        let len = usize::from(self.serial_len.load(Ordering::Acquire));
+        if self.serial_state.load(Ordering::Acquire) != SERIAL_READY {
+            return self.fallback_serial;
+        }
+        let len = usize::from(self.serial_len.load(Ordering::Relaxed));
         let mut bytes = [0u8; 20];
         for (dst, src) in bytes.iter_mut().zip(&self.serial).take(len) {
             *dst = src.load(Ordering::Relaxed);

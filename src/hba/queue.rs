@@ -45,6 +45,9 @@ pub enum Drained {
 pub struct Batch {
     entries: [Option<(Srb, u32)>; Batch::CAPACITY],
     len: usize,
+    /// The driver's own request (the start-up GET_ID) completed in this drain: its answer is
+    /// in the adapter's identify area, to be read after the lock is released.
+    internal: bool,
 }
 
 impl Batch {
@@ -56,7 +59,13 @@ impl Batch {
         Self {
             entries: [const { None }; Batch::CAPACITY],
             len: 0,
+            internal: false,
         }
+    }
+
+    /// Whether the driver's own request completed in a drain since the last call.
+    pub fn take_internal(&mut self) -> bool {
+        core::mem::replace(&mut self.internal, false)
     }
 
     fn is_full(&self) -> bool {
@@ -91,6 +100,11 @@ pub struct Queue {
     notifier: Option<QueueNotifier>,
     indirect: bool,
     slots: SrbTable<SLOTS>,
+    /// The ring id of the driver's own request (GET_ID at start) while the device holds it:
+    /// HwStorInitialize stops polling for it after a few milliseconds, and a later answer is
+    /// taken by the next drain. No slot ever holds this id while it is set (the ring does not
+    /// hand out an id in flight), so the answer cannot be mistaken for a request's.
+    internal: Option<u16>,
 }
 
 /// Why a request could not be submitted.
@@ -99,6 +113,9 @@ pub enum SubmitError {
     Full(Srb),
     /// The queue is broken (the device misbehaved): fail the request.
     Broken(Srb),
+    /// A reset began before the queue's lock was taken (the caller checks under the lock):
+    /// the reset's pass over this queue may already be done, so the request must not go on.
+    Resetting(Srb),
 }
 
 impl Queue {
@@ -109,6 +126,7 @@ impl Queue {
         notifier: None,
         indirect: true,
         slots: SrbTable::EMPTY,
+        internal: None,
     };
 
     /// Attaches the ring (HwStorFindAdapter).
@@ -190,11 +208,16 @@ impl Queue {
             while !batch.is_full() {
                 match ring.pop_used() {
                     Some(Ok(UsedElem { id, len })) => {
-                        // The ring validated the id as in flight; a slot without a request is
-                        // an internal request (GET_ID at start) that was polled.
-                        if let Some(request) = self.slots.take(usize::from(id)) {
+                        if self.internal == Some(id) {
+                            // The start-up GET_ID, answered after HwStorInitialize stopped
+                            // polling: the caller reads the answer after the lock.
+                            self.internal = None;
+                            batch.internal = true;
+                        } else if let Some(request) = self.slots.take(usize::from(id)) {
                             batch.push(request, len);
                         }
+                        // The ring validated the id as in flight, and every id in flight is
+                        // either a slot's or the internal request's: there is no third case.
                     }
                     Some(Err(error)) => return Drained::Broken(error),
                     None => break,
@@ -238,6 +261,8 @@ impl Queue {
         if let Some(ring) = self.ring.as_mut() {
             ring.reset();
         }
+        // A reset device answers nothing it held: an unanswered GET_ID is forgotten.
+        self.internal = None;
     }
 
     /// Forgets the ring state if the device was re-initialised over zeroed rings since this
@@ -258,13 +283,20 @@ impl Queue {
         built: &BuiltRequest,
     ) -> Option<QueueNotifier> {
         let ring = self.ring.as_mut()?;
-        if ring.is_packed() && !area.repack_table(built) {
-            return None;
-        }
-        ring.push_indirect(built.table_address, built.table_len)
-            .ok()?;
+        // As for any request: an indirect table only when the device accepted them
+        // (VIRTIO 1.2 2.7.5.3.1), else the table's descriptors as a chain on the ring.
+        let pushed = if self.indirect {
+            if ring.is_packed() && !area.repack_table(built) {
+                return None;
+            }
+            ring.push_indirect(built.table_address, built.table_len)
+        } else {
+            ring.push_chain(area.descriptors(built))
+        };
+        let id = pushed.ok()?;
         ring.publish();
         let _ = ring.needs_notify();
+        self.internal = Some(id);
         self.notifier
     }
 
@@ -273,13 +305,15 @@ impl Queue {
         self.ring.as_ref().is_some_and(Virtqueue::is_broken)
     }
 
-    /// Whether the driver's own request completed (one used element that names no slot).
+    /// Whether the driver's own request completed (the one used element, naming it).
     pub fn poll_internal(&mut self) -> bool {
         let Some(ring) = self.ring.as_mut() else {
             return false;
         };
         match ring.pop_used() {
             Some(Ok(used)) => {
+                let ours = self.internal == Some(used.id);
+                self.internal = None;
                 // Move the interrupt threshold (used_event) past what was just polled: left at
                 // 0, the device would never interrupt for this queue's next completions
                 // (VIRTIO 1.2 2.7.7.2), and the first requests on it would wait for Storport's
@@ -290,7 +324,7 @@ impl Queue {
                     // flight), which the caller sees and repairs before any request uses it.
                     let _ = ring.pop_used();
                 }
-                usize::from(used.id) < SLOTS && !self.slots.is_taken(usize::from(used.id))
+                ours
             }
             _ => false,
         }
@@ -319,7 +353,11 @@ impl Queue {
         match self.submit(request, &built) {
             Ok(notifier) => notifier,
             // The data is written but not yet durable: have Storport send the write again.
-            Err(SubmitError::Full(request) | SubmitError::Broken(request)) => {
+            Err(
+                SubmitError::Full(request)
+                | SubmitError::Broken(request)
+                | SubmitError::Resetting(request),
+            ) => {
                 let _ = request.complete(SrbStatus::Busy);
                 None
             }

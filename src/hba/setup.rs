@@ -46,9 +46,10 @@ const ID_LEN: u32 = 20;
 const ID_BYTES: usize = ID_LEN as usize;
 /// Bytes of uncached memory the GET_ID request takes: a request area and the 20-byte buffer.
 const IDENTIFY_BYTES: usize = area_size(1) + ID_BYTES;
-/// Polls of the used ring (10 us apart) while waiting for GET_ID at start: 5 ms at most, at
-/// DIRQL. A device slower than that is used without a serial number.
-const ID_POLLS: u32 = 500;
+/// Polls of the used ring (10 us apart) while waiting for GET_ID at start: 1 ms at most, at
+/// DIRQL (the transport's bound on a reset wait there too). A device slower than that has its
+/// answer taken later, by queue 0's next drain ([`take_late_identity`]).
+const ID_POLLS: u32 = 100;
 
 /// The features the driver can use (VIRTIO 1.2 5.2.3 and 6): everything it implements.
 pub(super) const WANTED_FEATURES: u64 = feature::VERSION_1
@@ -264,7 +265,9 @@ pub(super) fn find_adapter(
     // Until GET_ID gives a serial (and when it gives an empty one) the unit's VPD 80h/83h
     // identifiers come from the adapter's location, unique per adapter in the machine.
     let (bus, slot) = config.bus_slot();
-    adapter.disk.set_serial(Serial::from_location(bus, slot));
+    adapter
+        .disk
+        .set_fallback_serial(Serial::from_location(bus, slot));
     let registers = transport.registers();
     let mut control = InterruptShared::new(transport);
     control.bind(port);
@@ -463,6 +466,25 @@ pub(super) fn passive_initialize<'a>(
         Mode::Dump | Mode::Stopped => return true,
     }
     adapter.reset_dpc.initialize(ctx, port, adapter);
+    // Interrupts came in between HwStorInitialize and now, but the DPCs they issue did not
+    // exist yet, so those issues did nothing. One is the GET_ID answer that came after the
+    // poll: left in queue 0's used ring, it would also leave the interrupt threshold (used_event,
+    // with event idx) at that first element, and the device would interrupt for none of the
+    // queue's later completions. Drain queue 0 now. Likewise a reset begun meanwhile (a
+    // configuration interrupt announcing DEVICE_NEEDS_RESET) gets its DPC now.
+    match adapter.mode() {
+        Mode::MultiQueue => {
+            if let Some(cell) = adapter.queues.first() {
+                cell.dpc().issue(&*ctx, 0, 0);
+            }
+        }
+        _ => {
+            adapter.single_dpc.issue(&*ctx, 0, 0);
+        }
+    }
+    if adapter.resetting() {
+        adapter.reset_dpc.issue(&*ctx, super::RESET_DPC, 0);
+    }
     if adapter.broken.load(Ordering::Acquire) {
         // HwStorInitialize could not bring the device back after a broken GET_ID.
         super::reset::begin_reset(adapter, found, &*ctx, super::events::Cause::BrokenRing(0));
@@ -481,11 +503,10 @@ pub(super) fn passive_initialize<'a>(
 }
 
 /// Reads the device's serial number with GET_ID, polling queue 0 (HwStorInitialize, before any
-/// request: the id is not in the slot table, so a late completion is simply dropped).
+/// request). A device that answers after the polling gave up is heard from later: queue 0's
+/// next drain takes the answer ([`take_late_identity`]).
 fn identify(found: &Found, queue: &mut Queue) -> Option<Serial> {
-    let region = found.identify;
-    let area = RequestArea::new(region.subregion(0, area_size(1))?)?;
-    let buffer = region.subregion(area_size(1), ID_BYTES)?;
+    let (area, buffer) = identify_area(found)?;
     let built = found
         .builder
         .build_data(
@@ -499,14 +520,7 @@ fn identify(found: &Found, queue: &mut Queue) -> Option<Serial> {
     notifier.notify();
     for _ in 0..ID_POLLS {
         if queue.poll_internal() {
-            if area.status() != virtio::Status::Ok {
-                return None;
-            }
-            let mut id = [0u8; ID_BYTES];
-            for (dst, src) in id.iter_mut().zip(buffer.bytes()) {
-                *dst = src.load(Ordering::Relaxed);
-            }
-            return Some(Serial::from_id(&id));
+            return answered_identity(found);
         }
         if queue.is_broken() {
             return None;
@@ -514,6 +528,39 @@ fn identify(found: &Found, queue: &mut Queue) -> Option<Serial> {
         found.port.stall(10);
     }
     None
+}
+
+/// The GET_ID request area and the 20-byte buffer after it.
+fn identify_area(
+    found: &Found,
+) -> Option<(RequestArea<'static>, storport::dma::DmaRegion<'static>)> {
+    let region = found.identify;
+    let area = RequestArea::new(region.subregion(0, area_size(1))?)?;
+    let buffer = region.subregion(area_size(1), ID_BYTES)?;
+    Some((area, buffer))
+}
+
+/// The serial number a completed GET_ID wrote, if it succeeded (VIRTIO 1.2 5.2.6).
+fn answered_identity(found: &Found) -> Option<Serial> {
+    let (area, buffer) = identify_area(found)?;
+    if area.status() != virtio::Status::Ok {
+        return None;
+    }
+    let mut id = [0u8; ID_BYTES];
+    for (dst, src) in id.iter_mut().zip(buffer.bytes()) {
+        *dst = src.load(Ordering::Relaxed);
+    }
+    Some(Serial::from_id(&id))
+}
+
+/// Records the serial number of a GET_ID the device answered after HwStorInitialize stopped
+/// polling for it, which a drain of queue 0 found (called after the queue lock is released).
+/// The device wrote the answer before the used element that announced it, and nothing writes
+/// the identify area again, so it is read without a lock.
+pub(super) fn take_late_identity(adapter: &Adapter, found: &Found) {
+    if let Some(serial) = answered_identity(found).filter(|serial| !serial.is_empty()) {
+        adapter.disk.set_serial(serial);
+    }
 }
 
 /// Lays a ring out in `region` and gives it to `queue`; returns the addresses the device needs.

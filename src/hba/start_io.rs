@@ -47,6 +47,8 @@ enum Submitted {
     Full(Srb),
     /// The ring broke between the reset check and the lock.
     Broken(Srb),
+    /// A reset began between the first reset check and the lock.
+    Resetting(Srb),
     /// The queue's lock closure did not run (its DPC is not bound yet, or Storport refused the
     /// lock, or the adapter is stopped): the request is still in `pending`.
     NotRun,
@@ -62,6 +64,7 @@ impl Submitted {
             Ok(Some(Ok(None))) => Submitted::Quiet,
             Ok(Some(Err(SubmitError::Full(request)))) => Submitted::Full(request),
             Ok(Some(Err(SubmitError::Broken(request)))) => Submitted::Broken(request),
+            Ok(Some(Err(SubmitError::Resetting(request)))) => Submitted::Resetting(request),
             Ok(None) | Err(_) => Submitted::NotRun,
         }
     }
@@ -102,6 +105,13 @@ pub(super) fn start_io(adapter: &Adapter, found: &Found, ctx: StartIo<'_>, srb: 
     let mut pending = Some(request);
     let epoch = adapter.epoch.load(Ordering::Acquire);
     let mut submit = |q: &mut super::queue::Queue| {
+        // Looked at again under the queue's lock: the reset DPC sets the stage before it takes
+        // each queue's lock to hand its requests back, so a request that passed the check
+        // above while that pass ran would otherwise land on a ring already handed back, and
+        // be outstanding when the reset SRB completes (and on a ring the restart re-zeroes).
+        if adapter.resetting() {
+            return pending.take().map(|r| Err(SubmitError::Resetting(r)));
+        }
         q.sync_epoch(epoch);
         pending.take().map(|r| q.submit(r, &built))
     };
@@ -124,6 +134,10 @@ pub(super) fn start_io(adapter: &Adapter, found: &Found, ctx: StartIo<'_>, srb: 
         Submitted::Notify(notifier) => notifier.notify(),
         Submitted::Quiet => {}
         Submitted::Full(request) => busy(found, request),
+        // As for a request that arrives during a reset: Storport sends it again.
+        Submitted::Resetting(request) => {
+            let _ = request.complete(SrbStatus::Busy);
+        }
         // Whoever found the ring broken (a drain) has started the reset; Storport sends the
         // request again once the device is back.
         #[cfg(not(feature = "planted-race"))]

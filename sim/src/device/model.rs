@@ -466,6 +466,19 @@ impl VirtioBlkDevice {
     /// value until then, as a device whose reset takes a while).
     pub fn reset(&self) {
         let mut workers = lock(&self.workers);
+        // A device already at its reset state (status 0, no queue running, no reset pending)
+        // has nothing to stop: the reset is done at once, however slow its resets otherwise
+        // are. Held pending instead, it would read 0 all the while (the status it keeps) and
+        // tell the driver it may initialise a device that then drops every write until the
+        // reset ends: no real device acknowledges a reset it has not finished.
+        let idle = lock(&self.common).status == 0;
+        if idle
+            && workers.iter().all(Option::is_none)
+            && !self.shared.reset_pending.load(Ordering::Acquire)
+        {
+            self.complete_reset(&mut workers);
+            return;
+        }
         for (i, w) in workers.iter().enumerate() {
             if w.is_some() {
                 self.shared.queue_ctl[i].stop();

@@ -89,6 +89,10 @@ pub struct VhostUserOptions {
     /// How long a reset waits for the back end to finish its requests before the device
     /// fails for good (module documentation).
     pub drain_timeout: Duration,
+    /// How long the front end waits for the back end to take a message or answer one: a back
+    /// end that stopped answering turns the message into an error (the connect fails, or the
+    /// device fails with the message named), never a wait without end.
+    pub reply_timeout: Duration,
 }
 
 impl Default for VhostUserOptions {
@@ -101,12 +105,143 @@ impl Default for VhostUserOptions {
             guest_memory_size: 64 << 20,
             guest_memory_base: 0x1_0000_0000,
             drain_timeout: Duration::from_secs(10),
+            // Far above any answer a working back end gives, even on a loaded machine (its
+            // slowest, GET_VRING_BASE, comes after the drain has already waited).
+            reply_timeout: Duration::from_secs(60),
         }
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Connects to the back end's socket (retrying a refused connection for half a second, as a
+/// back end just started may not listen yet), watched by a [`ReplyWatch`] of `timeout`.
+fn connect_frontend(
+    socket: &std::path::Path,
+    timeout: Duration,
+) -> std::io::Result<WatchedFrontend> {
+    let mut retries = 5;
+    let stream = loop {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(stream) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && retries > 0 => {
+                retries -= 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(std::io::Error::other(format!(
+                    "vhost-user connect to {}: {e}",
+                    socket.display()
+                )));
+            }
+        }
+    };
+    let watch = Arc::new(ReplyWatch {
+        busy_since: Mutex::new(None),
+        expired: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        stream: stream.try_clone()?,
+        timeout,
+    });
+    let watcher = watch.clone();
+    std::thread::Builder::new()
+        .name("vhost-user-reply-watch".to_owned())
+        .spawn(move || watcher.run())?;
+    Ok(WatchedFrontend {
+        frontend: Mutex::new(Frontend::from_stream(stream, 1)),
+        watch,
+    })
+}
+
+/// The front end's connection to the back end, watched: a message the back end has not taken
+/// or answered within the reply timeout ends the connection, so the call fails (the vhost crate
+/// retries a timed-out socket read for ever, so a socket timeout alone would hang the same).
+struct WatchedFrontend {
+    frontend: Mutex<Frontend>,
+    watch: Arc<ReplyWatch>,
+}
+
+/// What the watch thread looks at: since when a message has been waiting, and the socket to
+/// shut down when that is longer than `timeout`.
+struct ReplyWatch {
+    busy_since: Mutex<Option<Instant>>,
+    /// The back end did not answer in time: the connection was shut down.
+    expired: AtomicBool,
+    /// The device is gone: the watch thread ends.
+    closed: AtomicBool,
+    stream: std::os::unix::net::UnixStream,
+    timeout: Duration,
+}
+
+impl ReplyWatch {
+    fn run(&self) {
+        let tick = (self.timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        while !self.closed.load(Ordering::Acquire) {
+            std::thread::sleep(tick);
+            let late = lock(&self.busy_since).is_some_and(|since| since.elapsed() > self.timeout);
+            if late {
+                self.expired.store(true, Ordering::Release);
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+impl WatchedFrontend {
+    /// The front end, for messages: watched until the guard is dropped.
+    fn lock(&self) -> WatchedGuard<'_> {
+        let guard = lock(&self.frontend);
+        *lock(&self.watch.busy_since) = Some(Instant::now());
+        WatchedGuard {
+            guard,
+            watch: &self.watch,
+        }
+    }
+
+    /// Names the timeout after `what` failed, when the watch ended the connection.
+    fn explain(&self, what: String) -> String {
+        if self.watch.expired.load(Ordering::Acquire) {
+            format!(
+                "{what} (the back end answered nothing for {:?}: connection closed)",
+                self.watch.timeout
+            )
+        } else {
+            what
+        }
+    }
+}
+
+impl Drop for WatchedFrontend {
+    fn drop(&mut self) {
+        self.watch.closed.store(true, Ordering::Release);
+    }
+}
+
+struct WatchedGuard<'a> {
+    guard: MutexGuard<'a, Frontend>,
+    watch: &'a ReplyWatch,
+}
+
+impl std::ops::Deref for WatchedGuard<'_> {
+    type Target = Frontend;
+    fn deref(&self) -> &Frontend {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for WatchedGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Frontend {
+        &mut self.guard
+    }
+}
+
+impl Drop for WatchedGuard<'_> {
+    fn drop(&mut self) {
+        *lock(&self.watch.busy_since) = None;
+    }
 }
 
 fn vhost_err<E: std::fmt::Debug>(what: &'static str) -> impl FnOnce(E) -> std::io::Error {
@@ -230,7 +365,7 @@ impl VhostUserFrontendReqHandler for ConfigWatch {
 /// A virtio-blk PCI function whose queues a vhost-user back end serves.
 pub struct VhostUserDevice {
     link: Arc<Link>,
-    frontend: Mutex<Frontend>,
+    frontend: WatchedFrontend,
     mem: Arc<GuestMemoryMmap>,
     guest_memory: GuestMemory,
     pci: Mutex<ConfigSpace>,
@@ -265,9 +400,16 @@ impl VhostUserDevice {
                 "max_queue_size must be a power of two",
             ));
         }
-        let mut fe = Frontend::connect(&options.socket, 1).map_err(vhost_err("connect"))?;
-        fe.set_owner().map_err(vhost_err("SET_OWNER"))?;
-        let backend_features = fe.get_features().map_err(vhost_err("GET_FEATURES"))?;
+        let watched = connect_frontend(&options.socket, options.reply_timeout)?;
+        let explain = |e: std::io::Error| std::io::Error::other(watched.explain(e.to_string()));
+        let mut fe = watched.lock();
+        fe.set_owner()
+            .map_err(vhost_err("SET_OWNER"))
+            .map_err(explain)?;
+        let backend_features = fe
+            .get_features()
+            .map_err(vhost_err("GET_FEATURES"))
+            .map_err(explain)?;
         if backend_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() == 0 {
             return Err(std::io::Error::other(
                 "the back end lacks VHOST_USER_F_PROTOCOL_FEATURES",
@@ -275,7 +417,8 @@ impl VhostUserDevice {
         }
         let offered_protocol = fe
             .get_protocol_features()
-            .map_err(vhost_err("GET_PROTOCOL_FEATURES"))?;
+            .map_err(vhost_err("GET_PROTOCOL_FEATURES"))
+            .map_err(explain)?;
         let needed = VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ;
         if !offered_protocol.contains(needed) {
             return Err(std::io::Error::other(format!(
@@ -287,9 +430,13 @@ impl VhostUserDevice {
                 | VhostUserProtocolFeatures::REPLY_ACK
                 | VhostUserProtocolFeatures::BACKEND_REQ);
         fe.set_protocol_features(protocol)
-            .map_err(vhost_err("SET_PROTOCOL_FEATURES"))?;
-        let backend_queues = fe.get_queue_num().map_err(vhost_err("GET_QUEUE_NUM"))?;
-        let config = get_config(&mut fe)?;
+            .map_err(vhost_err("SET_PROTOCOL_FEATURES"))
+            .map_err(explain)?;
+        let backend_queues = fe
+            .get_queue_num()
+            .map_err(vhost_err("GET_QUEUE_NUM"))
+            .map_err(explain)?;
+        let config = get_config(&mut fe).map_err(explain)?;
         let config_queues = u16::from_le_bytes([config[34], config[35]]).max(1);
         let n = options
             .num_queues
@@ -320,10 +467,12 @@ impl VhostUserDevice {
         let link = Arc::new(Link::new(vectors, nq));
         if protocol.contains(VhostUserProtocolFeatures::BACKEND_REQ) {
             let mut handler = FrontendReqHandler::new(Arc::new(ConfigWatch(link.clone())))
-                .map_err(vhost_err("back-end channel"))?;
+                .map_err(vhost_err("back-end channel"))
+                .map_err(explain)?;
             handler.set_reply_ack_flag(protocol.contains(VhostUserProtocolFeatures::REPLY_ACK));
             fe.set_backend_request_fd(&handler.get_tx_raw_fd())
-                .map_err(vhost_err("SET_BACKEND_REQ_FD"))?;
+                .map_err(vhost_err("SET_BACKEND_REQ_FD"))
+                .map_err(explain)?;
             // Ends when the back end closes the channel (it does when the session ends).
             std::thread::Builder::new()
                 .name("vhost-user-backend-req".to_owned())
@@ -347,13 +496,15 @@ impl VhostUserDevice {
         }
         let offered = backend_features & PASSED_TO_DRIVER;
         let (msix_pba_offset, _) = layout::msix(vectors);
+        // The handshake is over: the device takes the front end.
+        drop(fe);
         Ok(Self {
             state: Mutex::new(State {
                 common: CommonCfg::new(offered, n, options.max_queue_size, vectors),
                 session: Session::Idle,
             }),
             link,
-            frontend: Mutex::new(fe),
+            frontend: watched,
             mem,
             guest_memory,
             pci: Mutex::new(ConfigSpace::new(vectors)),
@@ -427,7 +578,7 @@ impl VhostUserDevice {
     /// Why the device failed, if it did (module documentation).
     pub fn failure(&self) -> Option<String> {
         match &lock(&self.state).session {
-            Session::Failed(why) => Some(why.clone()),
+            Session::Failed(why) => Some(self.frontend.explain(why.clone())),
             _ => None,
         }
     }
@@ -470,7 +621,7 @@ impl VhostUserDevice {
         if self.link.config_dirty.swap(false, Ordering::AcqRel) {
             // Not in the match's scrutinee: the frontend lock is never held while taking the
             // state lock (`common_write` takes them the other way round).
-            let fetched = get_config(&mut lock(&self.frontend));
+            let fetched = get_config(&mut self.frontend.lock());
             match fetched {
                 Ok(c) => *lock(&self.config) = c,
                 Err(e) => self.fail(format!("{e}")),
@@ -514,7 +665,7 @@ impl VhostUserDevice {
         let info = VhostUserMemoryRegionInfo::from_guest_region(region)
             .map_err(|e| format!("vhost-user memory region: {e:?}"))?;
         {
-            let fe = lock(&self.frontend);
+            let fe = self.frontend.lock();
             fe.set_features(negotiated | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits())
                 .map_err(|e| format!("vhost-user SET_FEATURES: {e:?}"))?;
             fe.set_mem_table(&[info])
@@ -563,7 +714,7 @@ impl VhostUserDevice {
             avail_ring_addr: hva(regs.driver, 6 + 2 * size)?,
             log_addr: None,
         };
-        let fe = lock(&self.frontend);
+        let fe = self.frontend.lock();
         let e = |what: &'static str| move |err| format!("vhost-user {what} (queue {q}): {err:?}");
         fe.set_vring_num(q, regs.size).map_err(e("SET_VRING_NUM"))?;
         fe.set_vring_addr(q, &config).map_err(e("SET_VRING_ADDR"))?;
@@ -573,7 +724,8 @@ impl VhostUserDevice {
         fe.set_vring_kick(q, &self.kicks[q])
             .map_err(e("SET_VRING_KICK"))?;
         drop(fe);
-        lock(&self.frontend)
+        self.frontend
+            .lock()
             .set_vring_enable(q, true)
             .map_err(e("SET_VRING_ENABLE"))?;
         rings.push(StartedRing {
@@ -616,7 +768,7 @@ impl VhostUserDevice {
         };
         if self.idle(rings) {
             let rings = rings.clone();
-            let fe = lock(&self.frontend);
+            let fe = self.frontend.lock();
             let mut failed = None;
             for r in &rings {
                 if let Err(e) = fe.get_vring_base(usize::from(r.index)) {
@@ -745,7 +897,7 @@ impl VhostUserDevice {
         // Flags 0: "front-end message for a writable field" (vhost-user.rst, VHOST_USER_SET_CONFIG;
         // QEMU refuses anything else). The crate's WRITABLE is 1, which QEMU reads as a
         // migration message and ignores.
-        let sent = lock(&self.frontend).set_config(
+        let sent = self.frontend.lock().set_config(
             blk_cfg::WRITEBACK as u32,
             VhostUserConfigFlags::empty(),
             &[v],
@@ -861,7 +1013,7 @@ impl Drop for VhostUserDevice {
             );
         }
         if self.idle(&rings) {
-            let fe = lock(&self.frontend);
+            let fe = self.frontend.lock();
             for r in &rings {
                 let _ = fe.get_vring_base(usize::from(r.index));
             }
@@ -1131,6 +1283,39 @@ mod tests {
                 || sink.count(0) == 1,
             )
             .expect("the configuration vector fired");
+    }
+
+    /// A back end that accepts the connection and then never answers: connecting fails with
+    /// the message that went unanswered once the reply timeout passed, instead of waiting
+    /// forever (what a stuck qemu-storage-daemon once made of a test run).
+    #[test]
+    fn a_back_end_that_never_answers_fails_the_connect() {
+        let dir = std::env::temp_dir().join(format!("vioblk-mute-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let socket = dir.join("mute.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        // Accepts, reads whatever comes, answers nothing; holds the connection open.
+        let mute = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut sink = [0u8; 256];
+            while std::io::Read::read(&mut stream, &mut sink).is_ok_and(|n| n > 0) {}
+        });
+        let result = VhostUserDevice::connect(&VhostUserOptions {
+            socket: socket.clone(),
+            reply_timeout: Duration::from_millis(200),
+            ..VhostUserOptions::default()
+        });
+        let Err(e) = result else {
+            panic!("connected to a back end that never answers");
+        };
+        // SET_OWNER needs no reply; GET_FEATURES is the first message that waits for one.
+        assert!(
+            e.to_string().contains("GET_FEATURES"),
+            "the unanswered message is named: {e}"
+        );
+        drop(mute);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A reset with requests in the back end: device_status reads non-zero until the back end
