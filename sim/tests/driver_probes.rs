@@ -236,9 +236,18 @@ fn a_full_ring_answers_busy_and_every_request_succeeds() {
                 Some(features::DEFAULT & !features::INDIRECT_DESC & !features::MQ);
         }
         let stack = start(opts, |d| prepare_data(d, 0, 200));
+        // Completions are held until the device has served a full ring (16 reads with
+        // indirect descriptors, 5 three-descriptor chains without), so the requests submitted
+        // meanwhile find it full whatever the machine's timing.
+        stack.device.hold_interrupts(true);
         let handles: Vec<_> = (0..200u32)
             .map(|i| stack.adapter.submit(read(8 * i)))
             .collect();
+        let ring_full = if indirect { 16 } else { 5 };
+        wait_for(&stack, "the device served a full ring", |s| {
+            total(s, |c| c.reads) >= ring_full
+        });
+        stack.device.hold_interrupts(false);
         let done = wait_all(&stack, handles);
         for (i, c) in done.iter().enumerate() {
             assert_eq!(
