@@ -243,7 +243,13 @@ fn a_full_ring_answers_busy_and_every_request_succeeds() {
         let handles: Vec<_> = (0..200u32)
             .map(|i| stack.adapter.submit(read(8 * i)))
             .collect();
-        let ring_full = if indirect { 16 } else { 5 };
+        // (CI's feature-off run withdraws indirect descriptors from every device.)
+        let withdrawn = std::env::var("VIOBLK_SIM_FEATURES_OFF").unwrap_or_default();
+        let ring_full = if indirect && !withdrawn.contains("indirect") {
+            16
+        } else {
+            5
+        };
         wait_for(&stack, "the device served a full ring", |s| {
             total(s, |c| c.reads) >= ring_full
         });
