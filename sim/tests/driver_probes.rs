@@ -532,8 +532,10 @@ fn a_failed_get_id_gives_no_serial() {
         // On a loaded machine the device may answer after the driver's 1 ms of polling, and
         // the driver then takes the answer from the used ring later: wait for the answer, then
         // complete a read behind it on the one queue (its drain has passed the answer).
+        // (The fault fires when the device takes the request, and GET_ID is counted when it
+        // has run: wait for both.)
         wait_for(&stack, "the device answered GET_ID", |s| {
-            s.device.faults_fired() == 1
+            s.device.faults_fired() == 1 && total(s, |c| c.get_ids) >= 1
         });
         assert_eq!(total(&stack, |c| c.get_ids), 1, "{mode:?}: one GET_ID");
         let c = stack.adapter.execute(read(0));
