@@ -14,10 +14,10 @@ probes=[
             return None;
             #[allow(unreachable_code)]
             let _ = check_condition(""","unsupp_fails_every_request_type_with_invalid_command"),
- ("reset-bus-dump-false","src/hba/reset.rs","""        begin_reset(adapter, &*ctx, Cause::Bus);
+ ("reset-bus-dump-false","src/hba/reset.rs","""        begin_reset(adapter, found, &*ctx, Cause::Bus);
     }
     true
-}""","""        begin_reset(adapter, &*ctx, Cause::Bus);
+}""","""        begin_reset(adapter, found, &*ctx, Cause::Bus);
         return true;
     }
     false
@@ -25,11 +25,11 @@ probes=[
  ("stop-no-reset","src/hba/reset.rs","""    if adapter.removed.load(Ordering::Acquire) {
         return AdapterControlStatus::Success;
     }
-    if let (Some(transport)""","""    if adapter.removed.load(Ordering::Acquire) || true {
+    // Storport holds the interrupt lock for a stop""","""    if adapter.removed.load(Ordering::Acquire) || true {
         return AdapterControlStatus::Success;
     }
-    if let (Some(transport)""","stop_adapter_resets_the_device_and_restart_brings_it_back"),
- ("get-id-status-ignored","src/hba/setup.rs","""            if area.status() != virtio::Status::Ok {""","""            if area.status() != virtio::Status::Ok && false {""","a_failed_get_id_gives_no_serial"),
+    // Storport holds the interrupt lock for a stop""","stop_adapter_resets_the_device_and_restart_brings_it_back"),
+ ("get-id-status-ignored","src/hba/setup.rs","""    if area.status() != virtio::Status::Ok {""","""    if area.status() != virtio::Status::Ok && false {""","a_failed_get_id_gives_no_serial"),
  ("short-buffer-accepted","src/hba/request.rs","""    if u64::from(data_len) < bytes {""","""    if u64::from(data_len) < bytes && false {""","a_buffer_shorter_than_the_transfer_is_refused"),
  ("broken-fast-fail-removed","src/hba/build_io.rs","""    if adapter.broken.load(Ordering::Relaxed)
         && !adapter.resetting()""","""    if adapter.broken.load(Ordering::Relaxed) && false
