@@ -274,7 +274,7 @@ fn driver_and_model_device_agree_through_many_wraparounds() {
         (4, true, 2),
         (16, true, 3),
         (16, false, 4),
-        (256, true, 5),
+        (128, true, 5),
     ] {
         run(size, event_idx, 20_000, seed);
     }
