@@ -14,6 +14,9 @@ use vioblk_sim::device::{BackendConfig, DeviceConfig, features};
 use vioblk_sim::stack::{Stack, StackOptions};
 use vioblk_sim::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
 
+mod scsi_stack;
+use scsi_stack::{assert_clean, assert_good, default_stack, start};
+
 /// SCSI sense keys (SPC-4 table 51).
 mod key {
     pub const NO_SENSE: u8 = 0x0;
@@ -24,33 +27,6 @@ mod key {
 }
 
 const SERIAL: &[u8] = b"VIOBLK-SIM-0001";
-
-fn start(device: DeviceConfig) -> Stack {
-    Stack::start(StackOptions {
-        device,
-        ..StackOptions::default()
-    })
-    .expect("the stack starts")
-}
-
-fn default_stack() -> Stack {
-    start(DeviceConfig::default())
-}
-
-fn assert_clean(stack: &Stack) {
-    let violations = stack.violations();
-    assert!(
-        violations.is_empty(),
-        "Storport violations:\n{}",
-        violations.join("\n")
-    );
-}
-
-/// GOOD status, SRB_STATUS_SUCCESS.
-fn assert_good(c: &ScsiCompletion, what: &str) {
-    assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "{what}: {c:?}");
-    assert_eq!(c.scsi_status, ffi::SCSISTAT_GOOD, "{what}");
-}
 
 /// CHECK CONDITION with autosense: fixed-format current sense data (SPC-4 4.5.3) with `key`,
 /// `asc`, `ascq`.

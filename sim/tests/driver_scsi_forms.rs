@@ -15,8 +15,11 @@
 
 use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, features};
-use vioblk_sim::stack::{Stack, StackOptions};
+use vioblk_sim::stack::Stack;
 use vioblk_sim::target::{ScsiCompletion, ScsiRequest, ScsiTarget};
+
+mod scsi_stack;
+use scsi_stack::{assert_clean, assert_good, default_stack, start};
 
 /// ASC values (SPC-4 D.2), ASCQ 00h for all.
 const PARAMETER_LIST_LENGTH_ERROR: u8 = 0x1A;
@@ -27,32 +30,6 @@ const INVALID_FIELD_IN_PARAMETER_LIST: u8 = 0x26;
 
 /// The default model's capacity in 512-byte blocks.
 const BLOCKS: u64 = 128 * 1024;
-
-fn start(device: DeviceConfig) -> Stack {
-    Stack::start(StackOptions {
-        device,
-        ..StackOptions::default()
-    })
-    .expect("the stack starts")
-}
-
-fn default_stack() -> Stack {
-    start(DeviceConfig::default())
-}
-
-fn assert_clean(stack: &Stack) {
-    let violations = stack.violations();
-    assert!(
-        violations.is_empty(),
-        "Storport violations:\n{}",
-        violations.join("\n")
-    );
-}
-
-fn assert_good(c: &ScsiCompletion, what: &str) {
-    assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "{what}: {c:?}");
-    assert_eq!(c.scsi_status, ffi::SCSISTAT_GOOD, "{what}");
-}
 
 /// A field pointer in the CDB (C/D = 1): `byte`, and `bit` when BPV is set.
 fn in_cdb(byte: u16, bit: Option<u8>) -> [u8; 3] {
