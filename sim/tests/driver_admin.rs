@@ -422,7 +422,7 @@ fn event_codes_are_distinct() {
 }
 
 /// With a trace session listening, every completed I/O is an ETW event naming its opcode and
-/// the device's status; without one, or after it stops, none is published.
+/// the device's status (also a failing one); without one, or after it stops, none is published.
 #[test]
 fn etw_events_only_while_tracing_is_on() {
     let disk = start(2, &[], true);
@@ -438,6 +438,30 @@ fn etw_events_only_while_tracing_is_on() {
     assert_eq!(last.parameters[1], ("VirtioStatus".to_owned(), 0));
     assert_eq!(last.keywords, 1, "STORPORT_ETW_EVENT_KEYWORD_IO");
     assert!(last.with_srb);
+    // A request the device fails names the status it gave: IOERR (1), UNSUPP (2), or a byte
+    // outside the specification (the model's 7Fh), which is also a bad completion.
+    for (fault, status, sense_key) in [
+        (FaultMode::IoErrStatus, 1, 0x03),
+        (FaultMode::UnsuppStatus, 2, 0x05),
+        (FaultMode::BadStatus, 0x7F, 0x04),
+    ] {
+        disk.device.arm_fault(fault, 1);
+        let c = read(&disk, 64);
+        assert_eq!(
+            c.srb_status,
+            ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID,
+            "{fault:?}: {c:?}"
+        );
+        assert_eq!(c.sense[2] & 0x0F, sense_key, "{fault:?}: {c:?}");
+        let events = disk.adapter.etw_events();
+        let last = events.iter().rfind(|e| e.id == 1).expect("an event");
+        assert_eq!(last.parameters[0], ("Opcode".to_owned(), 0x28), "{fault:?}");
+        assert_eq!(
+            last.parameters[1],
+            ("VirtioStatus".to_owned(), status),
+            "{fault:?}"
+        );
+    }
     disk.adapter.set_tracing(false);
     let before = disk.adapter.etw_events().len();
     for lba in 0..10 {
@@ -455,7 +479,7 @@ fn etw_events_only_while_tracing_is_on() {
 // ---- Item 2: HwStorUnitControl --------------------------------------------------------------
 
 /// The driver reports start, power, remove and surprise removal; Storport sent ScsiUnitStart
-/// when the unit started; ScsiUnitPower moves the unit through D3 and back to D0 (traced when
+/// when the unit started; ScsiUnitPower moves the unit through D3, D1 and D2 and back to D0 (traced when
 /// tracing is on), and I/O works after; an unknown D-state is refused.
 #[test]
 fn unit_control_start_and_power() {
@@ -477,8 +501,12 @@ fn unit_control_start_and_power() {
         "{:?}",
         disk.adapter.log()
     );
-    // StorPowerActionHibernate (3) to D3, then back to D0 (no action).
+    // StorPowerActionHibernate (3) to D3, then back to D0 (no action); D1 and D2 (a unit's
+    // idle states) are recorded the same way.
     assert_eq!(disk.adapter.unit_power(4, 3), Some(0));
+    assert_eq!(disk.adapter.unit_power(1, 0), Some(0));
+    assert_eq!(disk.adapter.unit_power(2, 1), Some(0));
+    assert_eq!(disk.adapter.unit_power(3, 2), Some(0));
     assert_eq!(disk.adapter.unit_power(1, 0), Some(0));
     assert_eq!(read(&disk, 0).srb_status, ffi::SRB_STATUS_SUCCESS);
     let power: Vec<_> = disk
@@ -488,7 +516,7 @@ fn unit_control_start_and_power() {
         .filter(|e| e.id == 2)
         .map(|e| (e.parameters[0].1, e.parameters[1].1))
         .collect();
-    assert_eq!(power, [(4, 3), (1, 0)]);
+    assert_eq!(power, [(4, 3), (1, 0), (2, 1), (3, 2), (1, 0)]);
     assert_eq!(disk.adapter.unit_power(9, 0), Some(1), "no such D-state");
     assert_eq!(disk.adapter.unit_start(), Some(0));
     assert_clean(&disk);

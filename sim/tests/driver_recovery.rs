@@ -117,9 +117,9 @@ fn a_removal_seen_once_is_logged_at_once() {
     assert_clean(&stack);
 }
 
-/// SRB functions other than EXECUTE_SCSI: ABORT_COMMAND, PNP and POWER without a power
-/// transition are completed SUCCESS; an unknown function (IO_CONTROL) INVALID_REQUEST; the
-/// disk still reads afterwards.
+/// SRB functions other than EXECUTE_SCSI: ABORT_COMMAND, PNP, POWER without a power transition
+/// and FREE_DUMP_POINTERS are completed SUCCESS; an unknown function (IO_CONTROL) and a
+/// DUMP_POINTERS without a buffer INVALID_REQUEST; the disk still reads afterwards.
 #[test]
 fn other_srb_functions() {
     let stack = start(false, DeviceConfig::default());
@@ -128,6 +128,16 @@ fn other_srb_functions() {
         (function::PNP, ffi::SRB_STATUS_SUCCESS),
         (function::POWER, ffi::SRB_STATUS_SUCCESS),
         (function::IO_CONTROL, ffi::SRB_STATUS_INVALID_REQUEST),
+        // Nothing to free: the dump data lives in the device extension.
+        (
+            u32::from(ffi::SRB_FUNCTION_FREE_DUMP_POINTERS),
+            ffi::SRB_STATUS_SUCCESS,
+        ),
+        // DUMP_POINTERS without its MINIPORT_DUMP_POINTERS buffer: nothing to answer in.
+        (
+            u32::from(ffi::SRB_FUNCTION_DUMP_POINTERS),
+            ffi::SRB_STATUS_INVALID_REQUEST,
+        ),
     ] {
         let c = stack.adapter.execute(Request::function(f));
         assert_eq!(c.status(), expected, "function {f:#x}: {c:?}");
@@ -440,4 +450,87 @@ fn find_adapter_refuses_a_device_that_lies_at_start() {
         0,
         "without VERSION_1: {status:#04x}"
     );
+}
+
+/// The device-specific configuration (VIRTIO 1.2 5.2.4) in the model's BAR 4.
+const DEVICE_CONFIG: u64 = 0x2000;
+
+/// Starts the driver on the model behind `patch` and hands the stack back.
+fn start_on_lying(patch: Patch) -> Stack<Lying> {
+    let inner = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).unwrap());
+    let memory = inner.guest_memory();
+    let lying = Arc::new(Lying { inner, patch });
+    Stack::on_device(lying, memory, StackOptions::default()).expect("the stack starts")
+}
+
+/// A device whose configuration holds values the driver must read conservatively: a minimum I/O
+/// size of 0 (none stated), write zeroes that may not unmap (so UNMAP is carried by DISCARD)
+/// and a discard alignment of 16 sectors. VPD page B0h reports the granularities as the driver
+/// read them (the physical block, and the discard alignment); UNMAP goes to the device as a
+/// DISCARD, and I/O works.
+#[test]
+fn a_device_with_odd_configuration_values_is_read_conservatively() {
+    let fields: [(u64, &'static [u8]); 3] = [
+        (26, &[0, 0]),        // min_io_size
+        (44, &[16, 0, 0, 0]), // discard_sector_alignment
+        (56, &[0]),           // write_zeroes_may_unmap
+    ];
+    let patches: Vec<Patch> = fields
+        .iter()
+        .map(|&(at, value)| overlay(COMMON, DEVICE_CONFIG + at, value))
+        .collect();
+    let stack = start_on_lying(Box::new(move |space, offset, data: &mut [u8]| {
+        for patch in &patches {
+            patch(space, offset, data);
+        }
+    }));
+    let data_in = |cdb: &[u8], len: u32| {
+        let c = stack.adapter.execute(Request::data_in(cdb, len));
+        assert!(
+            matches!(
+                c.status(),
+                ffi::SRB_STATUS_SUCCESS | ffi::SRB_STATUS_DATA_OVERRUN
+            ),
+            "{cdb:02X?}: {c:?}"
+        );
+        c.data_bytes().to_vec()
+    };
+    // Block Limits (SBC-3 table 208).
+    let physical = 1u16 << DeviceConfig::default().physical_block_exp;
+    let b0 = data_in(&[0x12, 0x01, 0xB0, 0, 0xFF, 0], 255);
+    assert_eq!(
+        b0[6..8],
+        physical.to_be_bytes(),
+        "OPTIMAL TRANSFER LENGTH GRANULARITY: the physical block: {b0:02X?}"
+    );
+    assert_eq!(
+        b0[28..32],
+        [0, 0, 0, 16],
+        "OPTIMAL UNMAP GRANULARITY: the discard alignment: {b0:02X?}"
+    );
+    // UNMAP of 8 blocks goes to the device as a DISCARD; the disk reads and writes.
+    let c = stack
+        .adapter
+        .execute(Request::data_out(&write10(64), pattern(3, 4096)));
+    assert_eq!(c.status(), ffi::SRB_STATUS_SUCCESS, "{c:?}");
+    let mut list = vec![0, 22, 0, 16, 0, 0, 0, 0];
+    list.extend(64u64.to_be_bytes());
+    list.extend(8u32.to_be_bytes());
+    list.extend([0; 4]);
+    let c = stack
+        .adapter
+        .execute(Request::data_out(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], list));
+    assert_eq!(c.status(), ffi::SRB_STATUS_SUCCESS, "UNMAP: {c:?}");
+    let discards: u64 = stack
+        .device
+        .inner
+        .counters()
+        .iter()
+        .map(|c| c.discards)
+        .sum();
+    assert_eq!(discards, 1);
+    let c = stack.adapter.execute(Request::data_in(&read10(0, 8), 4096));
+    assert_eq!(c.status(), ffi::SRB_STATUS_SUCCESS, "{c:?}");
+    let violations = stack.violations();
+    assert!(violations.is_empty(), "{violations:#?}");
 }

@@ -697,6 +697,11 @@ fn write_same_ndob_writes_zeroes_without_data() {
             "WRITE SAME bit",
         );
     }
+    // A data-out buffer shorter than the one logical block WRITE SAME repeats: nothing is
+    // written.
+    let c = stack.execute(ScsiRequest::data_out(rw(0x41, 0, 715, 1), vec![0xA5; 100]));
+    assert_illegal(&c, INVALID_FIELD_IN_CDB, None, "WRITE SAME short buffer");
+    assert_eq!(disk_bytes(&stack, 715 * 512, 512), data[15 * 512..]);
     // Past the end.
     let c = stack.execute(ScsiRequest::data_out(
         rw(0x93, 0x08, BLOCKS - 1, 2),
@@ -846,6 +851,9 @@ fn unmap_parameter_list_errors() {
     let before = zeroes(&stack);
     assert_good(&unmap(&stack, unmap_list(&[(64, 0)])), "UNMAP of nothing");
     assert_good(&unmap(&stack, unmap_list(&[])), "UNMAP header only");
+    // PARAMETER LIST LENGTH 0: no parameter list, nothing to do (SBC-3 5.28.1).
+    let c = stack.execute(ScsiRequest::no_data(unmap_cdb(0)));
+    assert_good(&c, "UNMAP PARAMETER LIST LENGTH 0");
     assert_eq!(zeroes(&stack), before);
     assert_clean(&stack);
 }

@@ -98,19 +98,17 @@ const SERIAL_WRITING: u8 = 1;
 const SERIAL_READY: u8 = 2;
 
 impl DiskState {
-    /// No disk yet.
-    pub const fn empty() -> Self {
-        Self {
-            info: None,
-            capacity: AtomicU64::new(0),
-            write_cache_enabled: AtomicBool::new(false),
-            unit_attention: AtomicBool::new(false),
-            fallback_serial: Serial::NONE,
-            serial: [const { AtomicU8::new(0) }; 20],
-            serial_len: AtomicU8::new(0),
-            serial_state: AtomicU8::new(SERIAL_NONE),
-        }
-    }
+    /// No disk yet (the device extension's initial value, built at compile time).
+    pub const EMPTY: Self = Self {
+        info: None,
+        capacity: AtomicU64::new(0),
+        write_cache_enabled: AtomicBool::new(false),
+        unit_attention: AtomicBool::new(false),
+        fallback_serial: Serial::NONE,
+        serial: [const { AtomicU8::new(0) }; 20],
+        serial_len: AtomicU8::new(0),
+        serial_state: AtomicU8::new(SERIAL_NONE),
+    };
 
     /// Records the disk found at start.
     pub fn set(&mut self, info: DiskInfo) {

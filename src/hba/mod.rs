@@ -211,7 +211,7 @@ impl Miniport for Adapter {
     type Duplex = storport::context::FullDuplex;
     const INITIAL: Self = Adapter {
         found: None,
-        disk: DiskState::empty(),
+        disk: DiskState::EMPTY,
         mode: AtomicU8::new(Mode::Stopped as u8),
         active_queues: AtomicU16::new(0),
         message_interrupts: AtomicBool::new(false),

@@ -86,12 +86,6 @@ impl Batch {
     }
 }
 
-impl Default for Batch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// A request queue: the driver side of one virtqueue and its requests in flight.
 pub struct Queue {
     ring: Option<Virtqueue>,

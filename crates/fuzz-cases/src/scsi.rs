@@ -88,10 +88,11 @@ impl Disk {
                 .map(|(s, n, u)| WriteZeroesLimits::from_config(s, n, u)),
             max_transfer_blocks: self.max_transfer_blocks,
             serial: Serial::from_id(&self.serial),
-            ..DiskInfo::new(
-                BlockSize::new(self.block_size).unwrap_or(BlockSize::B512),
-                self.capacity,
-            )
+            block_size: BlockSize::new(self.block_size).unwrap_or(BlockSize::B512),
+            capacity: self.capacity,
+            vendor: vioblk::hba::VENDOR,
+            product: vioblk::hba::PRODUCT,
+            revision: vioblk::hba::REVISION,
         }
     }
 }
@@ -152,7 +153,7 @@ pub fn exercise(cdb: &[u8], params: &[u8], disk: &DiskInfo, buf: &mut [u8]) {
         }) => {
             let len = params.len().min(usize::from(parameter_list_length));
             if let Ok(list) = parse_unmap(&params[..len], disk) {
-                assert!(list.segment_count() as u64 <= u64::from(disk.max_unmap_descriptors()));
+                assert!(list.segments().count() as u64 <= u64::from(disk.max_unmap_descriptors()));
                 let mut total = 0u128;
                 for segment in list.segments() {
                     assert!(segment.sectors > 0, "an empty discard segment");
