@@ -921,6 +921,51 @@ fn a_dump_stack_recovers_from_a_broken_ring() {
     }
 }
 
+/// The same with a device that also ignores the first reset the polled ISR writes: the next
+/// poll finds the ring still broken and resets again; the request comes back with BUS_RESET
+/// (never with data the broken ring may not have delivered) and the disk is served after, also
+/// after LU and device reset SRBs.
+#[test]
+fn a_dump_stack_resets_again_when_the_device_ignored_the_reset() {
+    let stack = Stack::start_with(
+        StackOptions {
+            dump: true,
+            ..StackOptions::default()
+        },
+        |d| prepare_data(d, 64, 4),
+    )
+    .expect("the dump stack starts");
+    wait_for(&stack, "the device took the start-up GET_ID", |s| {
+        s.device.counters().first().is_some_and(|c| c.get_ids >= 1)
+    });
+    stack.device.arm_fault(FaultMode::UsedIdxJump, 1);
+    stack.device.ignore_resets(1);
+    let h = stack.adapter.submit(read(64, 40));
+    let victim = wait_all(&stack, vec![h], Instant::now() + DEADLINE).remove(0);
+    assert!(
+        status(&victim) == ffi::SRB_STATUS_BUS_RESET
+            || (status(&victim) == ffi::SRB_STATUS_SUCCESS && victim.data == pattern(64, 4096)),
+        "victim {}",
+        brief(&victim)
+    );
+    for i in 0..4u32 {
+        let h = stack.adapter.submit(read(64 + 8 * i, 40));
+        let c = wait_all(&stack, vec![h], Instant::now() + DEADLINE).remove(0);
+        assert_eq!(status(&c), ffi::SRB_STATUS_SUCCESS, "{}", brief(&c));
+        assert!(c.data == pattern(u64::from(64 + 8 * i), 4096));
+    }
+    // A dump stack has no reset machine: an LU or device reset SRB finds nothing outstanding
+    // (one polled request at a time, already ended) and succeeds; the disk is still served.
+    for f in [function::RESET_LOGICAL_UNIT, function::RESET_DEVICE] {
+        let c = stack.adapter.execute(Request::function(f));
+        assert_eq!(status(&c), ffi::SRB_STATUS_SUCCESS, "{f:#x}: {}", brief(&c));
+    }
+    let c = stack.adapter.execute(read(88, 40));
+    assert_eq!(status(&c), ffi::SRB_STATUS_SUCCESS, "{}", brief(&c));
+    assert!(c.data == pattern(88, 4096));
+    assert_clean(&stack);
+}
+
 // ------------------------------------------------------------------------------------------
 // A device slow to reset (30 ms): the reset machine waits for it from its timer, never in a
 // callback; stop cuts its DMA instead of waiting, and restart leaves it to the machine.

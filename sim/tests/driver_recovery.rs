@@ -534,3 +534,50 @@ fn a_device_with_odd_configuration_values_is_read_conservatively() {
     let violations = stack.violations();
     assert!(violations.is_empty(), "{violations:#?}");
 }
+
+/// The driver's RESET_NOT_ACKNOWLEDGED event log code (src/hba/events.rs).
+const RESET_NOT_ACKNOWLEDGED: u32 = 0x0013_0001;
+
+/// A device that vanishes around a PnP stop, before Storport knows (no request outstanding, so
+/// no interrupt tells the driver): ScsiStopAdapter finds all ones and stops without a reset
+/// complaint; ScsiSetRunningConfig touches nothing, and ScsiRestartAdapter refuses to start the
+/// vanished device. Vanishing between the stop and the restart ends the same way.
+#[test]
+fn a_device_that_vanishes_around_a_stop_is_not_restarted() {
+    for vanish_before_stop in [true, false] {
+        let what = if vanish_before_stop {
+            "vanished before the stop"
+        } else {
+            "vanished while stopped"
+        };
+        let stack = start(false, DeviceConfig::default());
+        let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
+        assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "{what}: {c:?}");
+        if vanish_before_stop {
+            stack.device.surprise_remove();
+        }
+        assert_eq!(stack.adapter.stop(), Some(0), "{what}: ScsiStopAdapter");
+        if !vanish_before_stop {
+            stack.device.surprise_remove();
+        }
+        assert!(
+            stack.adapter.restart().is_err(),
+            "{what}: a vanished device was restarted"
+        );
+        assert!(
+            stack
+                .adapter
+                .log()
+                .iter()
+                .any(|l| l == "AdapterControl(ScsiSetRunningConfig) = Some(0)"),
+            "{what}: {:?}",
+            stack.adapter.log()
+        );
+        let log = stack.adapter.event_log();
+        assert!(
+            !log.iter().any(|e| e.code == RESET_NOT_ACKNOWLEDGED),
+            "{what}: a vanished device is no unacknowledged reset: {log:#x?}"
+        );
+        assert_clean(&stack);
+    }
+}
