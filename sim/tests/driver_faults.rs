@@ -421,6 +421,148 @@ fn the_device_model_reports_writes_into_completed_requests() {
     );
 }
 
+/// The driver's event log codes (src/hba/events.rs).
+const LOG_RESET_NOT_ACKNOWLEDGED: u32 = 0x0013_0001;
+const LOG_DEVICE_GIVEN_UP: u32 = 0x0013_0002;
+
+/// Whether a write of PCI configuration space clears (`false`) or sets (`true`) Bus Master
+/// Enable (command register, offset 4, bit 2).
+fn writes_bus_master(offset: u32, bytes: &[u8], enabled: bool) -> bool {
+    offset == 4 && bytes.first().is_some_and(|b| (b & 0x04 != 0) == enabled)
+}
+
+/// As above, on a machine where Bus Master Enable cannot be cleared (Storport's
+/// StorPortSetBusDataByOffset fails): with no way to stop the device's DMA, the driver keeps
+/// the held read rather than complete it while the device may still write into it, logs the
+/// unacknowledged reset, and asks the device to reset again until it does; then every read
+/// comes back (BUS_RESET or its data) and the disk works. A stop the device ignores, whose DMA
+/// cannot be cut either, fails (ScsiStopAdapter Unsuccessful); the restart brings it back.
+#[test]
+fn a_reset_whose_dma_cannot_be_cut_keeps_the_requests_until_the_device_resets() {
+    let stack = start_with(Interrupts::MultiQueue, 1, |d| prepare_data(d, 512, 32));
+    stack
+        .adapter
+        .refuse_bus_data_writes(Some(Box::new(|offset, bytes: &[u8]| {
+            writes_bus_master(offset, bytes, false)
+        })));
+    stack.device.set_slow_ms(1500);
+    stack.device.arm_fault(FaultMode::Slow, 1);
+    let handles = burst(&stack, 512, 32, 40);
+    wait_for(&stack, "the slow request reached the device", |s| {
+        s.device.faults_fired() == 1
+    });
+    stack.device.ignore_resets(1);
+    assert!(stack.adapter.reset_bus());
+    let done = wait_all(&stack, handles, Instant::now() + DEADLINE);
+    check_burst(&done, 512, |c| status(c) == ffi::SRB_STATUS_BUS_RESET);
+    wait_for(&stack, "the device's hold ended", |s| {
+        s.device.holds_ended() == 1
+    });
+    assert!(
+        !stack.device.dma_cut(),
+        "the refused write reached the device"
+    );
+    let log = stack.adapter.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("StorPortSetBusDataByOffset(0x4") && l.ends_with("refused")),
+        "the driver tried to clear Bus Master Enable"
+    );
+    assert!(
+        stack
+            .adapter
+            .event_log()
+            .iter()
+            .any(|e| e.code == LOG_RESET_NOT_ACKNOWLEDGED),
+        "the unacknowledged reset is logged"
+    );
+    recovers(&stack, 512);
+    assert_clean(&stack);
+
+    stack.device.ignore_resets(1);
+    assert_eq!(
+        stack.adapter.stop(),
+        Some(1),
+        "ScsiStopAdapter: the DMA could not be cut"
+    );
+    assert!(!stack.device.dma_cut());
+    stack.adapter.restart().expect("restart");
+    recovers(&stack, 512);
+    assert_clean(&stack);
+}
+
+/// A machine where Bus Master Enable, once cleared, cannot be set again: after a reset the
+/// device ignored (its DMA cut, the requests handed back), the device acknowledges a later one
+/// but cannot be given memory access back. The driver gives up on it (logged) and fails reads
+/// at once with HARDWARE ERROR rather than send them to a device that cannot reach them, until a
+/// later bus reset finds Bus Master Enable settable again and brings the disk back. A restart
+/// after a stop that had to cut the DMA fails the same way (ScsiSetRunningConfig and
+/// ScsiRestartAdapter Unsuccessful).
+#[test]
+fn a_device_whose_dma_cannot_be_restored_is_given_up_until_a_later_reset() {
+    let stack = start_with(Interrupts::MultiQueue, 1, |d| prepare_data(d, 512, 32));
+    let refuse_enable = || -> storport_sim::BusDataRefusal {
+        Box::new(|offset, bytes: &[u8]| writes_bus_master(offset, bytes, true))
+    };
+    stack.adapter.refuse_bus_data_writes(Some(refuse_enable()));
+    stack.device.set_slow_ms(1500);
+    stack.device.arm_fault(FaultMode::Slow, 1);
+    let handles = burst(&stack, 512, 32, 40);
+    wait_for(&stack, "the slow request reached the device", |s| {
+        s.device.faults_fired() == 1
+    });
+    stack.device.ignore_resets(1);
+    assert!(stack.adapter.reset_bus());
+    let done = wait_all(&stack, handles, Instant::now() + DEADLINE);
+    check_burst(&done, 512, |c| status(c) == ffi::SRB_STATUS_BUS_RESET);
+    wait_for(&stack, "the device was given up on", |s| {
+        s.adapter
+            .event_log()
+            .iter()
+            .any(|e| e.code == LOG_DEVICE_GIVEN_UP)
+    });
+    assert!(stack.device.dma_cut(), "Bus Master Enable stays cleared");
+    let c = stack.adapter.execute(read(512, 40));
+    assert!(is_hardware_error(&c), "{}", brief(&c));
+
+    stack.adapter.refuse_bus_data_writes(None);
+    assert!(stack.adapter.reset_bus());
+    recovers(&stack, 512);
+    assert!(!stack.device.dma_cut());
+    assert_clean(&stack);
+
+    stack.adapter.refuse_bus_data_writes(Some(refuse_enable()));
+    stack.device.ignore_resets(1);
+    assert_eq!(
+        stack.adapter.stop(),
+        Some(0),
+        "ScsiStopAdapter cuts the DMA"
+    );
+    assert!(stack.device.dma_cut());
+    assert!(stack.adapter.restart().is_err(), "restarted without DMA");
+    assert!(
+        stack
+            .adapter
+            .log()
+            .iter()
+            .any(|l| l == "AdapterControl(ScsiSetRunningConfig) = Some(1)"),
+        "{:?}",
+        stack.adapter.log()
+    );
+    // With ScsiSetRunningConfig failed, ScsiRestartAdapter tries Bus Master Enable itself (the
+    // fallback for a Storport that skips ScsiSetRunningConfig, see driver_hibernate), which the
+    // user-mode Storport reports; nothing else is.
+    let violations = stack.port.violations();
+    assert!(
+        !violations.is_empty()
+            && violations
+                .iter()
+                .all(|v| v.rule == storport_sim::Rule::AdapterControl
+                    && v.message.contains("ScsiRestartAdapter")),
+        "{violations:#?}"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // Confirmed 4: resets polled 1000 x 1 ms at raised IRQL (ISR, DPC, HwStorResetBus, stop).
 

@@ -160,6 +160,9 @@ pub(crate) mod gate {
     pub const DEVICE_BUSY: u32 = 16;
 }
 
+/// Decides, from the offset and the bytes, whether a StorPortSetBusDataByOffset write fails.
+pub type BusDataRefusal = Box<dyn Fn(u32, &[u8]) -> bool + Send + Sync>;
+
 pub(crate) struct AdapterInner {
     pub serial: u64,
     pub self_weak: Weak<AdapterInner>,
@@ -199,6 +202,8 @@ pub(crate) struct AdapterInner {
     pub access_ranges: Vec<AccessRange>,
     /// (host, len, SrbExtensionSize at the time of the call).
     pub uncached: Mutex<Option<(usize, usize, u32)>>,
+    /// Which StorPortSetBusDataByOffset writes fail ([`Adapter::refuse_bus_data_writes`]).
+    pub bus_data_refusal: Mutex<Option<BusDataRefusal>>,
     pub passive_init: Mutex<Option<DevExtBoolFn>>,
     pub dpcs: Mutex<Vec<Arc<DpcObject>>>,
     pub cpu_queues: Box<[CpuQueue]>,
@@ -1292,6 +1297,7 @@ pub(crate) fn start(
         windows: RwLock::new(Vec::new()),
         access_ranges,
         uncached: Mutex::new(None),
+        bus_data_refusal: Mutex::new(None),
         passive_init: Mutex::new(None),
         dpcs: Mutex::new(Vec::new()),
         cpu_queues: (0..cpus).map(|_| CpuQueue::default()).collect(),
@@ -1381,6 +1387,19 @@ impl Adapter {
     /// The miniport's device extension.
     pub fn device_extension(&self) -> *mut c_void {
         self.inner.devext_ptr()
+    }
+
+    /// From now on, a StorPortSetBusDataByOffset write for which `refuse(offset, bytes)` is
+    /// true reaches nothing and returns 0, as Storport's does when the PCI bus driver cannot
+    /// write the function's configuration space (the DDI gives no other sign of failure);
+    /// `None` lets every write through again. For tests of what a miniport does when it cannot
+    /// clear or set Bus Master Enable.
+    pub fn refuse_bus_data_writes(&self, refuse: Option<BusDataRefusal>) {
+        *self
+            .inner
+            .bus_data_refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = refuse;
     }
 
     /// Violations reported for this adapter.

@@ -977,6 +977,18 @@ pub unsafe extern "C" fn StorPortSetBusDataByOffset(
         let n = (Length as usize).min(4096 - Offset as usize);
         // SAFETY: the caller's buffer holds `Length` >= n bytes.
         let s = unsafe { std::slice::from_raw_parts(Buffer.cast::<u8>(), n) };
+        let refused = a
+            .bus_data_refusal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|refuse| refuse(Offset, s));
+        if refused {
+            a.log(format!(
+                "StorPortSetBusDataByOffset({Offset:#x}, {s:02x?}) refused"
+            ));
+            return 0;
+        }
         a.device.config_write(Offset as u16, s);
         n as u32
     })

@@ -47,8 +47,8 @@ pub mod wait;
 mod watchdog;
 
 pub use adapter::{
-    Activity, Adapter, AdapterOptions, CallbackKind, DumpPointers, EtwEvent, EventLogEntry,
-    InterruptMode, LockCounts, LockKind, StartError, parse_dump_pointers,
+    Activity, Adapter, AdapterOptions, BusDataRefusal, CallbackKind, DumpPointers, EtwEvent,
+    EventLogEntry, InterruptMode, LockCounts, LockKind, StartError, parse_dump_pointers,
 };
 pub use exports::{LockApi, LockCall, record_lock_calls, unattributed_calls};
 pub use port::{LoadError, Port, PortOptions, Registration, SgMode};

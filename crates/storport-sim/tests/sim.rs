@@ -532,3 +532,56 @@ fn rule_not_completed_in_time() {
     let seen = a.activity();
     assert_eq!((seen.timeouts, seen.resets), (1, 0), "no reset: {seen:?}");
 }
+
+unsafe extern "C" {
+    fn StorPortSetBusDataByOffset(
+        d: *mut std::ffi::c_void,
+        bus_data_type: u32,
+        bus: u32,
+        slot: u32,
+        buffer: *mut std::ffi::c_void,
+        offset: u32,
+        length: u32,
+    ) -> u32;
+}
+
+/// `Adapter::refuse_bus_data_writes`: a write the filter refuses returns 0 (and is logged),
+/// the others go through with their length; `None` lets every write through again.
+#[test]
+fn refused_bus_data_writes_return_zero() {
+    let p = port(quiet());
+    let (a, _dev) = start(&p, bad::NONE, 2);
+    let write = |offset: u32, bytes: &mut [u8]| unsafe {
+        StorPortSetBusDataByOffset(
+            a.device_extension(),
+            abi::PCI_CONFIGURATION,
+            0,
+            0,
+            bytes.as_mut_ptr().cast(),
+            offset,
+            bytes.len() as u32,
+        )
+    };
+    assert_eq!(write(4, &mut [0x06, 0x00]), 2, "nothing refused yet");
+    // Refuse writes that set Bus Master Enable (command register bit 2).
+    a.refuse_bus_data_writes(Some(Box::new(|offset, bytes: &[u8]| {
+        offset == 4 && bytes.first().is_some_and(|b| b & 0x04 != 0)
+    })));
+    assert_eq!(
+        write(4, &mut [0x06, 0x00]),
+        0,
+        "Bus Master Enable set: refused"
+    );
+    assert_eq!(write(4, &mut [0x02, 0x00]), 2, "cleared: written");
+    assert_eq!(write(0x40, &mut [0x04]), 1, "another register: written");
+    assert!(
+        a.log()
+            .iter()
+            .any(|l| l.contains("StorPortSetBusDataByOffset(0x4, [06, 00]) refused")),
+        "{:?}",
+        a.log()
+    );
+    a.refuse_bus_data_writes(None);
+    assert_eq!(write(4, &mut [0x06, 0x00]), 2, "let through again");
+    assert!(a.violations().is_empty(), "{:?}", a.violations());
+}
