@@ -339,6 +339,36 @@ fn bad_get_id_completion_leaves_every_queue_working() {
     }
 }
 
+/// The driver's RESET_STARTED event log code (src/hba/events.rs); its unique id is the cause
+/// (4: a broken ring).
+const LOG_RESET_STARTED: u32 = 0x0013_0006;
+
+/// The same bad GET_ID completion from a device that also ignores the reset HwStorInitialize
+/// writes to repair queue 0 (the reset at FindAdapter, on a device still at status 0, is
+/// ignored harmlessly): the adapter still starts, the reset machine takes over from
+/// HwStorPassiveInitialize (a broken-ring reset in the event log), and every read succeeds.
+#[test]
+fn bad_get_id_completion_and_an_ignored_reset_at_start() {
+    for interrupts in ALL_MODES {
+        let stack = start_with(interrupts, 2, |d| {
+            prepare_data(d, 4096, 32);
+            d.arm_fault(FaultMode::UsedIdxJump, 1);
+            d.ignore_resets(2);
+        });
+        wait_for(&stack, "the GET_ID was the victim", |s| {
+            s.device.faults_fired() == 1
+        });
+        wait_for(&stack, "the broken-ring reset is logged", |s| {
+            s.adapter
+                .event_log()
+                .iter()
+                .any(|e| e.code == LOG_RESET_STARTED && e.unique_id == 4)
+        });
+        recovers(&stack, 4096);
+        assert_clean(&stack);
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Confirmed 3: a reset the device does not acknowledge still completed requests.
 

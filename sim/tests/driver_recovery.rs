@@ -83,38 +83,54 @@ fn read10(lba: u32, blocks: u16) -> Vec<u8> {
 }
 
 /// A device that vanishes while nothing is outstanding, seen by the driver once only (the INTx
-/// ISR reads all ones): the surprise removal is in the event log at once, before Storport's PnP
-/// notifications, and once only after them. Requests and reset SRBs sent in between fail with
-/// NO_DEVICE without touching the device.
+/// ISR reads all ones; with MSI-X, a configuration interrupt finds the device status all ones):
+/// the surprise removal is in the event log at once, before Storport's PnP notifications, and
+/// once only after them. Requests and reset SRBs sent in between fail with NO_DEVICE without
+/// touching the device.
 #[test]
 fn a_removal_seen_once_is_logged_at_once() {
-    let stack = start(true, DeviceConfig::default());
-    let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
-    assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "{c:?}");
-    assert_eq!(removals(&stack), 0);
+    for intx in [true, false] {
+        let stack = start(intx, DeviceConfig::default());
+        let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
+        assert_eq!(c.srb_status, ffi::SRB_STATUS_SUCCESS, "{c:?}");
+        assert_eq!(removals(&stack), 0);
 
-    stack.device.surprise_remove();
-    stack.adapter.raise_interrupt(0);
-    stack
-        .adapter
-        .wait_until("the removal in the event log", PATIENCE, || {
-            removals(&stack) > 0
-        })
-        .unwrap_or_else(|e| panic!("{e}; the log: {:#x?}", stack.adapter.event_log()));
-    assert_eq!(removals(&stack), 1, "{:#x?}", stack.adapter.event_log());
+        stack.device.surprise_remove();
+        stack.adapter.raise_interrupt(0);
+        stack
+            .adapter
+            .wait_until("the removal in the event log", PATIENCE, || {
+                removals(&stack) > 0
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "intx {intx}: {e}; the log: {:#x?}",
+                    stack.adapter.event_log()
+                )
+            });
+        assert_eq!(removals(&stack), 1, "{:#x?}", stack.adapter.event_log());
 
-    let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
-    assert_eq!(c.status(), ffi::SRB_STATUS_NO_DEVICE, "read after removal");
-    for reset in [function::RESET_LOGICAL_UNIT, function::RESET_DEVICE] {
-        let c = stack.adapter.execute(Request::function(reset));
-        assert_eq!(c.status(), ffi::SRB_STATUS_NO_DEVICE, "reset {reset:#x}");
+        let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
+        assert_eq!(
+            c.status(),
+            ffi::SRB_STATUS_NO_DEVICE,
+            "intx {intx}: read after removal"
+        );
+        for reset in [function::RESET_LOGICAL_UNIT, function::RESET_DEVICE] {
+            let c = stack.adapter.execute(Request::function(reset));
+            assert_eq!(
+                c.status(),
+                ffi::SRB_STATUS_NO_DEVICE,
+                "intx {intx}: reset {reset:#x}"
+            );
+        }
+
+        // Storport's own notifications follow: they do not log the removal again.
+        let (adapter, unit) = stack.adapter.surprise_remove();
+        assert_eq!((adapter, unit), (Some(0), Some(0)));
+        assert_eq!(removals(&stack), 1, "{:#x?}", stack.adapter.event_log());
+        assert_clean(&stack);
     }
-
-    // Storport's own notifications follow: they do not log the removal again.
-    let (adapter, unit) = stack.adapter.surprise_remove();
-    assert_eq!((adapter, unit), (Some(0), Some(0)));
-    assert_eq!(removals(&stack), 1, "{:#x?}", stack.adapter.event_log());
-    assert_clean(&stack);
 }
 
 /// SRB functions other than EXECUTE_SCSI: ABORT_COMMAND, PNP, POWER without a power transition
@@ -580,4 +596,34 @@ fn a_device_that_vanishes_around_a_stop_is_not_restarted() {
         );
         assert_clean(&stack);
     }
+}
+
+/// A machine that cannot give the adapter its ring memory (StorPortGetUncachedExtension returns
+/// NULL: here the guest memory is too small for the rings): HwStorFindAdapter fails, and the
+/// device it had already reset and negotiated with is told so (FAILED), never DRIVER_OK.
+#[test]
+fn no_ring_memory_fails_the_start_and_the_device() {
+    const FAILED: u8 = 0x80;
+    let device = Arc::new(
+        VirtioBlkDevice::new(DeviceConfig {
+            guest_memory_size: 4 << 10,
+            ..DeviceConfig::default()
+        })
+        .unwrap(),
+    );
+    let started = Stack::on_device(
+        device.clone(),
+        device.guest_memory(),
+        StackOptions::default(),
+    );
+    let Err(error) = started else {
+        panic!("the adapter started without its ring memory");
+    };
+    assert!(error.contains("FindAdapter"), "{error}");
+    let status = device.status();
+    assert_eq!(
+        status & (FAILED | DRIVER_OK),
+        FAILED,
+        "status {status:#04x}"
+    );
 }
