@@ -479,8 +479,9 @@ fn etw_events_only_while_tracing_is_on() {
 // ---- Item 2: HwStorUnitControl --------------------------------------------------------------
 
 /// The driver reports start, power, remove and surprise removal; Storport sent ScsiUnitStart
-/// when the unit started; ScsiUnitPower moves the unit through D3, D1 and D2 and back to D0 (traced when
-/// tracing is on), and I/O works after; an unknown D-state is refused.
+/// when the unit started; ScsiUnitPower moves the unit through D3, D1 and D2 and back to D0
+/// (traced when tracing is on), and I/O works after; an unknown D-state is refused;
+/// ScsiUnitRemove succeeds.
 #[test]
 fn unit_control_start_and_power() {
     let disk = start(2, &[], true);
@@ -519,5 +520,7 @@ fn unit_control_start_and_power() {
     assert_eq!(power, [(4, 3), (1, 0), (2, 1), (3, 2), (1, 0)]);
     assert_eq!(disk.adapter.unit_power(9, 0), Some(1), "no such D-state");
     assert_eq!(disk.adapter.unit_start(), Some(0));
+    // An orderly removal of the unit (Storport drained it first): nothing to undo.
+    assert_eq!(disk.adapter.unit_remove(), Some(0));
     assert_clean(&disk);
 }

@@ -493,6 +493,7 @@ pub const SCSI_ADAPTER_SURPRISE_REMOVAL: u32 = 16;
 pub const SCSI_UNIT_SURPRISE_REMOVAL: u32 = 10;
 pub const SCSI_UNIT_START: u32 = 2;
 pub const SCSI_UNIT_POWER: u32 = 3;
+pub const SCSI_UNIT_REMOVE: u32 = 9;
 
 /// IRQLs of the simulated machine.
 pub mod irql {

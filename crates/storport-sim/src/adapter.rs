@@ -1813,6 +1813,17 @@ impl Adapter {
         a.unit_control(abi::SCSI_UNIT_START, address.as_mut_ptr().cast())
     }
 
+    /// HwStorUnitControl(ScsiUnitRemove): the unit is removed in an orderly way (Storport has
+    /// drained it), if supported.
+    pub fn unit_remove(&self) -> Option<u32> {
+        let a = &self.inner;
+        if !a.supports_unit(abi::SCSI_UNIT_REMOVE) {
+            return None;
+        }
+        let mut address = unit_address();
+        a.unit_control(abi::SCSI_UNIT_REMOVE, address.as_mut_ptr().cast())
+    }
+
     /// Raises interrupt line `message` as the device would (tests of ISR paths).
     pub fn raise_interrupt(&self, message: u16) {
         crate::device::InterruptSink::raise(&*self.inner.irq, message);

@@ -585,3 +585,15 @@ fn refused_bus_data_writes_return_zero() {
     assert_eq!(write(4, &mut [0x06, 0x00]), 2, "let through again");
     assert!(a.violations().is_empty(), "{:?}", a.violations());
 }
+
+/// The unit-control calls are sent only to a miniport that has HwStorUnitControl (this test
+/// miniport has none): `None`, and nothing reported. (vioblk's suites show them delivered.)
+#[test]
+fn unit_controls_need_hw_unit_control() {
+    let p = port(quiet());
+    let (a, _dev) = start(&p, bad::NONE, 2);
+    assert_eq!(a.unit_start(), None);
+    assert_eq!(a.unit_remove(), None);
+    assert_eq!(a.unit_power(1, 0), None);
+    assert!(a.violations().is_empty(), "{:?}", a.violations());
+}
