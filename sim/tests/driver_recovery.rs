@@ -627,3 +627,35 @@ fn no_ring_memory_fails_the_start_and_the_device() {
         "status {status:#04x}"
     );
 }
+
+/// A device with more queues and MSI-X messages than the driver uses (32; the driver takes 16)
+/// that signals a message the driver gave no queue: the interrupt is not the driver's, nothing
+/// is completed or broken by it, and every queue keeps working.
+#[test]
+fn an_interrupt_on_a_message_without_a_queue_is_not_claimed() {
+    let stack = start(
+        false,
+        DeviceConfig {
+            num_queues: 32,
+            ..DeviceConfig::default()
+        },
+    );
+    for message in [17, 32] {
+        stack.adapter.raise_interrupt(message);
+    }
+    let handles: Vec<RequestHandle> = (0..32u32)
+        .map(|i| {
+            let adapter = &stack.adapter;
+            std::thread::scope(|s| {
+                s.spawn(|| adapter.submit(Request::data_in(&read10(8 * i, 8), 4096)))
+                    .join()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for handle in handles {
+        let c = wait(&stack.adapter, handle, "a read");
+        assert_eq!(c.status(), ffi::SRB_STATUS_SUCCESS, "{c:?}");
+    }
+    assert_clean(&stack);
+}
