@@ -593,6 +593,123 @@ fn a_device_whose_dma_cannot_be_restored_is_given_up_until_a_later_reset() {
     );
 }
 
+/// The driver's RESET_COMPLETED event log code (src/hba/events.rs; unique id: the cause).
+const LOG_RESET_COMPLETED: u32 = 0x0013_0007;
+
+/// How the first reset of [`a_reset_asked_for_while_the_device_restarts_runs_after_it`] starts,
+/// and the cause id the event log names for it.
+#[derive(Clone, Copy, Debug)]
+enum FirstReset {
+    Bus,
+    LogicalUnitSrb,
+    DeviceSrb,
+    NeedsReset,
+    BrokenRing,
+}
+
+/// Storport resets the bus while the reset machine is bringing the device back (after a reset
+/// the device first ignored, so its DMA was cut): the reset in progress serves the requests it
+/// handed back, and the one asked for meanwhile runs when it is done, with the cause of the
+/// first (the event log shows the reset started and completed twice), whatever started the
+/// first one. The moment is exact: the bus reset is sent from inside the restart, when the
+/// driver sets Bus Master Enable again.
+#[test]
+fn a_reset_asked_for_while_the_device_restarts_runs_after_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, mpsc};
+    for (first, cause) in [
+        (FirstReset::Bus, 3),
+        (FirstReset::LogicalUnitSrb, 1),
+        (FirstReset::DeviceSrb, 2),
+        (FirstReset::NeedsReset, 5),
+        (FirstReset::BrokenRing, 4),
+    ] {
+        let stack = start_with(Interrupts::MultiQueue, 1, |d| prepare_data(d, 512, 32));
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let done_rx = Mutex::new(done_rx);
+        let armed = AtomicBool::new(true);
+        stack
+            .adapter
+            .refuse_bus_data_writes(Some(Box::new(move |offset, bytes: &[u8]| {
+                if writes_bus_master(offset, bytes, true) && armed.swap(false, Ordering::AcqRel) {
+                    let _ = go_tx.send(());
+                    let _ = done_rx.lock().unwrap().recv_timeout(DEADLINE);
+                }
+                false
+            })));
+        std::thread::scope(|scope| {
+            let adapter = &stack.adapter;
+            scope.spawn(move || {
+                if go_rx.recv_timeout(DEADLINE).is_ok() {
+                    assert!(adapter.reset_bus());
+                    let _ = done_tx.send(());
+                }
+            });
+            stack.device.ignore_resets(1);
+            let mut handles = Vec::new();
+            match first {
+                FirstReset::NeedsReset => stack.device.arm_fault(FaultMode::NeedsReset, 1),
+                FirstReset::BrokenRing => stack.device.arm_fault(FaultMode::UsedIdxJump, 1),
+                _ => {
+                    stack.device.set_slow_ms(1500);
+                    stack.device.arm_fault(FaultMode::Slow, 1);
+                }
+            }
+            handles.extend(burst(&stack, 512, 8, 40));
+            wait_for(&stack, "the fault fired", |s| s.device.faults_fired() == 1);
+            match first {
+                FirstReset::Bus => assert!(stack.adapter.reset_bus()),
+                FirstReset::LogicalUnitSrb => handles.push(
+                    stack
+                        .adapter
+                        .submit(Request::function(function::RESET_LOGICAL_UNIT)),
+                ),
+                FirstReset::DeviceSrb => handles.push(
+                    stack
+                        .adapter
+                        .submit(Request::function(function::RESET_DEVICE)),
+                ),
+                FirstReset::NeedsReset | FirstReset::BrokenRing => {}
+            }
+            let done = wait_all(&stack, handles, Instant::now() + DEADLINE);
+            for c in &done {
+                assert!(
+                    matches!(
+                        status(c),
+                        ffi::SRB_STATUS_SUCCESS | ffi::SRB_STATUS_BUS_RESET
+                    ),
+                    "{first:?}: {}",
+                    brief(c)
+                );
+            }
+            let resets = |s: &Stack| -> Vec<(u32, u32)> {
+                s.adapter
+                    .event_log()
+                    .iter()
+                    .filter(|e| matches!(e.code, LOG_RESET_STARTED | LOG_RESET_COMPLETED))
+                    .map(|e| (e.code, e.unique_id))
+                    .collect()
+            };
+            wait_for(&stack, "the second reset completed", |s| {
+                resets(s).len() >= 4
+            });
+            assert_eq!(
+                resets(&stack),
+                [
+                    (LOG_RESET_STARTED, cause),
+                    (LOG_RESET_COMPLETED, cause),
+                    (LOG_RESET_STARTED, cause),
+                    (LOG_RESET_COMPLETED, cause),
+                ],
+                "{first:?}"
+            );
+        });
+        recovers(&stack, 512);
+        assert_clean(&stack);
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Confirmed 4: resets polled 1000 x 1 ms at raised IRQL (ISR, DPC, HwStorResetBus, stop).
 
