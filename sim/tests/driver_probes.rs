@@ -324,6 +324,48 @@ fn every_fua_write_in_a_batch_gets_its_flush() {
     assert_clean(&stack);
 }
 
+/// A FUA write completed together with a request whose used element names no request (an id
+/// out of range): the drain takes the write, then finds the ring broken, so the write's FLUSH
+/// cannot go on that ring. The write is not completed as durable without its FLUSH: it is
+/// answered BUSY, Storport sends it again once the reset brought the device back, and it then
+/// succeeds with its FLUSH. The other request comes back with BUS_RESET.
+#[test]
+fn a_fua_write_whose_flush_meets_a_broken_ring_is_sent_again() {
+    let stack = start(options(1), |d| prepare_data(d, 128, 1));
+    stack.device.arm_fault(FaultMode::UsedIdOutOfRange, 2);
+    // Both used elements are written before the driver looks.
+    stack.device.hold_interrupts(true);
+    let write = stack
+        .adapter
+        .submit(Request::data_out(&rw10(0x2A, 0x08, 64, 8), pattern(64, 4096)).timeout(40));
+    wait_for(&stack, "the device took the write", |s| {
+        total(s, |c| c.writes) >= 1
+    });
+    let victim = stack.adapter.submit(read(128));
+    wait_for(&stack, "the device answered the read wrongly", |s| {
+        s.device.faults_fired() == 1
+    });
+    stack.device.hold_interrupts(false);
+    let done = wait_all(&stack, vec![write, victim]);
+    let c = &done[0];
+    assert_eq!(status(c), ffi::SRB_STATUS_SUCCESS, "{}", brief(c));
+    assert!(c.busy_retries >= 1, "answered BUSY first: {}", brief(c));
+    assert_eq!(
+        status(&done[1]),
+        ffi::SRB_STATUS_BUS_RESET,
+        "{}",
+        brief(&done[1])
+    );
+    assert!(
+        total(&stack, |c| c.flushes) >= 1,
+        "a FLUSH reached the device"
+    );
+    let mut back = vec![0u8; 4096];
+    stack.device.read_disk(64 * 512, &mut back).unwrap();
+    assert!(back == pattern(64, 4096), "the write is on the disk");
+    assert_clean(&stack);
+}
+
 /// A device without FLUSH (no VIRTIO_BLK_F_FLUSH): a FUA write and SYNCHRONIZE CACHE succeed
 /// (the write is as durable as the device makes it) and no FLUSH reaches the device.
 #[test]
