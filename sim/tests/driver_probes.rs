@@ -332,6 +332,10 @@ fn every_fua_write_in_a_batch_gets_its_flush() {
 #[test]
 fn a_fua_write_whose_flush_meets_a_broken_ring_is_sent_again() {
     let stack = start(options(1), |d| prepare_data(d, 128, 1));
+    // One request there and back first: no drain of the start-up requests is still to come,
+    // which would take the write early and put its FLUSH on the ring before it breaks.
+    let c = stack.adapter.execute(read(128));
+    assert_eq!(status(&c), ffi::SRB_STATUS_SUCCESS, "{}", brief(&c));
     stack.device.arm_fault(FaultMode::UsedIdOutOfRange, 2);
     // Both used elements are written before the driver looks.
     stack.device.hold_interrupts(true);
