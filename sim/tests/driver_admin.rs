@@ -361,6 +361,31 @@ fn capacity_changes_are_logged() {
     assert_clean(&disk);
 }
 
+/// A disk resized and resized back before the next command: the capacity is as at start
+/// again, but it changed meanwhile, so the next READ (on the I/O path) reports the UNIT
+/// ATTENTION (CAPACITY DATA HAS CHANGED, 2Ah/09h) first; the one after it reads.
+#[test]
+fn a_capacity_changed_and_changed_back_is_still_a_unit_attention() {
+    let disk = start(1, &[], false);
+    let sectors = disk.device.capacity();
+    disk.device.resize(sectors * 2).expect("the backend grows");
+    wait_for_entry(&disk, CAPACITY_CHANGED, (sectors * 2) as u32);
+    disk.device.resize(sectors).expect("the backend shrinks");
+    wait_for_entry(&disk, CAPACITY_CHANGED, sectors as u32);
+    let c = read(&disk, 0);
+    assert_eq!(
+        c.srb_status,
+        ffi::SRB_STATUS_ERROR | ffi::SRB_STATUS_AUTOSENSE_VALID,
+        "{c:?}"
+    );
+    assert_eq!(
+        (c.sense[2] & 0x0F, c.sense[12], c.sense[13]),
+        (0x06, 0x2A, 0x09)
+    );
+    assert_eq!(read(&disk, 0).srb_status, ffi::SRB_STATUS_SUCCESS);
+    assert_clean(&disk);
+}
+
 /// A device that vanished: SURPRISE_REMOVAL, once.
 #[test]
 fn surprise_removal_is_logged_once() {
