@@ -481,7 +481,23 @@ fn request_types() -> Vec<(&'static str, Request, u64, bool)> {
 }
 
 fn every_request_type_fails_with(mode: FaultMode, key: u8, read_asc: u8, write_asc: u8) {
-    let stack = start(options(1), |_| {});
+    // The default device deallocates with WRITE_ZEROES; one without WRITE_ZEROES with DISCARD.
+    for discard_only in [false, true] {
+        let mut stack_options = options(1);
+        if discard_only {
+            stack_options.device.features = Some(features::DEFAULT & !features::WRITE_ZEROES);
+        }
+        every_request_type_fails_on(start(stack_options, |_| {}), mode, key, read_asc, write_asc);
+    }
+}
+
+fn every_request_type_fails_on(
+    stack: Stack,
+    mode: FaultMode,
+    key: u8,
+    read_asc: u8,
+    write_asc: u8,
+) {
     for (what, request, nth, is_read) in request_types() {
         let fired = stack.device.faults_fired();
         stack.device.arm_fault(mode, nth);
