@@ -156,6 +156,15 @@ fn mode_select_headers_and_block_descriptors() {
     ]));
     assert_good(&c, "MODE SELECT(10) PARAMETER LIST LENGTH 0");
 
+    // A PARAMETER LIST LENGTH whose list is not transferred: PARAMETER LIST LENGTH ERROR.
+    let c = stack.execute(ScsiRequest::no_data(vec![0x15, 0x10, 0, 0, 4, 0]));
+    assert_illegal(
+        &c,
+        PARAMETER_LIST_LENGTH_ERROR,
+        None,
+        "MODE SELECT(6) list not transferred",
+    );
+
     // A list shorter than its header (SPC-4 7.5.5): PARAMETER LIST LENGTH ERROR.
     let c = select6(&stack, vec![0; 3]);
     assert_illegal(
@@ -854,6 +863,14 @@ fn unmap_parameter_list_errors() {
     // PARAMETER LIST LENGTH 0: no parameter list, nothing to do (SBC-3 5.28.1).
     let c = stack.execute(ScsiRequest::no_data(unmap_cdb(0)));
     assert_good(&c, "UNMAP PARAMETER LIST LENGTH 0");
+    // A PARAMETER LIST LENGTH whose list is not transferred: a list shorter than its header.
+    let c = stack.execute(ScsiRequest::no_data(unmap_cdb(24)));
+    assert_illegal(
+        &c,
+        PARAMETER_LIST_LENGTH_ERROR,
+        None,
+        "UNMAP list not transferred",
+    );
     assert_eq!(zeroes(&stack), before);
     assert_clean(&stack);
 }

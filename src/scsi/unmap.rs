@@ -5,9 +5,10 @@
 //! LOGICAL BLOCKS, reserved). [`parse`] validates the whole list before anything is issued, so a
 //! bad descriptor never leaves a half-done UNMAP:
 //!
-//! - a list of 1..=7 bytes is PARAMETER LIST LENGTH ERROR (SBC-3 5.28.1); header lengths that
-//!   claim more than the list holds are PARAMETER LIST LENGTH ERROR; an UNMAP DATA LENGTH
-//!   smaller than the descriptors it must contain is INVALID FIELD IN PARAMETER LIST;
+//! - a list of 0..=7 bytes is PARAMETER LIST LENGTH ERROR (SBC-3 5.28.1; 0 bytes: the list the
+//!   CDB announced was not transferred); header lengths that claim more than the list holds
+//!   are PARAMETER LIST LENGTH ERROR; an UNMAP DATA LENGTH smaller than the descriptors it must
+//!   contain is INVALID FIELD IN PARAMETER LIST;
 //! - descriptors cut short by the parameter list length, or an incomplete last descriptor (a
 //!   descriptor data length that is not a multiple of 16), are ignored (SBC-3 5.28.2);
 //! - more descriptors than MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT, or more blocks in total than
@@ -46,12 +47,8 @@ pub struct UnmapList<'a> {
 /// The sense data for CHECK CONDITION, as listed in the module documentation.
 pub fn parse<'a>(params: &'a [u8], disk: &DiskInfo) -> Result<UnmapList<'a>, Sense> {
     let sectors_per_block = u64::from(disk.block_size.sectors_per_block());
-    if params.is_empty() {
-        return Ok(UnmapList {
-            descriptors: &[],
-            sectors_per_block,
-        });
-    }
+    // Shorter than the header, including nothing at all (a PARAMETER LIST LENGTH whose list was
+    // not transferred; a PARAMETER LIST LENGTH of 0 is GOOD before any list is read, `cdb`).
     let Some(&[dl0, dl1, bd0, bd1]) = params.get(..4) else {
         return Err(Sense::PARAMETER_LIST_LENGTH_ERROR);
     };
@@ -293,13 +290,13 @@ mod tests {
     #[test]
     fn header_lengths_checked() {
         let d = disk512();
-        for short in 1..8 {
+        // Nothing at all is short too: the list the CDB announced was not transferred.
+        for short in 0..8 {
             assert_eq!(
                 parse(&list(&[(0, 1)])[..short], &d).unwrap_err(),
                 Sense::PARAMETER_LIST_LENGTH_ERROR
             );
         }
-        assert_eq!(segments(&[], &d), Ok(Vec::new()));
         // Header only, no descriptors: nothing to do.
         assert_eq!(segments(&list(&[]), &d), Ok(Vec::new()));
         // UNMAP DATA LENGTH too small for the descriptors it announces.
