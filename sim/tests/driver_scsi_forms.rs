@@ -624,6 +624,16 @@ fn every_length_of_write_and_verify_read_and_verify() {
     // VERIFY(10), (12), (16): GOOD within the disk, LBA OUT OF RANGE past it, nothing read.
     let reads = |stack: &Stack| stack.device.counters().iter().map(|c| c.reads).sum::<u64>();
     let before = reads(&stack);
+    // A READ or WRITE of 8 blocks with no data buffer at all: nothing to move the data to.
+    for opcode in [0x28u8, 0x2A] {
+        let c = stack.execute(ScsiRequest::no_data(rw(opcode, 0, 1000, 8)));
+        assert_illegal(
+            &c,
+            INVALID_FIELD_IN_CDB,
+            None,
+            &format!("{opcode:02X} without a buffer"),
+        );
+    }
     for opcode in [0x2Fu8, 0xAF, 0x8F] {
         let c = stack.execute(ScsiRequest::no_data(rw(opcode, 0, BLOCKS - 8, 8)));
         assert_good(&c, &format!("VERIFY {opcode:02X} to the end"));
