@@ -659,3 +659,68 @@ fn an_interrupt_on_a_message_without_a_queue_is_not_claimed() {
     }
     assert_clean(&stack);
 }
+
+/// A Storport that breaks its contract and sends requests without the SRB extension the driver
+/// asked for: every request that needs one to reach the device (READ, WRITE, SYNCHRONIZE CACHE,
+/// UNMAP, WRITE SAME, SRB_FUNCTION_FLUSH) fails with INTERNAL_ERROR without touching the
+/// device; commands the driver answers itself (INQUIRY) still work; and with the extensions
+/// back, the disk reads and writes.
+#[test]
+fn requests_without_an_srb_extension_fail_without_reaching_the_device() {
+    let stack = start(false, DeviceConfig::default());
+    let mut unmap_list = vec![0, 22, 0, 16, 0, 0, 0, 0];
+    unmap_list.extend(64u64.to_be_bytes());
+    unmap_list.extend(8u32.to_be_bytes());
+    unmap_list.extend([0; 4]);
+    let device_requests = |s: &Stack| -> u64 {
+        s.device
+            .counters()
+            .iter()
+            .map(|c| c.reads + c.writes + c.flushes + c.discards + c.write_zeroes)
+            .sum()
+    };
+    stack.adapter.withhold_srb_extensions(true);
+    let before = device_requests(&stack);
+    let requests = [
+        ("READ(10)", Request::data_in(&read10(0, 8), 4096)),
+        (
+            "WRITE(10)",
+            Request::data_out(&write10(0), pattern(1, 4096)),
+        ),
+        (
+            "SYNCHRONIZE CACHE(10)",
+            Request::scsi(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        ),
+        (
+            "UNMAP",
+            Request::data_out(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], unmap_list),
+        ),
+        (
+            "WRITE SAME(10)",
+            Request::data_out(&[0x41, 0, 0, 0, 0, 64, 0, 0, 8, 0], vec![0; 512]),
+        ),
+        ("SRB_FUNCTION_FLUSH", Request::function(function::FLUSH)),
+    ];
+    for (what, request) in requests {
+        let c = stack.adapter.execute(request);
+        assert_eq!(c.status(), ffi::SRB_STATUS_INTERNAL_ERROR, "{what}: {c:?}");
+    }
+    assert_eq!(
+        device_requests(&stack),
+        before,
+        "a request reached the device"
+    );
+    let c = stack
+        .adapter
+        .execute(Request::data_in(&[0x12, 0, 0, 0, 36, 0], 36));
+    assert_eq!(c.status(), ffi::SRB_STATUS_SUCCESS, "INQUIRY: {c:?}");
+    stack.adapter.withhold_srb_extensions(false);
+    let c = stack
+        .adapter
+        .execute(Request::data_out(&write10(0), pattern(1, 4096)));
+    assert_eq!(c.status(), ffi::SRB_STATUS_SUCCESS, "{c:?}");
+    let c = stack.adapter.execute(Request::data_in(&read10(0, 8), 4096));
+    assert_eq!(c.status(), ffi::SRB_STATUS_SUCCESS, "{c:?}");
+    assert!(c.data_bytes() == pattern(1, 4096));
+    assert_clean(&stack);
+}

@@ -204,6 +204,8 @@ pub(crate) struct AdapterInner {
     pub uncached: Mutex<Option<(usize, usize, u32)>>,
     /// Which StorPortSetBusDataByOffset writes fail ([`Adapter::refuse_bus_data_writes`]).
     pub bus_data_refusal: Mutex<Option<BusDataRefusal>>,
+    /// Requests are sent without an SRB extension ([`Adapter::withhold_srb_extensions`]).
+    pub withhold_srb_extensions: AtomicBool,
     pub passive_init: Mutex<Option<DevExtBoolFn>>,
     pub dpcs: Mutex<Vec<Arc<DpcObject>>>,
     pub cpu_queues: Box<[CpuQueue]>,
@@ -1298,6 +1300,7 @@ pub(crate) fn start(
         access_ranges,
         uncached: Mutex::new(None),
         bus_data_refusal: Mutex::new(None),
+        withhold_srb_extensions: AtomicBool::new(false),
         passive_init: Mutex::new(None),
         dpcs: Mutex::new(Vec::new()),
         cpu_queues: (0..cpus).map(|_| CpuQueue::default()).collect(),
@@ -1400,6 +1403,15 @@ impl Adapter {
             .bus_data_refusal
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = refuse;
+    }
+
+    /// A Storport that breaks its contract: while `withhold` is set, requests sent from now on
+    /// have no SRB extension (SrbExtension NULL) although the miniport asked for one. For tests
+    /// of a miniport's defensive checks; Storport always gives the extension.
+    pub fn withhold_srb_extensions(&self, withhold: bool) {
+        self.inner
+            .withhold_srb_extensions
+            .store(withhold, Ordering::Release);
     }
 
     /// Violations reported for this adapter.

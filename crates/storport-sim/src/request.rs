@@ -923,8 +923,19 @@ fn arm(a: &AdapterInner, r: &mut Record) -> bool {
     a.alloc.fill(b.host + ext_size, 256, 0);
     r.sense_host = b.host + ext_size;
     let s = r.srb_addr();
+    let withheld = a.withhold_srb_extensions.load(Ordering::Acquire);
     // SAFETY: fields of the SRB block this record owns (so are all writes below).
-    unsafe { wr(s, 0x68, if ext_size > 0 { b.host as u64 } else { 0u64 }) };
+    unsafe {
+        wr(
+            s,
+            0x68,
+            if ext_size > 0 && !withheld {
+                b.host as u64
+            } else {
+                0u64
+            },
+        )
+    };
     // SAFETY: as above.
     unsafe { wr(s, abi::srb_off::SRB_STATUS, abi::SRB_STATUS_PENDING) };
     // SAFETY: as above.

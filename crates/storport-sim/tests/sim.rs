@@ -597,3 +597,30 @@ fn unit_controls_need_hw_unit_control() {
     assert_eq!(a.unit_power(1, 0), None);
     assert!(a.violations().is_empty(), "{:?}", a.violations());
 }
+
+/// `Adapter::withhold_srb_extensions`: requests sent meanwhile reach the miniport with
+/// SrbExtension NULL (this test miniport counts them), the others with their extension.
+#[test]
+fn withheld_srb_extensions_reach_the_miniport_as_null() {
+    let p = port(quiet());
+    let (a, _dev) = start(&p, bad::NONE, 2);
+    let e = unsafe { &*(a.device_extension() as *const Ext) };
+    let before = e.no_srb_extension.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(read(&a).is_success());
+    assert_eq!(
+        e.no_srb_extension.load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+    a.withhold_srb_extensions(true);
+    assert!(read(&a).is_success());
+    assert_eq!(
+        e.no_srb_extension.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+    a.withhold_srb_extensions(false);
+    assert!(read(&a).is_success());
+    assert_eq!(
+        e.no_srb_extension.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+}

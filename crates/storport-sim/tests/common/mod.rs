@@ -263,6 +263,8 @@ pub struct Ext {
     /// wall-clock time, in nanoseconds, stored when it returns.
     pub dpc_cpu_ns: AtomicU64,
     pub dpc_wall_ns: AtomicU64,
+    /// Requests BuildIo saw without an SRB extension (`Adapter::withhold_srb_extensions`).
+    pub no_srb_extension: AtomicU64,
 }
 
 /// The calling thread's CPU time.
@@ -630,6 +632,9 @@ unsafe fn complete(d: *mut c_void, srb: *mut c_void, status: u8) {
 unsafe extern "C" fn build_io(d: *mut c_void, srb: *mut c_void) -> u8 {
     let e = ext(d);
     let f: u32 = unsafe { rd(srb, SRB_FUNCTION) };
+    if unsafe { rd::<u64>(srb, MINIPORT_CONTEXT) } == 0 {
+        e.no_srb_extension.fetch_add(1, Ordering::SeqCst);
+    }
     match e.bad {
         bad::BUILDIO_FALSE => return 0,
         bad::PASSIVE_CONTEXT => {
@@ -691,9 +696,11 @@ unsafe extern "C" fn start_io(d: *mut c_void, srb: *mut c_void) -> u8 {
         unsafe { std::ptr::write_bytes(buf as *mut u8, 0x42, len as usize) };
     }
     let srbext: u64 = unsafe { rd(srb, MINIPORT_CONTEXT) };
-    let mut plen = 0u32;
-    let pa = unsafe { StorPortGetPhysicalAddress(d, srb, srbext as *mut c_void, &mut plen) };
-    assert!(pa != 0 && plen >= EXT_SRB_SIZE);
+    if srbext != 0 {
+        let mut plen = 0u32;
+        let pa = unsafe { StorPortGetPhysicalAddress(d, srb, srbext as *mut c_void, &mut plen) };
+        assert!(pa != 0 && plen >= EXT_SRB_SIZE);
+    }
     let mut pp = abi::StartIoPerformanceParameters {
         Version: 1,
         Size: 16,
