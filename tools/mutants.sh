@@ -93,7 +93,8 @@ driver_suites=(--test driver_probes --test driver_io --test driver_trust --test 
 storport_suites=(--test sim --test lock_wrappers --test multi_tier --test removal --test watchdog
     --test example_miniport)
 
-place_args=(--copy-target true)
+# One job (cargo-mutants' default, and --in-place allows no other).
+place_args=(--copy-target true --jobs 1)
 [ "$in_place" -eq 1 ] && place_args=(--in-place)
 
 mkdir -p "$out"
@@ -142,15 +143,23 @@ run_package() {
     rm -rf "$dir"
     echo "mutants: $name: $count mutants in ${file_args[*]}"
     set +e
-    cargo mutants "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" "${shard_args[@]}" --jobs 1 \
+    cargo mutants "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" "${shard_args[@]}" \
         --timeout "$timeout" --baseline skip --no-shuffle "${place_args[@]}" \
         --output "$dir" --colors never "$@"
+    local status=$?
     set -e
+    # cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; anything else (1 a usage
+    # error, 4 a failed baseline, 70 an internal error) means no score.
+    case "$status" in
+        0|2|3) ;;
+        *) echo "tools/mutants.sh: cargo mutants failed for $name (exit status $status)" >&2; exit 1 ;;
+    esac
     local o="$dir/mutants.out" caught missed hung unviable
     caught=$(grep -c . "$o/caught.txt" 2>/dev/null || true)
     missed=$(grep -c . "$o/missed.txt" 2>/dev/null || true)
     hung=$(grep -c . "$o/timeout.txt" 2>/dev/null || true)
     unviable=$(grep -c . "$o/unviable.txt" 2>/dev/null || true)
+    caught=${caught:-0} missed=${missed:-0} hung=${hung:-0} unviable=${unviable:-0}
     total_caught=$((total_caught + caught))
     total_missed=$((total_missed + missed))
     total_hung=$((total_hung + hung))
