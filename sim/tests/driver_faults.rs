@@ -1307,7 +1307,8 @@ fn a_device_slow_to_reset_is_waited_for_by_the_machine() {
     }
 }
 
-/// A GET_ID whose answer breaks queue 0's ring while HwStorInitialize still polls for it: the
+/// A GET_ID whose answer breaks queue 0's ring (an id out of range, or the answer given twice)
+/// while HwStorInitialize still polls for it: the
 /// driver resets the device there and then, before Storport sends anything, so the first reads
 /// all succeed at once (no BUS_RESET handed back) and no reset is logged later. In deterministic
 /// mode (`storport_sim::sched`) the device answers while the poll runs, the same way for each
@@ -1316,11 +1317,16 @@ fn a_device_slow_to_reset_is_waited_for_by_the_machine() {
 #[test]
 fn a_get_id_breaking_queue_zero_during_the_poll_is_repaired_before_any_request() {
     const RESET_STARTED: u32 = 0x0013_0006;
-    for seed in 1..=4 {
+    // An id out of range; and the GET_ID answered twice (the poll takes its answer, then finds
+    // a second used element for a request no longer in flight).
+    for (seed, fault) in (1..=4)
+        .map(|seed| (seed, FaultMode::UsedIdOutOfRange))
+        .chain((1..=4).map(|seed| (seed, FaultMode::DuplicateUsedId)))
+    {
         let (result, report) = storport_sim::sched::run(seed, 20_000_000, || {
             let stack = Stack::start_with(options(Interrupts::MultiQueue, 1), |d| {
                 prepare_data(d, 1024, 8);
-                d.arm_fault(FaultMode::UsedIdOutOfRange, 1);
+                d.arm_fault(fault, 1);
             })?;
             if stack.device.faults_fired() != 1 {
                 return Err("the fault did not fire on GET_ID during start".to_owned());
@@ -1348,9 +1354,9 @@ fn a_get_id_breaking_queue_zero_during_the_poll_is_repaired_before_any_request()
             }
             Ok(())
         });
-        assert_eq!(report.failure, None, "seed {seed}");
+        assert_eq!(report.failure, None, "seed {seed} {fault:?}");
         if let Err(e) = result {
-            panic!("seed {seed}: {e}");
+            panic!("seed {seed} {fault:?}: {e}");
         }
     }
 }
