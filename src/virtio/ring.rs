@@ -207,11 +207,13 @@ impl RawDescriptor {
     }
 
     /// VIRTQ_DESC_F_NEXT is set.
+    #[cfg(test)]
     pub fn has_next(&self) -> bool {
         self.flags & desc_flags::NEXT != 0
     }
 
     /// VIRTQ_DESC_F_INDIRECT is set.
+    #[cfg(test)]
     pub fn is_indirect(&self) -> bool {
         self.flags & desc_flags::INDIRECT != 0
     }
@@ -499,11 +501,13 @@ impl SplitQueue {
     }
 
     /// The queue size.
+    #[cfg(test)]
     pub fn size(&self) -> QueueSize {
         self.size
     }
 
     /// Free descriptors.
+    #[cfg(test)]
     pub fn num_free(&self) -> u16 {
         self.num_free
     }
@@ -529,6 +533,7 @@ impl SplitQueue {
     }
 
     /// The ids of all chains in flight, for completing them after a reset. O(size).
+    #[cfg(test)]
     pub fn in_flight(&self) -> impl Iterator<Item = u16> + '_ {
         (0..self.size.get()).filter(|&id| self.is_in_flight(id))
     }
