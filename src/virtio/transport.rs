@@ -455,8 +455,9 @@ impl Transport {
         self.set_status(status::DRIVER);
     }
 
-    /// [`Self::begin_init`] waiting up to about a second for the reset: for the first start,
-    /// at PASSIVE_LEVEL, where a device slow to come up is worth waiting for.
+    /// Resets the device waiting up to about a second for it, sets ACKNOWLEDGE and DRIVER and
+    /// returns the features it offers (3.1.1 steps 1-4): for the first start, at PASSIVE_LEVEL,
+    /// where a device slow to come up is worth waiting for.
     pub fn begin_init_patient(
         &mut self,
         stall: &mut dyn FnMut(u32),
