@@ -441,3 +441,318 @@ fn find_adapter_refuses_a_device_that_lies_at_start() {
         "without VERSION_1: {status:#04x}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Odd capability lists and device configurations (VIRTIO 1.2 4.1.4, 5.2.4)
+
+/// All of `patches`, in order.
+fn patches(patches: Vec<Patch>) -> Patch {
+    Box::new(move |space, offset, data: &mut [u8]| {
+        for p in &patches {
+            p(space, offset, data);
+        }
+    })
+}
+
+/// Starts the driver on a model built from `config` behind `patch`: the stack if the adapter
+/// started (with no Storport violation), and the model.
+fn start_lying_on(
+    config: DeviceConfig,
+    patch: Patch,
+) -> (Option<Stack<Lying>>, Arc<VirtioBlkDevice>) {
+    let inner = Arc::new(VirtioBlkDevice::new(config).unwrap());
+    let memory = inner.guest_memory();
+    let lying = Arc::new(Lying {
+        inner: inner.clone(),
+        patch,
+    });
+    let stack = Stack::on_device(lying, memory, StackOptions::default()).ok();
+    if let Some(stack) = &stack {
+        let violations = stack.violations();
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
+    (stack, inner)
+}
+
+/// 16 writes of distinct data in flight, then 16 reads in flight: every one succeeds and each
+/// read returns what was written there.
+fn round_trip(stack: &Stack<Lying>, what: &str) {
+    let data = |i: u32| -> Vec<u8> {
+        (0..4096u32)
+            .map(|k| (k.wrapping_mul(31) ^ i.wrapping_mul(0x9E) ^ (k >> 8)) as u8)
+            .collect()
+    };
+    let writes: Vec<_> = (0..16u32)
+        .map(|i| {
+            stack
+                .adapter
+                .submit(Request::data_out(&write10(i * 8), data(i)))
+        })
+        .collect();
+    for (i, h) in writes.into_iter().enumerate() {
+        let c = wait(&stack.adapter, h, what);
+        assert_eq!(
+            c.srb_status & 0x3F,
+            ffi::SRB_STATUS_SUCCESS,
+            "{what}: write {i}"
+        );
+    }
+    let reads: Vec<_> = (0..16u32)
+        .map(|i| {
+            stack
+                .adapter
+                .submit(Request::data_in(&read10(i * 8, 8), 4096))
+        })
+        .collect();
+    for (i, h) in reads.into_iter().enumerate() {
+        let c = wait(&stack.adapter, h, what);
+        assert_eq!(
+            c.srb_status & 0x3F,
+            ffi::SRB_STATUS_SUCCESS,
+            "{what}: read {i}"
+        );
+        assert!(
+            c.data == data(i as u32),
+            "{what}: read {i} returned other data"
+        );
+    }
+}
+
+/// The WCE bit of the caching mode page (MODE SENSE(6), current values, no block descriptors).
+fn write_cache_enabled(stack: &Stack<Lying>, what: &str) -> bool {
+    let c = stack.execute(ScsiRequest::data_in(
+        vec![0x1A, 0x08, 0x08, 0, 24, 0],
+        24,
+    ));
+    assert_eq!(
+        c.srb_status & 0x3F,
+        ffi::SRB_STATUS_SUCCESS,
+        "{what}: MODE SENSE"
+    );
+    let page = c.data_in.get(4..).unwrap_or_default();
+    assert_eq!(
+        page.first().map(|b| b & 0x3F),
+        Some(0x08),
+        "{what}: {:02x?}",
+        c.data_in
+    );
+    page[2] & 0x04 != 0
+}
+
+/// One `struct virtio_pci_cap` (16 bytes, or 20 with `notify_off_multiplier`) at `at`, whose
+/// next pointer is `next`.
+fn virtio_cap(
+    at: u64,
+    next: u8,
+    cfg_type: u8,
+    bar: u8,
+    offset: u32,
+    length: u32,
+    multiplier: Option<u32>,
+) -> Patch {
+    let mut bytes = vec![0x09, next, 16, cfg_type, bar, 0, 0, 0];
+    bytes.extend_from_slice(&offset.to_le_bytes());
+    bytes.extend_from_slice(&length.to_le_bytes());
+    if let Some(m) = multiplier {
+        bytes[2] = 20;
+        bytes.extend_from_slice(&m.to_le_bytes());
+    }
+    overlay(None, at, Box::leak(bytes.into_boxed_slice()))
+}
+
+/// Capabilities a driver must skip, ahead of the model's own in the list (4.1.4.1: the first
+/// usable one of each type wins): a power-management capability; a virtio capability shorter
+/// than `struct virtio_pci_cap`; a common configuration in BAR 7 (there is none); one whose
+/// offset + length wraps 32 bits; a notify capability without `notify_off_multiplier`, and
+/// one with an odd multiplier (every queue's doorbell after the first misaligned); and after
+/// the model's list a second MSI-X capability with one message, which must not replace the
+/// first. The adapter starts on the model's structures with all its queues, and data written
+/// with many requests in flight reads back.
+#[test]
+fn unusable_capabilities_are_skipped() {
+    // The model's list: MSI-X at 40h ... PCI-configuration access at 94h (next 0, at 95h);
+    // A8h..100h is free.
+    let list = patches(vec![
+        overlay(None, 0x34, &[0xA8]),
+        // Power management (id 1).
+        overlay(None, 0xA8, &[0x01, 0xAC, 0x03, 0x00]),
+        // cap_len 8, claiming to be the common configuration in BAR 4.
+        overlay(None, 0xAC, &[0x09, 0xB4, 8, 1, 4, 0, 0, 0]),
+        virtio_cap(0xB4, 0xC4, 1, 7, 0, 0x1000, None),
+        virtio_cap(0xC4, 0xD4, 1, 4, 0xFFFF_F000, 0x2000, None),
+        // A notify structure over the ISR status: a doorbell there would never ring.
+        virtio_cap(0xD4, 0xE4, 2, 4, 0x1000, 0x1000, None),
+        virtio_cap(0xE4, 0x40, 2, 4, 0x3000, 0x1000, Some(3)),
+        // After the model's last capability: MSI-X with a table of one entry.
+        overlay(None, 0x95, &[0xF8]),
+        overlay(None, 0xF8, &[0x11, 0x00, 0x00, 0x00]),
+    ]);
+    let (stack, device) = start_lying_on(DeviceConfig::default(), list);
+    let stack = stack.expect("the adapter starts on the model's own capabilities");
+    assert_eq!(
+        device.status() & 0x0F,
+        0x0F,
+        "status {:#04x}",
+        device.status()
+    );
+    assert_eq!(
+        device.running_queues(),
+        usize::from(DeviceConfig::default().num_queues),
+        "the second MSI-X capability limited the queues"
+    );
+    round_trip(&stack, "odd capabilities");
+    assert_clean_lying(&stack);
+
+    // A list the driver cannot walk: the PCI status register (06h) without "capabilities list"
+    // (bit 4), or a capability whose next pointer is itself. The device is left untouched.
+    let refused: [(&str, Patch); 2] = [
+        (
+            "no capabilities list bit",
+            overlay(None, 0x06, &[0x00, 0x00]),
+        ),
+        ("a capability list that loops", overlay(None, 0x41, &[0x40])),
+    ];
+    for (what, patch) in refused {
+        let (stack, device) = start_lying_on(DeviceConfig::default(), patch);
+        assert!(stack.is_none(), "{what}: the adapter started");
+        assert_eq!(device.status(), 0, "{what}: the device was touched");
+    }
+}
+
+fn assert_clean_lying(stack: &Stack<Lying>) {
+    let violations = stack.violations();
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+/// The device configuration's length (the device capability's `length`, at 7Ch) cut to
+/// `length` bytes.
+fn device_config_length(length: u8) -> Patch {
+    overlay(None, 0x7C, Box::leak(Box::new([length, 0, 0, 0])))
+}
+
+/// The device configuration (BAR 4 at 2000h in the model) with `value` at `offset`.
+fn device_config(offset: u64, value: &'static [u8]) -> Patch {
+    overlay(Some(4), 0x2000 + offset, value)
+}
+
+/// A device configuration the driver cannot use (5.2.4): a field of a negotiated feature
+/// outside the structure, or a value no disk has. FindAdapter refuses the device: it was
+/// reset and never told DRIVER_OK, and it is told FAILED.
+#[test]
+fn find_adapter_refuses_an_unusable_device_configuration() {
+    let with_geometry = DeviceConfig {
+        features: Some(features::DEFAULT | features::GEOMETRY),
+        ..DeviceConfig::default()
+    };
+    let cases: [(&str, DeviceConfig, Patch); 8] = [
+        // SIZE_MAX's field (08h) past the end.
+        (
+            "size_max outside",
+            DeviceConfig::default(),
+            device_config_length(8),
+        ),
+        // GEOMETRY: cylinders (10h) inside, heads (12h) outside.
+        ("heads outside", with_geometry, device_config_length(0x12)),
+        // TOPOLOGY: opt_io_size (1Ch) outside.
+        (
+            "opt_io_size outside",
+            DeviceConfig::default(),
+            device_config_length(0x1C),
+        ),
+        // DISCARD: max_discard_seg (28h) outside.
+        (
+            "max_discard_seg outside",
+            DeviceConfig::default(),
+            device_config_length(0x28),
+        ),
+        // WRITE_ZEROES: max_write_zeroes_seg (34h) outside.
+        (
+            "max_write_zeroes_seg outside",
+            DeviceConfig::default(),
+            device_config_length(0x34),
+        ),
+        // blk_size (14h) not a power of two.
+        (
+            "blk_size 100",
+            DeviceConfig::default(),
+            device_config(0x14, &[100, 0, 0, 0]),
+        ),
+        // physical_block_exp (18h) 16: 65536 logical blocks per physical block.
+        (
+            "physical_block_exp 16",
+            DeviceConfig::default(),
+            device_config(0x18, &[16]),
+        ),
+        // num_queues (22h) 0 with MQ.
+        (
+            "num_queues 0",
+            DeviceConfig::default(),
+            device_config(0x22, &[0, 0]),
+        ),
+    ];
+    for (what, config, patch) in cases {
+        let (stack, device) = start_lying_on(config, patch);
+        assert!(stack.is_none(), "{what}: the adapter started");
+        let status = device.status();
+        assert_eq!(status & DRIVER_OK, 0, "{what}: status {status:#04x}");
+        assert_eq!(
+            status & 0x80,
+            0x80,
+            "{what}: status {status:#04x}: FAILED not set"
+        );
+    }
+    // The same wrapper with the whole structure starts.
+    let (stack, _) = start_lying_on(DeviceConfig::default(), device_config_length(0x3C));
+    assert!(
+        stack.is_some(),
+        "a complete device configuration was refused"
+    );
+}
+
+/// Device configurations a disk may have: GEOMETRY offered, TOPOLOGY not; the write cache as
+/// the features and `writeback` say (5.2.5.1: with CONFIG_WCE, `writeback`; without it, on
+/// when FLUSH is offered). Each disk starts and keeps its data, and MODE SENSE's caching page
+/// shows the cache the device has.
+#[test]
+fn device_configurations_a_disk_may_have() {
+    let cases: [(&str, u64, bool, bool); 4] = [
+        (
+            "geometry, no topology",
+            (features::DEFAULT | features::GEOMETRY) & !features::TOPOLOGY,
+            true,
+            true,
+        ),
+        ("writeback 0", features::DEFAULT, false, false),
+        (
+            "FLUSH without CONFIG_WCE",
+            features::DEFAULT & !features::CONFIG_WCE,
+            true,
+            true,
+        ),
+        (
+            "neither FLUSH nor CONFIG_WCE",
+            features::DEFAULT & !(features::CONFIG_WCE | features::FLUSH),
+            true,
+            false,
+        ),
+    ];
+    for (what, offered, writeback, cache) in cases {
+        let (stack, device) = start_lying_on(
+            DeviceConfig {
+                features: Some(offered),
+                writeback,
+                ..DeviceConfig::default()
+            },
+            Box::new(|_, _, _| {}),
+        );
+        let stack = stack.unwrap_or_else(|| panic!("{what}: the adapter did not start"));
+        assert_eq!(
+            device.negotiated_features() & (features::GEOMETRY | features::TOPOLOGY),
+            offered & (features::GEOMETRY | features::TOPOLOGY),
+            "{what}"
+        );
+        assert_eq!(write_cache_enabled(&stack, what), cache, "{what}: WCE");
+        round_trip(&stack, what);
+        assert_clean_lying(&stack);
+    }
+}
