@@ -327,6 +327,7 @@ impl PackedQueue {
     }
 
     /// Whether `id` names a buffer in flight.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_in_flight(&self, id: u16) -> bool {
         id < self.size.get() && self.slot(id).is_some_and(|s| s.count != 0)
     }

@@ -51,6 +51,7 @@ mod desc_flags {
 }
 
 /// VIRTQ_AVAIL_F_NO_INTERRUPT (2.7.6, 2.7.7).
+#[cfg(any(test, feature = "test-utils"))]
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// VIRTQ_USED_F_NO_NOTIFY (2.7.8, 2.7.10).
 const USED_F_NO_NOTIFY: u16 = 1;
@@ -528,6 +529,7 @@ impl SplitQueue {
     }
 
     /// Whether `id` heads a chain in flight (pushed and not yet completed).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_in_flight(&self, id: u16) -> bool {
         id < self.size.get() && self.slot(id).is_some_and(|s| s.tail != NONE)
     }
@@ -783,6 +785,7 @@ impl SplitQueue {
     }
 
     /// Asks the device not to interrupt for completions (a hint: the device may still).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn disable_interrupts(&mut self) {
         if self.event_idx {
             // 2.7.7.1: with event index `avail.flags` must stay 0. An event one behind the next
