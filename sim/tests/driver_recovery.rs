@@ -461,6 +461,14 @@ fn start_lying_on(
     patch: Patch,
 ) -> (Option<Stack<Lying>>, Arc<VirtioBlkDevice>) {
     let inner = Arc::new(VirtioBlkDevice::new(config).unwrap());
+    start_lying_over(inner, patch)
+}
+
+/// [`start_lying_on`] over a model already built (which `patch` may consult).
+fn start_lying_over(
+    inner: Arc<VirtioBlkDevice>,
+    patch: Patch,
+) -> (Option<Stack<Lying>>, Arc<VirtioBlkDevice>) {
     let memory = inner.guest_memory();
     let lying = Arc::new(Lying {
         inner: inner.clone(),
@@ -520,10 +528,7 @@ fn round_trip(stack: &Stack<Lying>, what: &str) {
 
 /// The WCE bit of the caching mode page (MODE SENSE(6), current values, no block descriptors).
 fn write_cache_enabled(stack: &Stack<Lying>, what: &str) -> bool {
-    let c = stack.execute(ScsiRequest::data_in(
-        vec![0x1A, 0x08, 0x08, 0, 24, 0],
-        24,
-    ));
+    let c = stack.execute(ScsiRequest::data_in(vec![0x1A, 0x08, 0x08, 0, 24, 0], 24));
     assert_eq!(
         c.srb_status & 0x3F,
         ffi::SRB_STATUS_SUCCESS,
@@ -566,8 +571,9 @@ fn virtio_cap(
 /// offset + length wraps 32 bits; a notify capability without `notify_off_multiplier`, and
 /// one with an odd multiplier (every queue's doorbell after the first misaligned); and after
 /// the model's list a second MSI-X capability with one message, which must not replace the
-/// first. The adapter starts on the model's structures with all its queues, and data written
-/// with many requests in flight reads back.
+/// first; in another list, a common configuration at a misaligned offset. The adapter starts
+/// on the model's structures with all its queues, and data written with many requests in
+/// flight reads back.
 #[test]
 fn unusable_capabilities_are_skipped() {
     // The model's list: MSI-X at 40h ... PCI-configuration access at 94h (next 0, at 95h);
@@ -602,6 +608,25 @@ fn unusable_capabilities_are_skipped() {
     );
     round_trip(&stack, "odd capabilities");
     assert_clean_lying(&stack);
+    drop(stack);
+
+    // A common configuration at a misaligned offset (2) ahead of the model's: every 32-bit
+    // register in it would be misaligned.
+    let misaligned = patches(vec![
+        overlay(None, 0x34, &[0xA8]),
+        virtio_cap(0xA8, 0x40, 1, 4, 2, 0x1000, None),
+    ]);
+    let (stack, device) = start_lying_on(DeviceConfig::default(), misaligned);
+    let stack = stack.expect("the adapter starts past a misaligned common configuration");
+    assert_eq!(
+        device.status() & 0x0F,
+        0x0F,
+        "status {:#04x}",
+        device.status()
+    );
+    round_trip(&stack, "misaligned common configuration");
+    assert_clean_lying(&stack);
+    drop(stack);
 
     // A list the driver cannot walk: the PCI status register (06h) without "capabilities list"
     // (bit 4), or a capability whose next pointer is itself. The device is left untouched.
@@ -701,6 +726,30 @@ fn find_adapter_refuses_an_unusable_device_configuration() {
             "{what}: status {status:#04x}: FAILED not set"
         );
     }
+    // Queue 1 offers a smaller ring (queue_size, 18h, read with queue_select, 16h, at 1) than
+    // queue 0, whose size the driver chose for every queue: its setup is refused.
+    let inner = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).unwrap());
+    let model = inner.clone();
+    let smaller: Patch = Box::new(move |space, offset, data: &mut [u8]| {
+        if space == COMMON && offset == 0x18 && data.len() == 2 {
+            let mut select = [0u8; 2];
+            model.bar_read(4, 0x16, &mut select);
+            if u16::from_le_bytes(select) == 1 {
+                data.copy_from_slice(&16u16.to_le_bytes());
+            }
+        }
+    });
+    let (stack, device) = start_lying_over(inner, smaller);
+    assert!(
+        stack.is_none(),
+        "queue 1 smaller than queue 0: the adapter started"
+    );
+    let status = device.status();
+    assert_eq!(
+        status & DRIVER_OK,
+        0,
+        "queue 1 smaller: status {status:#04x}"
+    );
     // The same wrapper with the whole structure starts.
     let (stack, _) = start_lying_on(DeviceConfig::default(), device_config_length(0x3C));
     assert!(
