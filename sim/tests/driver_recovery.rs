@@ -566,29 +566,31 @@ fn virtio_cap(
 }
 
 /// Capabilities a driver must skip, ahead of the model's own in the list (4.1.4.1: the first
-/// usable one of each type wins): a power-management capability; a virtio capability shorter
+/// usable one of each type wins): a PCI Express capability; a virtio capability shorter
 /// than `struct virtio_pci_cap`; a common configuration in BAR 7 (there is none); one whose
-/// offset + length wraps 32 bits; a notify capability without `notify_off_multiplier`, and
-/// one with an odd multiplier (every queue's doorbell after the first misaligned); and after
-/// the model's list a second MSI-X capability with one message, which must not replace the
-/// first; in another list, a common configuration at a misaligned offset. The adapter starts
-/// on the model's structures with all its queues, and data written with many requests in
-/// flight reads back.
+/// offset + length wraps 32 bits; a notify capability without `notify_off_multiplier`, and one
+/// with an odd multiplier (4.1.4.4: 0 or an even power of two; this one, 1001h, would put
+/// queue 1's doorbell past the structure); after the model's list, a second MSI-X capability
+/// with one message, which must not replace the first; in another list, a common configuration
+/// at a misaligned offset. The adapter starts on the model's structures with all its queues,
+/// and data written with many requests in flight reads back.
 #[test]
 fn unusable_capabilities_are_skipped() {
     // The model's list: MSI-X at 40h ... PCI-configuration access at 94h (next 0, at 95h);
     // A8h..100h is free.
     let list = patches(vec![
         overlay(None, 0x34, &[0xA8]),
-        // Power management (id 1).
-        overlay(None, 0xA8, &[0x01, 0xAC, 0x03, 0x00]),
-        // cap_len 8, claiming to be the common configuration in BAR 4.
-        overlay(None, 0xAC, &[0x09, 0xB4, 8, 1, 4, 0, 0, 0]),
-        virtio_cap(0xB4, 0xC4, 1, 7, 0, 0x1000, None),
-        virtio_cap(0xC4, 0xD4, 1, 4, 0xFFFF_F000, 0x2000, None),
-        // A notify structure over the ISR status: a doorbell there would never ring.
-        virtio_cap(0xD4, 0xE4, 2, 4, 0x1000, 0x1000, None),
-        virtio_cap(0xE4, 0x40, 2, 4, 0x3000, 0x1000, Some(3)),
+        // cap_len 8, claiming to be the ISR status in BAR 4; what would be its offset and
+        // length are the next capability's bytes (an offset far past the BAR).
+        overlay(None, 0xA8, &[0x09, 0xB0, 8, 3, 4, 0, 0, 0]),
+        virtio_cap(0xB0, 0xC0, 1, 7, 0, 0x1000, None),
+        virtio_cap(0xC0, 0xD0, 1, 4, 0xFFFF_F000, 0x2000, None),
+        // A notify structure over the ISR status (a doorbell there would never ring), 16
+        // bytes long: what would be its multiplier is the next capability's first four bytes.
+        virtio_cap(0xD0, 0xE0, 2, 4, 0x1000, 0x1000, None),
+        // PCI Express (id 10h), four bytes here: an even "multiplier" (2E410h).
+        overlay(None, 0xE0, &[0x10, 0xE4, 0x02, 0x00]),
+        virtio_cap(0xE4, 0x40, 2, 4, 0x3000, 0x1000, Some(0x1001)),
         // After the model's last capability: MSI-X with a table of one entry.
         overlay(None, 0x95, &[0xF8]),
         overlay(None, 0xF8, &[0x11, 0x00, 0x00, 0x00]),
@@ -665,37 +667,40 @@ fn device_config(offset: u64, value: &'static [u8]) -> Patch {
 /// reset and never told DRIVER_OK, and it is told FAILED.
 #[test]
 fn find_adapter_refuses_an_unusable_device_configuration() {
-    let with_geometry = DeviceConfig {
-        features: Some(features::DEFAULT | features::GEOMETRY),
+    // Each field outside the structure with only its own feature offered (besides the ring's),
+    // so no other field is missing: the same device with the whole structure starts.
+    let only = |feature: u64| DeviceConfig {
+        features: Some(
+            features::VERSION_1 | features::INDIRECT_DESC | features::EVENT_IDX | feature,
+        ),
         ..DeviceConfig::default()
     };
-    let cases: [(&str, DeviceConfig, Patch); 8] = [
-        // SIZE_MAX's field (08h) past the end.
-        (
-            "size_max outside",
-            DeviceConfig::default(),
-            device_config_length(8),
-        ),
+    let outside = [
+        // SIZE_MAX: size_max (08h).
+        ("size_max outside", features::SIZE_MAX, 8),
         // GEOMETRY: cylinders (10h) inside, heads (12h) outside.
-        ("heads outside", with_geometry, device_config_length(0x12)),
-        // TOPOLOGY: opt_io_size (1Ch) outside.
-        (
-            "opt_io_size outside",
-            DeviceConfig::default(),
-            device_config_length(0x1C),
-        ),
-        // DISCARD: max_discard_seg (28h) outside.
-        (
-            "max_discard_seg outside",
-            DeviceConfig::default(),
-            device_config_length(0x28),
-        ),
-        // WRITE_ZEROES: max_write_zeroes_seg (34h) outside.
-        (
-            "max_write_zeroes_seg outside",
-            DeviceConfig::default(),
-            device_config_length(0x34),
-        ),
+        ("heads outside", features::GEOMETRY, 0x12),
+        // TOPOLOGY: opt_io_size (1Ch).
+        ("opt_io_size outside", features::TOPOLOGY, 0x1C),
+        // DISCARD: max_discard_seg (28h).
+        ("max_discard_seg outside", features::DISCARD, 0x28),
+        // WRITE_ZEROES: max_write_zeroes_seg (34h).
+        ("max_write_zeroes_seg outside", features::WRITE_ZEROES, 0x34),
+    ];
+    for (what, feature, length) in outside {
+        let (stack, device) = start_lying_on(only(feature), device_config_length(length));
+        assert!(stack.is_none(), "{what}: the adapter started");
+        let status = device.status();
+        assert_eq!(status & DRIVER_OK, 0, "{what}: status {status:#04x}");
+        assert_eq!(
+            status & 0x80,
+            0x80,
+            "{what}: status {status:#04x}: FAILED not set"
+        );
+        let (stack, _) = start_lying_on(only(feature), device_config_length(0x3C));
+        assert!(stack.is_some(), "{what}: the whole structure was refused");
+    }
+    let cases: [(&str, DeviceConfig, Patch); 3] = [
         // blk_size (14h) not a power of two.
         (
             "blk_size 100",
