@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
 use storport_sim::device::{Bar, DmaWatch, InterruptSink, PciDevice};
@@ -809,4 +809,96 @@ fn device_configurations_a_disk_may_have() {
         round_trip(&stack, what);
         assert_clean_lying(&stack);
     }
+}
+
+/// The model behind a PCI function whose first reset is acknowledged late: after the driver
+/// first writes 0 to `device_status`, the next `polls` reads of it say 1 (ACKNOWLEDGE), then
+/// the model answers again.
+struct LateReset {
+    inner: Arc<VirtioBlkDevice>,
+    polls: u32,
+    /// Reads still to answer 1; `u32::MAX` until the first reset.
+    pending: AtomicU32,
+}
+
+/// `device_status` in the model's common configuration (BAR 4, 14h).
+const DEVICE_STATUS: (u8, u64) = (4, 0x14);
+
+impl PciDevice for LateReset {
+    fn config_read(&self, offset: u16, data: &mut [u8]) {
+        self.inner.config_read(offset, data);
+    }
+    fn config_write(&self, offset: u16, data: &[u8]) {
+        self.inner.config_write(offset, data);
+    }
+    fn bars(&self) -> Vec<Bar> {
+        self.inner.bars()
+    }
+    fn bar_read(&self, bar: u8, offset: u64, data: &mut [u8]) {
+        self.inner.bar_read(bar, offset, data);
+        if (bar, offset) == DEVICE_STATUS && data.len() == 1 {
+            let late = self
+                .pending
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n != u32::MAX && n > 0).then(|| n - 1)
+                })
+                .is_ok();
+            if late {
+                data[0] = 1;
+            }
+        }
+    }
+    fn bar_write(&self, bar: u8, offset: u64, data: &[u8]) {
+        if (bar, offset) == DEVICE_STATUS && data == [0] {
+            let _ = self.pending.compare_exchange(
+                u32::MAX,
+                self.polls,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+        self.inner.bar_write(bar, offset, data);
+    }
+    fn connect_interrupts(&self, sink: Arc<dyn InterruptSink>) {
+        self.inner.connect_interrupts(sink);
+    }
+    fn msix_message_count(&self) -> u16 {
+        self.inner.msix_message_count()
+    }
+    fn intx_asserted(&self) -> bool {
+        self.inner.intx_asserted()
+    }
+    fn dma_watch(&self) -> Option<Arc<DmaWatch>> {
+        self.inner.dma_watch()
+    }
+}
+
+/// The driver's first reset polls `device_status` 1000 times, 1 ms apart, then reads it once
+/// more (src/virtio/transport.rs, PATIENT_RESET_POLLS). A device that reads 0 only at that last
+/// read is not given up on: the adapter starts and the disk keeps its data. (One that never
+/// reads 0 is refused: `find_adapter_refuses_a_device_that_lies_at_start`.)
+#[test]
+fn a_reset_acknowledged_at_the_last_poll_still_counts() {
+    let inner = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).unwrap());
+    let late = Arc::new(LateReset {
+        inner: inner.clone(),
+        polls: 1000,
+        pending: AtomicU32::new(u32::MAX),
+    });
+    let stack = Stack::on_device(late.clone(), inner.guest_memory(), StackOptions::default())
+        .expect("the adapter starts on a reset acknowledged at the last poll");
+    assert_eq!(
+        late.pending.load(Ordering::SeqCst),
+        0,
+        "the driver read device_status fewer times than the device lied"
+    );
+    let status = inner.status();
+    assert_eq!(status & 0x0F, 0x0F, "status {status:#04x}");
+    let c = stack.execute(ScsiRequest::data_out(write10(0), vec![0x5A; 4096]));
+    assert_eq!(c.srb_status & 0x3F, ffi::SRB_STATUS_SUCCESS, "write");
+    let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
+    assert_eq!(c.srb_status & 0x3F, ffi::SRB_STATUS_SUCCESS, "read");
+    assert!(c.data_in == [0x5A; 4096], "read back");
+    let violations = stack.violations();
+    assert!(violations.is_empty(), "{violations:#?}");
 }
