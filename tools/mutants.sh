@@ -2,13 +2,18 @@
 # Mutation testing of the driver and the safe Storport layer (issue 19) with cargo-mutants.
 #
 #   tools/mutants.sh [--in-diff BASE] [--file PATH]... [--re REGEX] [--timeout SECS] [--max N]
-#                    [--out DIR]
+#                    [--every N] [--in-place] [--out DIR]
 #
 # Scope: src/hba, src/virtio, src/scsi (package vioblk) and crates/storport/src (package
 # storport); the test-only files under them (src/scsi/tests/, testdisk.rs) are not mutated.
 # With --file, only those files; with --in-diff BASE, only the mutants on lines changed since
-# the merge base of BASE and HEAD (what CI runs); with --re, only mutants whose name matches. One file at a time, one job (-j 1): the suites
+# the merge base of BASE and HEAD (what CI runs); with --re, only mutants whose name matches.
+# With --max N, at most about N mutants per package; with --every N, one mutant in N of every
+# package (cargo-mutants' round-robin shard 0/N over its unshuffled list: a systematic sample at
+# the same rate everywhere, the same mutants on the same tree). One job (-j 1): the suites
 # themselves run many threads, and a loaded machine must not turn a slow test into a "timeout".
+# --in-place mutates this work tree itself instead of a copy (no copy of target/, incremental
+# builds stay warm); use it only in a checkout nobody edits meanwhile.
 #
 # The suites that matter: for the driver, its unit tests and the simulator's driver suites (the
 # real driver on the user-mode Storport over the device model); for crates/storport, its unit
@@ -28,12 +33,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 in_diff=""
 files=()
 timeout=600
 max=0
+every=0
+in_place=0
 re_args=()
 out="target/mutants"
 while [ $# -gt 0 ]; do
@@ -43,6 +50,8 @@ while [ $# -gt 0 ]; do
         --re) re_args=(--re "${2:?--re needs a regular expression}"); shift 2 ;;
         --timeout) timeout="${2:?--timeout needs seconds}"; shift 2 ;;
         --max) max="${2:?--max needs a count}"; shift 2 ;;
+        --every) every="${2:?--every needs a count}"; shift 2 ;;
+        --in-place) in_place=1; shift ;;
         --out) out="${2:?--out needs a directory}"; shift 2 ;;
         -h|--help) usage ;;
         *) echo "tools/mutants.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -80,9 +89,13 @@ fi
 
 driver_suites=(--test driver_probes --test driver_io --test driver_trust --test driver_faults
     --test driver_scsi --test driver_scsi_compliance --test driver_scsi_forms --test driver_recovery
-    --test driver_feature_matrix --test driver_packed)
+    --test driver_feature_matrix --test driver_packed --test driver_admin --test driver_hibernate)
 storport_suites=(--test sim --test lock_wrappers --test multi_tier --test removal --test watchdog
     --test example_miniport)
+
+# One job (cargo-mutants' default, and --in-place allows no other).
+place_args=(--copy-target true --jobs 1)
+[ "$in_place" -eq 1 ] && place_args=(--in-place)
 
 mkdir -p "$out"
 summary="$out/summary.txt"
@@ -115,7 +128,11 @@ run_package() {
         return 0
     fi
     local shard_args=()
-    if [ "$max" -gt 0 ] && [ "$count" -gt "$max" ]; then
+    if [ "$every" -gt 1 ]; then
+        shard_args=(--shard "0/$every" --sharding round-robin)
+        total_skipped=$((total_skipped + count - (count + every - 1) / every))
+        echo "$name: $count mutants, running one in $every (shard 0/$every)" | tee -a "$summary"
+    elif [ "$max" -gt 0 ] && [ "$count" -gt "$max" ]; then
         # Over the budget: one shard of about `max` mutants (a deterministic sample).
         local shards=$(( (count + max - 1) / max ))
         shard_args=(--shard "0/$shards" --sharding round-robin)
@@ -126,15 +143,23 @@ run_package() {
     rm -rf "$dir"
     echo "mutants: $name: $count mutants in ${file_args[*]}"
     set +e
-    cargo mutants "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" "${shard_args[@]}" --jobs 1 \
-        --timeout "$timeout" --baseline skip --no-shuffle --copy-target true \
+    cargo mutants "${file_args[@]}" "${diff_args[@]}" "${re_args[@]}" "${shard_args[@]}" \
+        --timeout "$timeout" --baseline skip --no-shuffle "${place_args[@]}" \
         --output "$dir" --colors never "$@"
+    local status=$?
     set -e
+    # cargo-mutants: 0 all caught, 2 some missed, 3 some timed out; anything else (1 a usage
+    # error, 4 a failed baseline, 70 an internal error) means no score.
+    case "$status" in
+        0|2|3) ;;
+        *) echo "tools/mutants.sh: cargo mutants failed for $name (exit status $status)" >&2; exit 1 ;;
+    esac
     local o="$dir/mutants.out" caught missed hung unviable
     caught=$(grep -c . "$o/caught.txt" 2>/dev/null || true)
     missed=$(grep -c . "$o/missed.txt" 2>/dev/null || true)
     hung=$(grep -c . "$o/timeout.txt" 2>/dev/null || true)
     unviable=$(grep -c . "$o/unviable.txt" 2>/dev/null || true)
+    caught=${caught:-0} missed=${missed:-0} hung=${hung:-0} unviable=${unviable:-0}
     total_caught=$((total_caught + caught))
     total_missed=$((total_missed + missed))
     total_hung=$((total_hung + hung))
@@ -166,7 +191,7 @@ viable=$((total_caught + total_missed + total_hung))
         echo "score: no viable mutant in scope"
     fi
     if [ "$total_skipped" -gt 0 ]; then
-        echo "not run (over --max $max per file): $total_skipped"
+        echo "not run (outside the sample): $total_skipped"
     fi
 } | tee -a "$summary"
 [ "$total_missed" -eq 0 ] && [ "$total_hung" -eq 0 ]

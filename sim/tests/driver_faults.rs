@@ -957,3 +957,51 @@ fn a_device_slow_to_reset_is_waited_for_by_the_machine() {
         assert_clean(&stack);
     }
 }
+
+/// A GET_ID whose answer breaks queue 0's ring while HwStorInitialize still polls for it: the
+/// driver resets the device there and then, before Storport sends anything, so the first reads
+/// all succeed at once (no BUS_RESET handed back) and no reset is logged later. In deterministic
+/// mode (`storport_sim::sched`) the device answers while the poll runs, the same way for each
+/// seed; on threads a loaded machine can delay the answer past the poll, when the reset machine
+/// repairs the ring instead (`bad_get_id_completion_leaves_every_queue_working`).
+#[test]
+fn a_get_id_breaking_queue_zero_during_the_poll_is_repaired_before_any_request() {
+    const RESET_STARTED: u32 = 0x0013_0006;
+    for seed in 1..=4 {
+        let (result, report) = storport_sim::sched::run(seed, 20_000_000, || {
+            let stack = Stack::start_with(options(Interrupts::MultiQueue, 1), |d| {
+                prepare_data(d, 1024, 8);
+                d.arm_fault(FaultMode::UsedIdOutOfRange, 1);
+            })?;
+            if stack.device.faults_fired() != 1 {
+                return Err("the fault did not fire on GET_ID during start".to_owned());
+            }
+            for i in 0..8u32 {
+                let lba = 1024 + 8 * i;
+                let c = stack.adapter.execute(read(lba, 40));
+                if status(&c) != ffi::SRB_STATUS_SUCCESS || c.data != pattern(u64::from(lba), 4096)
+                {
+                    return Err(format!("read {i}: {}", brief(&c)));
+                }
+            }
+            let resets: Vec<_> = stack
+                .adapter
+                .event_log()
+                .into_iter()
+                .filter(|e| e.code == RESET_STARTED)
+                .collect();
+            if !resets.is_empty() {
+                return Err(format!("a reset ran after the start: {resets:?}"));
+            }
+            let violations = stack.violations();
+            if !violations.is_empty() {
+                return Err(format!("violations: {violations:?}"));
+            }
+            Ok(())
+        });
+        assert_eq!(report.failure, None, "seed {seed}");
+        if let Err(e) = result {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}

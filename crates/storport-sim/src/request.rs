@@ -257,15 +257,38 @@ struct Slot {
 pub struct RequestHandle {
     slot: Arc<Slot>,
     adapter: Option<Arc<AdapterInner>>,
+    /// How long [`RequestHandle::wait`] waits before it calls the request lost.
+    lost_after: Duration,
+}
+
+/// How long a request may stay outstanding before [`RequestHandle::wait`] calls it lost: its
+/// TimeOutValue (scaled), then the bus reset Storport starts and the grace it gives the
+/// miniport, then `PortOptions::lost_request_margin` for a loaded machine.
+fn lost_after(a: &AdapterInner, req: &Request) -> Duration {
+    let timeout =
+        Duration::from_secs_f64(req.timeout_secs.max(1) as f64 * a.port.options.timeout_scale);
+    timeout + a.port.options.reset_grace + a.port.options.lost_request_margin
 }
 
 impl RequestHandle {
     /// Waits for the completion.
+    ///
+    /// # Panics
+    ///
+    /// When the request is not completed by its timeout, the bus reset that follows and
+    /// `PortOptions::lost_request_margin` more: Storport has done all it does for a request, and on
+    /// Windows this I/O would never end (the caller hangs, and a flush or shutdown behind it).
+    /// The simulator reports that hang instead of hanging with it, so a test that waits on a
+    /// lost request fails, naming it, rather than running until something kills it.
     pub fn wait(self) -> Completion {
-        loop {
-            if let Some(c) = self.wait_timeout(Duration::from_millis(50)) {
-                return c;
-            }
+        match self.wait_timeout(self.lost_after) {
+            Some(c) => c,
+            None => panic!(
+                "storport-sim: a request is still outstanding {:?} after it was sent (its \
+                 timeout, the reset grace and the lost-request margin): the miniport lost it, \
+                 and on Windows this I/O would hang",
+                self.lost_after
+            ),
         }
     }
 
@@ -1341,10 +1364,12 @@ impl Adapter {
     /// Sends a request; the handle waits for its completion.
     pub fn submit(&self, req: Request) -> RequestHandle {
         let slot = Arc::new(Slot::default());
+        let lost_after = lost_after(&self.inner, &req);
         self.submit_waiter(req, Waiter::Slot(slot.clone()));
         RequestHandle {
             slot,
             adapter: self.inner.dump_mode().then(|| self.inner.clone()),
+            lost_after,
         }
     }
 
@@ -1377,6 +1402,7 @@ pub(crate) fn submit_internal(a: &AdapterInner, req: Request) -> RequestHandle {
     RequestHandle {
         slot,
         adapter: a.dump_mode().then(|| a.self_weak.upgrade()).flatten(),
+        lost_after: lost_after(a, &req),
     }
 }
 

@@ -84,3 +84,41 @@ fn without_multi_tier_the_bus_is_reset_at_once() {
         a.log()
     );
 }
+
+/// A request the miniport never completes, even after the bus reset, is not waited on forever:
+/// `wait` (and `execute`) panics once its timeout, the reset grace and the lost-request margin
+/// have passed, naming the loss, so a test over a hanging miniport fails instead of hanging.
+#[test]
+fn waiting_on_a_lost_request_fails_instead_of_hanging() {
+    let p = port(PortOptions {
+        timeout_scale: 0.2,
+        reset_grace: Duration::from_millis(300),
+        lost_request_margin: Duration::from_millis(500),
+        ..PortOptions::default()
+    });
+    let (a, dev) = start(&p, bad::NONE, 2);
+    dev.answer.store(false, std::sync::atomic::Ordering::SeqCst);
+    let lost = a.submit(Request::data_in(&READ10, 4096).timeout(1));
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lost.wait()));
+    let message = waited.expect_err("wait gives up on a lost request");
+    let message = message
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(message.contains("the miniport lost it"), "{message}");
+    // Storport's own report of the same request came first.
+    assert!(
+        p.violations()
+            .iter()
+            .any(|v| v.rule == Rule::NotCompletedAfterReset),
+        "{:#?}",
+        p.violations()
+    );
+    // A request the miniport does complete is waited for as before.
+    dev.answer.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        a.execute(Request::data_in(&READ10, 4096).timeout(1))
+            .srb_status
+            & 0x3F,
+        1
+    );
+}

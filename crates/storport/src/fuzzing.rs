@@ -222,3 +222,73 @@ pub fn parse(
     srb.forget();
     parsed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Header = ffi::STORAGE_REQUEST_BLOCK;
+
+    /// An SRB_EX of `words` whose one extended-data offset names `block_at`, with a data buffer
+    /// of `data_len` bytes.
+    fn srb_with_block_at(block_at: usize, data_len: u32) -> [u64; 64] {
+        let mut bytes = [0u8; 512];
+        bytes[offset_of!(Header, Function)] = ffi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK;
+        let put = |bytes: &mut [u8; 512], at: usize, value: u32| {
+            bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        };
+        put(
+            &mut bytes,
+            offset_of!(Header, Signature),
+            ffi::SRB_SIGNATURE,
+        );
+        put(&mut bytes, offset_of!(Header, SrbLength), 512);
+        put(&mut bytes, offset_of!(Header, NumSrbExData), 1);
+        put(&mut bytes, TABLE, block_at as u32);
+        put(&mut bytes, block_at, ffi::SrbExDataTypeScsiCdb16);
+        put(&mut bytes, offset_of!(Header, DataTransferLength), data_len);
+        // Any non-NULL pointer: `parse` points it at the caller's buffer.
+        put(&mut bytes, offset_of!(Header, DataBuffer), 1);
+        let mut words = [0u64; 64];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_le_bytes(chunk.try_into().unwrap());
+        }
+        words
+    }
+
+    /// A CDB block the offset table places inside the header is not a block: its "sense pointer"
+    /// is a header field (here `DataBuffer`), which must keep pointing at the data buffer.
+    #[test]
+    fn a_block_inside_the_header_leaves_the_header_alone() {
+        let inside = offset_of!(Header, DataBuffer) - SENSE_POINTER;
+        assert!(inside.is_multiple_of(8) && inside < size_of::<Header>());
+        let mut words = srb_with_block_at(inside, 16);
+        let (mut data, mut sense) = ([0u8; 16], [0u8; 255]);
+        let parsed = parse(&mut words, &mut data, &mut sense, &[0x70; 18]);
+        assert!(parsed.accepted);
+        assert_eq!(parsed.data_len, 16);
+        assert_eq!(
+            data, [1; 16],
+            "the data buffer is the caller's, touched once"
+        );
+        assert!(
+            sense.iter().all(|&b| b == 0),
+            "nothing wrote through a header field"
+        );
+    }
+
+    /// The same block at a proper offset past the header is one, and its sense pointer is
+    /// pointed at the caller's sense buffer.
+    #[test]
+    fn a_block_past_the_header_gets_the_sense_buffer() {
+        let past = size_of::<Header>().next_multiple_of(8) + 64;
+        let mut words = srb_with_block_at(past, 16);
+        let sense_at = (past + SENSE_POINTER) / 8;
+        words[sense_at] = 1;
+        let (mut data, mut sense) = ([0u8; 16], [0u8; 255]);
+        let parsed = parse(&mut words, &mut data, &mut sense, &[0x70; 18]);
+        assert!(parsed.accepted);
+        assert_eq!(data, [1; 16]);
+        assert_eq!(words[sense_at], sense.as_ptr() as u64);
+    }
+}
