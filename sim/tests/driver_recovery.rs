@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::time::Duration;
 
 use storport_sim::device::{Bar, DmaWatch, InterruptSink, PciDevice};
@@ -466,6 +466,467 @@ fn find_adapter_refuses_a_device_that_lies_at_start() {
         0,
         "without VERSION_1: {status:#04x}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Odd capability lists and device configurations (VIRTIO 1.2 4.1.4, 5.2.4)
+
+/// All of `patches`, in order.
+fn patches(patches: Vec<Patch>) -> Patch {
+    Box::new(move |space, offset, data: &mut [u8]| {
+        for p in &patches {
+            p(space, offset, data);
+        }
+    })
+}
+
+/// Starts the driver on a model built from `config` behind `patch`: the stack if the adapter
+/// started (with no Storport violation), and the model.
+fn start_lying_on(
+    config: DeviceConfig,
+    patch: Patch,
+) -> (Option<Stack<Lying>>, Arc<VirtioBlkDevice>) {
+    let inner = Arc::new(VirtioBlkDevice::new(config).unwrap());
+    start_lying_over(inner, patch)
+}
+
+/// [`start_lying_on`] over a model already built (which `patch` may consult).
+fn start_lying_over(
+    inner: Arc<VirtioBlkDevice>,
+    patch: Patch,
+) -> (Option<Stack<Lying>>, Arc<VirtioBlkDevice>) {
+    let memory = inner.guest_memory();
+    let lying = Arc::new(Lying {
+        inner: inner.clone(),
+        patch,
+    });
+    let stack = Stack::on_device(lying, memory, StackOptions::default()).ok();
+    if let Some(stack) = &stack {
+        let violations = stack.violations();
+        assert!(violations.is_empty(), "{violations:#?}");
+    }
+    (stack, inner)
+}
+
+/// 16 writes of distinct data in flight, then 16 reads in flight: every one succeeds and each
+/// read returns what was written there.
+fn round_trip(stack: &Stack<Lying>, what: &str) {
+    let data = |i: u32| -> Vec<u8> {
+        (0..4096u32)
+            .map(|k| (k.wrapping_mul(31) ^ i.wrapping_mul(0x9E) ^ (k >> 8)) as u8)
+            .collect()
+    };
+    let writes: Vec<_> = (0..16u32)
+        .map(|i| {
+            stack
+                .adapter
+                .submit(Request::data_out(&write10(i * 8), data(i)))
+        })
+        .collect();
+    for (i, h) in writes.into_iter().enumerate() {
+        let c = wait(&stack.adapter, h, what);
+        assert_eq!(
+            c.srb_status & 0x3F,
+            ffi::SRB_STATUS_SUCCESS,
+            "{what}: write {i}"
+        );
+    }
+    let reads: Vec<_> = (0..16u32)
+        .map(|i| {
+            stack
+                .adapter
+                .submit(Request::data_in(&read10(i * 8, 8), 4096))
+        })
+        .collect();
+    for (i, h) in reads.into_iter().enumerate() {
+        let c = wait(&stack.adapter, h, what);
+        assert_eq!(
+            c.srb_status & 0x3F,
+            ffi::SRB_STATUS_SUCCESS,
+            "{what}: read {i}"
+        );
+        assert!(
+            c.data == data(i as u32),
+            "{what}: read {i} returned other data"
+        );
+    }
+}
+
+/// The WCE bit of the caching mode page (MODE SENSE(6), current values, no block descriptors).
+fn write_cache_enabled(stack: &Stack<Lying>, what: &str) -> bool {
+    let c = stack.execute(ScsiRequest::data_in(vec![0x1A, 0x08, 0x08, 0, 24, 0], 24));
+    assert_eq!(
+        c.srb_status & 0x3F,
+        ffi::SRB_STATUS_SUCCESS,
+        "{what}: MODE SENSE"
+    );
+    let page = c.data_in.get(4..).unwrap_or_default();
+    assert_eq!(
+        page.first().map(|b| b & 0x3F),
+        Some(0x08),
+        "{what}: {:02x?}",
+        c.data_in
+    );
+    page[2] & 0x04 != 0
+}
+
+/// One `struct virtio_pci_cap` (16 bytes, or 20 with `notify_off_multiplier`) at `at`, whose
+/// next pointer is `next`.
+fn virtio_cap(
+    at: u64,
+    next: u8,
+    cfg_type: u8,
+    bar: u8,
+    offset: u32,
+    length: u32,
+    multiplier: Option<u32>,
+) -> Patch {
+    let mut bytes = vec![0x09, next, 16, cfg_type, bar, 0, 0, 0];
+    bytes.extend_from_slice(&offset.to_le_bytes());
+    bytes.extend_from_slice(&length.to_le_bytes());
+    if let Some(m) = multiplier {
+        bytes[2] = 20;
+        bytes.extend_from_slice(&m.to_le_bytes());
+    }
+    overlay(None, at, Box::leak(bytes.into_boxed_slice()))
+}
+
+/// Capabilities a driver must skip, ahead of the model's own in the list (4.1.4.1: the first
+/// usable one of each type wins): a PCI Express capability; a virtio capability shorter
+/// than `struct virtio_pci_cap`; a common configuration in BAR 7 (there is none); one whose
+/// offset + length wraps 32 bits; a notify capability without `notify_off_multiplier`, and one
+/// with an odd multiplier (4.1.4.4: 0 or an even power of two; this one, 1001h, would put
+/// queue 1's doorbell past the structure); after the model's list, a second MSI-X capability
+/// with one message, which must not replace the first; in another list, a common configuration
+/// at a misaligned offset. The adapter starts on the model's structures with all its queues,
+/// and data written with many requests in flight reads back.
+#[test]
+fn unusable_capabilities_are_skipped() {
+    // The model's list: MSI-X at 40h ... PCI-configuration access at 94h (next 0, at 95h);
+    // A8h..100h is free.
+    let list = patches(vec![
+        overlay(None, 0x34, &[0xA8]),
+        // cap_len 8, claiming to be the ISR status in BAR 4; what would be its offset and
+        // length are the next capability's bytes (an offset far past the BAR).
+        overlay(None, 0xA8, &[0x09, 0xB0, 8, 3, 4, 0, 0, 0]),
+        virtio_cap(0xB0, 0xC0, 1, 7, 0, 0x1000, None),
+        virtio_cap(0xC0, 0xD0, 1, 4, 0xFFFF_F000, 0x2000, None),
+        // A notify structure over the ISR status (a doorbell there would never ring), 16
+        // bytes long: what would be its multiplier is the next capability's first four bytes.
+        virtio_cap(0xD0, 0xE0, 2, 4, 0x1000, 0x1000, None),
+        // PCI Express (id 10h), four bytes here: an even "multiplier" (2E410h).
+        overlay(None, 0xE0, &[0x10, 0xE4, 0x02, 0x00]),
+        virtio_cap(0xE4, 0x40, 2, 4, 0x3000, 0x1000, Some(0x1001)),
+        // After the model's last capability: MSI-X with a table of one entry.
+        overlay(None, 0x95, &[0xF8]),
+        overlay(None, 0xF8, &[0x11, 0x00, 0x00, 0x00]),
+    ]);
+    let (stack, device) = start_lying_on(DeviceConfig::default(), list);
+    let stack = stack.expect("the adapter starts on the model's own capabilities");
+    assert_eq!(
+        device.status() & 0x0F,
+        0x0F,
+        "status {:#04x}",
+        device.status()
+    );
+    assert_eq!(
+        device.running_queues(),
+        usize::from(DeviceConfig::default().num_queues),
+        "the second MSI-X capability limited the queues"
+    );
+    round_trip(&stack, "odd capabilities");
+    assert_clean_lying(&stack);
+    drop(stack);
+
+    // A common configuration at a misaligned offset (2) ahead of the model's: every 32-bit
+    // register in it would be misaligned.
+    let misaligned = patches(vec![
+        overlay(None, 0x34, &[0xA8]),
+        virtio_cap(0xA8, 0x40, 1, 4, 2, 0x1000, None),
+    ]);
+    let (stack, device) = start_lying_on(DeviceConfig::default(), misaligned);
+    let stack = stack.expect("the adapter starts past a misaligned common configuration");
+    assert_eq!(
+        device.status() & 0x0F,
+        0x0F,
+        "status {:#04x}",
+        device.status()
+    );
+    round_trip(&stack, "misaligned common configuration");
+    assert_clean_lying(&stack);
+    drop(stack);
+
+    // A list the driver cannot walk: the PCI status register (06h) without "capabilities list"
+    // (bit 4), or a capability whose next pointer is itself. The device is left untouched.
+    let refused: [(&str, Patch); 2] = [
+        (
+            "no capabilities list bit",
+            overlay(None, 0x06, &[0x00, 0x00]),
+        ),
+        ("a capability list that loops", overlay(None, 0x41, &[0x40])),
+    ];
+    for (what, patch) in refused {
+        let (stack, device) = start_lying_on(DeviceConfig::default(), patch);
+        assert!(stack.is_none(), "{what}: the adapter started");
+        assert_eq!(device.status(), 0, "{what}: the device was touched");
+    }
+}
+
+fn assert_clean_lying(stack: &Stack<Lying>) {
+    let violations = stack.violations();
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+/// The device configuration's length (the device capability's `length`, at 7Ch) cut to
+/// `length` bytes.
+fn device_config_length(length: u8) -> Patch {
+    overlay(None, 0x7C, Box::leak(Box::new([length, 0, 0, 0])))
+}
+
+/// The device configuration (BAR 4 at 2000h in the model) with `value` at `offset`.
+fn device_config(offset: u64, value: &'static [u8]) -> Patch {
+    overlay(Some(4), 0x2000 + offset, value)
+}
+
+/// A device configuration the driver cannot use (5.2.4): a field of a negotiated feature
+/// outside the structure, or a value no disk has. FindAdapter refuses the device: it was
+/// reset and never told DRIVER_OK, and it is told FAILED.
+#[test]
+fn find_adapter_refuses_an_unusable_device_configuration() {
+    // Each field outside the structure with only its own feature offered (besides the ring's),
+    // so no other field is missing: the same device with the whole structure starts.
+    let only = |feature: u64| DeviceConfig {
+        features: Some(
+            features::VERSION_1 | features::INDIRECT_DESC | features::EVENT_IDX | feature,
+        ),
+        ..DeviceConfig::default()
+    };
+    let outside = [
+        // SIZE_MAX: size_max (08h).
+        ("size_max outside", features::SIZE_MAX, 8),
+        // GEOMETRY: cylinders (10h) inside, heads (12h) outside.
+        ("heads outside", features::GEOMETRY, 0x12),
+        // TOPOLOGY: opt_io_size (1Ch).
+        ("opt_io_size outside", features::TOPOLOGY, 0x1C),
+        // DISCARD: max_discard_seg (28h).
+        ("max_discard_seg outside", features::DISCARD, 0x28),
+        // WRITE_ZEROES: max_write_zeroes_seg (34h).
+        ("max_write_zeroes_seg outside", features::WRITE_ZEROES, 0x34),
+    ];
+    for (what, feature, length) in outside {
+        let (stack, device) = start_lying_on(only(feature), device_config_length(length));
+        assert!(stack.is_none(), "{what}: the adapter started");
+        let status = device.status();
+        assert_eq!(status & DRIVER_OK, 0, "{what}: status {status:#04x}");
+        assert_eq!(
+            status & 0x80,
+            0x80,
+            "{what}: status {status:#04x}: FAILED not set"
+        );
+        let (stack, _) = start_lying_on(only(feature), device_config_length(0x3C));
+        assert!(stack.is_some(), "{what}: the whole structure was refused");
+    }
+    let cases: [(&str, DeviceConfig, Patch); 3] = [
+        // blk_size (14h) not a power of two.
+        (
+            "blk_size 100",
+            DeviceConfig::default(),
+            device_config(0x14, &[100, 0, 0, 0]),
+        ),
+        // physical_block_exp (18h) 16: 65536 logical blocks per physical block.
+        (
+            "physical_block_exp 16",
+            DeviceConfig::default(),
+            device_config(0x18, &[16]),
+        ),
+        // num_queues (22h) 0 with MQ.
+        (
+            "num_queues 0",
+            DeviceConfig::default(),
+            device_config(0x22, &[0, 0]),
+        ),
+    ];
+    for (what, config, patch) in cases {
+        let (stack, device) = start_lying_on(config, patch);
+        assert!(stack.is_none(), "{what}: the adapter started");
+        let status = device.status();
+        assert_eq!(status & DRIVER_OK, 0, "{what}: status {status:#04x}");
+        assert_eq!(
+            status & 0x80,
+            0x80,
+            "{what}: status {status:#04x}: FAILED not set"
+        );
+    }
+    // Queue 1 offers a smaller ring (queue_size, 18h, read with queue_select, 16h, at 1) than
+    // queue 0, whose size the driver chose for every queue: its setup is refused.
+    let inner = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).unwrap());
+    let model = inner.clone();
+    let smaller: Patch = Box::new(move |space, offset, data: &mut [u8]| {
+        if space == COMMON && offset == 0x18 && data.len() == 2 {
+            let mut select = [0u8; 2];
+            model.bar_read(4, 0x16, &mut select);
+            if u16::from_le_bytes(select) == 1 {
+                data.copy_from_slice(&16u16.to_le_bytes());
+            }
+        }
+    });
+    let (stack, device) = start_lying_over(inner, smaller);
+    assert!(
+        stack.is_none(),
+        "queue 1 smaller than queue 0: the adapter started"
+    );
+    let status = device.status();
+    assert_eq!(
+        status & DRIVER_OK,
+        0,
+        "queue 1 smaller: status {status:#04x}"
+    );
+    // The same wrapper with the whole structure starts.
+    let (stack, _) = start_lying_on(DeviceConfig::default(), device_config_length(0x3C));
+    assert!(
+        stack.is_some(),
+        "a complete device configuration was refused"
+    );
+}
+
+/// Device configurations a disk may have: GEOMETRY offered, TOPOLOGY not; the write cache as
+/// the features and `writeback` say (5.2.5.1: with CONFIG_WCE, `writeback`; without it, on
+/// when FLUSH is offered). Each disk starts and keeps its data, and MODE SENSE's caching page
+/// shows the cache the device has.
+#[test]
+fn device_configurations_a_disk_may_have() {
+    let cases: [(&str, u64, bool, bool); 4] = [
+        (
+            "geometry, no topology",
+            (features::DEFAULT | features::GEOMETRY) & !features::TOPOLOGY,
+            true,
+            true,
+        ),
+        ("writeback 0", features::DEFAULT, false, false),
+        (
+            "FLUSH without CONFIG_WCE",
+            features::DEFAULT & !features::CONFIG_WCE,
+            true,
+            true,
+        ),
+        (
+            "neither FLUSH nor CONFIG_WCE",
+            features::DEFAULT & !(features::CONFIG_WCE | features::FLUSH),
+            true,
+            false,
+        ),
+    ];
+    for (what, offered, writeback, cache) in cases {
+        let (stack, device) = start_lying_on(
+            DeviceConfig {
+                features: Some(offered),
+                writeback,
+                ..DeviceConfig::default()
+            },
+            Box::new(|_, _, _| {}),
+        );
+        let stack = stack.unwrap_or_else(|| panic!("{what}: the adapter did not start"));
+        assert_eq!(
+            device.negotiated_features() & (features::GEOMETRY | features::TOPOLOGY),
+            offered & (features::GEOMETRY | features::TOPOLOGY),
+            "{what}"
+        );
+        assert_eq!(write_cache_enabled(&stack, what), cache, "{what}: WCE");
+        round_trip(&stack, what);
+        assert_clean_lying(&stack);
+    }
+}
+
+/// The model behind a PCI function whose first reset is acknowledged late: after the driver
+/// first writes 0 to `device_status`, the next `polls` reads of it say 1 (ACKNOWLEDGE), then
+/// the model answers again.
+struct LateReset {
+    inner: Arc<VirtioBlkDevice>,
+    polls: u32,
+    /// Reads still to answer 1; `u32::MAX` until the first reset.
+    pending: AtomicU32,
+}
+
+/// `device_status` in the model's common configuration (BAR 4, 14h).
+const DEVICE_STATUS: (u8, u64) = (4, 0x14);
+
+impl PciDevice for LateReset {
+    fn config_read(&self, offset: u16, data: &mut [u8]) {
+        self.inner.config_read(offset, data);
+    }
+    fn config_write(&self, offset: u16, data: &[u8]) {
+        self.inner.config_write(offset, data);
+    }
+    fn bars(&self) -> Vec<Bar> {
+        self.inner.bars()
+    }
+    fn bar_read(&self, bar: u8, offset: u64, data: &mut [u8]) {
+        self.inner.bar_read(bar, offset, data);
+        if (bar, offset) == DEVICE_STATUS && data.len() == 1 {
+            let late = self
+                .pending
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n != u32::MAX && n > 0).then(|| n - 1)
+                })
+                .is_ok();
+            if late {
+                data[0] = 1;
+            }
+        }
+    }
+    fn bar_write(&self, bar: u8, offset: u64, data: &[u8]) {
+        if (bar, offset) == DEVICE_STATUS && data == [0] {
+            let _ = self.pending.compare_exchange(
+                u32::MAX,
+                self.polls,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+        self.inner.bar_write(bar, offset, data);
+    }
+    fn connect_interrupts(&self, sink: Arc<dyn InterruptSink>) {
+        self.inner.connect_interrupts(sink);
+    }
+    fn msix_message_count(&self) -> u16 {
+        self.inner.msix_message_count()
+    }
+    fn intx_asserted(&self) -> bool {
+        self.inner.intx_asserted()
+    }
+    fn dma_watch(&self) -> Option<Arc<DmaWatch>> {
+        self.inner.dma_watch()
+    }
+}
+
+/// The driver's first reset polls `device_status` 1000 times, 1 ms apart, then reads it once
+/// more (src/virtio/transport.rs, PATIENT_RESET_POLLS). A device that reads 0 only at that last
+/// read is not given up on: the adapter starts and the disk keeps its data. (One that never
+/// reads 0 is refused: `find_adapter_refuses_a_device_that_lies_at_start`.)
+#[test]
+fn a_reset_acknowledged_at_the_last_poll_still_counts() {
+    let inner = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).unwrap());
+    let late = Arc::new(LateReset {
+        inner: inner.clone(),
+        polls: 1000,
+        pending: AtomicU32::new(u32::MAX),
+    });
+    let stack = Stack::on_device(late.clone(), inner.guest_memory(), StackOptions::default())
+        .expect("the adapter starts on a reset acknowledged at the last poll");
+    assert_eq!(
+        late.pending.load(Ordering::SeqCst),
+        0,
+        "the driver read device_status fewer times than the device lied"
+    );
+    let status = inner.status();
+    assert_eq!(status & 0x0F, 0x0F, "status {status:#04x}");
+    let c = stack.execute(ScsiRequest::data_out(write10(0), vec![0x5A; 4096]));
+    assert_eq!(c.srb_status & 0x3F, ffi::SRB_STATUS_SUCCESS, "write");
+    let c = stack.execute(ScsiRequest::data_in(read10(0, 8), 4096));
+    assert_eq!(c.srb_status & 0x3F, ffi::SRB_STATUS_SUCCESS, "read");
+    assert!(c.data_in == [0x5A; 4096], "read back");
+    let violations = stack.violations();
+    assert!(violations.is_empty(), "{violations:#?}");
 }
 
 /// The device-specific configuration (VIRTIO 1.2 5.2.4) in the model's BAR 4.

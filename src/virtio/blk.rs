@@ -457,6 +457,7 @@ impl Status {
     }
 
     /// Whether the device misbehaved (the byte is not a defined status).
+    #[cfg(test)]
     pub fn is_device_misbehaviour(self) -> bool {
         matches!(self, Self::Invalid(_))
     }

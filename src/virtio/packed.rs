@@ -301,6 +301,7 @@ impl PackedQueue {
     }
 
     /// The queue size.
+    #[cfg(test)]
     pub fn size(&self) -> QueueSize {
         self.size
     }
@@ -326,11 +327,13 @@ impl PackedQueue {
     }
 
     /// Whether `id` names a buffer in flight.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_in_flight(&self, id: u16) -> bool {
         id < self.size.get() && self.slot(id).is_some_and(|s| s.count != 0)
     }
 
     /// The ids of all buffers in flight, for completing them after a reset. O(size).
+    #[cfg(test)]
     pub fn in_flight(&self) -> impl Iterator<Item = u16> + '_ {
         (0..self.size.get()).filter(|&id| self.is_in_flight(id))
     }
@@ -681,6 +684,7 @@ impl<'a> IndirectTable<'a> {
     }
 
     /// How many descriptors fit.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.region.len() / DESCRIPTOR_SIZE
     }
@@ -710,6 +714,7 @@ impl<'a> IndirectTable<'a> {
     }
 
     /// Reads element `index` back, or `None` if it is out of range.
+    #[cfg(test)]
     pub fn read(&self, index: u16) -> Option<Descriptor> {
         let (addr, rest) = self.words(index)?;
         let word = u64::from_le(rest.load(Ordering::Relaxed));

@@ -51,6 +51,7 @@ mod desc_flags {
 }
 
 /// VIRTQ_AVAIL_F_NO_INTERRUPT (2.7.6, 2.7.7).
+#[cfg(any(test, feature = "test-utils"))]
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// VIRTQ_USED_F_NO_NOTIFY (2.7.8, 2.7.10).
 const USED_F_NO_NOTIFY: u16 = 1;
@@ -207,11 +208,13 @@ impl RawDescriptor {
     }
 
     /// VIRTQ_DESC_F_NEXT is set.
+    #[cfg(test)]
     pub fn has_next(&self) -> bool {
         self.flags & desc_flags::NEXT != 0
     }
 
     /// VIRTQ_DESC_F_INDIRECT is set.
+    #[cfg(test)]
     pub fn is_indirect(&self) -> bool {
         self.flags & desc_flags::INDIRECT != 0
     }
@@ -499,11 +502,13 @@ impl SplitQueue {
     }
 
     /// The queue size.
+    #[cfg(test)]
     pub fn size(&self) -> QueueSize {
         self.size
     }
 
     /// Free descriptors.
+    #[cfg(test)]
     pub fn num_free(&self) -> u16 {
         self.num_free
     }
@@ -524,11 +529,13 @@ impl SplitQueue {
     }
 
     /// Whether `id` heads a chain in flight (pushed and not yet completed).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_in_flight(&self, id: u16) -> bool {
         id < self.size.get() && self.slot(id).is_some_and(|s| s.tail != NONE)
     }
 
     /// The ids of all chains in flight, for completing them after a reset. O(size).
+    #[cfg(test)]
     pub fn in_flight(&self) -> impl Iterator<Item = u16> + '_ {
         (0..self.size.get()).filter(|&id| self.is_in_flight(id))
     }
@@ -778,6 +785,7 @@ impl SplitQueue {
     }
 
     /// Asks the device not to interrupt for completions (a hint: the device may still).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn disable_interrupts(&mut self) {
         if self.event_idx {
             // 2.7.7.1: with event index `avail.flags` must stay 0. An event one behind the next

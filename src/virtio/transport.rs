@@ -139,17 +139,20 @@ impl DeviceStatus {
     }
 
     /// FAILED (0x80) is set.
+    #[cfg(test)]
     pub fn failed(self) -> bool {
         self.0 & status::FAILED != 0
     }
 
     /// DRIVER_OK (4) is set.
+    #[cfg(test)]
     pub fn driver_ok(self) -> bool {
         self.0 & status::DRIVER_OK != 0
     }
 
     /// Whether the device can be used: DRIVER_OK set, neither NEEDS_RESET nor FAILED. A
     /// surprise-removed device reads all ones and is therefore broken.
+    #[cfg(test)]
     pub fn is_live(self) -> bool {
         self.driver_ok() && !self.needs_reset() && !self.failed()
     }
@@ -196,6 +199,7 @@ impl QueueNotifier {
     }
 
     /// The queue index this notifier rings for.
+    #[cfg(test)]
     pub fn queue(&self) -> u16 {
         self.queue
     }
@@ -241,11 +245,13 @@ impl DeviceConfig<'_> {
     }
 
     /// Length of the device configuration structure in bytes.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.window.len()
     }
 
     /// Whether the device configuration structure is empty.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.window.is_empty()
     }
@@ -434,6 +440,7 @@ impl Transport {
 
     /// Resets the device, sets ACKNOWLEDGE and DRIVER and returns the features it offers
     /// (3.1.1 steps 1-4).
+    #[cfg(test)]
     pub fn begin_init(&mut self, stall: &mut dyn FnMut(u32)) -> Result<u64, TransportError> {
         self.reset(stall)?;
         self.set_status(status::ACKNOWLEDGE);
@@ -448,8 +455,9 @@ impl Transport {
         self.set_status(status::DRIVER);
     }
 
-    /// [`Self::begin_init`] waiting up to about a second for the reset: for the first start,
-    /// at PASSIVE_LEVEL, where a device slow to come up is worth waiting for.
+    /// Resets the device waiting up to about a second for it, sets ACKNOWLEDGE and DRIVER and
+    /// returns the features it offers (3.1.1 steps 1-4): for the first start, at PASSIVE_LEVEL,
+    /// where a device slow to come up is worth waiting for.
     pub fn begin_init_patient(
         &mut self,
         stall: &mut dyn FnMut(u32),
@@ -590,6 +598,7 @@ impl Transport {
     }
 
     /// Reads (and thereby clears) the ISR status byte.
+    #[cfg(test)]
     pub fn read_isr(&self) -> Isr {
         self.registers().read_isr()
     }

@@ -120,6 +120,7 @@ impl Virtqueue {
     }
 
     /// Buffers made available and not yet taken back.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn outstanding(&self) -> u16 {
         match self {
             Self::Split(q) => q.outstanding(),
@@ -128,6 +129,7 @@ impl Virtqueue {
     }
 
     /// Whether `id` names a buffer in flight.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn is_in_flight(&self, id: u16) -> bool {
         match self {
             Self::Split(q) => q.is_in_flight(id),
@@ -188,6 +190,7 @@ impl Virtqueue {
     }
 
     /// Asks the device not to interrupt.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn disable_interrupts(&mut self) {
         match self {
             Self::Split(q) => q.disable_interrupts(),

@@ -344,6 +344,18 @@ impl PackedRing {
         Ok(())
     }
 
+    /// The used position (and the device wrap counter there) after buffer `id`'s, were `id` the
+    /// next buffer used: where a device that repeats the id would write it again. `None` if
+    /// `id` is not in flight.
+    pub fn used_position_after(&self, id: u16) -> Option<(u16, bool)> {
+        let count = *self.in_flight.get(&id)?;
+        let (mut position, mut wrap) = (self.next_used, self.used_wrap);
+        for _ in 0..count {
+            (position, wrap) = self.step(position, wrap);
+        }
+        Some((position, wrap))
+    }
+
     /// Retires buffer `id` as used without writing its used descriptor: the caller wrote one
     /// by hand (a fault injecting a lie in its place), and the ring moves on past it as if
     /// [`Self::add_used`] had written it.
@@ -471,6 +483,33 @@ mod tests {
         );
         // Any size up to 2^15, not only powers of two.
         assert!(PackedRing::new(DESC, DRIVER, DEVICE, 3, false).is_ok());
+    }
+
+    #[test]
+    fn the_used_position_after_a_buffer() {
+        let mem = memory();
+        let mut ring = PackedRing::new(DESC, DRIVER, DEVICE, 3, false).unwrap();
+        // Buffer 7: two elements at positions 0, 1; buffer 9: one at position 2.
+        put(&mem, slot(1), 0xB0, 8, 7, avail(true) | desc_flags::WRITE);
+        put(&mem, slot(0), 0xA0, 16, 7, avail(true) | desc_flags::NEXT);
+        put(&mem, slot(2), 0xC0, 1, 9, avail(true) | desc_flags::WRITE);
+        ring.pop(&mem).unwrap().unwrap();
+        ring.pop(&mem).unwrap().unwrap();
+        // Used first, 7 would take positions 0 and 1 (lap 1): the next is 2, same lap.
+        assert_eq!(ring.used_position_after(7), Some((2, true)));
+        // 9 first: position 0, then 1; 7 second, from 1: past the end, lap 2.
+        assert_eq!(ring.used_position_after(9), Some((1, true)));
+        ring.add_used(&mem, 9, 1).unwrap();
+        assert_eq!(ring.used_position_after(7), Some((0, false)));
+        assert_eq!(
+            ring.used_position_after(9),
+            None,
+            "9 is no longer in flight"
+        );
+        // Asking writes nothing and moves nothing: 7's used descriptor still goes to 1.
+        ring.add_used(&mem, 7, 8).unwrap();
+        let used = mem.load_u64(slot(1) + 8, Ordering::Acquire).unwrap();
+        assert_eq!(used >> 32 & 0xFFFF, 7);
     }
 
     #[test]
