@@ -229,9 +229,14 @@ mod tests {
 
     type Header = ffi::STORAGE_REQUEST_BLOCK;
 
-    /// An SRB_EX of `words` whose one extended-data offset names `block_at`, with a data buffer
-    /// of `data_len` bytes.
+    /// An SRB_EX of `words` whose one extended-data offset names a CDB16 block at `block_at`,
+    /// with a data buffer of `data_len` bytes.
     fn srb_with_block_at(block_at: usize, data_len: u32) -> [u64; 64] {
+        srb_with(ffi::SrbExDataTypeScsiCdb16, block_at, data_len)
+    }
+
+    /// As [`srb_with_block_at`], with a block of type `kind`.
+    fn srb_with(kind: u32, block_at: usize, data_len: u32) -> [u64; 64] {
         let mut bytes = [0u8; 512];
         bytes[offset_of!(Header, Function)] = ffi::SRB_FUNCTION_STORAGE_REQUEST_BLOCK;
         let put = |bytes: &mut [u8; 512], at: usize, value: u32| {
@@ -245,7 +250,7 @@ mod tests {
         put(&mut bytes, offset_of!(Header, SrbLength), 512);
         put(&mut bytes, offset_of!(Header, NumSrbExData), 1);
         put(&mut bytes, TABLE, block_at as u32);
-        put(&mut bytes, block_at, ffi::SrbExDataTypeScsiCdb16);
+        put(&mut bytes, block_at, kind);
         put(&mut bytes, offset_of!(Header, DataTransferLength), data_len);
         // Any non-NULL pointer: `parse` points it at the caller's buffer.
         put(&mut bytes, offset_of!(Header, DataBuffer), 1);
@@ -277,18 +282,30 @@ mod tests {
         );
     }
 
-    /// The same block at a proper offset past the header is one, and its sense pointer is
-    /// pointed at the caller's sense buffer.
+    /// A CDB16 or CDB32 block at a proper offset past the header is one: its sense pointer is
+    /// pointed at the caller's sense buffer, and its CDB is read from inside the SRB.
     #[test]
     fn a_block_past_the_header_gets_the_sense_buffer() {
         let past = size_of::<Header>().next_multiple_of(8) + 64;
-        let mut words = srb_with_block_at(past, 16);
-        let sense_at = (past + SENSE_POINTER) / 8;
-        words[sense_at] = 1;
-        let (mut data, mut sense) = ([0u8; 16], [0u8; 255]);
-        let parsed = parse(&mut words, &mut data, &mut sense, &[0x70; 18]);
-        assert!(parsed.accepted);
-        assert_eq!(data, [1; 16]);
-        assert_eq!(words[sense_at], sense.as_ptr() as u64);
+        for kind in [ffi::SrbExDataTypeScsiCdb16, ffi::SrbExDataTypeScsiCdb32] {
+            let mut words = srb_with(kind, past, 16);
+            let sense_at = (past + SENSE_POINTER) / 8;
+            words[sense_at] = 1;
+            // CdbLength 10 (byte 10 of the block), the CDB at byte 24: READ(10).
+            let cdb_length_at = offset_of!(ffi::SRBEX_DATA_SCSI_CDB16, CdbLength);
+            let cdb_at = offset_of!(ffi::SRBEX_DATA_SCSI_CDB16, Cdb);
+            assert_eq!(cdb_at, offset_of!(ffi::SRBEX_DATA_SCSI_CDB32, Cdb));
+            let word = (past + cdb_length_at) / 8;
+            words[word] |= 10 << (8 * ((past + cdb_length_at) % 8));
+            words[(past + cdb_at) / 8] |= 0x28 << (8 * ((past + cdb_at) % 8));
+            let (mut data, mut sense) = ([0u8; 16], [0u8; 255]);
+            let parsed = parse(&mut words, &mut data, &mut sense, &[0x70; 18]);
+            assert!(parsed.accepted, "{kind:#x}");
+            assert_eq!(data, [1; 16], "{kind:#x}");
+            assert_eq!(words[sense_at], sense.as_ptr() as u64, "{kind:#x}");
+            assert_eq!(parsed.cdb_len, 10, "{kind:#x}");
+            assert_eq!(parsed.cdb[0], 0x28, "{kind:#x}");
+            assert!(parsed.cdb_inside, "{kind:#x}");
+        }
     }
 }
