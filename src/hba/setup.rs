@@ -592,9 +592,9 @@ fn transfer_limits(
     tunable_max_transfer: u32,
 ) -> Option<(RequestLimits, u32, u32)> {
     let limits = RequestLimits::new(blk, size, area_size(MAX_SEGMENTS));
+    // Segments one page may need (1 once a segment may hold a page); 0 is no limit.
     let per_page = match limits.max_segment_size {
         0 => 1,
-        max if max >= PAGE_SIZE => 1,
         max => PAGE_SIZE.div_ceil(max),
     };
     // Storport's NumberOfPhysicalBreaks is one less than the pages a request may touch, and a
