@@ -986,3 +986,54 @@ fn an_empty_disk_has_no_medium() {
     }
     assert_clean(&stack);
 }
+
+/// A READ or WRITE whose buffer is larger than its transfer (a SCSI pass-through may send one):
+/// only the transfer moves, and the SRB says so: DataTransferLength is the transfer and the
+/// status DATA_OVERRUN (Storport's convention for an underrun), for plain and FUA writes
+/// (whose FLUSH completes the request) and for reads; the blocks past the transfer are left
+/// alone.
+#[test]
+fn a_buffer_larger_than_the_transfer_is_an_underrun() {
+    let stack = default_stack();
+    for (n, (opcode, flags)) in [(0x2Au8, 0u8), (0x2A, 0x08), (0x8A, 0), (0x8A, 0x08)]
+        .into_iter()
+        .enumerate()
+    {
+        let what = format!("WRITE {opcode:02X} (byte 1 {flags:02X})");
+        let lba = 3000 + 64 * n as u64;
+        let data = pattern(lba, 8 * 512);
+        let after = disk_bytes(&stack, (lba + 8) * 512, 8 * 512);
+        let mut buffer = data.clone();
+        buffer.extend(pattern(lba + 1, 8 * 512));
+        let c = stack.execute(ScsiRequest::data_out(rw(opcode, flags, lba, 8), buffer));
+        assert_eq!(
+            c.srb_status & 0x3F,
+            ffi::SRB_STATUS_DATA_OVERRUN,
+            "{what}: {c:?}"
+        );
+        assert_eq!(c.data_transfer_length, 8 * 512, "{what}");
+        assert_eq!(disk_bytes(&stack, lba * 512, 8 * 512), data, "{what}");
+        assert_eq!(
+            disk_bytes(&stack, (lba + 8) * 512, 8 * 512),
+            after,
+            "{what}"
+        );
+        let c = stack.execute(ScsiRequest::data_in(rw(0x28, 0, lba, 8), 16 * 512));
+        assert_eq!(
+            c.srb_status & 0x3F,
+            ffi::SRB_STATUS_DATA_OVERRUN,
+            "READ after {what}: {c:?}"
+        );
+        assert_eq!(c.data_transfer_length, 8 * 512, "READ after {what}");
+        assert_eq!(
+            c.data_in.get(..8 * 512),
+            Some(&data[..]),
+            "READ after {what}"
+        );
+    }
+    // The same transfers with buffers of their own size are plain successes.
+    let c = stack.execute(ScsiRequest::data_in(rw(0x28, 0, 3000, 8), 8 * 512));
+    assert_good(&c, "READ with an exact buffer");
+    assert_eq!(c.data_transfer_length, 8 * 512);
+    assert_clean(&stack);
+}

@@ -269,7 +269,7 @@ fn build_io_general(
 #[inline]
 fn read_write(
     found: &Found,
-    srb: Srb,
+    mut srb: Srb,
     disk: &DiskInfo,
     io: scsi::Io,
     write: bool,
@@ -291,6 +291,16 @@ fn read_write(
         None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
     };
     let preparation = record(&extension, preparation);
+    // A buffer larger than the transfer (a pass-through may send one): only the transfer moves,
+    // and the SRB says so (DataTransferLength cut, DATA_OVERRUN at completion).
+    let transfer = io
+        .bytes(disk)
+        .and_then(|bytes| u32::try_from(bytes).ok())
+        .filter(|&bytes| bytes < data_len && matches!(preparation, Preparation::Ready(_)));
+    if let Some(bytes) = transfer {
+        extension.mark_underrun();
+        srb.set_data_transfer_length(bytes);
+    }
     prepared(srb, preparation)
 }
 

@@ -242,13 +242,11 @@ fn finish_batch(adapter: &Adapter, found: &Found, batch: &mut Batch) -> Option<S
 fn finish(adapter: &Adapter, found: &Found, srb: Srb, used_len: u32) -> Option<Srb> {
     // The area as CPU memory: the status byte and the private word (operation and
     // `max_written`, recorded by BuildIo or by the FLUSH of a FUA write); no bus address.
-    let (status, recorded) = match srb.extension_memory().and_then(CompletedArea::new) {
-        Some(area) => (
-            area.status(),
-            area.load_private().and_then(request::recorded_op),
-        ),
+    let (status, word) = match srb.extension_memory().and_then(CompletedArea::new) {
+        Some(area) => (area.status(), area.load_private()),
         None => (Status::Invalid(u8::MAX), None),
     };
+    let recorded = word.and_then(request::recorded_op);
     let (op, max_written) = recorded.unwrap_or((Op::Read, 0));
     if adapter.tracing.load(Ordering::Relaxed) {
         let byte = match status {
@@ -272,7 +270,11 @@ fn finish(adapter: &Adapter, found: &Found, srb: Srb, used_len: u32) -> Option<S
     match status {
         Status::Ok if op == Op::WriteFua => Some(srb),
         Status::Ok => {
-            let _ = srb.complete(SrbStatus::Success);
+            let _ = srb.complete(if word.is_some_and(request::recorded_underrun) {
+                SrbStatus::DataOverrun
+            } else {
+                SrbStatus::Success
+            });
             None
         }
         Status::IoError => {

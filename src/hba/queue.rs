@@ -330,18 +330,30 @@ impl Queue {
         request: Srb,
         builder: Option<&RequestBuilder>,
     ) -> Option<QueueNotifier> {
+        // The write's underrun mark (a buffer larger than its transfer) carries over.
+        let underrun = area_of(&request)
+            .and_then(|area| area.load_private())
+            .is_some_and(super::request::recorded_underrun);
         let built = area_of(&request).and_then(|area| {
             let built = builder.and_then(|b| b.build_flush(&area).ok())?;
             // What the FLUSH's completion reads back (operation, `max_written`).
-            Extension { area }.record(&Prepared {
+            let extension = Extension { area };
+            extension.record(&Prepared {
                 built,
                 op: Op::Flush,
             });
+            if underrun {
+                extension.mark_underrun();
+            }
             Some(built)
         });
         let Some(built) = built else {
             // No FLUSH on this device: the write is as durable as it gets.
-            let _ = request.complete(SrbStatus::Success);
+            let _ = request.complete(if underrun {
+                SrbStatus::DataOverrun
+            } else {
+                SrbStatus::Success
+            });
             return None;
         };
         match self.submit(request, &built) {

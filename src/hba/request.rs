@@ -107,6 +107,15 @@ impl<'a> Extension<'a> {
         );
     }
 
+    /// Marks the request recorded here as an underrun: the SRB's buffer is larger than the
+    /// transfer its CDB names, DataTransferLength was cut to that transfer, and its success is
+    /// reported as DATA_OVERRUN (Storport's convention for a short transfer).
+    pub fn mark_underrun(&self) {
+        if let Some(word) = self.area.load_private() {
+            self.area.store_private(word | UNDERRUN);
+        }
+    }
+
     /// Reads back what BuildIo prepared (StartIo, on the same request).
     pub fn prepared(&self) -> Option<Prepared> {
         let word = self.area.load_private()?;
@@ -119,6 +128,15 @@ impl<'a> Extension<'a> {
             op,
         })
     }
+}
+
+/// Bit 24 of the private word (its byte 3, otherwise unused): [`Extension::mark_underrun`].
+const UNDERRUN: u64 = 1 << 24;
+
+/// Whether the private word marks an underrun ([`Extension::mark_underrun`]).
+#[inline]
+pub fn recorded_underrun(word: u64) -> bool {
+    word & UNDERRUN != 0
 }
 
 /// What a completion needs of the private word [`Extension::record`] wrote: the operation and
