@@ -90,7 +90,7 @@ fi
 driver_suites=(--test driver_probes --test driver_io --test driver_trust --test driver_faults
     --test driver_scsi --test driver_scsi_compliance --test driver_scsi_forms --test driver_recovery
     --test driver_feature_matrix --test driver_packed --test driver_admin --test driver_hibernate)
-storport_suites=(--test sim --test lock_wrappers --test multi_tier --test removal --test watchdog
+storport_suites=(--test sim --test lock_wrappers --test multi_tier --test removal --test watchdog --test register_window
     --test example_miniport)
 
 # One job (cargo-mutants' default, and --in-place allows no other).
