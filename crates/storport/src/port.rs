@@ -147,7 +147,8 @@ impl Port {
         let header = crate::miniport::header(self);
         let bus = header.pci_bus.load(core::sync::atomic::Ordering::Relaxed);
         let slot = header.pci_slot.load(core::sync::atomic::Ordering::Relaxed);
-        let mut config = [0u8; 8];
+        // Vendor ID, device ID and the command register: all that is needed, all that is read.
+        let mut config = [0u8; 6];
         // SAFETY: `config` is valid for its length; bus and slot are the adapter's own, recorded
         // by the FindAdapter trampoline.
         let read = unsafe {
@@ -160,7 +161,7 @@ impl Port {
                 config.len() as u32,
             )
         };
-        if read < 6 {
+        if (read as usize) < config.len() {
             return false;
         }
         let command = u16::from_le_bytes([config[4], config[5]]);
