@@ -57,9 +57,10 @@ pub struct PortOptions {
     pub reset_on_timeout: bool,
     /// How long requests may stay outstanding after HwStorResetBus before 0xF0/1.
     pub reset_grace: Duration,
-    /// How long past its timeout and `reset_grace` a request may stay outstanding before
-    /// `RequestHandle::wait` (and `Adapter::execute`) calls it lost and panics: on Windows the
-    /// I/O would hang forever; a test that waits on it fails instead.
+    /// How long past Storport's report that a request was not completed after a bus reset
+    /// (0xF0/1), or past its timeout and `reset_grace` when there was none, a request may stay
+    /// outstanding before `RequestHandle::wait` (and `Adapter::execute`) calls it lost and
+    /// panics: on Windows the I/O would hang forever; a test that waits on it fails instead.
     pub lost_request_margin: Duration,
     /// Delay before an SRB_STATUS_BUSY request is sent again.
     pub busy_retry_delay: Duration,
@@ -101,7 +102,7 @@ impl Default for PortOptions {
             timeout_scale: 1.0,
             reset_on_timeout: true,
             reset_grace: Duration::from_secs(2),
-            lost_request_margin: Duration::from_secs(60),
+            lost_request_margin: Duration::from_secs(10),
             busy_retry_delay: Duration::from_millis(1),
             sg_mode: SgMode::PerPage,
             poison: true,

@@ -251,6 +251,8 @@ impl Drop for GuestData {
 struct Slot {
     done: Mutex<Option<Completion>>,
     cv: Condvar,
+    /// When Storport reported the request not completed after a bus reset (0xF0/1).
+    reported_lost: Mutex<Option<Instant>>,
 }
 
 /// A submitted request.
@@ -259,6 +261,8 @@ pub struct RequestHandle {
     adapter: Option<Arc<AdapterInner>>,
     /// How long [`RequestHandle::wait`] waits before it calls the request lost.
     lost_after: Duration,
+    /// How long it waits once Storport has reported the request lost (0xF0/1).
+    margin: Duration,
 }
 
 /// How long a request may stay outstanding before [`RequestHandle::wait`] calls it lost: its
@@ -275,20 +279,42 @@ impl RequestHandle {
     ///
     /// # Panics
     ///
-    /// When the request is not completed by its timeout, the bus reset that follows and
-    /// `PortOptions::lost_request_margin` more: Storport has done all it does for a request, and on
+    /// When the request is not completed `PortOptions::lost_request_margin` after Storport
+    /// reported it not completed after the bus reset its timeout caused (0xF0/1), or, without
+    /// such a report, by its timeout, the reset grace and that margin: Storport has done all it does for a request, and on
     /// Windows this I/O would never end (the caller hangs, and a flush or shutdown behind it).
     /// The simulator reports that hang instead of hanging with it, so a test that waits on a
     /// lost request fails, naming it, rather than running until something kills it.
     pub fn wait(self) -> Completion {
-        match self.wait_timeout(self.lost_after) {
-            Some(c) => c,
-            None => panic!(
-                "storport-sim: a request is still outstanding {:?} after it was sent (its \
-                 timeout, the reset grace and the lost-request margin): the miniport lost it, \
-                 and on Windows this I/O would hang",
-                self.lost_after
-            ),
+        // Storport's report (0xF0/1, the reset's grace over) says the request is lost sooner
+        // than the fixed bound: from then on it gets the margin alone.
+        let start = crate::sched::now();
+        loop {
+            if let Some(c) = self.wait_timeout(Duration::from_millis(100)) {
+                return c;
+            }
+            let now = crate::sched::now();
+            let reported = *self
+                .slot
+                .reported_lost
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let given_up = match reported {
+                Some(at) => now.saturating_duration_since(at) >= self.margin,
+                None => now.saturating_duration_since(start) >= self.lost_after,
+            };
+            if given_up {
+                panic!(
+                    "storport-sim: a request is still outstanding {:?} after it was sent{}: the \
+                     miniport lost it, and on Windows this I/O would hang",
+                    now.saturating_duration_since(start),
+                    if reported.is_some() {
+                        " and after Storport reported it not completed after the bus reset"
+                    } else {
+                        " (its timeout, the reset grace and the lost-request margin)"
+                    }
+                );
+            }
         }
     }
 
@@ -634,6 +660,10 @@ impl RequestTable {
         self.each(|r| {
             if r.reset_epoch == epoch && !r.reported {
                 r.reported = true;
+                if let Some(Waiter::Slot(slot)) = &r.waiter {
+                    *slot.reported_lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(crate::sched::now());
+                }
                 v.push((r.srb_addr(), r.id));
             }
         });
@@ -1381,6 +1411,7 @@ impl Adapter {
             slot,
             adapter: self.inner.dump_mode().then(|| self.inner.clone()),
             lost_after,
+            margin: self.inner.port.options.lost_request_margin,
         }
     }
 
@@ -1414,6 +1445,7 @@ pub(crate) fn submit_internal(a: &AdapterInner, req: Request) -> RequestHandle {
         slot,
         adapter: a.dump_mode().then(|| a.self_weak.upgrade()).flatten(),
         lost_after: lost_after(a, &req),
+        margin: a.port.options.lost_request_margin,
     }
 }
 

@@ -105,6 +105,10 @@ fn waiting_on_a_lost_request_fails_instead_of_hanging() {
         .downcast_ref::<String>()
         .expect("a formatted panic message");
     assert!(message.contains("the miniport lost it"), "{message}");
+    assert!(
+        message.contains("after Storport reported it not completed after the bus reset"),
+        "{message}"
+    );
     // Storport's own report of the same request came first.
     assert!(
         p.violations()
