@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use storport_sim::device::{Bar, DmaWatch, InterruptSink, PciDevice};
-use storport_sim::{Completion, PortOptions, Request, RequestHandle, function};
+use storport_sim::{CallbackKind, Completion, PortOptions, Request, RequestHandle, function};
 use storport_sys as ffi;
 use vioblk_sim::device::{DeviceConfig, FaultMode, VirtioBlkDevice, features};
 use vioblk_sim::stack::{Stack, StackOptions};
@@ -216,6 +216,47 @@ fn far_more_than_a_batch_of_completions_per_queue_all_complete() {
             "read {i}: wrong data"
         );
     }
+    assert_no_reset(&stack);
+    assert_clean(&stack);
+}
+
+/// Line-based interrupts (INTx: one queue behind the interrupt lock): HwStorInterrupt completes
+/// up to two batches itself and leaves only the rest to the DPC. 60 reads (40 with chained
+/// descriptors), all served while the device holds its interrupt back, then one interrupt:
+/// every read completes with its data and no DPC ran for them.
+#[test]
+fn one_interrupt_completes_two_batches_in_the_isr() {
+    let chained = std::env::var("VIOBLK_SIM_FEATURES_OFF").is_ok_and(|v| v.contains("indirect"));
+    let n = if chained { 40u32 } else { 60u32 };
+    let stack = start(
+        StackOptions {
+            intx: true,
+            ..options(1)
+        },
+        |d| prepare_data(d, 0, n),
+    );
+    stack.device.hold_interrupts(true);
+    let handles: Vec<_> = (0..n).map(|i| stack.adapter.submit(read(8 * i))).collect();
+    wait_for(&stack, "the device served every read", |s| {
+        total(s, |c| c.reads) >= u64::from(n)
+    });
+    let before = stack.adapter.lock_counts();
+    stack.device.hold_interrupts(false);
+    let done = wait_all(&stack, handles);
+    for (i, c) in done.iter().enumerate() {
+        assert_eq!(status(c), ffi::SRB_STATUS_SUCCESS, "read {i}: {}", brief(c));
+        assert!(
+            c.data == pattern(8 * i as u64, 4096),
+            "read {i}: wrong data"
+        );
+    }
+    let runs = stack.adapter.lock_counts().since(&before);
+    assert!(runs.runs(CallbackKind::Isr) >= 1, "{runs:?}");
+    assert_eq!(
+        runs.runs(CallbackKind::Dpc),
+        0,
+        "{n} completions fit in the ISR's two batches: {runs:?}"
+    );
     assert_no_reset(&stack);
     assert_clean(&stack);
 }
