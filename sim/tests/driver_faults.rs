@@ -1414,3 +1414,27 @@ fn reads_racing_a_broken_ring_in_deterministic_mode() {
         }
     }
 }
+
+/// A device that ignores a reset and then takes 30 ms over the next one: the machine cuts its
+/// DMA, hands the requests back, asks again and keeps polling while the device is still
+/// resetting (it gives up only after its whole restart budget), and the disk works after.
+#[test]
+fn a_device_that_ignores_a_reset_then_takes_its_time_over_the_next_is_waited_for() {
+    for interrupts in ALL_MODES {
+        let stack = start_with(interrupts, 1, |d| prepare_data(d, 512, 32));
+        stack.device.ignore_resets(1);
+        stack.device.set_reset_delay_ms(30);
+        assert!(stack.adapter.reset_bus());
+        recovers(&stack, 512);
+        let log = stack.adapter.log();
+        assert!(
+            log.iter().any(|l| l.contains("code 0x130001")),
+            "{interrupts:?}: the unacknowledged reset is logged: {log:#?}"
+        );
+        assert!(
+            !log.iter().any(|l| l.contains("code 0x130002")),
+            "{interrupts:?}: the device was given up on: {log:#?}"
+        );
+        assert_clean(&stack);
+    }
+}
