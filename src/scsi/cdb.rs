@@ -854,6 +854,18 @@ mod tests {
             decode_read_write(&c, 16, &disk512()),
             Some(Command::Read(io(8, 8, false)))
         );
+        // Both lengths: READ(10) and WRITE(10) too.
+        for opcode in [op::READ_10, op::WRITE_10] {
+            let mut head = [0u8; 16];
+            head[..10].copy_from_slice(&rw10(opcode, 0, 8, 8));
+            let io = io(8, 8, false);
+            let expected = if opcode == op::READ_10 {
+                Command::Read(io)
+            } else {
+                Command::Write(io)
+            };
+            assert_eq!(decode_read_write(&head, 10, &disk512()), Some(expected));
+        }
     }
 
     fn answer(cdb: &[u8], disk: &DiskInfo) -> Vec<u8> {
