@@ -1185,3 +1185,44 @@ fn requests_without_an_srb_extension_fail_without_reaching_the_device() {
     assert!(c.data_bytes() == pattern(1, 4096));
     assert_clean(&stack);
 }
+
+/// A device that offers fewer features after a stop than it did at the start (here FLUSH
+/// withdrawn): the restart cannot give the disk what Storport and the class driver were told
+/// (a write cache that can be flushed), so it fails, and the device is told so (FAILED), instead
+/// of running with features the device no longer has.
+#[test]
+fn a_restart_that_finds_a_feature_withdrawn_fails() {
+    let withdrawn = Arc::new(AtomicU8::new(0));
+    let flag = withdrawn.clone();
+    let flush_bit = features::FLUSH as u32;
+    let patch: Patch = Box::new(move |space, offset, data| {
+        // device_feature (common configuration 04h), the low half holding FLUSH (bit 9).
+        if flag.load(Ordering::Acquire) == 1 && space == COMMON && offset == 0x04 && data.len() == 4
+        {
+            let value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) & !flush_bit;
+            data.copy_from_slice(&value.to_le_bytes());
+        }
+    });
+    let inner = Arc::new(VirtioBlkDevice::new(DeviceConfig::default()).unwrap());
+    let (stack, inner) = start_lying_over(inner, patch);
+    let stack = stack.expect("the device starts with every feature");
+    round_trip(&stack, "before the stop");
+    assert_eq!(stack.adapter.stop(), Some(0));
+    withdrawn.store(1, Ordering::Release);
+    assert!(
+        stack.adapter.restart().is_err(),
+        "the restart went on without FLUSH"
+    );
+    assert_ne!(
+        inner.status() & 0x80,
+        0,
+        "FAILED set: {:#04x}",
+        inner.status()
+    );
+    assert_eq!(
+        inner.status() & DRIVER_OK,
+        0,
+        "DRIVER_OK: {:#04x}",
+        inner.status()
+    );
+}
