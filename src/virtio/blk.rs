@@ -58,12 +58,6 @@ pub mod feature {
     pub const DISCARD: u64 = 1 << 13;
     /// VIRTIO_BLK_F_WRITE_ZEROES (14).
     pub const WRITE_ZEROES: u64 = 1 << 14;
-    /// VIRTIO_BLK_F_LIFETIME (15).
-    pub const LIFETIME: u64 = 1 << 15;
-    /// VIRTIO_BLK_F_SECURE_ERASE (16).
-    pub const SECURE_ERASE: u64 = 1 << 16;
-    /// VIRTIO_BLK_F_ZONED (17).
-    pub const ZONED: u64 = 1 << 17;
 
     /// The virtio-blk features this driver understands (to intersect with the offer).
     pub const BLK_SUPPORTED: u64 = SIZE_MAX
