@@ -918,6 +918,19 @@ pub(crate) mod tests {
         );
     }
 
+    /// Offered everything and asked for everything, the driver takes every device-type bit
+    /// (0..=23 and 50..) and, of the transport bits (24..=49), only those it implements.
+    #[test]
+    fn only_implemented_transport_bits_are_accepted() {
+        let dev = FakeDevice::new(u64::MAX, 1);
+        let mut t = dev.transport(4);
+        t.begin_init(&mut no_stall()).unwrap();
+        let accepted = t.negotiate(u64::MAX).unwrap();
+        let transport_bits: u64 = ((1 << 50) - 1) & !((1 << 24) - 1);
+        assert_eq!(accepted & transport_bits, feature::TRANSPORT_SUPPORTED);
+        assert_eq!(accepted & !transport_bits, !transport_bits);
+    }
+
     #[test]
     fn version_1_is_required() {
         let dev = FakeDevice::new(OFFERED & !feature::VERSION_1, 1);
