@@ -56,3 +56,27 @@ fn misaligned_accesses_never_reach_the_registers() {
     assert_eq!(window.read_u8(3), 3);
     assert_eq!(DEV.0.load(Ordering::Relaxed), 3);
 }
+
+/// A register file of no bytes is empty, and a window over it refuses every access.
+#[test]
+fn an_empty_register_file_is_empty() {
+    struct Empty;
+    impl TestRegisters for Empty {
+        fn read(&self, _offset: usize, _width: u8) -> u64 {
+            unreachable!("nothing to read")
+        }
+        fn write(&self, _offset: usize, _width: u8, _value: u64) {
+            unreachable!("nothing to write")
+        }
+        fn len(&self) -> usize {
+            0
+        }
+    }
+    static EMPTY: Empty = Empty;
+    static DEV: Counted = Counted(AtomicUsize::new(0));
+    assert!(EMPTY.is_empty());
+    assert!(!DEV.is_empty());
+    let window = RegisterWindow::from_test_device(&EMPTY);
+    assert!(window.is_empty());
+    assert_eq!(window.read_u32(0), u32::MAX);
+}
