@@ -14,7 +14,7 @@ use crate::scsi::{self, Command, DiskInfo, Sense, SenseKey};
 use crate::virtio::RequestBuilder;
 
 use super::completion::check_condition;
-use super::request::{self, Extension, Preparation};
+use super::request::{self, Extension, Preparation, Prepared};
 use super::{Adapter, Found};
 
 /// The INQUIRY operation code (SPC-4 6.6).
@@ -291,14 +291,11 @@ fn read_write(
         None => Preparation::Check(Sense::INVALID_FIELD_IN_CDB),
     };
     let preparation = record(&extension, preparation);
-    // A buffer larger than the transfer (a pass-through may send one): only the transfer moves,
-    // and the SRB says so (DataTransferLength cut, DATA_OVERRUN at completion).
-    let transfer = io
-        .bytes(disk)
-        .and_then(|bytes| u32::try_from(bytes).ok())
-        .filter(|&bytes| bytes < data_len && matches!(preparation, Preparation::Ready(_)));
-    if let Some(bytes) = transfer {
-        extension.mark_underrun();
+    // A buffer larger than the transfer: the SRB says how much moves (rare: the length is
+    // worked out again only then).
+    if let Preparation::Ready(Prepared { underrun: true, .. }) = preparation
+        && let Some(bytes) = io.bytes(disk).and_then(|bytes| u32::try_from(bytes).ok())
+    {
         srb.set_data_transfer_length(bytes);
     }
     prepared(srb, preparation)

@@ -330,21 +330,20 @@ impl Queue {
         request: Srb,
         builder: Option<&RequestBuilder>,
     ) -> Option<QueueNotifier> {
-        // The write's underrun mark (a buffer larger than its transfer) carries over.
-        let underrun = area_of(&request)
-            .and_then(|area| area.load_private())
+        let area = area_of(&request);
+        // The write's underrun (a buffer larger than its transfer) carries over to the FLUSH.
+        let underrun = area
+            .as_ref()
+            .and_then(RequestArea::load_private)
             .is_some_and(super::request::recorded_underrun);
-        let built = area_of(&request).and_then(|area| {
+        let built = area.and_then(|area| {
             let built = builder.and_then(|b| b.build_flush(&area).ok())?;
-            // What the FLUSH's completion reads back (operation, `max_written`).
-            let extension = Extension { area };
-            extension.record(&Prepared {
+            // What the FLUSH's completion reads back (operation, underrun, `max_written`).
+            Extension { area }.record(&Prepared {
                 built,
                 op: Op::Flush,
+                underrun,
             });
-            if underrun {
-                extension.mark_underrun();
-            }
             Some(built)
         });
         let Some(built) = built else {

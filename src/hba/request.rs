@@ -79,6 +79,10 @@ pub struct Prepared {
     pub built: BuiltRequest,
     /// What it does.
     pub op: Op,
+    /// The SRB's buffer is longer than the transfer its CDB names (a pass-through may send
+    /// one): only the transfer moves, DataTransferLength is cut to it and success is reported
+    /// as DATA_OVERRUN (Storport's convention for an underrun).
+    pub underrun: bool,
 }
 
 /// The SRB extension of one request.
@@ -96,44 +100,33 @@ impl<'a> Extension<'a> {
         })
     }
 
-    /// Records what BuildIo prepared, for StartIo: descriptors (bits 0..16), operation
-    /// (16..24) and `max_written` (32..64) in one word.
+    /// Records what BuildIo prepared, for StartIo and the completion: descriptors (bits
+    /// 0..16), operation (16..24), the underrun (24) and `max_written` (32..64) in one word.
     pub fn record(&self, prepared: &Prepared) {
         let b = &prepared.built;
         self.area.store_private(
             u64::from(b.descriptors)
                 | u64::from(prepared.op as u8) << 16
+                | if prepared.underrun { UNDERRUN } else { 0 }
                 | u64::from(b.max_written) << 32,
         );
     }
 
-    /// Marks the request recorded here as an underrun: the SRB's buffer is larger than the
-    /// transfer its CDB names, DataTransferLength was cut to that transfer, and its success is
-    /// reported as DATA_OVERRUN (Storport's convention for a short transfer).
-    pub fn mark_underrun(&self) {
-        if let Some(word) = self.area.load_private() {
-            self.area.store_private(word | UNDERRUN);
-        }
-    }
-
-    /// Reads back what BuildIo prepared (StartIo, on the same request).
-    pub fn prepared(&self) -> Option<Prepared> {
+    /// Reads back the request BuildIo prepared (StartIo, on the same request).
+    pub fn built(&self) -> Option<BuiltRequest> {
         let word = self.area.load_private()?;
         let [d0, d1, op, _, w0, w1, w2, w3] = word.to_le_bytes();
-        let op = Op::from_byte(op)?;
+        Op::from_byte(op)?;
         let descriptors = u16::from_le_bytes([d0, d1]);
         let max_written = u32::from_le_bytes([w0, w1, w2, w3]);
-        Some(Prepared {
-            built: self.area.built(descriptors, max_written),
-            op,
-        })
+        Some(self.area.built(descriptors, max_written))
     }
 }
 
-/// Bit 24 of the private word (its byte 3, otherwise unused): [`Extension::mark_underrun`].
+/// Bit 24 of the private word (its byte 3, otherwise unused): [`Prepared::underrun`].
 const UNDERRUN: u64 = 1 << 24;
 
-/// Whether the private word marks an underrun ([`Extension::mark_underrun`]).
+/// Whether the private word records an underrun ([`Prepared::underrun`]).
 #[inline]
 pub fn recorded_underrun(word: u64) -> bool {
     word & UNDERRUN != 0
@@ -190,7 +183,11 @@ pub fn prepare_io(
         (true, true) => (RequestType::Out, Op::WriteFua),
     };
     match builder.build_data(&extension.area, kind, range.sector, bounded) {
-        Ok(built) => Preparation::Ready(Prepared { built, op }),
+        Ok(built) => Preparation::Ready(Prepared {
+            built,
+            op,
+            underrun: u64::from(data_len) > bytes,
+        }),
         Err(error) => Preparation::Check(build_error_sense(error, op)),
     }
 }
@@ -204,6 +201,7 @@ pub fn prepare_flush(builder: &RequestBuilder, extension: &Extension) -> Prepara
         Ok(built) => Preparation::Ready(Prepared {
             built,
             op: Op::Flush,
+            underrun: false,
         }),
         Err(error) => Preparation::Check(build_error_sense(error, Op::Flush)),
     }
@@ -226,7 +224,11 @@ pub fn prepare_ranges(
         unmap,
     });
     match builder.build_ranges(&extension.area, kind, ranges) {
-        Ok(built) => Preparation::Ready(Prepared { built, op }),
+        Ok(built) => Preparation::Ready(Prepared {
+            built,
+            op,
+            underrun: false,
+        }),
         // An UNMAP with only empty descriptors deallocates nothing: done.
         Err(BuildError::NoData) => Preparation::Good,
         Err(error) => Preparation::Check(build_error_sense(error, op)),

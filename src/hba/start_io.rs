@@ -14,7 +14,6 @@ use super::build_io::extension_of;
 #[cfg(feature = "planted-race")]
 use super::completion::check_condition;
 use super::queue::SubmitError;
-use super::request::Prepared;
 use super::{Adapter, Found, Mode};
 
 /// Whether `srb` is one of the reset SRBs StartIo holds until the reset completes.
@@ -87,7 +86,7 @@ pub(super) fn start_io(adapter: &Adapter, found: &Found, ctx: StartIo<'_>, srb: 
         return;
     };
     // The operation and `max_written` stay in the private word for the completion.
-    let Some(Prepared { built, .. }) = extension.prepared() else {
+    let Some(built) = extension.built() else {
         let _ = srb.complete(SrbStatus::InternalError);
         return;
     };
