@@ -1323,7 +1323,7 @@ fn a_get_id_breaking_queue_zero_during_the_poll_is_repaired_before_any_request()
         .map(|seed| (seed, FaultMode::UsedIdOutOfRange))
         .chain((1..=4).map(|seed| (seed, FaultMode::DuplicateUsedId)))
     {
-        let (result, report) = storport_sim::sched::run(seed, 20_000_000, || {
+        deterministically(&format!("seed {seed} {fault:?}"), seed, 20_000_000, || {
             let stack = Stack::start_with(options(Interrupts::MultiQueue, 1), |d| {
                 prepare_data(d, 1024, 8);
                 d.arm_fault(fault, 1);
@@ -1348,16 +1348,33 @@ fn a_get_id_breaking_queue_zero_during_the_poll_is_repaired_before_any_request()
             if !resets.is_empty() {
                 return Err(format!("a reset ran after the start: {resets:?}"));
             }
-            let violations = stack.violations();
-            if !violations.is_empty() {
-                return Err(format!("violations: {violations:?}"));
-            }
-            Ok(())
+            no_violations(&stack)
         });
-        assert_eq!(report.failure, None, "seed {seed} {fault:?}");
-        if let Err(e) = result {
-            panic!("seed {seed} {fault:?}: {e}");
-        }
+    }
+}
+
+/// Runs `body` under the deterministic scheduler with `seed`: a failure of the run (a livelock,
+/// a panic) or of `body` fails the test, named `what`.
+fn deterministically(
+    what: &str,
+    seed: u64,
+    max_steps: u64,
+    body: impl FnOnce() -> Result<(), String>,
+) {
+    let (result, report) = storport_sim::sched::run(seed, max_steps, body);
+    assert_eq!(report.failure, None, "{what}");
+    if let Err(e) = result {
+        panic!("{what}: {e}");
+    }
+}
+
+/// `Err` naming Storport's violations, if there are any.
+fn no_violations(stack: &Stack) -> Result<(), String> {
+    let violations = stack.violations();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("violations: {violations:?}"))
     }
 }
 
@@ -1371,7 +1388,7 @@ fn a_get_id_breaking_queue_zero_during_the_poll_is_repaired_before_any_request()
 #[test]
 fn reads_racing_a_broken_ring_in_deterministic_mode() {
     for seed in 1..=8 {
-        let (result, report) = storport_sim::sched::run(seed, 50_000_000, || {
+        deterministically(&format!("seed {seed}"), seed, 50_000_000, || {
             let stack = Stack::start_with(options(Interrupts::MultiQueue, 1), |d| {
                 prepare_data(d, 2048, 16);
             })?;
@@ -1402,16 +1419,8 @@ fn reads_racing_a_broken_ring_in_deterministic_mode() {
                     return Err(format!("read {i} after the reset: {}", brief(&c)));
                 }
             }
-            let violations = stack.violations();
-            if !violations.is_empty() {
-                return Err(format!("violations: {violations:?}"));
-            }
-            Ok(())
+            no_violations(&stack)
         });
-        assert_eq!(report.failure, None, "seed {seed}");
-        if let Err(e) = result {
-            panic!("seed {seed}: {e}");
-        }
     }
 }
 
